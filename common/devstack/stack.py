@@ -1,0 +1,101 @@
+"""The set of native services one stage needs, started together and remembered on disk.
+
+`tasklab dev up --stage N` starts them in the background and writes their PIDs and addresses to
+a state file; `tasklab dev down` reads it back and stops exactly those PIDs.
+
+Pattern: Facade (introduced in stage 1): one object hides three very different servers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from common.devstack.base import NativeService, RunningService, stop_process_group
+
+# name -> "module:Class"; loaded lazily so stage 1 never needs a JDK.
+SERVICE_CLASSES: dict[str, str] = {
+    "redis": "common.devstack.redis:RedisService",
+    "zookeeper": "common.devstack.zookeeper:ZooKeeperService",
+    "kafka": "common.devstack.kafka:KafkaService",
+}
+
+STAGE_SERVICES: dict[int, list[str]] = {
+    1: ["redis"],
+    2: ["redis", "zookeeper"],
+    3: ["redis", "zookeeper", "kafka"],
+    4: ["redis", "zookeeper", "kafka"],
+    5: ["redis", "zookeeper", "kafka"],
+}
+
+
+def services_for_stage(stage: int) -> list[str]:
+    try:
+        return STAGE_SERVICES[stage]
+    except KeyError:
+        raise ValueError(f"unknown stage {stage}: choose one of {sorted(STAGE_SERVICES)}") from None
+
+
+def make_service(name: str, **kwargs) -> NativeService:
+    module_name, _, cls_name = SERVICE_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**kwargs)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TASKLAB_DEVSTACK_DIR", ".tasklab/devstack")).resolve()
+
+
+class DevStack:
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.state_file = self.state_dir / "state.json"
+
+    def load(self) -> list[RunningService]:
+        if not self.state_file.exists():
+            return []
+        data = json.loads(self.state_file.read_text())
+        return [RunningService.from_dict(d) for d in data.get("services", [])]
+
+    def _save(self, services: list[RunningService]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"services": [s.to_dict() for s in services]}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(self.state_file)
+
+    def up(self, stage: int) -> list[RunningService]:
+        """Start what `stage` needs; services already running from an earlier `up` are kept."""
+        wanted = services_for_stage(stage)
+        running = [s for s in self.load() if s.alive()]
+        have = {s.name for s in running}
+        try:
+            for name in wanted:
+                if name in have:
+                    continue
+                running.append(make_service(name).start(self.state_dir))
+                self._save(running)
+        finally:
+            self._save(running)
+        return running
+
+    def down(self) -> list[RunningService]:
+        stopped = []
+        # Stop in reverse start order: Kafka before ZooKeeper before Redis.
+        for svc in reversed(self.load()):
+            stop_process_group(svc.pid)
+            stopped.append(svc)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return stopped
+
+    @staticmethod
+    def env_lines(services: list[RunningService]) -> list[str]:
+        lines = []
+        for svc in services:
+            for key, value in svc.env.items():
+                lines.append(f"{key}={value}")
+        return lines
