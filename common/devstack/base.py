@@ -113,7 +113,7 @@ class NativeService(ABC):
     def start(self, workdir: Path, port: int | None = None) -> RunningService:
         self.check_available()
         last_error = ""
-        for attempt in range(self.start_attempts):
+        for _attempt in range(self.start_attempts):
             chosen = port or free_port(self.host)
             svc_dir = workdir / f"{self.name}-{chosen}"
             svc_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,9 @@ class NativeService(ABC):
                     return running
                 time.sleep(0.1)
             else:
-                last_error = f"{self.name} not ready after {self.start_timeout:.0f}s; see {log_path}"
+                last_error = (
+                    f"{self.name} not ready after {self.start_timeout:.0f}s; see {log_path}"
+                )
             self.stop(running)
             if port is not None:
                 break

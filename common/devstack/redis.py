@@ -26,14 +26,22 @@ class RedisService(NativeService):
         # tasks, where snapshots alone would lose everything since the last snapshot.
         return [
             self.binary,
-            "--port", str(port),
-            "--bind", self.host,
-            "--dir", str(workdir),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
+            "--port",
+            str(port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(workdir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
         ]
 
     def env_for(self, host: str, port: int) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Adapters: the real (Redis, ZooKeeper, Kafka) and in-memory implementations of the ports."""

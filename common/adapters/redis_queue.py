@@ -1,0 +1,249 @@
+"""The Redis work queue an agent takes tasks from, and reports them back to.
+
+Reliable claim (stage 1's fix): BLMOVE moves a message from the source list to this agent's
+`processing:{agentId}` list in one atomic step, so at every instant the message is in exactly
+one list. If the agent dies mid-task the message is still on its processing list, and the
+reaper (any live agent) gives it back once the dead agent's heartbeat key expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from redis import Redis
+
+from common import keys
+from common.adapters.redis_store import RedisTaskStore, as_result
+from common.domain.task import Task, TaskValidationError, parse_task_message
+from common.domain.transitions import TaskStatus
+from common.executors.base import ExecutionResult
+from common.observability import get_logger
+from common.ports.task_store import TransitionResult
+from common.retry import ExponentialBackoff
+
+log = get_logger("tasklab.queue")
+
+
+@dataclass
+class Claim:
+    task: Task
+    message: str  # the (normalised) message as it sits on the processing list
+    attempt: int
+    epoch: int = 0
+
+
+@dataclass
+class Rejected:
+    """A message that was taken but is not to be run (dead-lettered, cancelled, duplicate)."""
+
+    reason: str
+    task_id: str | None = None
+
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class RedisWorkQueue:
+    def __init__(
+        self,
+        client: Redis,
+        store: RedisTaskStore,
+        source: str = keys.PENDING_QUEUE,
+        max_payload_bytes: int = 64 * 1024,
+        backoff: ExponentialBackoff | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.source = source
+        self.max_payload_bytes = max_payload_bytes
+        self.backoff = backoff or ExponentialBackoff()
+
+    # -- taking ------------------------------------------------------------------------
+    def take_reliably(self, agent_id: str, timeout: float) -> str | None:
+        raw = self.client.blmove(self.source, keys.processing(agent_id), timeout, "RIGHT", "LEFT")
+        return None if raw is None else _s(raw)
+
+    def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
+        """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it."""
+        try:
+            task_id, spec = parse_task_message(raw, self.max_payload_bytes)
+        except TaskValidationError as exc:
+            self.dead_letter(agent_id, raw, str(exc), tracked)
+            return Rejected(f"dead-lettered: {exc}")
+        task = Task.new(spec, task_id=task_id)
+        message = task.to_message()
+        result = as_result(
+            self.store.scripts.claim(
+                keys=[
+                    keys.task(task.task_id),
+                    keys.history(task.task_id),
+                    keys.TRANSITION_STATS,
+                    keys.processing(agent_id),
+                    keys.TASK_INDEX,
+                ],
+                args=[
+                    raw,
+                    message,
+                    json.dumps(task.to_hash()),
+                    agent_id,
+                    repr(time.time()),
+                    task.task_id,
+                    "1" if tracked else "0",
+                ],
+            )
+        )
+        if not result.accepted:
+            return Rejected(
+                f"not claimable: {result.reason} (status {result.status})", task.task_id
+            )
+        stored = self.store.get(task.task_id)
+        assert stored is not None
+        return Claim(task=stored, message=message, attempt=result.attempt)
+
+    def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
+        entry = json.dumps(
+            {
+                "message": raw,
+                "reason": reason,
+                "agentId": agent_id,
+                "at": time.time(),
+                "source": self.source,
+            }
+        )
+        # MULTI/EXEC: the message leaves the processing list and lands in the dead-letter list
+        # together, or not at all.
+        pipe = self.client.pipeline(transaction=True)
+        if tracked:
+            pipe.lrem(keys.processing(agent_id), 1, raw)
+        pipe.lpush(keys.DEAD_LETTER, entry)
+        pipe.execute()
+        log.warning("dead-lettered a message: %s", reason)
+
+    # -- reporting ---------------------------------------------------------------------
+    def start_fields(self) -> dict:
+        return {"startedAt": repr(time.time())}
+
+    def finish(
+        self, agent_id: str, claim: Claim, outcome: ExecutionResult, tracked: bool = True
+    ) -> TransitionResult:
+        """Record the outcome; retry with backoff if the task has retries left."""
+        task = claim.task
+        processing = keys.processing(agent_id)
+        log_effect = {"op": "rpush_all", "k": 6, "v": outcome.lines, "cap": 10_000}
+        effects: list[dict] = []
+        if tracked:
+            effects.append({"op": "lrem", "k": 5, "v": claim.message})
+        if outcome.lines:
+            effects.append(log_effect)
+        fields: dict[str, object] = {"finishedAt": repr(time.time())}
+        if outcome.exit_code is not None:
+            fields["exitCode"] = outcome.exit_code
+        clear: list[str] = []
+        retries_used = int(self.client.hget(keys.task(task.task_id), "retriesUsed") or 0)
+        if outcome.success:
+            to, reason = TaskStatus.SUCCESS, ""
+            fields["result"] = outcome.result
+            clear.append("error")
+        elif outcome.cancelled:
+            # The cancel itself was the transition; nothing to write but the cleanup.
+            to, reason = TaskStatus.CANCELLED, ""
+        elif retries_used < task.retry_count:
+            to = TaskStatus.PENDING
+            delay = self.backoff.delay(retries_used + 1)
+            reason = f"retry {retries_used + 1}/{task.retry_count} in {delay:.2f}s: {outcome.error}"
+            fields.update(
+                error=outcome.error or "", retriesUsed=retries_used + 1, result=outcome.result
+            )
+            clear.append("agentId")
+            effects.append({"op": "zadd", "k": 7, "score": time.time() + delay, "v": claim.message})
+        else:
+            to, reason = TaskStatus.FAILED, outcome.error or ""
+            fields.update(error=outcome.error or "failed", result=outcome.result)
+        if outcome.cancelled:
+            self._drop(processing, claim.message, tracked)
+            return TransitionResult(True, "ok", TaskStatus.CANCELLED.value, claim.attempt)
+        result = self.store.transition(
+            task.task_id,
+            to,
+            attempt=claim.attempt,
+            epoch=claim.epoch,
+            actor=agent_id,
+            fields=fields,
+            clear=clear,
+            reason=reason,
+            effects=effects,
+            effect_keys=[processing, keys.logs(task.task_id), keys.DELAYED_QUEUE],
+        )
+        if not result.accepted:
+            # A late report (we were presumed dead and the task was re-run, or it was cancelled):
+            # the store refused it, which is the point. Still drop our copy of the message.
+            self._drop(processing, claim.message, tracked)
+            log.warning(
+                "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
+                result.reason,
+                result.status,
+                result.attempt,
+                claim.attempt,
+            )
+        return result
+
+    def _drop(self, processing: str, message: str, tracked: bool) -> None:
+        if tracked:
+            self.client.lrem(processing, 1, message)
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return _s(self.client.hget(keys.task(task_id), "status") or b"") == TaskStatus.CANCELLED
+
+    # -- liveness and recovery -----------------------------------------------------------
+    def heartbeat(self, agent_id: str, ttl: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.heartbeat(agent_id), repr(time.time()), px=int(ttl * 1000))
+        pipe.sadd(keys.AGENTS_SEEN, agent_id)
+        pipe.execute()
+
+    def forget(self, agent_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(keys.heartbeat(agent_id))
+        pipe.srem(keys.AGENTS_SEEN, agent_id)
+        pipe.execute()
+
+    def reap(self, agent_id: str, actor: str, force: bool = False) -> tuple[int, int]:
+        requeued, dropped = self.store.scripts.reap(
+            keys=[
+                keys.processing(agent_id),
+                keys.heartbeat(agent_id),
+                self.source,
+                keys.TRANSITION_STATS,
+            ],
+            args=[agent_id, repr(time.time()), "1" if force else "0", actor],
+        )
+        return int(requeued), int(dropped)
+
+    def reap_dead_agents(self, actor: str) -> int:
+        total = 0
+        for member in self.client.smembers(keys.AGENTS_SEEN):
+            agent_id = _s(member)
+            if self.client.exists(keys.heartbeat(agent_id)):
+                continue
+            requeued, dropped = self.reap(agent_id, actor)
+            total += requeued
+            if requeued or dropped:
+                log.warning(
+                    "agent %s stopped heartbeating: re-queued %d task(s), dropped %d",
+                    agent_id,
+                    requeued,
+                    dropped,
+                )
+            if not self.client.exists(keys.processing(agent_id)):
+                self.client.srem(keys.AGENTS_SEEN, agent_id)
+        return total
+
+    def promote_due(self, limit: int = 500) -> int:
+        return int(
+            self.store.scripts.promote(
+                keys=[keys.DELAYED_QUEUE, self.source], args=[repr(time.time()), limit]
+            )
+        )

@@ -1,0 +1,48 @@
+"""Load tasklab's Lua scripts, each prefixed with the transition table generated from Python.
+
+Why Lua: a transition must read the current state and attempt/epoch and write the new state
+*atomically*. Redis runs a script with nothing interleaved, so check-then-write has no race, and
+a script is one round trip where WATCH/MULTI would be at least three.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis import Redis
+from redis.commands.core import Script
+
+from common.domain.transitions import LEGAL_TRANSITIONS
+
+
+def legal_table_lua() -> str:
+    rows = []
+    for src, nexts in sorted(LEGAL_TRANSITIONS.items(), key=lambda kv: kv[0].value):
+        inner = ", ".join(f"{d.value} = true" for d in sorted(nexts, key=lambda s: s.value))
+        rows.append(f"  {src.value} = {{{inner}}},")
+    return "local LEGAL = {\n" + "\n".join(rows) + "\n}\n"
+
+
+@cache
+def script_source(name: str) -> str:
+    lua = resources.files("common.adapters") / "lua"
+    prelude = (lua / "prelude.lua").read_text()
+    body = (lua / f"{name}.lua").read_text()
+    return legal_table_lua() + prelude + "\n" + body
+
+
+class Scripts:
+    """The registered scripts for one Redis client (EVALSHA, falling back to EVAL once)."""
+
+    NAMES = ("transition", "submit", "claim", "reap", "promote")
+
+    def __init__(self, client: Redis) -> None:
+        for name in self.NAMES:
+            setattr(self, name, client.register_script(script_source(name)))
+
+    transition: Script
+    submit: Script
+    claim: Script
+    reap: Script
+    promote: Script

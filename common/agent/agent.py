@@ -1,0 +1,178 @@
+"""The agent's life, in numbered phases:
+
+1. Recover: work left on this agent's own processing list by a previous incarnation with the
+   same id goes back to the queue with attempt + 1 (it is never resumed: that attempt is dead).
+2. Heartbeat: a key with a TTL says "alive"; a housekeeping thread refreshes it, re-queues the
+   work of agents whose key expired (the reaper), and releases retries whose backoff elapsed.
+3. Work: `capacity` worker threads each take a task (the claim strategy), run it in its own
+   process group, and report SUCCESS / FAILED / retry through the fenced store.
+4. Stop: on SIGTERM, stop taking work, let running tasks finish (bounded), stop heartbeating.
+
+Pattern: Strategy (introduced in stage 1) for *how* a task is claimed: `NaiveClaim` (BRPOP,
+loses a task if the agent dies) and `ReliableClaim` (BLMOVE + reaper) are interchangeable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+
+from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
+from common.executors.factory import ExecutorFactory
+from common.observability import bind, get_logger
+
+log = get_logger("tasklab.agent")
+
+
+class ClaimStrategy(ABC):
+    """How an agent takes its next task off the queue."""
+
+    tracked: bool  # does the message stay on a processing list while the task runs?
+
+    @abstractmethod
+    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None: ...
+
+
+class ReliableClaim(ClaimStrategy):
+    """BLMOVE to `processing:{agentId}`: the message is never only in this process's memory."""
+
+    tracked = True
+
+    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
+        return queue.take_reliably(agent_id, timeout)
+
+
+class Agent:
+    def __init__(
+        self,
+        agent_id: str,
+        queue: RedisWorkQueue,
+        executors: ExecutorFactory,
+        claim: ClaimStrategy | None = None,
+        capacity: int = 2,
+        heartbeat_interval: float = 1.0,
+        heartbeat_ttl: float = 5.0,
+        reaper_interval: float = 1.0,
+        poll_timeout: float = 1.0,
+    ) -> None:
+        self.agent_id = agent_id
+        self.queue = queue
+        self.executors = executors
+        self.claim = claim or ReliableClaim()
+        self.capacity = capacity
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.reaper_interval = reaper_interval
+        self.poll_timeout = poll_timeout
+        self.stopping = threading.Event()
+        self.paused = threading.Event()  # set = take no new work (stage 2: ZooKeeper SUSPENDED)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.completed = 0
+
+    @property
+    def load(self) -> int:
+        return self._busy
+
+    # -- phases --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.claim.tracked:
+            requeued, _ = self.queue.reap(self.agent_id, actor=self.agent_id, force=True)
+            if requeued:
+                log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
+        self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
+        self._spawn(self._housekeeping, "housekeeping")
+        for n in range(self.capacity):
+            self._spawn(self._work_loop, f"worker-{n}")
+        log.info(
+            "agent %s started: capacity %d, claim %s, executors %s",
+            self.agent_id,
+            self.capacity,
+            type(self.claim).__name__,
+            ",".join(t.value for t in self.executors.supported()),
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.claim.tracked:
+            self.queue.forget(self.agent_id)
+        log.info("agent %s stopped after %d task(s)", self.agent_id, self.completed)
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self.stopping.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    # -- internals -----------------------------------------------------------------------
+    def _spawn(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=f"{self.agent_id}-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _housekeeping(self) -> None:
+        next_reap = 0.0
+        while not self.stopping.wait(min(self.heartbeat_interval, self.reaper_interval)):
+            try:
+                self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
+                now = time.monotonic()
+                if now >= next_reap:
+                    next_reap = now + self.reaper_interval
+                    self.queue.reap_dead_agents(actor=f"reaper:{self.agent_id}")
+                    self.queue.promote_due()
+            except Exception:  # noqa: BLE001 - a Redis blip must not kill the heartbeat thread
+                log.exception("housekeeping failed; retrying")
+
+    def _work_loop(self) -> None:
+        while not self.stopping.is_set():
+            if self.paused.is_set():
+                self.stopping.wait(0.1)
+                continue
+            try:
+                raw = self.claim.take(self.queue, self.agent_id, self.poll_timeout)
+                if raw is None:
+                    continue
+                self._handle(raw)
+            except Exception:  # noqa: BLE001 - one bad task or a Redis blip must not kill a worker
+                log.exception("worker error; continuing")
+                self.stopping.wait(0.5)
+
+    def _handle(self, raw: str) -> None:
+        claimed = self.queue.claim(self.agent_id, raw, tracked=self.claim.tracked)
+        if isinstance(claimed, Rejected):
+            log.info("skipped a message: %s", claimed.reason)
+            return
+        self.run_claimed(claimed)
+
+    def run_claimed(self, claimed: Claim) -> None:
+        task = claimed.task
+        with bind(taskId=task.task_id, agentId=self.agent_id, attempt=claimed.attempt):
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                log.info("running %s task %r", task.task_type.value, task.task_name)
+                executor = self.executors.create(task.task_type)
+                outcome = executor.run(
+                    task, should_cancel=lambda: self.queue.is_cancelled(task.task_id)
+                )
+                result = self.queue.finish(
+                    self.agent_id, claimed, outcome, tracked=self.claim.tracked
+                )
+                if result.accepted:
+                    log.info(
+                        "task %s in %.3fs%s",
+                        result.status,
+                        outcome.duration,
+                        f": {outcome.error}" if outcome.error else "",
+                    )
+                self.completed += 1
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1

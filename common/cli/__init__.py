@@ -1,0 +1,1 @@
+"""The one `tasklab` command line, the same verbs in every stage."""

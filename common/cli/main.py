@@ -1,0 +1,348 @@
+"""`tasklab`: submit / status / list / logs / cancel / retry / agents, `run ROLE`, `dev up|down`.
+
+Errors a user can cause (bad task, unknown id, Redis not reachable, invalid config) print one
+line to stderr and exit non-zero (2 for invalid input or config); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.config import ConfigError, Settings, get_settings
+from common.domain.task import Task, TaskType, TaskValidationError
+from common.domain.transitions import TaskStatus
+
+app = typer.Typer(
+    help="tasklab: a distributed task scheduling and execution platform, built in stages.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(
+    help="The native dev stack: real Redis/ZooKeeper/Kafka on this machine.", no_args_is_help=True
+)
+app.add_typer(dev_app, name="dev")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+        raise  # unreachable; keeps type checkers calm
+
+
+def client():
+    from common.adapters.redis_client import redis_client
+    from common.adapters.redis_store import RedisTaskStore
+    from common.client import TaskClient
+
+    s = settings()
+    return TaskClient(RedisTaskStore(redis_client(s.redis_url)), s.max_payload_bytes)
+
+
+def _when(ts: float | str | None) -> str:
+    if not ts:
+        return "-"
+    t = float(ts)
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+
+
+def _print_task(task: Task, history: list[dict] | None = None) -> None:
+    typer.echo(f"taskId:   {task.task_id}")
+    typer.echo(f"name:     {task.task_name}")
+    typer.echo(f"type:     {task.task_type.value}")
+    typer.echo(f"status:   {task.status.value}")
+    typer.echo(f"attempt:  {task.attempt}")
+    if task.agent_id:
+        typer.echo(f"agent:    {task.agent_id}")
+    if task.exit_code is not None:
+        typer.echo(f"exitCode: {task.exit_code}")
+    if task.error:
+        typer.echo(f"error:    {task.error}")
+    if task.result:
+        typer.echo("result:")
+        for line in task.result.rstrip("\n").splitlines():
+            typer.echo(f"  {line}")
+    if history:
+        typer.echo("timeline:")
+        for h in history:
+            extra = f"  ({h['reason']})" if h.get("reason") else ""
+            typer.echo(
+                f"  {_when(h.get('at'))}  {h['state']:<10} attempt {h.get('attempt', 1)}"
+                f"  epoch {h.get('epoch', 0)}  by {h.get('actor', '?')}{extra}"
+            )
+
+
+def _task_json(task: Task, history: list[dict] | None = None, logs: list[str] | None = None):
+    data = task.model_dump(by_alias=True, mode="json")
+    if history is not None:
+        data["timeline"] = history
+    if logs is not None:
+        data["logs"] = logs
+    return data
+
+
+def _guard(fn):
+    """Turn the errors a user can cause into one line and an exit code."""
+    import functools
+
+    from common.client import TaskNotFound
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TaskValidationError as exc:
+            fail(str(exc), 2)
+        except TaskNotFound as exc:
+            fail(str(exc), 1)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            fail(
+                f"cannot reach Redis at {settings().redis_url} ({exc}); is it running? "
+                "(`tasklab dev up` starts one)",
+                1,
+            )
+
+    return wrapper
+
+
+@app.command()
+@_guard
+def submit(
+    payload: Annotated[str, typer.Argument(help="Shell command or Python source ('-' = stdin).")],
+    task_type: Annotated[TaskType, typer.Option("--type", "-t", case_sensitive=False)] = (
+        TaskType.SHELL
+    ),
+    name: Annotated[str, typer.Option("--name", "-n")] = "",
+    timeout: Annotated[int, typer.Option("--timeout", help="executionTimeout, seconds")] = 60,
+    retries: Annotated[int, typer.Option("--retries", help="retryCount")] = 0,
+    request_id: Annotated[str | None, typer.Option("--request-id")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the final state.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--wait-timeout")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Submit a task. Exit code with --wait: 0 SUCCESS, 1 FAILED/CANCELLED/timeout."""
+    if payload == "-":
+        payload = sys.stdin.read()
+    data = {
+        "taskName": name,
+        "taskType": task_type.value,
+        "payload": payload,
+        "executionTimeout": timeout,
+        "retryCount": retries,
+    }
+    if request_id:
+        data["requestId"] = request_id
+    c = client()
+    task, created = c.submit(data, actor="cli")
+    if not wait:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"taskId": task.task_id, "status": task.status.value, "created": created}
+                )
+            )
+        else:
+            typer.echo(task.task_id)
+        return
+    final = c.wait(task.task_id, wait_timeout)
+    if as_json:
+        typer.echo(json.dumps(_task_json(final, c.store.history(task.task_id))))
+    else:
+        _print_task(final)
+    if final.status != TaskStatus.SUCCESS:
+        if not final.is_terminal:
+            typer.echo(f"still {final.status.value} after {wait_timeout:.0f}s", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def status(
+    task_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a task: state, result, and its timeline of transitions."""
+    c = client()
+    task = c.get(task_id)
+    history = c.store.history(task_id)
+    if as_json:
+        typer.echo(json.dumps(_task_json(task, history, c.store.logs(task_id))))
+    else:
+        _print_task(task, history)
+
+
+@app.command("list")
+@_guard
+def list_tasks(
+    status_filter: Annotated[TaskStatus | None, typer.Option("--status", case_sensitive=False)] = (
+        None
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List tasks, newest first."""
+    tasks = client().store.list_tasks(status_filter, offset=offset, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([_task_json(t) for t in tasks]))
+        return
+    typer.echo(f"{'TASK ID':<36}  {'STATUS':<10} {'TYPE':<13} {'ATT':>3}  {'CREATED':<12} NAME")
+    for t in tasks:
+        typer.echo(
+            f"{t.task_id:<36}  {t.status.value:<10} {t.task_type.value:<13} {t.attempt:>3}  "
+            f"{_when(t.created_at):<12} {t.task_name[:40]}"
+        )
+
+
+@app.command()
+@_guard
+def logs(
+    task_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """Print a task's output lines (--follow: until it finishes)."""
+    c = client()
+    c.get(task_id)
+    lines = c.follow_logs(task_id) if follow else c.store.logs(task_id)
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+@_guard
+def cancel(task_id: str) -> None:
+    """Cancel a task; a running one is killed with its whole process group."""
+    result = client().cancel(task_id, actor="cli")
+    if not result.accepted:
+        fail(f"cannot cancel task {task_id}: it is {result.status}", 1)
+    typer.echo("Cancel request accepted.")
+
+
+@app.command()
+@_guard
+def retry(task_id: str) -> None:
+    """Submit a new task with the same spec as TASK_ID; prints the new id."""
+    typer.echo(client().retry(task_id, actor="cli").task_id)
+
+
+@app.command()
+@_guard
+def agents(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List agents that are heartbeating."""
+    from common import keys
+    from common.adapters.redis_client import redis_client
+
+    r = redis_client(settings().redis_url)
+    rows = []
+    for member in sorted(r.smembers(keys.AGENTS_SEEN)):
+        agent_id = member.decode()
+        beat = r.get(keys.heartbeat(agent_id))
+        rows.append(
+            {
+                "agentId": agent_id,
+                "alive": beat is not None,
+                "lastHeartbeat": float(beat) if beat else None,
+                "processing": r.llen(keys.processing(agent_id)),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(f"{'AGENT':<40} {'ALIVE':<6} {'PROCESSING':>10}  LAST HEARTBEAT")
+    for row in rows:
+        typer.echo(
+            f"{row['agentId']:<40} {str(row['alive']).lower():<6} "
+            f"{row['processing']:>10}  {_when(row['lastHeartbeat'])}"
+        )
+
+
+@app.command("dead-letters")
+@_guard
+def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """Show messages that could not be run, with the reason."""
+    from common import keys
+    from common.adapters.redis_client import redis_client
+
+    for raw in redis_client(settings().redis_url).lrange(keys.DEAD_LETTER, 0, limit - 1):
+        typer.echo(raw.decode())
+
+
+@app.command()
+def run(
+    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
+    stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,
+) -> None:
+    """Run one role of a stage in the foreground until SIGTERM / Ctrl-C."""
+    from common.observability import configure_logging
+    from common.stages import load_stage
+
+    s = settings()
+    number = stage or s.stage
+    try:
+        spec = load_stage(number)
+    except LookupError as exc:
+        fail(str(exc), 2)
+    if role not in spec.roles:
+        fail(f"stage {number} has no role {role!r} (roles: {', '.join(sorted(spec.roles))})", 2)
+    configure_logging(s.log_level, s.log_format)
+    try:
+        spec.roles[role](s)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        fail(f"cannot reach Redis at {s.redis_url} ({exc})", 1)
+
+
+@dev_app.command("up")
+def dev_up(
+    stage: Annotated[int, typer.Option("--stage", "-s")] = 1,
+    state_dir: Annotated[Path | None, typer.Option(help="Where PIDs and data live.")] = None,
+) -> None:
+    """Start the stage's backing services; print TASKLAB_* lines to `export`."""
+    from common.devstack import DevStack, ServiceUnavailable
+
+    stack = DevStack(state_dir)
+    try:
+        running = stack.up(stage)
+    except (ServiceUnavailable, ValueError) as exc:
+        fail(str(exc), 2)
+    for svc in running:
+        typer.echo(f"# {svc.name}: pid {svc.pid}, log {svc.log}", err=True)
+    for line in DevStack.env_lines(running):
+        typer.echo(line)
+
+
+@dev_app.command("down")
+def dev_down(state_dir: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Stop the services `tasklab dev up` started (by their PIDs)."""
+    from common.devstack import DevStack
+
+    for svc in DevStack(state_dir).down():
+        typer.echo(f"stopped {svc.name} (pid {svc.pid})")
+
+
+@dev_app.command("status")
+def dev_status(state_dir: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Show the dev stack's services and whether they are alive."""
+    from common.devstack import DevStack
+
+    for svc in DevStack(state_dir).load():
+        state = "running" if svc.alive() else "dead"
+        typer.echo(f"{svc.name:<10} pid {svc.pid:<8} {state:<8} {svc.host}:{svc.port}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,5 @@
+"""Configuration: `config/base.toml` + `config/<env>.toml` + `TASKLAB_*` environment variables."""
+
+from common.config.settings import ConfigError, Settings, get_settings, load_settings
+
+__all__ = ["ConfigError", "Settings", "get_settings", "load_settings"]

@@ -1,0 +1,152 @@
+"""Settings, layered: defaults < config/base.toml < config/<env>.toml < TASKLAB_* env vars.
+
+String values in the TOML files may say `${VAR}` or `${VAR:-default}`; they are substituted
+from the environment when the file is read, so one file serves a laptop and a container.
+
+Pattern: Singleton, taught as a cached factory (introduced in stage 1). `get_settings()` is
+wrapped in `functools.lru_cache`: the first call builds the object, later calls return the same
+one. A module-level function is the Pythonic singleton: no metaclass, no `__new__` tricks, and
+tests can still build an independent `Settings` (or call `get_settings.cache_clear()`), which a
+singleton class would make awkward.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration. Its message is one line, fit for a terminal."""
+
+
+def substitute(value: str, environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"config refers to ${{{name}}}, which is not set and has no default")
+
+    return _VAR.sub(repl, value)
+
+
+def _substitute_tree(data: Any) -> Any:
+    if isinstance(data, str):
+        return substitute(data)
+    if isinstance(data, dict):
+        return {k: _substitute_tree(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_tree(v) for v in data]
+    return data
+
+
+def config_dir() -> Path:
+    explicit = os.environ.get("TASKLAB_CONFIG_DIR")
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path.cwd() / "config", Path(__file__).resolve().parents[2] / "config"):
+        if (candidate / "base.toml").exists():
+            return candidate
+    return Path.cwd() / "config"
+
+
+def read_toml_layers(env_name: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    directory = config_dir()
+    for name in ("base", env_name):
+        path = directory / f"{name}.toml"
+        if not path.exists():
+            if name != "base" and env_name != "local":
+                raise ConfigError(f"no config file for environment {env_name!r}: {path}")
+            continue
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        merged.update(_substitute_tree(data))
+    return merged
+
+
+class _TomlLayers(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic here
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return read_toml_layers(os.environ.get("TASKLAB_ENV", "local"))
+
+
+def _default_agent_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKLAB_", extra="forbid")
+
+    env: str = "local"
+    stage: int = Field(default=1, ge=1, le=5)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    zk_hosts: str = "127.0.0.1:2181"
+    zk_chroot: str = ""
+    zk_session_timeout: float = Field(default=10.0, gt=0)
+    kafka_bootstrap: str = "127.0.0.1:9092"
+
+    agent_id: str = Field(default_factory=_default_agent_id)
+    agent_capacity: int = Field(default=2, ge=1, le=256)
+    agent_claim: Literal["reliable", "naive"] = "reliable"
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    heartbeat_ttl: float = Field(default=5.0, gt=0)
+    reaper_interval: float = Field(default=1.0, gt=0)
+    retry_backoff_base: float = Field(default=1.0, ge=0)
+    retry_backoff_max: float = Field(default=30.0, ge=0)
+
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+    output_cap_bytes: int = Field(default=64 * 1024, ge=1)
+    max_log_lines: int = Field(default=1000, ge=1)
+
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        # Later entries lose: explicit arguments beat environment variables beat files.
+        return (init_settings, env_settings, _TomlLayers(settings_cls))
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        env_name = f"TASKLAB_{field.upper()}"
+        parts.append(f"{field} ({env_name}): {e['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build a fresh Settings; raise ConfigError (one line) if anything is invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

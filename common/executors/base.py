@@ -1,0 +1,104 @@
+"""The executor template: validate -> prepare -> execute -> report.
+
+Pattern: Template Method (introduced in stage 1). Every task type runs the same four steps in
+the same order; a new type overrides only `validate` and `prepare` (what to run), never the
+delicate part (process groups, capped capture, the deadline), which lives once in `execute`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.domain.task import Task, TaskType
+from common.executors.process import LineListener, ProcessOutcome, run_process
+
+
+@dataclass(frozen=True)
+class ExecutorLimits:
+    output_cap_bytes: int = 64 * 1024
+    max_log_lines: int = 1000
+    kill_grace_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    success: bool
+    exit_code: int | None
+    result: str  # captured stdout (capped)
+    error: str | None  # why it failed, for a human
+    lines: list[str]
+    timed_out: bool = False
+    cancelled: bool = False
+    duration: float = 0.0
+
+
+class TaskExecutor(ABC):
+    task_type: TaskType
+
+    def __init__(self, limits: ExecutorLimits | None = None) -> None:
+        self.limits = limits or ExecutorLimits()
+
+    def run(
+        self,
+        task: Task,
+        on_line: LineListener | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> ExecutionResult:
+        """The template method. Subclasses do not override this."""
+        problem = self.validate(task)
+        if problem:
+            return ExecutionResult(False, None, "", problem, [])
+        argv = self.prepare(task)
+        outcome = self.execute(task, argv, on_line, should_cancel)
+        return self.report(task, outcome)
+
+    def validate(self, task: Task) -> str | None:
+        """Return a reason the task cannot run, or None."""
+        if task.task_type != self.task_type:
+            return f"{type(self).__name__} cannot run {task.task_type} tasks"
+        return None
+
+    @abstractmethod
+    def prepare(self, task: Task) -> list[str]:
+        """The argv that runs this task."""
+
+    def execute(
+        self,
+        task: Task,
+        argv: list[str],
+        on_line: LineListener | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> ProcessOutcome:
+        return run_process(
+            argv,
+            timeout=task.execution_timeout,
+            output_cap=self.limits.output_cap_bytes,
+            max_lines=self.limits.max_log_lines,
+            on_line=on_line,
+            should_cancel=should_cancel,
+            kill_grace=self.limits.kill_grace_seconds,
+        )
+
+    def report(self, task: Task, outcome: ProcessOutcome) -> ExecutionResult:
+        error = None
+        if outcome.timed_out:
+            error = f"timed out after {task.execution_timeout}s; process group killed"
+        elif outcome.cancelled:
+            error = "cancelled; process group killed"
+        elif outcome.exit_code != 0:
+            tail = outcome.stderr.strip().splitlines()[-1:] or [""]
+            error = f"exit code {outcome.exit_code}" + (f": {tail[0]}" if tail[0] else "")
+        if outcome.truncated:
+            outcome.stdout += "\n[output truncated]"
+        return ExecutionResult(
+            success=error is None,
+            exit_code=outcome.exit_code,
+            result=outcome.stdout,
+            error=error,
+            lines=outcome.lines,
+            timed_out=outcome.timed_out,
+            cancelled=outcome.cancelled,
+            duration=outcome.duration,
+        )

@@ -1,0 +1,40 @@
+"""Every Redis key name tasklab uses, in one place (the contract in DESIGN_BRIEF section 3).
+
+A learner can type any of these into `redis-cli`; a test can rely on them.
+"""
+
+PENDING_QUEUE = "queue:pending"
+DELAYED_QUEUE = "queue:delayed"  # zset: score = when a retried task may run again
+DEAD_LETTER = "queue:dead-letter"
+TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
+TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
+SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
+AGENTS_SEEN = "agents:seen"  # every agent id that ever claimed work (for the reaper)
+
+
+def task(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def history(task_id: str) -> str:
+    return f"task:{task_id}:history"
+
+
+def logs(task_id: str) -> str:
+    return f"task:{task_id}:logs"
+
+
+def request(request_id: str) -> str:
+    return f"request:{request_id}"
+
+
+def agent_tasks(agent_id: str) -> str:
+    return f"agent:{agent_id}:tasks"
+
+
+def processing(agent_id: str) -> str:
+    return f"processing:{agent_id}"
+
+
+def heartbeat(agent_id: str) -> str:
+    return f"agent:{agent_id}:heartbeat"

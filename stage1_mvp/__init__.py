@@ -1,0 +1,1 @@
+"""Stage 1: a Redis list queue and agents that run tasks from it."""
