@@ -1,0 +1,76 @@
+# tasklab — `make` alone lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TASKLAB := $(BIN)/tasklab
+STAMP := $(VENV)/.installed
+export TASKLAB_DEVSTACK_DIR ?= $(CURDIR)/.tasklab/devstack
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps test unit lint docs docs-serve demo clean \
+        stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+system-deps: ## Install the Debian packages the native stack needs (redis-server, zookeeper, JDK)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/share/zookeeper/bin/zkServer.sh ] || missing="$$missing zookeeper"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[stage2,stage3,dev]'
+	touch $@
+
+setup: system-deps $(STAMP) ## Create .venv and install everything from nothing
+
+test: setup ## Lint, unit + integration tests on real services, strict docs build
+	$(MAKE) lint
+	CI=$${CI:-} $(BIN)/pytest -q
+	$(MAKE) docs
+
+unit: $(STAMP) ## Unit tests only (no services)
+	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP) ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: $(STAMP) ## Build the docs site strictly (site/)
+	$(BIN)/mkdocs build --strict -q
+
+docs-serve: $(STAMP) ## Serve the docs on http://127.0.0.1:8000
+	$(BIN)/mkdocs serve
+
+demo: setup ## Run the current platform natively and watch tasks flow through it
+	$(BIN)/python -m common.demo
+
+clean: ## Stop the dev stack and remove build output
+	-$(TASKLAB) dev down
+	rm -rf site .pytest_cache .ruff_cache
+
+# ---- stage 1 -------------------------------------------------------------------------------
+stage1-local: setup ## Stage 1 natively: Redis + 2 agents in the foreground (Ctrl-C stops)
+	$(BIN)/python -m common.demo --stage 1 --serve
+
+stage1-up: ## Stage 1 with Docker Compose (needs a Docker engine)
+	docker compose -f stage1_mvp/compose.yaml up -d --build
+
+stage1-down: ## Stop the stage 1 compose stack
+	docker compose -f stage1_mvp/compose.yaml down -v
+
+stage1-logs: ## Follow the stage 1 compose logs
+	docker compose -f stage1_mvp/compose.yaml logs -f
+
+stage1-test: setup ## Stage 1 integration tests
+	$(BIN)/pytest -q tests/stage1_mvp tests/contract

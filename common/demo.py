@@ -1,0 +1,179 @@
+"""`make demo`: bring the platform up natively, push a mix of tasks through it, show the result.
+
+Starts the stage's real backing services (`common.devstack`) in a throw-away directory, runs its
+roles as real processes (`tasklab run ROLE --stage N`), submits tasks the way a user would (the
+client, and one `LPUSH` by hand), prints each task's state as it changes, then stops everything
+it started, by PID. `--serve` keeps the platform up until Ctrl-C instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.client import TaskClient
+from common.devstack import DevStack
+from common.testing.processes import RoleProcess
+
+# Which roles each stage runs, and how many of each.
+STAGE_ROLES: dict[int, list[tuple[str, int]]] = {
+    1: [("agent", 2)],
+    2: [("scheduler", 2), ("agent", 3)],
+    3: [("scheduler", 2), ("agent", 3), ("manager", 1)],
+}
+
+DEMO_TASKS = [
+    {"taskName": "hello", "taskType": "SHELL", "payload": "echo hello from $(hostname)"},
+    {
+        "taskName": "python",
+        "taskType": "PYTHON_SCRIPT",
+        "payload": "import platform; print('python', platform.python_version())",
+    },
+    {"taskName": "count", "taskType": "SHELL", "payload": "for i in 1 2 3; do echo $i; done"},
+    {
+        "taskName": "flaky (fails, retried twice)",
+        "taskType": "SHELL",
+        "payload": "echo trying; exit 7",
+        "retryCount": 2,
+    },
+    {
+        "taskName": "too slow (1 s timeout)",
+        "taskType": "SHELL",
+        "payload": "sleep 30",
+        "executionTimeout": 1,
+    },
+]
+
+
+def installed_stages() -> list[int]:
+    return sorted(int(ep.name) for ep in entry_points(group="tasklab.stages"))
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run(stage: int, serve: bool) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix=f"tasklab-demo-s{stage}-"))
+    stack = DevStack(workdir / "devstack")
+    processes: list[RoleProcess] = []
+    try:
+        say(f"== tasklab stage {stage}: starting real services natively")
+        services = stack.up(stage)
+        env: dict[str, str] = {}
+        for svc in services:
+            env.update(svc.env)
+            say(f"   {svc.name:<10} pid {svc.pid:<7} {svc.host}:{svc.port}")
+        env.update(
+            {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
+        )
+        for role, count in STAGE_ROLES[stage]:
+            for n in range(count):
+                name = f"{role}-{n + 1}"
+                proc = RoleProcess(role, stage, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
+                processes.append(proc.start())
+                say(f"   {name:<10} pid {proc.pid:<7} log {proc.log_path}")
+        if serve:
+            return serve_forever(env, processes)
+        return drive(env)
+    finally:
+        for proc in processes:
+            proc.stop()
+        stopped = stack.down()
+        say(f"== stopped {len(processes)} role process(es) and {len(stopped)} service(s)")
+
+
+def drive(env: dict[str, str]) -> int:
+    client = TaskClient(RedisTaskStore(redis_client(env["TASKLAB_REDIS_URL"])))
+    say("== submitting tasks")
+    ids = []
+    for spec in DEMO_TASKS:
+        task, _ = client.submit(spec, actor="demo")
+        ids.append(task.task_id)
+        say(f"   {task.task_id}  {spec['taskName']}")
+    r = client.store.client
+    r.lpush(keys.PENDING_QUEUE, json.dumps({"taskType": "SHELL", "payload": "echo hand-pushed"}))
+    say('   LPUSH queue:pending \'{"taskType":"SHELL","payload":"echo hand-pushed"}\'')
+    r.lpush(keys.PENDING_QUEUE, "this is not a task")
+    say("   LPUSH queue:pending 'this is not a task'   (a poisoned message)")
+
+    say("== watching states (each line is a change)")
+    last: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = client.store.list_tasks(limit=50)
+        for t in reversed(tasks):
+            state = f"{t.status.value} (attempt {t.attempt})"
+            if last.get(t.task_id) != state:
+                last[t.task_id] = state
+                say(f"   {t.task_id[:8]}  {t.task_name[:32]:<32}  {state}")
+        if len(tasks) == len(DEMO_TASKS) + 1 and all(t.is_terminal for t in tasks):
+            break
+        time.sleep(0.1)
+
+    say("== final states")
+    outcome = 0
+    for t in reversed(client.store.list_tasks(limit=50)):
+        detail = (t.result or "").strip().splitlines()[:1] or [t.error or ""]
+        say(f"   {t.status.value:<8} {t.task_name[:32]:<32} {detail[0][:60]}")
+        if not t.is_terminal:
+            outcome = 1
+    flaky = client.get(ids[3])
+    say(f"== timeline of {flaky.task_name!r} (`tasklab status {flaky.task_id}`)")
+    for h in client.store.history(flaky.task_id):
+        reason = f"  ({h['reason']})" if h.get("reason") else ""
+        say(f"   {h['state']:<8} attempt {h['attempt']}  by {h['actor']}{reason}")
+    dead = r.lrange(keys.DEAD_LETTER, 0, -1)
+    say(f"== dead-letter list ({keys.DEAD_LETTER}): {len(dead)} message(s)")
+    for raw in dead:
+        entry = json.loads(raw)
+        say(f"   {entry['message']!r}: {entry['reason']}")
+    return outcome
+
+
+def serve_forever(env: dict[str, str], processes: list[RoleProcess]) -> int:
+    say("== the platform is up. In another shell:")
+    for key, value in env.items():
+        if key.startswith("TASKLAB_") and key.endswith(("URL", "HOSTS", "BOOTSTRAP")):
+            say(f"   export {key}={value}")
+    say("   .venv/bin/tasklab submit 'echo hi' --wait")
+    say("== Ctrl-C stops everything")
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            dead = [p.name for p in processes if not p.alive()]
+            if dead:
+                say(f"   role process(es) exited: {', '.join(dead)}")
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    stages = installed_stages()
+    parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__)
+    parser.add_argument("--stage", type=int, default=max(s for s in stages if s in STAGE_ROLES))
+    parser.add_argument("--serve", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args(argv)
+    if args.stage not in stages:
+        print(f"error: stage {args.stage} is not installed (have {stages})", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TASKLAB_ENV", "local")
+    return run(args.stage, args.serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Test helpers shared by every stage's tests: service fixtures, `eventually`, role processes."""
+
+from common.testing.processes import RoleProcess
+from common.testing.wait import eventually
+
+__all__ = ["RoleProcess", "eventually"]

@@ -1,0 +1,146 @@
+"""pytest fixtures for real services, resolved as DESIGN_BRIEF section 8 says.
+
+For each service, in order: an address given in the environment (TASKLAB_TEST_REDIS_URL,
+TASKLAB_TEST_ZK_HOSTS, TASKLAB_TEST_KAFKA_BOOTSTRAP), else the native binary started on a free
+loopback port with a throw-away data dir, else testcontainers when a Docker engine answers.
+If none works: the test fails under CI (CI=true) and is skipped locally, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.devstack.base import RunningService, ServiceUnavailable
+from common.devstack.stack import make_service
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    if in_ci():
+        pytest.fail(f"service unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class ServiceHandle:
+    """A started (or externally given) service; `running` is None when we do not own it."""
+
+    def __init__(self, env: dict[str, str], running: RunningService | None, service=None):
+        self.env = env
+        self.running = running
+        self.service = service
+
+    def restart(self) -> None:
+        if self.running is None or not hasattr(self.service, "restart"):
+            pytest.skip("restart needs a service this test run started itself")
+        self.running = self.service.restart(self.running)
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-not-found]
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+
+
+def _start(name: str, env_var: str, workdir: Path, **kwargs) -> Iterator[ServiceHandle]:
+    given = os.environ.get(env_var)
+    if given:
+        key = env_var.replace("TASKLAB_TEST_", "TASKLAB_")
+        yield ServiceHandle({key: given}, None)
+        return
+    service = make_service(name, **kwargs)
+    try:
+        running = service.start(workdir)
+    except ServiceUnavailable as exc:
+        reason = f"{name}: {exc}"
+        if _docker_answers():
+            reason += " (a Docker engine answers, but no testcontainers image is configured)"
+        unavailable(reason)
+        return
+    handle = ServiceHandle(dict(running.env), running, service)
+    try:
+        yield handle
+    finally:
+        service.stop(handle.running)
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory) -> Iterator[ServiceHandle]:
+    yield from _start("redis", "TASKLAB_TEST_REDIS_URL", tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_url(redis_service: ServiceHandle) -> str:
+    """A Redis URL with an empty database for this test."""
+    import redis
+
+    url = redis_service.env["TASKLAB_REDIS_URL"]
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str):
+    import redis
+
+    client = redis.Redis.from_url(url=redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_service(tmp_path_factory) -> Iterator[ServiceHandle]:
+    yield from _start("zookeeper", "TASKLAB_TEST_ZK_HOSTS", tmp_path_factory.mktemp("zk"))
+
+
+@pytest.fixture
+def zk_chroot() -> str:
+    """A fresh chroot per test, so tests share one ZooKeeper without seeing each other."""
+    return f"/tasklab-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
+    yield from _start("kafka", "TASKLAB_TEST_KAFKA_BOOTSTRAP", tmp_path_factory.mktemp("kafka"))
+
+
+@pytest.fixture
+def role_log_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "roles"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def start_role(role_log_dir: Path):
+    """Start `tasklab run ROLE --stage N` processes; all are stopped when the test ends.
+
+    On failure their logs are printed, so a red test shows what the agents said.
+    """
+    started: list = []
+
+    def start(role: str, stage: int, env: dict[str, str], name: str | None = None):
+        from common.testing.processes import RoleProcess
+
+        proc = RoleProcess(role, stage, env, role_log_dir, name=name or f"{role}-{len(started)}")
+        started.append(proc.start())
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+    for proc in started:
+        text = proc.log_text()
+        if text:
+            print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{text[-4000:]}")

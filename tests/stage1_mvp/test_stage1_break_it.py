@@ -1,0 +1,107 @@
+"""The stage 1 README's "Break it" experiments, as tests: kill -9 an agent mid-task.
+
+First the naive BRPOP agent, which loses the task; then the reliable claim (BLMOVE to a
+processing list + reaper), which loses none.
+"""
+
+from common import keys
+from common.domain.transitions import TaskStatus
+from common.testing import eventually
+
+SLOW = {"taskType": "SHELL", "payload": "echo started; sleep 2; echo finished"}
+
+
+def test_the_naive_brpop_agent_loses_a_task_when_it_is_killed_mid_task(redis_client, client, agent):
+    # Given a naive agent running a task
+    victim = agent("naive-1", claim="naive")
+    task, _ = client.submit(SLOW)
+    eventually(lambda: client.get(task.task_id).status == TaskStatus.RUNNING, message="running")
+    # When it is killed -9, and a healthy agent joins
+    victim.kill()
+    agent("naive-2", claim="naive")
+    follow, _ = client.submit({"taskType": "SHELL", "payload": "echo later"})
+    eventually(
+        lambda: client.get(follow.task_id).status == TaskStatus.SUCCESS,
+        message="the next task runs",
+    )
+    # Then the task is gone: not queued anywhere, stuck RUNNING for ever.
+    assert client.get(task.task_id).status == TaskStatus.RUNNING
+    assert redis_client.llen(keys.PENDING_QUEUE) == 0
+    assert not redis_client.keys("processing:*")
+
+
+def test_the_reliable_agent_loses_nothing_when_killed_mid_task(redis_client, client, agent):
+    # Given a reliable agent running a task (short heartbeat TTL from config/test.toml)
+    victim = agent("reliable-1")
+    task, _ = client.submit(SLOW)
+    eventually(lambda: client.get(task.task_id).status == TaskStatus.RUNNING, message="running")
+    assert redis_client.llen(keys.processing("reliable-1")) == 1
+    # When it is killed -9 and another agent is alive
+    victim.kill()
+    agent("reliable-2")
+    # Then the reaper re-queues it once the heartbeat expires, and it completes on attempt 2
+    done = eventually(
+        lambda: (t := client.get(task.task_id)).is_terminal and t,
+        timeout=20,
+        message="task completed after the kill",
+    )
+    assert done.status == TaskStatus.SUCCESS
+    assert done.attempt == 2
+    assert done.agent_id == "reliable-2"
+    states = [(h["state"], h["attempt"], h["actor"]) for h in client.store.history(task.task_id)]
+    assert states[1:] == [
+        ("RUNNING", 1, "reliable-1"),
+        ("PENDING", 2, "reaper:reliable-2"),
+        ("RUNNING", 2, "reliable-2"),
+        ("SUCCESS", 2, "reliable-2"),
+    ]
+    assert redis_client.llen(keys.processing("reliable-1")) == 0
+
+
+def test_an_agent_restarted_under_the_same_id_does_not_resume_its_old_attempt(
+    redis_client, client, agent
+):
+    # Given an agent killed mid-task with no other agent to reap it
+    victim = agent("same-id")
+    task, _ = client.submit(SLOW)
+    eventually(lambda: client.get(task.task_id).status == TaskStatus.RUNNING, message="running")
+    victim.kill()
+    # When it comes back under the same id (before its heartbeat expired)
+    agent("same-id")
+    # Then its old work is re-queued as a new attempt and run again from the start
+    done = eventually(
+        lambda: (t := client.get(task.task_id)).is_terminal and t,
+        timeout=20,
+        message="task completed",
+    )
+    assert (done.status, done.attempt) == (TaskStatus.SUCCESS, 2)
+    assert client.store.logs(task.task_id) == ["started", "finished"]
+
+
+def test_a_zombie_agents_late_report_is_rejected_and_counted(redis_client, client, agent):
+    # Given an agent paused (SIGSTOP) mid-task for longer than its heartbeat TTL
+    zombie = agent("zombie")
+    task, _ = client.submit({"taskType": "SHELL", "payload": "sleep 1; echo zombie-was-here"})
+    eventually(lambda: client.get(task.task_id).status == TaskStatus.RUNNING, message="running")
+    zombie.pause()
+    agent("healthy")
+    # When the healthy agent re-runs the task and then the zombie wakes up
+    done = eventually(
+        lambda: (t := client.get(task.task_id)).is_terminal and t,
+        timeout=20,
+        message="re-run finished",
+    )
+    zombie.resume()
+    # Then the zombie's report for attempt 1 is rejected and counted; the re-run's result stands
+    eventually(
+        lambda: client.store.stats().get("rejected_stale_attempt", 0) >= 1,
+        timeout=10,
+        message="stale report rejected",
+    )
+    final = client.get(task.task_id)
+    assert (final.status, final.attempt, final.agent_id) == (TaskStatus.SUCCESS, 2, "healthy")
+    assert final.updated_at == done.updated_at
+    eventually(
+        lambda: "report rejected as stale_attempt" in zombie.log_text(),
+        message="zombie logged the rejection",
+    )

@@ -1,0 +1,49 @@
+"""The transition table and the rule that no illegal or stale write is ever accepted."""
+
+from hypothesis import given, settings
+
+from common.adapters.memory_store import InMemoryTaskStore
+from common.adapters.redis_scripts import legal_table_lua
+from common.domain.transitions import LEGAL_TRANSITIONS, TERMINAL_STATES, TaskStatus, is_legal
+from common.testing.properties import check_writes, writes
+
+
+def test_terminal_states_have_no_way_out():
+    assert TERMINAL_STATES == {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    for state in TERMINAL_STATES:
+        assert not any(is_legal(state, dst) for dst in TaskStatus)
+
+
+def test_every_state_is_reachable_from_pending():
+    seen, frontier = {TaskStatus.PENDING}, [TaskStatus.PENDING]
+    while frontier:
+        for nxt in LEGAL_TRANSITIONS[frontier.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    assert seen == set(TaskStatus)
+
+
+def test_every_non_terminal_state_can_be_cancelled():
+    for state, nexts in LEGAL_TRANSITIONS.items():
+        if state not in TERMINAL_STATES:
+            assert TaskStatus.CANCELLED in nexts
+
+
+def test_the_lua_table_is_generated_from_the_python_table():
+    lua = legal_table_lua()
+    for src, nexts in LEGAL_TRANSITIONS.items():
+        line = next(x for x in lua.splitlines() if x.strip().startswith(f"{src.value} ="))
+        for dst in TaskStatus:
+            assert (f"{dst.value} = true" in line) == (dst in nexts), (src, dst)
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes)
+def test_no_illegal_or_stale_transition_is_ever_accepted_in_memory(ws):
+    store = InMemoryTaskStore()
+
+    def set_fence(value: int) -> None:
+        store.fence = value
+
+    check_writes(store, ws, set_fence)
