@@ -15,7 +15,6 @@ import signal
 import sys
 import tempfile
 import time
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from common import keys
@@ -23,14 +22,8 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.devstack import DevStack
+from common.stages import TOPOLOGY, installed_stages
 from common.testing.processes import RoleProcess
-
-# Which roles each stage runs, and how many of each.
-STAGE_ROLES: dict[int, list[tuple[str, int]]] = {
-    1: [("agent", 2)],
-    2: [("scheduler", 2), ("agent", 3)],
-    3: [("scheduler", 2), ("agent", 3), ("manager", 1)],
-}
 
 DEMO_TASKS = [
     {"taskName": "hello", "taskType": "SHELL", "payload": "echo hello from $(hostname)"},
@@ -55,10 +48,6 @@ DEMO_TASKS = [
 ]
 
 
-def installed_stages() -> list[int]:
-    return sorted(int(ep.name) for ep in entry_points(group="tasklab.stages"))
-
-
 def say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -77,7 +66,7 @@ def run(stage: int, serve: bool) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        for role, count in STAGE_ROLES[stage]:
+        for role, count in TOPOLOGY[stage]:
             for n in range(count):
                 name = f"{role}-{n + 1}"
                 proc = RoleProcess(role, stage, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
@@ -165,7 +154,7 @@ def serve_forever(env: dict[str, str], processes: list[RoleProcess]) -> int:
 def main(argv: list[str] | None = None) -> int:
     stages = installed_stages()
     parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__)
-    parser.add_argument("--stage", type=int, default=max(s for s in stages if s in STAGE_ROLES))
+    parser.add_argument("--stage", type=int, default=max(s for s in stages if s in TOPOLOGY))
     parser.add_argument("--serve", action="store_true", help="keep running until Ctrl-C")
     args = parser.parse_args(argv)
     if args.stage not in stages:

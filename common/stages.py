@@ -27,3 +27,15 @@ def load_stage(number: int) -> StageSpec:
         have = ", ".join(sorted(found)) or "none"
         raise LookupError(f"stage {number} is not installed (installed stages: {have})")
     return found[str(number)].load()
+
+
+# The processes each stage runs in a demo or a contract test: role -> how many.
+TOPOLOGY: dict[int, list[tuple[str, int]]] = {
+    1: [("agent", 2)],
+    2: [("scheduler", 2), ("agent", 3)],
+    3: [("scheduler", 2), ("agent", 3), ("manager", 1)],
+}
+
+
+def installed_stages() -> list[int]:
+    return sorted(int(ep.name) for ep in entry_points(group="tasklab.stages"))

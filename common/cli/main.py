@@ -283,6 +283,28 @@ def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
 
 
 @app.command()
+def health(
+    role: Annotated[str, typer.Option(help="'agent' also checks this agent's heartbeat")] = "",
+) -> None:
+    """Exit 0 if Redis answers (and, with --role agent, this agent is heartbeating).
+
+    Used by container healthchecks: the agent id comes from the same settings the agent uses.
+    """
+    from common import keys
+    from common.adapters.redis_client import redis_client
+
+    s = settings()
+    try:
+        r = redis_client(s.redis_url)
+        r.ping()
+        if role == "agent" and not r.exists(keys.heartbeat(s.agent_id)):
+            fail(f"agent {s.agent_id} is not heartbeating", 1)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        fail(f"cannot reach Redis at {s.redis_url} ({exc})", 1)
+    typer.echo("ok")
+
+
+@app.command()
 def run(
     role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
     stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,

@@ -77,3 +77,12 @@ class RoleProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (killed, not yet reaped by its new parent) counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

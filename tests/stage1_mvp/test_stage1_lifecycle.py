@@ -6,7 +6,7 @@ import sys
 
 from common import keys
 from common.domain.transitions import TaskStatus
-from common.testing import eventually
+from common.testing import eventually, process_alive
 
 
 def terminal(client, task_id):
@@ -73,14 +73,11 @@ def test_a_timeout_kills_the_shell_and_its_children(client, agent, tmp_path):
     assert "timed out after 1s" in done.error
     child = int(pidfile.read_text())
 
-    def child_gone():
-        try:
-            with open(f"/proc/{child}/stat") as fh:
-                return fh.read().split(")")[-1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-
-    eventually(child_gone, timeout=5, message="the shell's background child was killed")
+    eventually(
+        lambda: not process_alive(child),
+        timeout=5,
+        message="the shell's background child was killed",
+    )
 
 
 def test_a_failing_task_is_retried_with_backoff_until_it_succeeds(client, agent, tmp_path):

@@ -1,11 +1,10 @@
 """Executors run each task in its own process group, capture output with a cap, kill on timeout."""
 
-import os
 import time
 
 from common.domain.task import Task, TaskSpec, TaskType
 from common.executors import ExecutorLimits, PythonScriptExecutor, default_factory
-from common.testing import eventually
+from common.testing import eventually, process_alive
 
 
 def make(task_type=TaskType.SHELL, payload="true", timeout=10):
@@ -14,16 +13,6 @@ def make(task_type=TaskType.SHELL, payload="true", timeout=10):
 
 def run(task, limits=None, **kw):
     return default_factory(limits).create(task.task_type).run(task, **kw)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A killed child of the killed shell may linger as a zombie until its new parent reaps it.
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_a_shell_task_captures_stdout_and_stderr_lines_and_exit_code():
@@ -44,7 +33,7 @@ def test_a_timeout_kills_the_whole_process_group_including_background_children(t
     assert "timed out after 1s" in out.error
     assert time.monotonic() - started < 5
     child = int(pidfile.read_text())
-    eventually(lambda: not pid_alive(child), timeout=5, message="background child killed")
+    eventually(lambda: not process_alive(child), timeout=5, message="background child killed")
 
 
 def test_background_children_left_by_a_finished_task_are_killed(tmp_path):
@@ -52,7 +41,7 @@ def test_background_children_left_by_a_finished_task_are_killed(tmp_path):
     out = run(make(payload=f"sleep 300 & echo $! > {pidfile}; echo done"))
     assert out.success and out.result == "done\n"
     child = int(pidfile.read_text())
-    eventually(lambda: not pid_alive(child), timeout=5, message="leftover child killed")
+    eventually(lambda: not process_alive(child), timeout=5, message="leftover child killed")
 
 
 def test_output_is_capped_and_marked_truncated():

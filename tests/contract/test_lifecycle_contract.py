@@ -1,0 +1,83 @@
+"""The task lifecycle contract every stage honours, whatever carries the tasks."""
+
+import json
+
+from common import keys
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
+from common.testing import eventually, process_alive
+
+
+def finished(platform, task_id, timeout=30):
+    return eventually(
+        lambda: (t := platform.client.get(task_id)).is_terminal and t,
+        timeout=timeout,
+        message=f"task {task_id} finished",
+    )
+
+
+def test_a_submitted_task_runs_to_success_with_its_output_and_timeline(platform):
+    task, created = platform.client.submit({"taskType": "SHELL", "payload": "echo one; echo two"})
+    assert created and task.status == TaskStatus.PENDING
+    done = finished(platform, task.task_id)
+    assert done.status == TaskStatus.SUCCESS and done.exit_code == 0
+    assert done.result == "one\ntwo\n"
+    eventually(
+        lambda: platform.client.store.logs(task.task_id) == ["one", "two"],
+        message="log lines stored in order",
+    )
+    states = [h["state"] for h in platform.client.store.history(task.task_id)]
+    assert states[0] == "PENDING" and states[-2:] == ["RUNNING", "SUCCESS"]
+
+
+def test_a_python_script_task_runs_to_success(platform):
+    task, _ = platform.client.submit({"taskType": "PYTHON_SCRIPT", "payload": "print(6 * 7)"})
+    done = finished(platform, task.task_id)
+    assert (done.status, done.result) == (TaskStatus.SUCCESS, "42\n")
+
+
+def test_a_failing_task_ends_failed_after_its_retries(platform):
+    task, _ = platform.client.submit({"taskType": "SHELL", "payload": "exit 5", "retryCount": 1})
+    done = finished(platform, task.task_id)
+    assert (done.status, done.exit_code, done.attempt) == (TaskStatus.FAILED, 5, 2)
+
+
+def test_a_hand_pushed_message_runs_to_success(platform):
+    platform.client.store.client.lpush(
+        keys.PENDING_QUEUE, json.dumps({"taskType": "SHELL", "payload": "echo by hand"})
+    )
+    task = eventually(lambda: platform.client.store.list_tasks(limit=1), message="task created")[0]
+    done = finished(platform, task.task_id)
+    assert (done.status, done.result) == (TaskStatus.SUCCESS, "by hand\n")
+
+
+def test_a_running_task_can_be_cancelled_and_is_really_killed(platform, tmp_path):
+    pidfile = tmp_path / "task.pid"
+    task, _ = platform.client.submit(
+        {"taskType": "SHELL", "payload": f"echo $$ > {pidfile}; sleep 60"}
+    )
+    eventually(
+        lambda: (
+            platform.client.get(task.task_id).status == TaskStatus.RUNNING
+            and pidfile.exists()
+            and pidfile.read_text().strip()
+        ),
+        timeout=30,
+        message="running",
+    )
+    pid = int(pidfile.read_text())
+    assert platform.client.cancel(task.task_id).accepted
+    assert platform.client.get(task.task_id).status == TaskStatus.CANCELLED
+    eventually(lambda: not process_alive(pid), timeout=10, message="the task's process killed")
+
+
+def test_a_burst_of_tasks_all_finish_exactly_once(platform):
+    ids = [
+        platform.client.submit({"taskType": "SHELL", "payload": f"echo {n}"})[0].task_id
+        for n in range(60)
+    ]
+    for task_id in ids:
+        done = finished(platform, task_id, timeout=60)
+        assert done.status == TaskStatus.SUCCESS
+        runs = [h for h in platform.client.store.history(task_id) if h["state"] == "RUNNING"]
+        assert len(runs) == 1
+    assert all(platform.client.get(t).status in TERMINAL_STATES for t in ids)
