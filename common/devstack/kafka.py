@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,9 @@ POM_PATH = Path(__file__).with_name("kafka_pom") / "pom.xml"
 # The single node is both broker and KRaft controller; any id works, it only has to be stable
 # across restarts because the formatted log dir records it.
 NODE_ID = 1
+
+# A group nobody joins: describing it is how `is_ready` waits for the group coordinator.
+READINESS_GROUP = "tasklab-devstack-readiness"
 
 # Resolution downloads ~45 MB on a cold machine; a stuck network should fail, not hang a test.
 MVN_TIMEOUT_S = 600.0
@@ -116,12 +120,21 @@ def pom_kafka_version(pom: Path = POM_PATH) -> str:
     return node.text.strip()
 
 
+def _pom_digest() -> str:
+    """Identifies the pom's content: editing it (a new logging jar, say) invalidates the cache
+    even when the Kafka version, and so the cache directory, stays the same."""
+    return hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+
+
 def _libs_complete(home: Path) -> bool:
-    """True when a previous resolution finished: the marker lists every jar it copied."""
+    """True when a resolution of this very pom finished: the marker lists every jar it copied."""
     marker = home / "libs.complete"
     try:
-        jars = json.loads(marker.read_text())["jars"]
-    except (OSError, ValueError, KeyError):
+        done = json.loads(marker.read_text())
+        jars, digest = done["jars"], done["pom_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if digest != _pom_digest():
         return False
     return bool(jars) and all((home / "libs" / jar).is_file() for jar in jars)
 
@@ -197,7 +210,8 @@ def ensure_jars(mvn: str | None = None) -> Path:
         partial.rename(libs)
         jars = sorted(p.name for p in libs.glob("*.jar"))
         tmp = home / "libs.complete.tmp"
-        tmp.write_text(json.dumps({"version": KAFKA_VERSION, "jars": jars}, indent=1))
+        done = {"version": KAFKA_VERSION, "pom_sha256": _pom_digest(), "jars": jars}
+        tmp.write_text(json.dumps(done, indent=1))
         tmp.replace(home / "libs.complete")
     return libs
 
@@ -237,8 +251,8 @@ def _megabytes(size: str) -> int:
 # -- the service -----------------------------------------------------------------------------
 class KafkaService(NativeService):
     name = "kafka"
-    # JVM start, metadata log replay and broker registration take 5-10 s on a 2-core machine;
-    # a loaded CI machine can take several times that.
+    # Formatting plus JVM start, metadata replay and broker registration take ~4 s on an idle
+    # 2-core machine; a loaded CI machine running several JVMs can take many times that.
     start_timeout = 90.0
 
     def __init__(self, heap: str = "512m", auto_create_topics: bool = False) -> None:
@@ -312,12 +326,29 @@ class KafkaService(NativeService):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "socket.timeout.ms": 2000})
+        admin = AdminClient(
+            {
+                "bootstrap.servers": f"{host}:{port}",
+                "socket.timeout.ms": 2000,
+                # Errors only: a probe client's info lines ("Purging 1 unserved events" on
+                # destroy) would clutter the stderr of every `dev up` and test run.
+                "log_level": 3,
+            }
+        )
         try:
-            metadata = admin.list_topics(timeout=2.0)
+            if NODE_ID not in admin.list_topics(timeout=2.0).brokers:
+                return False
+            # Describing any group makes the broker create __consumer_offsets and load its
+            # group coordinator, and answers only once both are done. Done here, it costs
+            # ~0.3 s once; left to the first consumer, librdkafka meets NOT_COORDINATOR and
+            # backs off ~3 s before joining again.
+            futures = admin.describe_consumer_groups([READINESS_GROUP], request_timeout=2.0)
         except KafkaException:
             return False
-        return NODE_ID in metadata.brokers
+        # .exception() rather than .result(): re-raising here would tie this frame, the
+        # future and its exception into a cycle that keeps the client (and its threads,
+        # reconnecting to a stopped broker) alive until the garbage collector runs.
+        return futures[READINESS_GROUP].exception(timeout=5.0) is None
 
     # -- configuration -------------------------------------------------------------------
     def config_text(self, workdir: Path, port: int, controller_port: int) -> str:
@@ -356,6 +387,12 @@ class KafkaService(NativeService):
             # Consumers join a group at once instead of waiting 3 s for more members: tests
             # and demos would otherwise pay that delay on every group start.
             "group.initial.rebalance.delay.ms=0",
+            # After a kill, the restarted broker is refused (DUPLICATE_BROKER_REGISTRATION)
+            # until the controller expires the dead incarnation's session: 9 s by default,
+            # 4 s here. Not lower: broker and controller share one JVM on a 2-core machine,
+            # and a long pause must not get the live broker fenced.
+            "broker.session.timeout.ms=4000",
+            "broker.heartbeat.interval.ms=1000",
         ]
         return "\n".join(lines) + "\n"
 
