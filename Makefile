@@ -26,10 +26,11 @@ system-deps: ## Install the Debian packages the native stack needs (redis-server
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml common/devstack/kafka_pom/pom.xml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[stage2,stage3,dev]'
+	$(BIN)/python -m common.devstack.kafka fetch
 	touch $@
 
 setup: system-deps $(STAMP) ## Create .venv and install everything from nothing
