@@ -53,6 +53,39 @@ def _docker_answers() -> bool:
         return False
 
 
+def _containers(name: str) -> Iterator[dict[str, str]]:
+    """The third resolution step: the same versions as the native stack, in testcontainers.
+
+    Used only where neither an address nor a native binary is available and a Docker engine
+    answers (e.g. a laptop without the Debian packages); `make setup` makes it unnecessary here.
+    """
+    from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
+    from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-not-found]
+
+    if name == "kafka":
+        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
+
+        from common.devstack.kafka import KAFKA_VERSION
+
+        with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as kafka:
+            yield {"TASKLAB_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server()}
+        return
+    image, port, ready, env_var, fmt = {
+        "redis": (
+            "redis:7.0.15",
+            6379,
+            "Ready to accept connections",
+            "TASKLAB_REDIS_URL",
+            "redis://{}:{}/0",
+        ),
+        "zookeeper": ("zookeeper:3.8.0", 2181, "binding to port", "TASKLAB_ZK_HOSTS", "{}:{}"),
+    }[name]
+    with DockerContainer(image).with_exposed_ports(port) as container:
+        wait_for_logs(container, ready, timeout=60)
+        host, mapped = container.get_container_host_ip(), container.get_exposed_port(port)
+        yield {env_var: fmt.format(host, mapped)}
+
+
 def _start(name: str, env_var: str, workdir: Path, **kwargs) -> Iterator[ServiceHandle]:
     given = os.environ.get(env_var)
     if given:
@@ -63,10 +96,17 @@ def _start(name: str, env_var: str, workdir: Path, **kwargs) -> Iterator[Service
     try:
         running = service.start(workdir)
     except ServiceUnavailable as exc:
-        reason = f"{name}: {exc}"
         if _docker_answers():
-            reason += " (a Docker engine answers, but no testcontainers image is configured)"
-        unavailable(reason)
+            try:
+                for env in _containers(name):
+                    yield ServiceHandle(env, None)
+                return
+            except ImportError:
+                exc = ServiceUnavailable(
+                    f"{exc}; a Docker engine answers but testcontainers "
+                    "is not installed (pip install testcontainers)"
+                )
+        unavailable(f"{name}: {exc}")
         return
     handle = ServiceHandle(dict(running.env), running, service)
     try:
