@@ -5,6 +5,7 @@ A learner can type any of these into `redis-cli`; a test can rely on them.
 
 PENDING_QUEUE = "queue:pending"
 DELAYED_QUEUE = "queue:delayed"  # zset: score = when a retried task may run again
+SCHEDULING_QUEUE = "queue:scheduling"  # stage 2: messages the leader took but has not dispatched
 DEAD_LETTER = "queue:dead-letter"
 TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
 TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters

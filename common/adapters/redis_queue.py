@@ -4,6 +4,10 @@ Reliable claim (stage 1's fix): BLMOVE moves a message from the source list to t
 `processing:{agentId}` list in one atomic step, so at every instant the message is in exactly
 one list. If the agent dies mid-task the message is still on its processing list, and the
 reaper (any live agent) gives it back once the dead agent's heartbeat key expires.
+
+Stage 2 reuses this queue with a different source: the agent's own `agent:{agentId}:tasks`
+inbox, filled by the leader-elected scheduler. Work given back then goes to `queue:pending`
+(`requeue_to`), where the scheduler places it again, never back into a dead agent's inbox.
 """
 
 from __future__ import annotations
@@ -54,10 +58,12 @@ class RedisWorkQueue:
         source: str = keys.PENDING_QUEUE,
         max_payload_bytes: int = 64 * 1024,
         backoff: ExponentialBackoff | None = None,
+        requeue_to: str | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.source = source
+        self.requeue_to = requeue_to or source
         self.max_payload_bytes = max_payload_bytes
         self.backoff = backoff or ExponentialBackoff()
 
@@ -74,7 +80,10 @@ class RedisWorkQueue:
             self.dead_letter(agent_id, raw, str(exc), tracked)
             return Rejected(f"dead-lettered: {exc}")
         task = Task.new(spec, task_id=task_id)
-        message = task.to_message()
+        dispatched = _dispatch_stamp(raw)
+        # A dispatched message is kept byte for byte: it is what sits on the processing list,
+        # and the attempt and epoch in it are what this claim is checked against.
+        message = raw if dispatched else task.to_message()
         result = as_result(
             self.store.scripts.claim(
                 keys=[
@@ -92,6 +101,8 @@ class RedisWorkQueue:
                     repr(time.time()),
                     task.task_id,
                     "1" if tracked else "0",
+                    str(dispatched[0]) if dispatched else "",
+                    str(dispatched[1]) if dispatched else "",
                 ],
             )
         )
@@ -101,7 +112,8 @@ class RedisWorkQueue:
             )
         stored = self.store.get(task.task_id)
         assert stored is not None
-        return Claim(task=stored, message=message, attempt=result.attempt)
+        epoch = dispatched[1] if dispatched else 0
+        return Claim(task=stored, message=message, attempt=result.attempt, epoch=epoch)
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         entry = json.dumps(
@@ -211,16 +223,23 @@ class RedisWorkQueue:
         pipe.execute()
 
     def reap(self, agent_id: str, actor: str, force: bool = False) -> tuple[int, int]:
-        requeued, dropped = self.store.scripts.reap(
-            keys=[
-                keys.processing(agent_id),
+        lists = [keys.processing(agent_id)]
+        if self.source == keys.agent_tasks(agent_id):
+            # Stage 2: tasks dispatched to this agent but not started are its work too.
+            lists.append(self.source)
+        requeued = dropped = 0
+        for work_list in lists:
+            r, d = reap_list(
+                self.store,
+                work_list,
+                agent_id,
+                self.requeue_to,
+                actor,
+                force,
                 keys.heartbeat(agent_id),
-                self.source,
-                keys.TRANSITION_STATS,
-            ],
-            args=[agent_id, repr(time.time()), "1" if force else "0", actor],
-        )
-        return int(requeued), int(dropped)
+            )
+            requeued, dropped = requeued + r, dropped + d
+        return requeued, dropped
 
     def reap_dead_agents(self, actor: str) -> int:
         total = 0
@@ -244,6 +263,42 @@ class RedisWorkQueue:
     def promote_due(self, limit: int = 500) -> int:
         return int(
             self.store.scripts.promote(
-                keys=[keys.DELAYED_QUEUE, self.source], args=[repr(time.time()), limit]
+                keys=[keys.DELAYED_QUEUE, self.requeue_to], args=[repr(time.time()), limit]
             )
         )
+
+
+def reap_list(
+    store: RedisTaskStore,
+    work_list: str,
+    agent_id: str,
+    requeue_to: str,
+    actor: str,
+    force: bool = True,
+    heartbeat_key: str = "",
+) -> tuple[int, int]:
+    """Give back every task on `work_list` that `agent_id` held; returns (requeued, dropped)."""
+    requeued, dropped = store.scripts.reap(
+        keys=[
+            work_list,
+            heartbeat_key or keys.heartbeat(agent_id),
+            requeue_to,
+            keys.TRANSITION_STATS,
+        ],
+        args=[agent_id, repr(time.time()), "1" if force else "0", actor],
+    )
+    return int(requeued), int(dropped)
+
+
+def _dispatch_stamp(raw: str) -> tuple[int, int] | None:
+    """(attempt, epoch) of a message a stage 2 scheduler dispatched, None for any other."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or "attempt" not in data:
+        return None
+    try:
+        return int(data["attempt"]), int(data.get("epoch", 0))
+    except (TypeError, ValueError):
+        return None

@@ -4,6 +4,8 @@
    same id goes back to the queue with attempt + 1 (it is never resumed: that attempt is dead).
 2. Heartbeat: a key with a TTL says "alive"; a housekeeping thread refreshes it, re-queues the
    work of agents whose key expired (the reaper), and releases retries whose backoff elapsed.
+   From stage 2 on, liveness comes from ZooKeeper and the leader does the re-queueing: such an
+   agent runs with `reaper=False` and keeps the key only so `tasklab agents` can show it.
 3. Work: `capacity` worker threads each take a task (the claim strategy), run it in its own
    process group, and report SUCCESS / FAILED / retry through the fenced store.
 4. Stop: on SIGTERM, stop taking work, let running tasks finish (bounded), stop heartbeating.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
 from common.executors.factory import ExecutorFactory
@@ -55,6 +58,8 @@ class Agent:
         heartbeat_ttl: float = 5.0,
         reaper_interval: float = 1.0,
         poll_timeout: float = 1.0,
+        reaper: bool = True,
+        on_load_change: Callable[[int], None] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.queue = queue
@@ -65,6 +70,8 @@ class Agent:
         self.heartbeat_ttl = heartbeat_ttl
         self.reaper_interval = reaper_interval
         self.poll_timeout = poll_timeout
+        self.reaper = reaper
+        self.on_load_change = on_load_change
         self.stopping = threading.Event()
         self.paused = threading.Event()  # set = take no new work (stage 2: ZooKeeper SUSPENDED)
         self._busy = 0
@@ -123,7 +130,7 @@ class Agent:
             try:
                 self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
                 now = time.monotonic()
-                if now >= next_reap:
+                if self.reaper and now >= next_reap:
                     next_reap = now + self.reaper_interval
                     self.queue.reap_dead_agents(actor=f"reaper:{self.agent_id}")
                     self.queue.promote_due()
@@ -154,8 +161,7 @@ class Agent:
     def run_claimed(self, claimed: Claim) -> None:
         task = claimed.task
         with bind(taskId=task.task_id, agentId=self.agent_id, attempt=claimed.attempt):
-            with self._busy_lock:
-                self._busy += 1
+            self._add_load(1)
             try:
                 log.info("running %s task %r", task.task_type.value, task.task_name)
                 executor = self.executors.create(task.task_type)
@@ -174,5 +180,12 @@ class Agent:
                     )
                 self.completed += 1
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
+                self._add_load(-1)
+
+    def _add_load(self, delta: int) -> None:
+        with self._busy_lock:
+            self._busy += delta
+            # Reported under the lock, so two workers finishing together cannot publish their
+            # counts out of order and leave a stale load behind. The callback must not block.
+            if self.on_load_change is not None:
+                self.on_load_change(self._busy)

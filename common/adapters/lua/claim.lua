@@ -2,9 +2,30 @@
 -- A hand-pushed message has no task hash yet: create it here. The raw message in the
 -- processing list is replaced by the normalised one (with its taskId), so if this agent dies
 -- now the reaper re-queues the *same* task instead of minting a second one.
+-- Stage 2 claim: the message was dispatched to this agent's own list by the leader and carries
+-- the attempt and epoch it was dispatched with. It is claimable (DISPATCHED -> RUNNING) only
+-- if that attempt is still the task's current one and the task is still placed on this agent:
+-- a message left over from before a failover, or a restarted agent's stale inbox, is refused.
 -- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation), 4 agentId,
---       5 now, 6 taskId, 7 track (1 = keep the message on the processing list)
+--       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
+--       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch
+local dispatched = ARGV[8] ~= nil and ARGV[8] ~= ''
+if dispatched then
+  local cur = redis.call('HMGET', KEYS[1], 'attempt', 'agentId', 'status')
+  local attempt = tonumber(ARGV[8])
+  -- A wrong attempt is reported as stale by transition() below; check the owner only when
+  -- the attempt matches, so each rejection is counted once under its real cause.
+  if cur[1] and tonumber(cur[1]) == attempt and cur[2] ~= ARGV[4] then
+    count(KEYS[3], 'rejected_wrong_agent')
+    if ARGV[7] == '1' then redis.call('LREM', KEYS[4], 1, ARGV[2]) end
+    return {0, 'wrong_agent', cur[3], attempt}
+  end
+  local r = transition(KEYS[1], KEYS[2], KEYS[3], '', 'RUNNING', attempt, tonumber(ARGV[9]) or 0,
+                       ARGV[4], ARGV[5], {}, {'result', 'error', 'exitCode'}, '')
+  if r[1] == 0 and ARGV[7] == '1' then redis.call('LREM', KEYS[4], 1, ARGV[2]) end
+  return r
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local fields = cjson.decode(ARGV[3])
   local args = {}
