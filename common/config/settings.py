@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -115,12 +115,31 @@ class Settings(BaseSettings):
     retry_backoff_base: float = Field(default=1.0, ge=0)
     retry_backoff_max: float = Field(default=30.0, ge=0)
 
+    # Stage 2: the leader-elected scheduler.
+    scheduler_id: str = Field(default_factory=_default_agent_id)
+    scheduler_strategy: str = "least-load"
+    scheduler_agent_backlog: int = Field(default=2, ge=1, le=1000)
+    scheduler_poll_timeout: float = Field(default=0.5, gt=0)
+    scheduler_sweep_interval: float = Field(default=1.0, gt=0)
+
     max_payload_bytes: int = Field(default=64 * 1024, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)
 
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("scheduler_strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        # Imported here: the registry lives with the strategies, and is the only list of names.
+        from common.scheduling.strategies import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {v!r}; choose one of {', '.join(sorted(STRATEGIES))}"
+            )
+        return v
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,41 @@
+-- The leader's first step for a message it moved from queue:pending to queue:scheduling:
+-- PENDING -> SCHEDULED, fenced by the leader's epoch. A hand-pushed message has no task hash
+-- yet: create it here, and replace the raw message on queue:scheduling by the normalised one
+-- (with its taskId), so if the leader dies now the next one recovers the *same* task.
+-- A deposed leader (epoch below the fence) changes nothing at all: the message stays on
+-- queue:scheduling, where the current leader's recovery sweep finds it.
+-- KEYS: 1 task, 2 history, 3 stats, 4 fence, 5 scheduling list, 6 index
+-- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON, 4 epoch, 5 actor, 6 now,
+--       7 taskId
+local epoch = tonumber(ARGV[4])
+local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
+if epoch < fence then
+  count(KEYS[3], 'rejected_stale_epoch')
+  return {0, 'stale_epoch', '', 0}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local fields = cjson.decode(ARGV[3])
+  local args = {}
+  for k, v in pairs(fields) do
+    args[#args + 1] = k
+    args[#args + 1] = tostring(v)
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+  redis.call('RPUSH', KEYS[2], cjson.encode({state = 'PENDING', at = ARGV[6], actor = ARGV[5],
+                                             epoch = 0, attempt = 1,
+                                             reason = 'created from queue message'}))
+  redis.call('ZADD', KEYS[6], ARGV[6], ARGV[7])
+end
+if ARGV[1] ~= ARGV[2] then
+  redis.call('LREM', KEYS[5], 1, ARGV[1])
+  redis.call('LPUSH', KEYS[5], ARGV[2])
+end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt')) or 1
+local r = transition(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 'SCHEDULED', attempt, epoch, ARGV[5],
+                     ARGV[6], {}, {'agentId'}, '')
+if r[1] == 0 then
+  -- Not schedulable: cancelled, finished, or a duplicate copy of a message whose task is
+  -- already placed. Drop this copy; the task's own state is untouched.
+  redis.call('LREM', KEYS[5], 1, ARGV[2])
+end
+return r

@@ -1,0 +1,54 @@
+"""What a live agent tells the cluster about itself: the data of `/live-agents/{agentId}`.
+
+Kept free of kazoo so placement strategies (and their unit tests) can use it without ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """The data of a `/live-agents/{agentId}` node (camelCase JSON, DESIGN_BRIEF section 4)."""
+
+    agent_id: str
+    capacity: int
+    task_types: list[str]
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    load: int = 0  # tasks running right now; LeastLoadStrategy reads it
+    draining: bool = False  # shutting down: finishing its tasks, wants no new ones
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        wire = {
+            "agentId": data["agent_id"],
+            "host": data["host"],
+            "pid": data["pid"],
+            "capacity": data["capacity"],
+            "taskTypes": data["task_types"],
+            "startedAt": data["started_at"],
+            "load": data["load"],
+            "draining": data["draining"],
+        }
+        return json.dumps(wire, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> AgentInfo:
+        d = json.loads(raw)
+        return cls(
+            agent_id=str(d["agentId"]),
+            capacity=int(d.get("capacity", 1)),
+            task_types=list(d.get("taskTypes", [])),
+            host=str(d.get("host", "")),
+            pid=int(d.get("pid", 0)),
+            started_at=float(d.get("startedAt", 0.0)),
+            load=int(d.get("load", 0)),
+            draining=bool(d.get("draining", False)),
+        )

@@ -1,0 +1,12 @@
+"""Every ZooKeeper path tasklab uses (DESIGN_BRIEF section 4), relative to the chroot.
+
+A chroot (`TASKLAB_ZK_CHROOT=/tasklab-dev`) lets several tasklab installations, or parallel
+tests, share one ensemble without seeing each other's nodes.
+"""
+
+LIVE_AGENTS = "/live-agents"  # one ephemeral child per live agent
+SCHEDULER_LEADER = "/scheduler-leader"  # the election's sequential ephemeral contenders
+
+
+def agent_node(agent_id: str) -> str:
+    return f"{LIVE_AGENTS}/{agent_id}"

@@ -1,0 +1,171 @@
+"""The agent registry: each live agent is an ephemeral znode `/live-agents/{agentId}`.
+
+Why ephemeral: the node lives exactly as long as the agent's ZooKeeper session. An agent that
+crashes, hangs or is cut off stops sending session heartbeats; after the session timeout the
+server deletes the node, and everyone watching `/live-agents` learns the agent is gone. No
+agent has to announce its own death, which a dead agent could not do anyway.
+
+Session states, and what the agent does in each:
+- SUSPENDED: the connection dropped. The session may still be alive, or ZooKeeper may already
+  have expired it and handed our tasks to someone else; we cannot tell until we reconnect. So
+  the agent treats it as loss and takes no new work (running tasks carry on: their reports are
+  fenced by attempt, so a report that comes too late is rejected, never applied twice).
+- LOST: the session expired; our node is gone. Re-register as soon as a new session exists.
+- CONNECTED: make sure the node is there and current, then take work again.
+
+Listener callbacks run on kazoo's event thread, which must never block (it is the thread that
+delivers every other event): they only flip flags and wake this registry's own thread, which
+does the ZooKeeper writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+from kazoo.client import KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+
+from common.coordination.agent_info import AgentInfo
+from common.coordination.paths import agent_node
+from common.coordination.zk import RetryingClient
+from common.observability import get_logger
+
+log = get_logger("tasklab.registry")
+
+
+class AgentAlreadyRegistered(RuntimeError):
+    """Another live session holds `/live-agents/{agentId}`: two agents share one id."""
+
+
+class AgentRegistry:
+    def __init__(self, zk: RetryingClient, info: AgentInfo, paused: threading.Event) -> None:
+        self.zk = zk
+        self.path = agent_node(info.agent_id)
+        self._info = info
+        self._info_lock = threading.Lock()
+        self.paused = paused
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._published: bytes | None = None
+        self._thread: threading.Thread | None = None
+        self.registrations = 0  # how many times a node was created (1 + re-registrations)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def wait_until_free(self, timeout: float) -> None:
+        """Wait for a node left by a previous run of this agent id to expire.
+
+        A kill -9'd agent restarted under the same id finds its old node still there: the old
+        session lives on until its timeout. Registering over it would hide the old incarnation's
+        death from the scheduler; waiting (at most about one session timeout) lets the
+        scheduler see the departure and fail its work over first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            stat = self.zk.exists(self.path)
+            if stat is None or stat.ephemeralOwner == self.zk.session_id:
+                return
+            if time.monotonic() >= deadline:
+                raise AgentAlreadyRegistered(
+                    f"{self.path} is held by another live session (0x{stat.ephemeralOwner:x}) "
+                    f"after {timeout:.0f}s: is a second agent running with id "
+                    f"{self._info.agent_id!r}?"
+                )
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        """Register now, then keep the node current and re-register after a session loss."""
+        self._publish()
+        self.paused.clear()
+        self.zk.add_listener(self._on_state)
+        self._thread = threading.Thread(
+            target=self._maintain, name=f"registry-{self._info.agent_id}", daemon=True
+        )
+        self._thread.start()
+        log.info("registered %s", self.path)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.zk.remove_listener(self._on_state)
+        try:
+            self.zk.delete(self.path)
+        except NoNodeError:
+            pass
+        except KazooException as exc:
+            # The session close that follows deletes the node anyway.
+            log.warning("could not delete %s: %s", self.path, exc)
+        log.info("deregistered %s", self.path)
+
+    # -- what the agent reports ------------------------------------------------------------
+    @property
+    def info(self) -> AgentInfo:
+        with self._info_lock:
+            return self._info
+
+    def report_load(self, load: int) -> None:
+        self._update(load=load)
+
+    def drain(self) -> None:
+        self._update(draining=True)
+
+    def _update(self, **changes: object) -> None:
+        with self._info_lock:
+            self._info = replace(self._info, **changes)
+        # Writes are coalesced: a burst of load changes becomes one write of the latest value.
+        self._wake.set()
+
+    # -- internals ------------------------------------------------------------------------
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.SUSPENDED:
+            self.paused.set()
+            log.warning("ZooKeeper connection SUSPENDED: taking no new work until reconnected")
+        elif state == KazooState.LOST:
+            self.paused.set()
+            self._published = None
+            log.warning("ZooKeeper session LOST: %s is gone; will re-register", self.path)
+        else:
+            log.info("ZooKeeper connection back (CONNECTED)")
+        self._wake.set()
+
+    def _maintain(self) -> None:
+        while not self._stopping.is_set():
+            # The timeout is a safety net for a missed wake-up, not the pace of the loop.
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stopping.is_set() or self.zk.state != KazooState.CONNECTED:
+                continue
+            try:
+                self._publish()
+                if self.paused.is_set():
+                    self.paused.clear()
+                    log.info("%s is registered; taking work again", self.path)
+            except (KazooException, AgentAlreadyRegistered) as exc:
+                log.warning("registry update failed (%s: %s); retrying", type(exc).__name__, exc)
+                self._wake.set()
+                self._stopping.wait(0.2)
+
+    def _publish(self) -> None:
+        data = self.info.to_json()
+        stat = self.zk.exists(self.path)
+        if stat is None:
+            try:
+                self.zk.create(self.path, data, ephemeral=True, makepath=True)
+                self.registrations += 1
+                if self.registrations > 1:
+                    log.warning("re-registered %s with a new session", self.path)
+            except NodeExistsError:
+                # Our own create, retried after a dropped reply (see zk.RETRIED_CALLS), or a
+                # race with an old session's node: the ownership check below sorts it out.
+                stat = self.zk.exists(self.path)
+                if stat is None or stat.ephemeralOwner != self.zk.session_id:
+                    raise
+                self.zk.set(self.path, data)
+        elif stat.ephemeralOwner != self.zk.session_id:
+            raise AgentAlreadyRegistered(f"{self.path} belongs to another session")
+        elif data != self._published:
+            self.zk.set(self.path, data)
+        self._published = data

@@ -1,0 +1,1 @@
+"""Placement (which agent runs a task) and the leader-elected scheduler (introduced in stage 2)."""

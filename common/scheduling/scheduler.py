@@ -1,0 +1,249 @@
+"""The scheduler: run as several instances, of which only the elected leader moves tasks.
+
+A leader's term, in numbered phases:
+
+1. Elected: raise `fence:scheduler` to this term's epoch. From now on a deposed leader's fenced
+   writes are rejected, so nothing below can be undone by a predecessor that wakes up late.
+2. Recover: sweep `queue:scheduling` (messages a dead leader took but never dispatched) back
+   to `queue:pending`, and fail over every agent that has work in Redis but no node in
+   ZooKeeper (it may have died while there was no leader to notice).
+3. Place, one task at a time: wait until some live agent has room in its inbox; BLMOVE a
+   message from `queue:pending` to `queue:scheduling`; PENDING -> SCHEDULED; ask the placement
+   strategy for an agent; SCHEDULED -> DISPATCHED and push onto `agent:{agentId}:tasks`.
+   Every write carries the epoch and is fenced.
+4. Watch: when an agent's node disappears, its DISPATCHED and RUNNING tasks go back to PENDING
+   with attempt + 1 (failover); a periodic sweep repeats phase 2 for anything a watch missed,
+   and releases retries whose backoff elapsed.
+5. The term ends when the ZooKeeper session is lost or a fenced write says a newer leader
+   exists; the scheduler then contends again as a standby. While SUSPENDED it places nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from common.adapters.redis_dispatch import NotScheduled, RedisDispatcher
+from common.coordination.election import LeaderElection, Term
+from common.coordination.live_agents import LiveAgentsView
+from common.coordination.paths import agent_node
+from common.coordination.zk import RetryingClient
+from common.observability import bind, get_logger
+from common.scheduling.strategies import Candidate, PlacementStrategy
+
+log = get_logger("tasklab.scheduler")
+
+
+class Deposed(Exception):
+    """A fenced write was rejected as stale: a newer leader has taken over."""
+
+
+@dataclass
+class SchedulerStats:
+    terms: int = 0
+    dispatched: int = 0
+    failed_over: int = 0
+    recovered: int = 0
+    rejected_stale: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        scheduler_id: str,
+        zk: RetryingClient,
+        dispatcher: RedisDispatcher,
+        view: LiveAgentsView,
+        election: LeaderElection,
+        strategy: PlacementStrategy,
+        agent_backlog: int = 2,
+        poll_timeout: float = 0.5,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.scheduler_id = scheduler_id
+        self.zk = zk
+        self.dispatcher = dispatcher
+        self.view = view
+        self.election = election
+        self.strategy = strategy
+        self.agent_backlog = agent_backlog
+        self.poll_timeout = poll_timeout
+        self.sweep_interval = sweep_interval
+        self.stopping = threading.Event()
+        self.stats = SchedulerStats()
+        self._departed: set[str] = set()
+        self._departed_lock = threading.Lock()
+        self.actor = f"scheduler:{scheduler_id}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        self.view.on_departure(self._on_departure)
+        self.view.start()
+        log.info(
+            "scheduler %s started: strategy %s, contending for leadership",
+            self.scheduler_id,
+            self.strategy.name,
+        )
+        self.election.run(self._lead, self.stopping)
+        log.info("scheduler %s stopped", self.scheduler_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.election.cancel()
+        self.view.changed.set()
+
+    # -- one term --------------------------------------------------------------------------
+    def _lead(self, term: Term) -> None:
+        raised, fence = self.dispatcher.raise_fence(term.epoch)
+        if not raised:
+            # Only possible if Redis outlived ZooKeeper's data (a wiped ZooKeeper restarts
+            # czxids from zero): no write of ours could ever pass the fence.
+            log.error(
+                "elected with epoch %d but fence:scheduler is %d: ZooKeeper's data is older "
+                "than Redis's; stepping down (delete fence:scheduler if that was intended)",
+                term.epoch,
+                fence,
+            )
+            self.stopping.wait(5)
+            return
+        self.stats.terms += 1
+        log.info("became leader with epoch %d (node %s)", term.epoch, term.node)
+        with self._departed_lock:
+            self._departed.clear()
+        next_sweep = 0.0
+        idle = 0.05
+        try:
+            while not self.stopping.is_set() and not term.lost.is_set():
+                if term.suspended.is_set():
+                    self.stopping.wait(0.05)
+                    continue
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(term)
+                    next_sweep = now + self.sweep_interval
+                self._fail_over_departed(term)
+                agents, candidates = self._candidates()
+                if not candidates:
+                    # Tasks stay PENDING in the queue, where any agent can still get them.
+                    # No live agent at all: back off, woken early by the view changing. Live
+                    # agents with full inboxes: they drain in milliseconds, look again soon.
+                    self.view.changed.clear()
+                    self.view.changed.wait(idle if not agents else 0.02)
+                    idle = min(idle * 2, 1.0) if not agents else 0.05
+                    continue
+                idle = 0.05
+                raw = self.dispatcher.take(self.poll_timeout)
+                if raw is not None:
+                    self._place(raw, term, candidates)
+        except Deposed:
+            log.warning("a newer leader holds the fence; stepping down (epoch %d)", term.epoch)
+        except RedisError as exc:
+            # Give the term up rather than lead blind; contending again re-runs recovery.
+            log.error("Redis failed while leading (%s); stepping down", exc)
+            self.stopping.wait(1.0)
+        log.info("leadership ended (epoch %d)", term.epoch)
+
+    def _place(self, raw: str, term: Term, candidates: list[Candidate]) -> None:
+        scheduled = self.dispatcher.schedule(raw, term.epoch, self.actor)
+        if isinstance(scheduled, NotScheduled):
+            if scheduled.reason == "stale_epoch":
+                self.stats.rejected_stale += 1
+                raise Deposed
+            log.info("skipped a message: %s (status %s)", scheduled.reason, scheduled.status)
+            return
+        task = scheduled.task
+        with bind(taskId=task.task_id, attempt=scheduled.attempt, epoch=term.epoch):
+            able = [c for c in candidates if task.task_type.value in c.agent.task_types]
+            if not able:
+                result = self.dispatcher.unschedule(
+                    scheduled,
+                    term.epoch,
+                    self.actor,
+                    f"no live agent runs {task.task_type.value}",
+                )
+                self._check(result.accepted, result.reason)
+                log.warning("no live agent runs %s; task back to PENDING", task.task_type.value)
+                self.view.changed.wait(0.5)
+                return
+            chosen = self.strategy.choose(task, able)
+            result = self.dispatcher.dispatch(scheduled, chosen.agent_id, term.epoch, self.actor)
+            self._check(result.accepted, result.reason)
+            if result.accepted:
+                self.stats.dispatched += 1
+                log.info(
+                    "dispatched to %s (%s; busy %d/%d)",
+                    chosen.agent_id,
+                    self.strategy.name,
+                    chosen.busy,
+                    chosen.agent.capacity,
+                )
+            else:
+                log.info("dispatch refused: %s (task is %s)", result.reason, result.status)
+
+    def _check(self, accepted: bool, reason: str) -> None:
+        if not accepted and reason == "stale_epoch":
+            self.stats.rejected_stale += 1
+            raise Deposed
+
+    def _candidates(self) -> tuple[int, list[Candidate]]:
+        """(how many live agents take work, those of them with room in their inbox)."""
+        agents = [a for a in self.view.agents() if not a.draining]
+        if not agents:
+            return 0, []
+        queued = self.dispatcher.backlog([a.agent_id for a in agents])
+        # Bounded inboxes: a task waits in queue:pending, where any agent can still get it,
+        # rather than piling up behind one slow agent; and a dead agent strands little.
+        return len(agents), [
+            Candidate(a, queued[a.agent_id])
+            for a in agents
+            if queued[a.agent_id] < self.agent_backlog
+        ]
+
+    # -- failover and recovery ---------------------------------------------------------------
+    def _on_departure(self, agent_ids: set[str]) -> None:
+        # kazoo's thread: just note it; the leader's loop does the Redis work.
+        with self._departed_lock:
+            self._departed |= agent_ids
+        self.view.changed.set()
+
+    def _fail_over_departed(self, term: Term) -> None:
+        with self._departed_lock:
+            departed, self._departed = self._departed, set()
+        for agent_id in sorted(departed):
+            self._fail_over(agent_id, term)
+
+    def _fail_over(self, agent_id: str, term: Term) -> None:
+        if self.zk.exists(agent_node(agent_id)) is not None:
+            # Back already (a restart under the same id, or a session blip): a restarted agent
+            # re-queues its own leftovers before it registers, and its current work is live.
+            return
+        requeued, dropped = self.dispatcher.reap_agent(agent_id, self.actor)
+        self.dispatcher.forget_agent_if_idle(agent_id)
+        if requeued or dropped:
+            self.stats.failed_over += requeued
+            log.warning(
+                "agent %s left: re-queued %d task(s) with attempt + 1, dropped %d stale (epoch %d)",
+                agent_id,
+                requeued,
+                dropped,
+                term.epoch,
+            )
+
+    def _sweep(self, term: Term) -> None:
+        requeued, dropped = self.dispatcher.recover_scheduling(term.epoch, self.actor)
+        if requeued < 0:
+            raise Deposed
+        if requeued or dropped:
+            self.stats.recovered += requeued
+            log.warning(
+                "recovered %d task(s) a previous leader left in flight (%d stale copies dropped)",
+                requeued,
+                dropped,
+            )
+        live = self.view.ids()
+        for agent_id in sorted(self.dispatcher.agents_with_work() - live):
+            self._fail_over(agent_id, term)
+        self.dispatcher.promote_due()

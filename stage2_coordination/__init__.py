@@ -1,0 +1,1 @@
+"""Stage 2: ZooKeeper coordination: agent registry, leader-elected scheduler, failover."""

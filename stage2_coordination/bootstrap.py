@@ -1,0 +1,141 @@
+"""Stage 2 composition root: every object the scheduler and the agent use is built here, once.
+
+Read top to bottom to see the whole stage.
+
+Scheduler: ZooKeeper client (cached, retrying) -> live-agents view (watches) -> election ->
+Redis dispatcher (fenced scripts) -> placement strategy (from config) -> scheduler.
+
+Agent: the stage 1 agent, reading its own `agent:{agentId}:tasks` inbox instead of
+`queue:pending`, without the Redis reaper (ZooKeeper says who is alive now), plus a registry
+that keeps `/live-agents/{agentId}` current and pauses the agent while ZooKeeper is unsure.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_queue import RedisWorkQueue
+from common.adapters.redis_store import RedisTaskStore
+from common.agent import Agent
+from common.config import Settings
+from common.coordination.agent_info import AgentInfo
+from common.coordination.election import LeaderElection
+from common.coordination.live_agents import LiveAgentsView
+from common.coordination.registry import AgentAlreadyRegistered, AgentRegistry
+from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
+from common.executors import ExecutorLimits, default_factory
+from common.retry import ExponentialBackoff
+from common.scheduling.scheduler import Scheduler
+from common.scheduling.strategies import make_strategy
+from common.stages import StageSpec
+
+
+def build_scheduler(settings: Settings) -> Scheduler:
+    zk = get_zk(settings)
+    client = redis_client(settings.redis_url)
+    store = RedisTaskStore(client)
+    return Scheduler(
+        settings.scheduler_id,
+        zk,
+        RedisDispatcher(client, store, settings.max_payload_bytes),
+        LiveAgentsView(zk),
+        LeaderElection(zk, settings.scheduler_id),
+        make_strategy(settings.scheduler_strategy),
+        agent_backlog=settings.scheduler_agent_backlog,
+        poll_timeout=settings.scheduler_poll_timeout,
+        sweep_interval=settings.scheduler_sweep_interval,
+    )
+
+
+def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
+    client = redis_client(settings.redis_url)
+    store = RedisTaskStore(client)
+    queue = RedisWorkQueue(
+        client,
+        store,
+        source=keys.agent_tasks(settings.agent_id),
+        requeue_to=keys.PENDING_QUEUE,
+        max_payload_bytes=settings.max_payload_bytes,
+        backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+    )
+    executors = default_factory(
+        ExecutorLimits(
+            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
+        )
+    )
+    agent = Agent(
+        settings.agent_id,
+        queue,
+        executors,
+        capacity=settings.agent_capacity,
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_ttl=settings.heartbeat_ttl,
+        reaper=False,
+    )
+    info = AgentInfo(
+        agent_id=settings.agent_id,
+        capacity=settings.agent_capacity,
+        task_types=[t.value for t in executors.supported()],
+    )
+    registry = AgentRegistry(get_zk(settings), info, agent.paused)
+    agent.on_load_change = registry.report_load
+    return agent, registry
+
+
+def run_scheduler(settings: Settings) -> None:
+    try:
+        scheduler = build_scheduler(settings)
+    except CoordinationUnavailable as exc:
+        sys.exit(f"error: {exc}")
+    # SIGTERM: stop leading (the lock node goes with the session close below, so a standby
+    # takes over at once instead of after a session timeout).
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
+    try:
+        scheduler.run_forever()
+    finally:
+        close_zk(settings)
+
+
+def run_agent(settings: Settings) -> None:
+    try:
+        agent, registry = build_agent(settings)
+    except CoordinationUnavailable as exc:
+        sys.exit(f"error: {exc}")
+
+    def shut_down(*_: object) -> None:
+        # Draining first: the scheduler stops sending work while running tasks finish. The
+        # node is deleted only after that, or the leader would re-queue tasks still running.
+        registry.drain()
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    # 1. Take no work until registered. 2. Wait out a previous incarnation's node, so the
+    # leader sees that agent die. 3. Re-queue what it left (Agent.start). 4. Register.
+    agent.paused.set()
+    try:
+        registry.wait_until_free(timeout=2 * settings.zk_session_timeout + 1)
+        agent.start()
+        registry.start()
+    except AgentAlreadyRegistered as exc:
+        close_zk(settings)
+        sys.exit(f"error: {exc}")
+    try:
+        while not agent.stopping.wait(0.5):
+            pass
+    finally:
+        agent.stop()
+        registry.stop()
+        close_zk(settings)
+
+
+STAGE = StageSpec(
+    number=2,
+    title="ZooKeeper coordination: agent registry, leader-elected scheduler, failover",
+    roles={"scheduler": run_scheduler, "agent": run_agent},
+)
