@@ -68,9 +68,12 @@ class RedisWorkQueue:
         self.backoff = backoff or ExponentialBackoff()
 
     # -- taking ------------------------------------------------------------------------
+    # --8<-- [start:take]
     def take_reliably(self, agent_id: str, timeout: float) -> str | None:
         raw = self.client.blmove(self.source, keys.processing(agent_id), timeout, "RIGHT", "LEFT")
         return None if raw is None else _s(raw)
+
+    # --8<-- [end:take]
 
     def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
         """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it."""
@@ -138,6 +141,7 @@ class RedisWorkQueue:
     def start_fields(self) -> dict:
         return {"startedAt": repr(time.time())}
 
+    # --8<-- [start:finish]
     def finish(
         self, agent_id: str, claim: Claim, outcome: ExecutionResult, tracked: bool = True
     ) -> TransitionResult:
@@ -201,6 +205,8 @@ class RedisWorkQueue:
                 claim.attempt,
             )
         return result
+
+    # --8<-- [end:finish]
 
     def _drop(self, processing: str, message: str, tracked: bool) -> None:
         if tracked:

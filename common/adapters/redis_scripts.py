@@ -16,12 +16,16 @@ from redis.commands.core import Script
 from common.domain.transitions import LEGAL_TRANSITIONS
 
 
+# --8<-- [start:legal]
 def legal_table_lua() -> str:
     rows = []
     for src, nexts in sorted(LEGAL_TRANSITIONS.items(), key=lambda kv: kv[0].value):
         inner = ", ".join(f"{d.value} = true" for d in sorted(nexts, key=lambda s: s.value))
         rows.append(f"  {src.value} = {{{inner}}},")
     return "local LEGAL = {\n" + "\n".join(rows) + "\n}\n"
+
+
+# --8<-- [end:legal]
 
 
 @cache

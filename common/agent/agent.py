@@ -28,6 +28,7 @@ from common.observability import bind, get_logger
 log = get_logger("tasklab.agent")
 
 
+# --8<-- [start:claim-strategy]
 class ClaimStrategy(ABC):
     """How an agent takes its next task off the queue."""
 
@@ -44,6 +45,9 @@ class ReliableClaim(ClaimStrategy):
 
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
         return queue.take_reliably(agent_id, timeout)
+
+
+# --8<-- [end:claim-strategy]
 
 
 class Agent:
@@ -124,6 +128,7 @@ class Agent:
         t.start()
         self._threads.append(t)
 
+    # --8<-- [start:housekeeping]
     def _housekeeping(self) -> None:
         next_reap = 0.0
         while not self.stopping.wait(min(self.heartbeat_interval, self.reaper_interval)):
@@ -136,6 +141,8 @@ class Agent:
                     self.queue.promote_due()
             except Exception:  # noqa: BLE001 - a Redis blip must not kill the heartbeat thread
                 log.exception("housekeeping failed; retrying")
+
+    # --8<-- [end:housekeeping]
 
     def _work_loop(self) -> None:
         while not self.stopping.is_set():
@@ -158,6 +165,7 @@ class Agent:
             return
         self.run_claimed(claimed)
 
+    # --8<-- [start:run-claimed]
     def run_claimed(self, claimed: Claim) -> None:
         task = claimed.task
         with bind(taskId=task.task_id, agentId=self.agent_id, attempt=claimed.attempt):
@@ -181,6 +189,8 @@ class Agent:
                 self.completed += 1
             finally:
                 self._add_load(-1)
+
+    # --8<-- [end:run-claimed]
 
     def _add_load(self, delta: int) -> None:
         with self._busy_lock:

@@ -166,6 +166,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(_one_line(err)) from None
 
 
+# --8<-- [start:get-settings]
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+# --8<-- [end:get-settings]

@@ -79,6 +79,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+# --8<-- [start:template]
 class NativeService(ABC):
     """Template Method for starting a real server as a child process group."""
 
@@ -162,6 +163,9 @@ class NativeService(ABC):
     def stop(self, running: RunningService, grace: float = 10.0) -> None:
         """Stop the process group we started, by its PID: SIGTERM, then SIGKILL."""
         stop_process_group(running.pid, grace)
+
+
+# --8<-- [end:template]
 
 
 def stop_process_group(pid: int, grace: float = 10.0) -> None:

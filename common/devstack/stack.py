@@ -49,6 +49,7 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("TASKLAB_DEVSTACK_DIR", ".tasklab/devstack")).resolve()
 
 
+# --8<-- [start:facade]
 class DevStack:
     def __init__(self, state_dir: Path | None = None) -> None:
         self.state_dir = state_dir or default_state_dir()
@@ -99,3 +100,6 @@ class DevStack:
             for key, value in svc.env.items():
                 lines.append(f"{key}={value}")
         return lines
+
+
+# --8<-- [end:facade]

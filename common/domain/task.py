@@ -42,6 +42,7 @@ class _Wire(BaseModel):
     )
 
 
+# --8<-- [start:spec]
 class TaskSpec(_Wire):
     """What a client asks for. Everything else about a task is the platform's to decide."""
 
@@ -69,6 +70,9 @@ class TaskSpec(_Wire):
             return self
         first_line = self.payload.strip().splitlines()[0] if self.payload.strip() else "task"
         return self.model_copy(update={"task_name": first_line[:60]})
+
+
+# --8<-- [end:spec]
 
 
 class Task(_Wire):

@@ -34,6 +34,7 @@ class ExecutionResult:
     duration: float = 0.0
 
 
+# --8<-- [start:template]
 class TaskExecutor(ABC):
     task_type: TaskType
 
@@ -102,3 +103,6 @@ class TaskExecutor(ABC):
             cancelled=outcome.cancelled,
             duration=outcome.duration,
         )
+
+
+# --8<-- [end:template]

@@ -80,6 +80,7 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+# --8<-- [start:run-process]
 def run_process(
     argv: list[str],
     *,
@@ -168,3 +169,6 @@ def run_process(
         duration=time.monotonic() - started,
         lines=lines,
     )
+
+
+# --8<-- [end:run-process]

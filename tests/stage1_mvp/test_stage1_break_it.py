@@ -11,6 +11,7 @@ from common.testing import eventually
 SLOW = {"taskType": "SHELL", "payload": "echo started; sleep 2; echo finished"}
 
 
+# --8<-- [start:naive]
 def test_the_naive_brpop_agent_loses_a_task_when_it_is_killed_mid_task(redis_client, client, agent):
     # Given a naive agent running a task
     victim = agent("naive-1", claim="naive")
@@ -30,6 +31,10 @@ def test_the_naive_brpop_agent_loses_a_task_when_it_is_killed_mid_task(redis_cli
     assert not redis_client.keys("processing:*")
 
 
+# --8<-- [end:naive]
+
+
+# --8<-- [start:reliable]
 def test_the_reliable_agent_loses_nothing_when_killed_mid_task(redis_client, client, agent):
     # Given a reliable agent running a task (short heartbeat TTL from config/test.toml)
     victim = agent("reliable-1")
@@ -58,6 +63,9 @@ def test_the_reliable_agent_loses_nothing_when_killed_mid_task(redis_client, cli
     assert redis_client.llen(keys.processing("reliable-1")) == 0
 
 
+# --8<-- [end:reliable]
+
+
 def test_an_agent_restarted_under_the_same_id_does_not_resume_its_old_attempt(
     redis_client, client, agent
 ):
@@ -78,6 +86,7 @@ def test_an_agent_restarted_under_the_same_id_does_not_resume_its_old_attempt(
     assert client.store.logs(task.task_id) == ["started", "finished"]
 
 
+# --8<-- [start:zombie]
 def test_a_zombie_agents_late_report_is_rejected_and_counted(redis_client, client, agent):
     # Given an agent paused (SIGSTOP) mid-task for longer than its heartbeat TTL
     zombie = agent("zombie")
@@ -105,3 +114,6 @@ def test_a_zombie_agents_late_report_is_rejected_and_counted(redis_client, clien
         lambda: "report rejected as stale_attempt" in zombie.log_text(),
         message="zombie logged the rejection",
     )
+
+
+# --8<-- [end:zombie]

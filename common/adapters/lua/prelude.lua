@@ -32,6 +32,7 @@ end
 -- current one (a zombie agent or a re-dispatched task's old owner carries an older one); the
 -- caller's epoch is not older than the task's nor than the scheduler fence (a deposed leader
 -- waking from a pause carries an older one); the move is in LEGAL. Only then it writes.
+-- --8<-- [start:transition]
 local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, actor, now,
                           fields, clear, reason)
   local cur = redis.call('HMGET', tkey, 'status', 'attempt', 'epoch')
@@ -73,3 +74,4 @@ local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, 
   count(stats_key, 'accepted')
   return {1, 'ok', to, new_attempt}
 end
+-- --8<-- [end:transition]
