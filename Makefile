@@ -75,3 +75,17 @@ stage1-logs: ## Follow the stage 1 compose logs
 
 stage1-test: setup ## Stage 1 integration tests
 	$(BIN)/pytest -q tests/stage1_mvp tests/contract
+
+# ---- benchmarks ----------------------------------------------------------------------------
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[stage2,stage3,dev,bench]'
+	touch $@
+
+.PHONY: bench bench-quick
+bench: setup $(BENCH_STAMP) ## tasklab vs Celery, full run (~40 min): table, JSON, docs plot
+	$(BIN)/python -m bench --plot docs/assets/performance-latency.png $(BENCH_ARGS)
+
+bench-quick: setup $(BENCH_STAMP) ## tasklab vs Celery, smoke run (a couple of minutes)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""Benchmarks: tasklab side by side with Celery on the same machine and the same Redis."""

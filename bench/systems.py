@@ -1,0 +1,332 @@
+"""The systems under test, behind one small interface the harness drives.
+
+`TasklabSystem(stage)` runs the stage's own roles (`tasklab run agent --stage N`, schedulers,
+...) as real processes, exactly as a user would, and reads each task's timeline from its
+history in Redis. `CelerySystem(parity)` runs `celery worker` with prefork and reads the
+timestamps `bench.celery_app` notes. Both use the one Redis the harness started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The same three workloads for every system; tasklab's side as task submissions.
+TASKLAB_WORKLOADS: dict[str, dict[str, str]] = {
+    "noop": {"taskType": "PYTHON_SCRIPT", "payload": "pass"},
+    "shell": {"taskType": "SHELL", "payload": "true"},
+    "sleep10ms": {"taskType": "PYTHON_SCRIPT", "payload": "import time\ntime.sleep(0.01)"},
+}
+WORKLOADS = list(TASKLAB_WORKLOADS)
+
+
+@dataclass
+class Record:
+    start: float | None  # when a worker began the task (before its body ran)
+    end: float | None  # when its outcome was stored, visible to a client
+    ok: bool  # finished successfully
+    runs: int  # how many times it was started: more than 1 is a duplicate execution
+
+
+class System(ABC):
+    name: str
+    family: str  # "tasklab" or "celery"
+
+    def unavailable(self) -> str | None:
+        """Why this system cannot run here, or None."""
+        return None
+
+    @abstractmethod
+    def start(self, log_dir: Path) -> None:
+        """Start the worker side (agents, schedulers, workers) in the background."""
+
+    @abstractmethod
+    def pids(self) -> list[int]:
+        """Root PIDs of the worker side (their children are measured too)."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def submit(self, workload: str) -> str:
+        """Enqueue one task through the system's ordinary client API; return its id."""
+
+    @abstractmethod
+    def wait_done(self, ids: list[str], timeout: float) -> int:
+        """Block until every id has finished or `timeout` passes.
+
+        Returns how many Redis commands the waiting itself issued, so that the harness can
+        subtract them from the commands it charges to the system.
+        """
+
+    @abstractmethod
+    def collect(self, ids: list[str]) -> dict[str, Record]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most systems hold nothing
+        """Release client-side resources after a trial."""
+
+
+# -- tasklab ---------------------------------------------------------------------------------
+class TasklabSystem(System):
+    family = "tasklab"
+
+    def __init__(self, stage: int, ctx, agents: int, capacity: int, log_level: str) -> None:
+        self.stage = stage
+        self.name = f"tasklab-stage{stage}"
+        self.ctx = ctx
+        self.agents = agents
+        self.capacity = capacity
+        self.log_level = log_level
+        self.procs: list = []
+        self._client = None
+
+    def unavailable(self) -> str | None:
+        from common.stages import TOPOLOGY, installed_stages
+
+        if self.stage not in installed_stages():
+            return f"stage {self.stage} is not installed (no tasklab.stages entry point)"
+        if self.stage not in TOPOLOGY:
+            return f"stage {self.stage} has no TOPOLOGY entry in common/stages.py"
+        return self.ctx.ensure_services(self.stage)
+
+    @property
+    def client(self):
+        if self._client is None:
+            from common.adapters.redis_store import RedisTaskStore
+            from common.client import TaskClient
+
+            self._client = TaskClient(RedisTaskStore(self.ctx.redis))
+        return self._client
+
+    def start(self, log_dir: Path) -> None:
+        from common.stages import TOPOLOGY
+        from common.testing.processes import RoleProcess
+
+        env = {
+            **self.ctx.service_env(self.stage),
+            # Production timers (config/local.toml), not the test suite's fast ones.
+            "TASKLAB_ENV": "local",
+            "TASKLAB_AGENT_CAPACITY": str(self.capacity),
+            "TASKLAB_LOG_LEVEL": self.log_level,
+            "TASKLAB_LOG_FORMAT": "json",
+        }
+        if self.stage >= 2:
+            # A fresh chroot per trial: no registration or leadership left from the last one.
+            env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
+        self.procs = []
+        for role, count in TOPOLOGY[self.stage]:
+            n_role = self.agents if role == "agent" else count
+            for n in range(n_role):
+                name = f"bench-{role}-{n + 1}"
+                proc = RoleProcess(
+                    role, self.stage, {**env, "TASKLAB_AGENT_ID": name}, log_dir, name=name
+                )
+                self.procs.append(proc.start())
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.alive()]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop(timeout=20)
+        self.procs = []
+
+    def submit(self, workload: str) -> str:
+        task, _ = self.client.submit({**TASKLAB_WORKLOADS[workload], "taskName": "bench"})
+        return task.task_id
+
+    def wait_done(self, ids: list[str], timeout: float) -> int:
+        # Tasks finish roughly in submission order, so checking a window of the oldest
+        # unfinished ones finds progress with few commands.
+        redis: Redis = self.ctx.redis
+        outstanding = list(ids)
+        issued = 0
+        deadline = time.monotonic() + timeout
+        while outstanding and time.monotonic() < deadline:
+            window = outstanding[:256]
+            pipe = redis.pipeline(transaction=False)
+            for tid in window:
+                pipe.hget(f"task:{tid}", "status")
+            statuses = pipe.execute()
+            issued += len(window)
+            done = {
+                tid
+                for tid, st in zip(window, statuses, strict=True)
+                if st in (b"SUCCESS", b"FAILED", b"CANCELLED")
+            }
+            outstanding = [t for t in outstanding if t not in done]
+            if outstanding and len(done) < len(window) // 2:
+                time.sleep(0.05)
+        return issued
+
+    def collect(self, ids: list[str]) -> dict[str, Record]:
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        for tid in ids:
+            pipe.lrange(f"task:{tid}:history", 0, -1)
+        out: dict[str, Record] = {}
+        for tid, entries in zip(ids, pipe.execute(), strict=True):
+            start = end = None
+            ok = False
+            runs = 0
+            for raw in entries:
+                e = json.loads(raw)
+                if e.get("state") == "RUNNING":
+                    runs += 1
+                    start = start if start is not None else float(e["at"])
+                elif e.get("state") in ("SUCCESS", "FAILED", "CANCELLED"):
+                    end = float(e["at"])
+                    ok = e["state"] == "SUCCESS"
+            out[tid] = Record(start, end, ok, runs)
+        return out
+
+
+# -- Celery ----------------------------------------------------------------------------------
+class CelerySystem(System):
+    family = "celery"
+
+    def __init__(self, parity: bool, ctx, concurrency: int, log_level: str) -> None:
+        self.parity = parity
+        self.name = "celery-parity" if parity else "celery-stock"
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.proc: subprocess.Popen | None = None
+        self.record_dir: Path | None = None
+        self._app = None
+        self._log = None
+
+    def unavailable(self) -> str | None:
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            return "celery is not installed: pip install -e '.[bench]'"
+        return None
+
+    def _client_app(self):
+        # A fresh client app per trial: Celery's Redis result backend subscribes to every
+        # submitted task's result channel, and closing the app drops those subscriptions.
+        if self._app is None:
+            from celery import Celery
+
+            self._app = Celery(
+                "bench-client", broker=self.ctx.redis_url, backend=self.ctx.redis_url
+            )
+            self._app.conf.update(task_serializer="json", accept_content=["json"])
+        return self._app
+
+    def start(self, log_dir: Path) -> None:
+        self.record_dir = log_dir / f"{self.name}-records"
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.record_dir.glob("*.rec"):
+            old.unlink()
+        env = {
+            **os.environ,
+            "BENCH_REDIS_URL": self.ctx.redis_url,
+            "BENCH_PARITY": "1" if self.parity else "0",
+            "BENCH_RECORD_DIR": str(self.record_dir),
+        }
+        self._log = open(log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.celery_app",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(self.concurrency),
+                "--loglevel",
+                self.log_level,
+                "--hostname",
+                f"{self.name}@%h",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # warm shutdown: finish, then exit
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        # Pool children that outlived the main process would be orphans: kill what is left of
+        # the group we started (our own PID's group only).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+        if self._log:
+            self._log.close()
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    def submit(self, workload: str) -> str:
+        return self._client_app().send_task(f"bench.{_CELERY_TASK[workload]}").id
+
+    def _records(self) -> dict[str, list[tuple[float, float]]]:
+        found: dict[str, list[tuple[float, float]]] = {}
+        if self.record_dir is None:
+            return found
+        for path in self.record_dir.glob("*.rec"):
+            for line in path.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 3:
+                    found.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+        return found
+
+    def wait_done(self, ids: list[str], timeout: float) -> int:
+        wanted = set(ids)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if wanted <= self._records().keys():
+                break
+            time.sleep(0.05)
+        return 0  # the records are files: the waiting costs Redis nothing
+
+    def collect(self, ids: list[str]) -> dict[str, Record]:
+        records = self._records()
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        for tid in ids:
+            pipe.get(f"celery-task-meta-{tid}")
+        out: dict[str, Record] = {}
+        for tid, meta in zip(ids, pipe.execute(), strict=True):
+            ok = bool(meta) and json.loads(meta).get("status") == "SUCCESS"
+            runs = records.get(tid, [])
+            start = min((r[0] for r in runs), default=None)
+            end = max((r[1] for r in runs), default=None)
+            out[tid] = Record(start, end, ok and bool(runs), len(runs))
+        return out
+
+
+_CELERY_TASK = {"noop": "noop", "shell": "shell", "sleep10ms": "sleep10"}
