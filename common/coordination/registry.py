@@ -62,10 +62,19 @@ class AgentRegistry:
         scheduler see the departure and fail its work over first.
         """
         deadline = time.monotonic() + timeout
+        warned = False
         while True:
             stat = self.zk.exists(self.path)
             if stat is None or stat.ephemeralOwner == self.zk.session_id:
                 return
+            if not warned:
+                warned = True
+                log.warning(
+                    "%s is left by a previous run of %s (session 0x%x); waiting for it to expire",
+                    self.path,
+                    self._info.agent_id,
+                    stat.ephemeralOwner,
+                )
             if time.monotonic() >= deadline:
                 raise AgentAlreadyRegistered(
                     f"{self.path} is held by another live session (0x{stat.ephemeralOwner:x}) "

@@ -1,0 +1,167 @@
+"""Stage 2 fixtures: a real Redis and ZooKeeper per test (own chroot, empty database), the
+stage's roles as real processes, and a few probes a test reads its facts from."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from common import keys
+from common.adapters.redis_store import RedisTaskStore
+from common.client import TaskClient
+from common.coordination.paths import LIVE_AGENTS, SCHEDULER_LEADER
+from common.domain.transitions import TaskStatus
+
+pytestmark = pytest.mark.integration
+
+SESSION_TIMEOUT = 3.0  # config/test.toml zk_session_timeout
+
+
+@pytest.fixture
+def zk_hosts(zookeeper_service) -> str:
+    return zookeeper_service.env["TASKLAB_ZK_HOSTS"]
+
+
+@pytest.fixture
+def stage2_env(redis_url: str, zk_hosts: str, zk_chroot: str) -> dict[str, str]:
+    return {
+        "TASKLAB_REDIS_URL": redis_url,
+        "TASKLAB_ZK_HOSTS": zk_hosts,
+        "TASKLAB_ZK_CHROOT": zk_chroot,
+        "TASKLAB_ZK_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
+    }
+
+
+@pytest.fixture
+def scheduler(start_role, stage2_env):
+    """scheduler(name, strategy=...) starts `tasklab run scheduler --stage 2`."""
+
+    def start(name: str, **settings: object):
+        env = {
+            **stage2_env,
+            "TASKLAB_SCHEDULER_ID": name,
+            **{f"TASKLAB_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        return start_role("scheduler", 2, env, name=name)
+
+    return start
+
+
+@pytest.fixture
+def agent(start_role, stage2_env):
+    """agent(name, capacity=1, ...) starts `tasklab run agent --stage 2`."""
+
+    starts: Counter[str] = Counter()
+
+    def start(name: str, capacity: int = 1, **settings: object):
+        env = {
+            **stage2_env,
+            "TASKLAB_AGENT_ID": name,
+            "TASKLAB_AGENT_CAPACITY": str(capacity),
+            **{f"TASKLAB_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        # A restart under the same id gets its own log file, so each incarnation's is its own.
+        starts[name] += 1
+        suffix = f"-run{starts[name]}" if starts[name] > 1 else ""
+        return start_role("agent", 2, env, name=name + suffix)
+
+    return start
+
+
+@pytest.fixture
+def zk(zk_hosts: str, zk_chroot: str):
+    """The test's own view of ZooKeeper, inside the test's chroot."""
+    bootstrap = KazooClient(hosts=zk_hosts)
+    bootstrap.start(timeout=10)
+    bootstrap.ensure_path(zk_chroot + LIVE_AGENTS)
+    bootstrap.stop()
+    bootstrap.close()
+    client = KazooClient(hosts=zk_hosts + zk_chroot)
+    client.start(timeout=10)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def tasks(redis_client) -> TaskClient:
+    return TaskClient(RedisTaskStore(redis_client))
+
+
+class Probe:
+    """What a stage 2 test reads: live agents, the leader, the fence, task runs."""
+
+    def __init__(self, zk: KazooClient, redis_client, tasks: TaskClient, runs_file: Path):
+        self.zk = zk
+        self.redis = redis_client
+        self.tasks = tasks
+        self.runs_file = runs_file
+
+    def live_agents(self) -> list[str]:
+        return sorted(self.zk.get_children(LIVE_AGENTS))
+
+    def agent_data(self, agent_id: str) -> dict:
+        data, _ = self.zk.get(f"{LIVE_AGENTS}/{agent_id}")
+        return json.loads(data)
+
+    def leader(self) -> str | None:
+        if not self.zk.exists(SCHEDULER_LEADER):
+            return None
+        contenders = self.zk.Lock(SCHEDULER_LEADER).contenders()
+        return contenders[0] if contenders else None
+
+    def fence(self) -> int:
+        return int(self.redis.get(keys.SCHEDULER_FENCE) or 0)
+
+    def stats(self) -> dict[str, int]:
+        return self.tasks.store.stats()
+
+    def counting_payload(self, label: str, extra: str = "") -> str:
+        """A shell payload that appends its label to the runs file each time it runs."""
+        line = f"echo {shlex.quote(label)} >> {shlex.quote(str(self.runs_file))}"
+        return f"{line}{'; ' + extra if extra else ''}"
+
+    def runs(self) -> Counter[str]:
+        if not self.runs_file.exists():
+            return Counter()
+        return Counter(self.runs_file.read_text().split())
+
+    def submit_counted(self, n: int, prefix: str = "t", extra: str = "") -> dict[str, str]:
+        """Submit n counted tasks; returns label -> taskId."""
+        out = {}
+        for i in range(n):
+            label = f"{prefix}{i}"
+            task, _ = self.tasks.submit(
+                {"taskType": "SHELL", "payload": self.counting_payload(label, extra)}
+            )
+            out[label] = task.task_id
+        return out
+
+    def statuses(self, task_ids) -> Counter[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for tid in task_ids:
+            pipe.hget(keys.task(tid), "status")
+        return Counter((s or b"?").decode() for s in pipe.execute())
+
+    def all_succeeded(self, task_ids) -> bool:
+        counts = self.statuses(task_ids)
+        assert counts[TaskStatus.FAILED] == 0, counts
+        return counts[TaskStatus.SUCCESS] == len(task_ids)
+
+    def history(self, task_id: str) -> list[dict]:
+        return self.tasks.store.history(task_id)
+
+    @staticmethod
+    def log_lines(proc, pattern: str) -> list[str]:
+        return [line for line in proc.log_text().splitlines() if re.search(pattern, line)]
+
+
+@pytest.fixture
+def probe(zk, redis_client, tasks, tmp_path) -> Probe:
+    return Probe(zk, redis_client, tasks, tmp_path / "runs.log")
