@@ -9,7 +9,8 @@ export TASKLAB_DEVSTACK_DIR ?= $(CURDIR)/.tasklab/devstack
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test unit lint docs docs-serve demo clean \
-        stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check
+        stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check \
+        stage2-local stage2-up stage2-down stage2-logs stage2-test
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +76,22 @@ stage1-logs: ## Follow the stage 1 compose logs
 
 stage1-test: setup ## Stage 1 integration tests
 	$(BIN)/pytest -q tests/stage1_mvp tests/contract
+
+# ---- stage 2 -------------------------------------------------------------------------------
+stage2-local: setup ## Stage 2 natively: Redis + ZooKeeper, 2 schedulers, 3 agents (Ctrl-C stops)
+	$(BIN)/python -m common.demo --stage 2 --serve
+
+stage2-up: ## Stage 2 with Docker Compose (needs a Docker engine)
+	docker compose -f stage2_coordination/compose.yaml up -d --build
+
+stage2-down: ## Stop the stage 2 compose stack
+	docker compose -f stage2_coordination/compose.yaml down -v
+
+stage2-logs: ## Follow the stage 2 compose logs
+	docker compose -f stage2_coordination/compose.yaml logs -f
+
+stage2-test: setup ## Stage 2 integration tests (real ZooKeeper + Redis, faults injected)
+	$(BIN)/pytest -q tests/stage2_coordination tests/unit/test_placement_strategies.py
 
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed
