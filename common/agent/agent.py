@@ -94,6 +94,8 @@ class Agent:
             if requeued:
                 log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
         self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
+        # Executor set-up (the PYTHON_SCRIPT zygotes) happens here, not in the first tasks.
+        self.executors.warm(self.capacity)
         self._spawn(self._housekeeping, "housekeeping")
         for n in range(self.capacity):
             self._spawn(self._work_loop, f"worker-{n}")
@@ -112,6 +114,7 @@ class Agent:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.claim.tracked:
             self.queue.forget(self.agent_id)
+        self.executors.close()
         log.info("agent %s stopped after %d task(s)", self.agent_id, self.completed)
 
     def run_forever(self) -> None:

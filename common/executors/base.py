@@ -1,8 +1,9 @@
 """The executor template: validate -> prepare -> execute -> report.
 
 Pattern: Template Method (introduced in stage 1). Every task type runs the same four steps in
-the same order; a new type overrides only `validate` and `prepare` (what to run), never the
-delicate part (process groups, capped capture, the deadline), which lives once in `execute`.
+the same order; a new type overrides only `validate` and `prepare` (what to run), and at most
+`spawner` (how its child starts), never the delicate part (process groups, capped capture,
+the deadline), which lives once in `execute`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.domain.task import Task, TaskType
-from common.executors.process import LineListener, ProcessOutcome, run_process
+from common.executors.process import LineListener, ProcessOutcome, Spawner, run_process
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,19 @@ class TaskExecutor(ABC):
             on_line=on_line,
             should_cancel=should_cancel,
             kill_grace=self.limits.kill_grace_seconds,
+            spawn=self.spawner(task, argv),
         )
+
+    def spawner(self, task: Task, argv: list[str]) -> Spawner | None:
+        """How the child is started; None = a fresh exec of `argv` in a new session.
+
+        A type may start its child faster (PYTHON_SCRIPT forks a warm interpreter), as long
+        as the child is the same: its own session, stdout and stderr piped, same exit code.
+        """
+        return None
+
+    def close(self) -> None:  # noqa: B027 - an optional hook: most executors keep nothing
+        """Release what the executor keeps between tasks (none by default)."""
 
     def report(self, task: Task, outcome: ProcessOutcome) -> ExecutionResult:
         error = None

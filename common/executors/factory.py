@@ -39,6 +39,19 @@ class ExecutorFactory:
             self._cache[task_type] = maker(self.limits)
         return self._cache[task_type]
 
+    def warm(self, parallel: int = 1) -> None:
+        """Do per-executor set-up now, at start-up, rather than inside the first task."""
+        for task_type in self.supported():
+            executor = self.create(task_type)
+            warm = getattr(executor, "warm", None)
+            if warm is not None:
+                warm(parallel)
+
+    def close(self) -> None:
+        for executor in self._cache.values():
+            executor.close()
+        self._cache.clear()
+
 
 def default_factory(limits: ExecutorLimits | None = None) -> ExecutorFactory:
     return (

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO, Protocol
 
 LineListener = Callable[[str, str], None]  # (stream name, line)
 
@@ -76,8 +77,33 @@ class _Capture:
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        # No such group yet: a forked child (see zygote.py) is killed before its setsid ran.
+        # It has started nothing of its own by then, so the process itself is the whole task.
+        # Its pid cannot have been reused: nothing reaps it before the caller is done.
+        try:
+            os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    except PermissionError:
         pass
+
+
+class Child(Protocol):
+    """What run_process needs of a started child: `subprocess.Popen` is one."""
+
+    pid: int
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+# Starts the child in a new session with stdout/stderr piped; None = a fresh exec of argv.
+Spawner = Callable[[], Child]
 
 
 # --8<-- [start:run-process]
@@ -93,19 +119,24 @@ def run_process(
     kill_grace: float = 1.0,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    spawn: Spawner | None = None,
 ) -> ProcessOutcome:
     started = time.monotonic()
     deadline = started + timeout
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env=env,
-        cwd=cwd,
-        close_fds=True,
-    )
+    proc: Child
+    if spawn is not None:
+        proc = spawn()
+    else:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+            close_fds=True,
+        )
     pgid = proc.pid
     lines: list[str] = []
     captures = {
@@ -158,6 +189,11 @@ def run_process(
         for stream, cap in captures.items():
             cap.close()
             stream.close()
+        # A forked child is reaped by its zygote only now that the group was killed, so that
+        # no signal above could reach a process that reused its id (Popen has no such step).
+        release = getattr(proc, "release", None)
+        if release is not None:
+            release()
     out, err = captures[proc.stdout], captures[proc.stderr]
     return ProcessOutcome(
         exit_code=proc.returncode,

@@ -1,0 +1,239 @@
+"""Warm fork server for PYTHON_SCRIPT tasks: the agent's side of `zygote_server.py`.
+
+Pattern: Object Pool (introduced in stage 1). Starting a Python interpreter per task costs
+~30 ms; a zygote (a small interpreter started once) forks a child per task in ~1 ms. One
+zygote runs one task at a time, so the pool holds as many as the agent runs tasks at once and
+grows on demand. A child it forks looks to `run_process` like any other child process: it has
+a pid that is also its process group id, stdout and stderr pipes, `poll` and `wait`; the
+deadline, the cancel, the capped capture and the group kill stay in one place.
+
+If a zygote cannot be started or dies, the executor falls back to a fresh interpreter, so a
+task never fails because of this optimisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import weakref
+from pathlib import Path
+
+SERVER = Path(__file__).with_name("zygote_server.py")
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not start a child (it died, or never answered)."""
+
+
+def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
+    body = json.dumps(obj).encode()
+    data = struct.pack(">I", len(body)) + body
+    if fds:
+        # The fds ride with the first bytes; a long payload may need more than one send.
+        sent = socket.send_fds(sock, [data], fds)
+        sock.sendall(data[sent:])
+    else:
+        sock.sendall(data)
+
+
+def _recv(sock: socket.socket, timeout: float | None) -> dict | None:
+    """One message, or None if the zygote is gone. Raises TimeoutError on `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        head = b""
+        while len(head) < 4:
+            more = sock.recv(4 - len(head))
+            if not more:
+                return None
+            head += more
+        (size,) = struct.unpack(">I", head)
+        body = b""
+        while len(body) < size:
+            more = sock.recv(size - len(body))
+            if not more:
+                return None
+            body += more
+    except TimeoutError:
+        raise TimeoutError from None
+    except OSError:
+        return None
+    finally:
+        sock.settimeout(None)
+    return json.loads(body)
+
+
+class Zygote:
+    """One zygote process and the socket to it."""
+
+    def __init__(self, start_timeout: float = 30.0) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = ours
+        self.start_timeout = start_timeout
+        try:
+            # -I: isolated mode, as the fresh-interpreter executor used: no user site-packages,
+            # no PYTHON* variables, no script directory on sys.path. Same process group as the
+            # agent, so killing the agent's group takes its zygotes too.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", str(SERVER), str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        self._finalizer = weakref.finalize(self, _shutdown, self.sock, self.proc)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def run(self, source: str, filename: str, pool: ZygotePool | None = None) -> ZygoteChild:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            _send(
+                self.sock,
+                {"op": "run", "source": source, "filename": filename},
+                [devnull, out_w, err_w],
+            )
+            reply = _recv(self.sock, self.start_timeout)
+        except (OSError, TimeoutError) as exc:
+            os.close(out_r)
+            os.close(err_r)
+            raise ZygoteError(f"zygote did not start the task: {exc}") from None
+        finally:
+            # The child has its own copies now; ours would keep the pipes from ever closing.
+            for fd in (devnull, out_w, err_w):
+                os.close(fd)
+        if reply is None or "pid" not in reply:
+            os.close(out_r)
+            os.close(err_r)
+            raise ZygoteError("zygote exited before starting the task")
+        return ZygoteChild(self, int(reply["pid"]), out_r, err_r, pool)
+
+
+def _shutdown(sock: socket.socket, proc: subprocess.Popen) -> None:
+    sock.close()  # EOF: the zygote's loop ends and it exits
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class ZygoteChild:
+    """A forked child, shaped like the parts of `subprocess.Popen` that run_process uses."""
+
+    def __init__(
+        self, zygote: Zygote, pid: int, out_r: int, err_r: int, pool: ZygotePool | None
+    ) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.stdout = os.fdopen(out_r, "rb", buffering=0)
+        self.stderr = os.fdopen(err_r, "rb", buffering=0)
+        self.returncode: int | None = None
+        self.pool = pool
+        self._released = False
+
+    def _take_exit(self, timeout: float | None) -> None:
+        msg = _recv(self.zygote.sock, timeout)
+        if msg is None:
+            # The zygote died under the task (killed, or the task killed its parent): the exit
+            # status is lost. Report a failure rather than pretend.
+            self.returncode = -9
+            self.zygote.close()
+        else:
+            self.returncode = int(msg["exit"])
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            readable, _, _ = select.select([self.zygote.sock], [], [], 0)
+            if readable:
+                self._take_exit(None)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self._take_exit(timeout)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired("python task", timeout or 0) from None
+        assert self.returncode is not None
+        return self.returncode
+
+    def release(self) -> None:
+        """The caller is done signalling the group: let the zygote reap, and reuse it."""
+        if self._released:
+            return
+        self._released = True
+        if self.returncode is None:
+            self.wait()
+        healthy = self.zygote.alive()
+        if healthy:
+            try:
+                _send(self.zygote.sock, {"op": "reap"})
+            except OSError:
+                healthy = False
+        if self.pool is not None:
+            self.pool.put(self.zygote, healthy)
+        elif not healthy:
+            self.zygote.close()
+
+
+class ZygotePool:
+    """Idle zygotes, one per task this process runs at once; grows on demand."""
+
+    def __init__(self, start_timeout: float = 30.0) -> None:
+        self.start_timeout = start_timeout
+        self._idle: list[Zygote] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Zygote:
+        with self._lock:
+            while self._idle:
+                zygote = self._idle.pop()
+                if zygote.alive():
+                    return zygote
+                zygote.close()
+        return Zygote(self.start_timeout)
+
+    def put(self, zygote: Zygote, healthy: bool = True) -> None:
+        if not healthy:
+            zygote.close()
+            return
+        with self._lock:
+            self._idle.append(zygote)
+
+    def warm(self, count: int = 1) -> None:
+        """Start zygotes ahead of the first task (agent start-up), not during it."""
+        started = [self.get() for _ in range(count)]
+        for zygote in started:
+            self.put(zygote)
+
+    def run(self, source: str, filename: str = "<string>") -> ZygoteChild:
+        # One retry with a fresh zygote covers one that died while idle.
+        for attempt in range(2):
+            zygote = self.get()
+            try:
+                return zygote.run(source, filename, self)
+            except ZygoteError:
+                zygote.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for zygote in idle:
+            zygote.close()
