@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.domain.transitions import TaskStatus
@@ -36,6 +37,8 @@ class Claim:
     message: str  # the (normalised) message as it sits on the processing list
     attempt: int
     epoch: int = 0
+    # Read with the claim so finish() need not ask again; None = unknown, finish() reads it.
+    retries_used: int | None = None
 
 
 @dataclass
@@ -66,6 +69,7 @@ class RedisWorkQueue:
         self.requeue_to = requeue_to or source
         self.max_payload_bytes = max_payload_bytes
         self.backoff = backoff or ExponentialBackoff()
+        self._take = client.register_script(script_source("take"))
 
     # -- taking ------------------------------------------------------------------------
     # --8<-- [start:take]
@@ -74,6 +78,27 @@ class RedisWorkQueue:
         return None if raw is None else _s(raw)
 
     # --8<-- [end:take]
+
+    def take_and_claim(self, agent_id: str) -> Claim | Rejected | str | None:
+        """Move the next message to the processing list and claim it in one round trip.
+
+        Returns None if the source is empty (block in `take_reliably` then), the raw message
+        if it needs the full `claim` (not one a client submitted), else what `claim` would.
+        """
+        reply = self._take(
+            keys=[self.source, keys.processing(agent_id), keys.TRANSITION_STATS],
+            args=[agent_id, repr(time.time())],
+        )
+        kind = int(reply[0])
+        if kind == 0:
+            return None
+        raw = _s(reply[1])
+        if kind == 1:
+            return raw
+        result = as_result(reply[2:6])
+        if kind == 2:
+            return Rejected(f"not claimable: {result.reason} (status {result.status})")
+        return _claimed(reply[6], raw, result.attempt, 0)
 
     def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
         """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it."""
@@ -87,36 +112,33 @@ class RedisWorkQueue:
         # A dispatched message is kept byte for byte: it is what sits on the processing list,
         # and the attempt and epoch in it are what this claim is checked against.
         message = raw if dispatched else task.to_message()
-        result = as_result(
-            self.store.scripts.claim(
-                keys=[
-                    keys.task(task.task_id),
-                    keys.history(task.task_id),
-                    keys.TRANSITION_STATS,
-                    keys.processing(agent_id),
-                    keys.TASK_INDEX,
-                ],
-                args=[
-                    raw,
-                    message,
-                    json.dumps(task.to_hash()),
-                    agent_id,
-                    repr(time.time()),
-                    task.task_id,
-                    "1" if tracked else "0",
-                    str(dispatched[0]) if dispatched else "",
-                    str(dispatched[1]) if dispatched else "",
-                ],
-            )
+        raw_result = self.store.scripts.claim(
+            keys=[
+                keys.task(task.task_id),
+                keys.history(task.task_id),
+                keys.TRANSITION_STATS,
+                keys.processing(agent_id),
+                keys.TASK_INDEX,
+            ],
+            args=[
+                raw,
+                message,
+                json.dumps(task.to_hash()),
+                agent_id,
+                repr(time.time()),
+                task.task_id,
+                "1" if tracked else "0",
+                str(dispatched[0]) if dispatched else "",
+                str(dispatched[1]) if dispatched else "",
+            ],
         )
+        result = as_result(raw_result)
         if not result.accepted:
             return Rejected(
                 f"not claimable: {result.reason} (status {result.status})", task.task_id
             )
-        stored = self.store.get(task.task_id)
-        assert stored is not None
         epoch = dispatched[1] if dispatched else 0
-        return Claim(task=stored, message=message, attempt=result.attempt, epoch=epoch)
+        return _claimed(raw_result[4], message, result.attempt, epoch)
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         entry = json.dumps(
@@ -158,7 +180,9 @@ class RedisWorkQueue:
         if outcome.exit_code is not None:
             fields["exitCode"] = outcome.exit_code
         clear: list[str] = []
-        retries_used = int(self.client.hget(keys.task(task.task_id), "retriesUsed") or 0)
+        retries_used = claim.retries_used
+        if retries_used is None:
+            retries_used = int(self.client.hget(keys.task(task.task_id), "retriesUsed") or 0)
         if outcome.success:
             to, reason = TaskStatus.SUCCESS, ""
             fields["result"] = outcome.result
@@ -294,6 +318,18 @@ def reap_list(
         args=[agent_id, repr(time.time()), "1" if force else "0", actor],
     )
     return int(requeued), int(dropped)
+
+
+def _claimed(flat: list, message: str, attempt: int, epoch: int) -> Claim:
+    """A Claim from the task hash a claim script returned (HGETALL's flat field/value list)."""
+    fields = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return Claim(
+        task=Task.from_hash(fields),
+        message=message,
+        attempt=attempt,
+        epoch=epoch,
+        retries_used=int(fields.get("retriesUsed") or 0),
+    )
 
 
 def _dispatch_stamp(raw: str) -> tuple[int, int] | None:

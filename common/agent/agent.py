@@ -37,6 +37,11 @@ class ClaimStrategy(ABC):
     @abstractmethod
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None: ...
 
+    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
+        """Take a message and claim it; None if none came within `timeout`."""
+        raw = self.take(queue, agent_id, timeout)
+        return None if raw is None else queue.claim(agent_id, raw, tracked=self.tracked)
+
 
 class ReliableClaim(ClaimStrategy):
     """BLMOVE to `processing:{agentId}`: the message is never only in this process's memory."""
@@ -45,6 +50,14 @@ class ReliableClaim(ClaimStrategy):
 
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
         return queue.take_reliably(agent_id, timeout)
+
+    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
+        # While work is queued, one Lua call moves the next message and claims it; only an
+        # empty queue costs the blocking BLMOVE and a claim of its own.
+        got = queue.take_and_claim(agent_id)
+        if isinstance(got, str):
+            return queue.claim(agent_id, got, tracked=True)
+        return got if got is not None else super().next(queue, agent_id, timeout)
 
 
 # --8<-- [end:claim-strategy]
@@ -153,16 +166,15 @@ class Agent:
                 self.stopping.wait(0.1)
                 continue
             try:
-                raw = self.claim.take(self.queue, self.agent_id, self.poll_timeout)
-                if raw is None:
+                claimed = self.claim.next(self.queue, self.agent_id, self.poll_timeout)
+                if claimed is None:
                     continue
-                self._handle(raw)
+                self._handle(claimed)
             except Exception:  # noqa: BLE001 - one bad task or a Redis blip must not kill a worker
                 log.exception("worker error; continuing")
                 self.stopping.wait(0.5)
 
-    def _handle(self, raw: str) -> None:
-        claimed = self.queue.claim(self.agent_id, raw, tracked=self.claim.tracked)
+    def _handle(self, claimed: Claim | Rejected) -> None:
         if isinstance(claimed, Rejected):
             log.info("skipped a message: %s", claimed.reason)
             return

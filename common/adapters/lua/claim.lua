@@ -6,6 +6,7 @@
 -- the attempt and epoch it was dispatched with. It is claimable (DISPATCHED -> RUNNING) only
 -- if that attempt is still the task's current one and the task is still placed on this agent:
 -- a message left over from before a failover, or a restarted agent's stale inbox, is refused.
+-- Returns {accepted, reason, status, attempt[, task fields as HGETALL gives them if accepted]}.
 -- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation), 4 agentId,
 --       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
@@ -24,6 +25,7 @@ if dispatched then
   local r = transition(KEYS[1], KEYS[2], KEYS[3], '', 'RUNNING', attempt, tonumber(ARGV[9]) or 0,
                        ARGV[4], ARGV[5], {}, {'result', 'error', 'exitCode'}, '')
   if r[1] == 0 and ARGV[7] == '1' then redis.call('LREM', KEYS[4], 1, ARGV[2]) end
+  if r[1] == 1 then r[5] = redis.call('HGETALL', KEYS[1]) end
   return r
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -50,4 +52,7 @@ if r[1] == 0 and ARGV[7] == '1' then
   -- Not claimable (cancelled, already finished, owned by someone else): drop our copy.
   redis.call('LREM', KEYS[4], 1, ARGV[2])
 end
+-- The claimed task comes back with the answer: the agent needs it, and a separate HGETALL
+-- would be one more round trip per task.
+if r[1] == 1 then r[5] = redis.call('HGETALL', KEYS[1]) end
 return r
