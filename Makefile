@@ -101,7 +101,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	touch $@
 
 .PHONY: bench bench-quick
-bench: setup $(BENCH_STAMP) ## tasklab vs Celery, full run (~40 min): table, JSON, docs plot
+bench: setup $(BENCH_STAMP) ## tasklab vs Celery, full run (~45 min): table, JSON, docs plot
 	$(BIN)/python -m bench --plot docs/assets/performance-latency.png $(BENCH_ARGS)
 
 bench-quick: setup $(BENCH_STAMP) ## tasklab vs Celery, smoke run (a couple of minutes)
