@@ -11,6 +11,7 @@ TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
 TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
 SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
 AGENTS_SEEN = "agents:seen"  # every agent id that ever claimed work (for the reaper)
+EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each event it read
 
 
 def task(task_id: str) -> str:
@@ -39,3 +40,8 @@ def processing(agent_id: str) -> str:
 
 def heartbeat(agent_id: str) -> str:
     return f"agent:{agent_id}:heartbeat"
+
+
+def log_cursor(task_id: str) -> str:
+    """Hash: attempt -> sequence number of the last log line appended (stage 3 dedupe)."""
+    return f"task:{task_id}:logs:seq"

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     scheduler_poll_timeout: float = Field(default=0.5, gt=0)
     scheduler_sweep_interval: float = Field(default=1.0, gt=0)
 
+    # Stage 3: the Kafka event bus and the manager.
+    # Prefixes every topic and consumer group, as zk_chroot does for ZooKeeper paths, so several
+    # installations (or parallel tests) can share one broker. Empty = the brief's topic names.
+    kafka_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    manager_id: str = Field(default_factory=_default_agent_id)
+    manager_heartbeat_timeout: float = Field(default=5.0, gt=0)
+    manager_log_wait: float = Field(default=3.0, ge=0)
+    dispatch_republish_after: float = Field(default=5.0, gt=0)
+
     max_payload_bytes: int = Field(default=64 * 1024, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)
