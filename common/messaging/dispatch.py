@@ -1,0 +1,131 @@
+"""The scheduler's dispatch over Kafka: the stage 2 dispatcher, plus a message to the agent.
+
+Pattern: Transactional Outbox (introduced in stage 3). Redis and Kafka cannot be written in one
+transaction, so one of them has to be the record and the other a delivery channel:
+
+1. The record: SCHEDULED -> DISPATCHED and an entry on `agent:{agentId}:tasks`, in one fenced
+   Lua script (exactly stage 2's `RedisDispatcher.dispatch`). That inbox is the outbox.
+2. The delivery: a `DispatchMessage` on task-dispatch-topic, keyed by taskId, with an
+   `agentId` header naming the one agent that is to run it.
+3. The relay: a leader that crashed between 1 and 2, or a broker that was away longer than the
+   producer retries, leaves an entry with no message. The leader's recovery sweep publishes
+   any inbox entry older than `republish_after` again. A duplicate costs nothing: the agent
+   takes an entry off its inbox once (`DispatchLedger.accept`), and only then runs anything.
+
+The opposite order (publish first, then mark DISPATCHED) would let a fast agent read the
+message before the task is DISPATCHED and refuse it, stranding the task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis import Redis
+
+from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
+from common.adapters.redis_events import DispatchLedger
+from common.adapters.redis_store import RedisTaskStore
+from common.domain.task import Task, TaskValidationError, parse_task_message
+from common.messaging.clients import EventPublisher
+from common.messaging.schemas import DispatchMessage
+from common.messaging.topics import DISPATCH
+from common.observability import get_logger
+from common.ports.task_store import TransitionResult
+
+log = get_logger("tasklab.dispatch")
+
+# The header agents route on, read without parsing the message body.
+AGENT_HEADER = "agentId"
+
+
+class KafkaDispatcher(RedisDispatcher):
+    def __init__(
+        self,
+        client: Redis,
+        store: RedisTaskStore,
+        publisher: EventPublisher,
+        republish_after: float = 5.0,
+        max_payload_bytes: int = 64 * 1024,
+    ) -> None:
+        super().__init__(client, store, max_payload_bytes)
+        self.publisher = publisher
+        self.ledger = DispatchLedger(client)
+        self.republish_after = republish_after
+        self.republished = 0
+        # (taskId, attempt) -> when its dispatch was last published (monotonic), for the relay.
+        self._published: dict[tuple[str, int], float] = {}
+
+    def dispatch(
+        self, scheduled: Scheduled, agent_id: str, epoch: int, actor: str
+    ) -> TransitionResult:
+        result = super().dispatch(scheduled, agent_id, epoch, actor)
+        if result.accepted:
+            task, attempt = scheduled.task, scheduled.attempt
+            self._publish(DispatchMessage.for_task(task, attempt, epoch, agent_id))
+        return result
+
+    def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
+        """The leader's sweep (stage 2), plus the outbox relay: only a leader that is still
+        current (not below the fence) publishes again."""
+        requeued, dropped = super().recover_scheduling(epoch, actor)
+        if requeued >= 0:
+            self.republish_stale()
+        return requeued, dropped
+
+    def republish_stale(self) -> int:
+        """Publish again every inbox entry that has waited `republish_after` since its last
+        publication; returns how many."""
+        now = time.monotonic()
+        present: set[tuple[str, int]] = set()
+        count = 0
+        for agent_id in sorted(self.agents_with_work()):
+            for entry in self.ledger.inbox(agent_id):
+                message = _from_entry(entry, agent_id)
+                if message is None:
+                    continue
+                key = (message.task_id, message.attempt)
+                present.add(key)
+                last = self._published.setdefault(key, now)
+                if now - last < self.republish_after:
+                    continue
+                self._publish(message)
+                count += 1
+                log.warning(
+                    "dispatch of %s attempt %d to %s not taken up after %.1fs: published again",
+                    message.task_id,
+                    message.attempt,
+                    agent_id,
+                    now - last,
+                )
+        # Forget what left the inboxes (taken by its agent, or given back by a failover).
+        for key in set(self._published) - present:
+            del self._published[key]
+        self.republished += count
+        return count
+
+    def _publish(self, message: DispatchMessage) -> None:
+        self._published[(message.task_id, message.attempt)] = time.monotonic()
+        # Asynchronous: the Redis record is already written, and the relay covers a message
+        # the broker never acknowledges, so the leader does not wait for one here.
+        self.publisher.publish(
+            DISPATCH,
+            key=message.task_id,
+            message=message,
+            headers={AGENT_HEADER: message.agent_id},
+        )
+
+
+def _from_entry(entry: str, agent_id: str) -> DispatchMessage | None:
+    """Rebuild the dispatch message of an inbox entry (the task's queue message, plus the
+    attempt and epoch it was dispatched with)."""
+    try:
+        data = json.loads(entry)
+        task_id, spec = parse_task_message(entry)
+        attempt, epoch = int(data["attempt"]), int(data.get("epoch", 0))
+    except (ValueError, KeyError, TypeError, TaskValidationError):
+        log.warning("inbox of %s holds an entry that is not a dispatch: %.80r", agent_id, entry)
+        return None
+    if task_id is None:
+        return None
+    return DispatchMessage.for_task(Task.new(spec, task_id=task_id), attempt, epoch, agent_id)

@@ -1,0 +1,263 @@
+"""The manager: applies what agents publish on the bus to Redis, and notices silent agents.
+
+`tasklab run manager --stage 3` runs one `AtLeastOnceConsumer` in the group `tasklab-manager`
+over three topics. Several managers share the partitions between them; one is enough.
+
+- task-status-update-topic: RUNNING, SUCCESS, FAILED (with retries) and CANCELLED go through
+  the same fenced Lua transitions as in stages 1 and 2 (`RedisTaskStore.transition`,
+  `RedisWorkQueue.finish`), so a late or replayed report is rejected by attempt and epoch.
+- task-logs-topic: each line is appended once, in order (`RedisLogSink`).
+- agent-heartbeat-topic: `tasklab agents` reads what the heartbeats say; an agent that goes
+  silent while others are heard is failed over (`HeartbeatMonitor`), a second signal beside
+  ZooKeeper's session expiry.
+
+Every handler is idempotent by (taskId, attempt): the consumer is at-least-once, so after a
+crash the manager reads again what it applied but had not committed yet, and must change
+nothing. What it did is counted in `stats:events`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import Message
+from redis import Redis
+
+from common import keys
+from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_events import DispatchLedger, EventStats, RedisLogSink, record_heartbeat
+from common.adapters.redis_queue import Claim, RedisWorkQueue
+from common.adapters.redis_store import RedisTaskStore
+from common.domain.task import Task
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
+from common.executors.base import ExecutionResult
+from common.messaging.consumer import NotYet, Unprocessable
+from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
+from common.observability import bind, get_logger
+
+log = get_logger("tasklab.manager")
+
+
+class HeartbeatMonitor:
+    """Which agents fell silent on agent-heartbeat-topic.
+
+    Silence is evidence only while the bus is heard: an agent is declared silent when no
+    heartbeat of its arrived for `timeout` *and* a heartbeat of some other agent arrived since.
+    During a broker restart nothing arrives from anyone, and nobody is failed over for it. The
+    price: with a single agent, its death is left to ZooKeeper alone.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._last: dict[str, float] = {}
+        self._failed_over: dict[str, float] = {}
+
+    def beat(self, agent_id: str, now: float) -> None:
+        self._last[agent_id] = now
+        self._failed_over.pop(agent_id, None)
+
+    def forget(self, agent_id: str) -> None:
+        self._last.pop(agent_id, None)
+        self._failed_over.pop(agent_id, None)
+
+    def silent(self, now: float) -> list[str]:
+        """Agents to fail over now. While one stays silent it is returned again every
+        `timeout`, so work the scheduler keeps placing on it does not wait there."""
+        if not self._last:
+            return []
+        newest = max(self._last.values())
+        due = []
+        for agent_id, last in sorted(self._last.items()):
+            if newest - last <= self.timeout or now - last <= self.timeout:
+                continue
+            if now - self._failed_over.get(agent_id, -1e18) >= self.timeout:
+                self._failed_over[agent_id] = now
+                due.append(agent_id)
+        # An agent silent this long has been failed over many times: stop watching it.
+        for agent_id, last in list(self._last.items()):
+            if now - last > 20 * self.timeout:
+                self.forget(agent_id)
+        return due
+
+
+class TaskEventManager:
+    def __init__(
+        self,
+        manager_id: str,
+        client: Redis,
+        store: RedisTaskStore,
+        queue: RedisWorkQueue,
+        dispatcher: RedisDispatcher,
+        monitor: HeartbeatMonitor,
+        heartbeat_ttl: float = 5.0,
+        log_wait: float = 3.0,
+    ) -> None:
+        self.manager_id = manager_id
+        self.client = client
+        self.store = store
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.ledger = DispatchLedger(client)
+        self.logs = RedisLogSink(client)
+        self.stats = EventStats(client)
+        self.monitor = monitor
+        self.heartbeat_ttl = heartbeat_ttl
+        self.log_wait = log_wait
+        self.actor = f"manager:{manager_id}"
+        # (taskId, attempt) -> when its final status first waited for log lines (monotonic).
+        self._waiting_for_logs: dict[tuple[str, int], float] = {}
+
+    # -- task-status-update-topic ------------------------------------------------------------
+    def on_status(self, msg: Message) -> None:
+        event = decode(StatusEvent, msg.value())
+        with bind(taskId=event.task_id, attempt=event.attempt, agentId=event.agent_id):
+            task = self.store.get(event.task_id)
+            if task is None:
+                raise Unprocessable(f"no task {event.task_id}")
+            if event.is_final:
+                self._final(event, task)
+            else:
+                self._running(event, task)
+
+    def _running(self, event: StatusEvent, task: Task) -> None:
+        if task.attempt == event.attempt and task.agent_id not in (None, event.agent_id):
+            raise Unprocessable(f"attempt {event.attempt} is placed on {task.agent_id}")
+        result = self.store.transition(
+            event.task_id,
+            TaskStatus.RUNNING,
+            attempt=event.attempt,
+            epoch=event.epoch,
+            actor=event.agent_id,
+            fields={"startedAt": repr(event.at)},
+            clear=("result", "error", "exitCode"),
+        )
+        if result.accepted:
+            self.stats.count("status_applied")
+        elif result.reason in ("stale_attempt", "stale_epoch"):
+            # A report from an attempt that was failed over: fencing doing its job.
+            self.stats.count("status_stale")
+        elif result.status in (TaskStatus.RUNNING, *TERMINAL_STATES):
+            # Already running or finished at this attempt: a redelivery, or cancelled first.
+            self.stats.count("status_duplicate")
+        else:
+            raise Unprocessable(f"cannot apply RUNNING to a {result.status} task")
+
+    def _final(self, event: StatusEvent, task: Task) -> None:
+        key = (event.task_id, event.attempt)
+        if task.attempt != event.attempt:
+            self._waiting_for_logs.pop(key, None)
+            self.stats.count("status_stale")
+            return
+        if task.status in TERMINAL_STATES:
+            # A redelivery, or the report of a run killed by a cancel (the cancel was the
+            # transition). Either way the agent's entry leaves its processing list now.
+            self.ledger.drop(event.agent_id, event.task_id, event.attempt)
+            self._waiting_for_logs.pop(key, None)
+            self.stats.count("status_duplicate")
+            return
+        if task.status != TaskStatus.RUNNING or event.status == "CANCELLED":
+            raise Unprocessable(f"cannot apply {event.status} to a {task.status.value} task")
+        if task.agent_id != event.agent_id:
+            raise Unprocessable(f"attempt {event.attempt} runs on {task.agent_id}")
+        self._wait_for_lines(event, key)
+        entry = self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
+        claim = Claim(
+            task=task,
+            # The entry is what a retry puts back in the queue; rebuilt if it is gone.
+            message=entry or _queue_message(task, event),
+            attempt=event.attempt,
+            epoch=event.epoch,
+        )
+        outcome = ExecutionResult(
+            success=event.status == "SUCCESS",
+            exit_code=event.exit_code,
+            result=event.result or "",
+            error=event.error,
+            lines=[],  # already appended, line by line, from task-logs-topic
+            timed_out=event.timed_out,
+            duration=event.duration or 0.0,
+        )
+        result = self.queue.finish(event.agent_id, claim, outcome, tracked=entry is not None)
+        self._waiting_for_logs.pop(key, None)
+        if result.accepted:
+            self.stats.count("status_applied")
+        elif result.reason in ("stale_attempt", "stale_epoch"):
+            self.stats.count("status_stale")
+        else:
+            self.stats.count("status_duplicate")
+
+    def _wait_for_lines(self, event: StatusEvent, key: tuple[str, int]) -> None:
+        """Hold a final status back until the attempt's log lines are in.
+
+        Lines and statuses travel on different topics, which Kafka does not order against
+        each other. `tasklab logs --follow` stops at the final state, so the state must not
+        be visible before the last line. Bounded: a line that was dead-lettered never comes.
+        """
+        have = self.logs.cursor(event.task_id, event.attempt)
+        if have >= event.log_lines:
+            return
+        now = time.monotonic()
+        since = self._waiting_for_logs.setdefault(key, now)
+        if now - since < self.log_wait:
+            raise NotYet(f"{event.log_lines - have} log line(s) of this attempt not read yet")
+        log.warning(
+            "applying %s without %d log line(s) that never arrived",
+            event.status,
+            event.log_lines - have,
+        )
+        self.stats.count("log_lines_missing", event.log_lines - have)
+
+    # -- task-logs-topic -----------------------------------------------------------------------
+    def on_log(self, msg: Message) -> None:
+        line = decode(LogLine, msg.value())
+        appended = self.logs.append(line.task_id, line.attempt, [(line.seq, line.text())])
+        if appended.missing:
+            raise Unprocessable(f"no task {line.task_id}")
+        if appended.stale:
+            self.stats.count("log_stale")
+        elif appended.skipped:
+            self.stats.count("log_duplicate")
+        else:
+            self.stats.count("log_appended")
+
+    # -- agent-heartbeat-topic -----------------------------------------------------------------
+    def on_heartbeat(self, msg: Message) -> None:
+        beat = decode(Heartbeat, msg.value())
+        if beat.stopping:
+            # A clean shutdown: ZooKeeper hands its work back when its node goes.
+            self.monitor.forget(beat.agent_id)
+            self.client.delete(keys.heartbeat(beat.agent_id))
+            return
+        if time.time() - beat.at > self.monitor.timeout:
+            # Old news (replayed after a restart, or queued while the broker was away): it
+            # says nothing about whether the agent is alive now.
+            self.stats.count("heartbeat_old")
+            return
+        self.monitor.beat(beat.agent_id, time.monotonic())
+        record_heartbeat(self.client, beat.agent_id, self.heartbeat_ttl)
+
+    # -- the second failover signal ------------------------------------------------------------
+    def check_heartbeats(self) -> None:
+        for agent_id in self.monitor.silent(time.monotonic()):
+            requeued, dropped = self.dispatcher.reap_agent(
+                agent_id, f"{self.actor} (missed heartbeats)"
+            )
+            if requeued or dropped:
+                self.stats.count("agent_failovers")
+                log.warning(
+                    "agent %s silent on the heartbeat topic for %.1fs: re-queued %d task(s) "
+                    "with attempt + 1, dropped %d",
+                    agent_id,
+                    self.monitor.timeout,
+                    requeued,
+                    dropped,
+                )
+
+
+def _queue_message(task: Task, event: StatusEvent) -> str:
+    """The inbox entry's form (stage 2's dispatch message): the queue message plus the attempt
+    and epoch it was dispatched with."""
+    data = json.loads(task.to_message())
+    data.update(attempt=event.attempt, epoch=event.epoch)
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,112 @@
+"""The topics of the event bus (DESIGN_BRIEF section 5), created by the platform at start-up.
+
+Every role calls `ensure_topics` before it produces or consumes: creating a topic that exists
+is a no-op, so whichever role starts first creates them, with the partition counts below, and
+the broker runs with `auto.create.topics.enable=false` so a misspelt name fails loudly instead
+of creating a topic nobody reads.
+
+Partitions are the unit of ordering and of parallelism: messages with the same key land in the
+same partition, in order, and one partition is read by one consumer of a group at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common.observability import get_logger
+
+log = get_logger("tasklab.topics")
+
+DISPATCH = "task-dispatch-topic"
+STATUS = "task-status-update-topic"
+HEARTBEAT = "agent-heartbeat-topic"
+LOGS = "task-logs-topic"
+DEAD_LETTER = "tasklab-dead-letter-topic"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str  # what the producers key it by (decides ordering), for the docs and `bus topics`
+    config: tuple[tuple[str, str], ...] = ()
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    # Key taskId: the dispatches of one task (attempt 1, then a retry's attempt 2) stay in order.
+    TopicSpec(DISPATCH, 3, "taskId"),
+    # Key taskId: one task's RUNNING is read before its SUCCESS, by the same manager.
+    TopicSpec(STATUS, 6, "taskId"),
+    # Key taskId: one task's lines stay in order in one partition.
+    TopicSpec(LOGS, 6, "taskId"),
+    # Key agentId. Heartbeats are only worth anything while fresh: keep them an hour.
+    TopicSpec(HEARTBEAT, 3, "agentId", (("retention.ms", str(3600 * 1000)),)),
+    # One partition: dead letters are few, and read by a person in the order they happened.
+    TopicSpec(DEAD_LETTER, 1, "original key"),
+)
+
+
+def topic_name(name: str, namespace: str = "") -> str:
+    """The topic's name under a namespace (`ns.task-dispatch-topic`), like a ZooKeeper chroot."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def ensure_topics(bootstrap: str, namespace: str = "", timeout: float = 30.0) -> list[str]:
+    """Create every topic that does not exist yet; return the names created now."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    wanted = [
+        NewTopic(
+            topic_name(spec.name, namespace),
+            num_partitions=spec.partitions,
+            # Single-broker dev stack and compose file; a real cluster would say 3.
+            replication_factor=1,
+            config=dict(spec.config),
+        )
+        for spec in TOPICS
+    ]
+    deadline = time.monotonic() + timeout
+    created: list[str] = []
+    while True:
+        futures = admin.create_topics(wanted, request_timeout=10)
+        retry: list[NewTopic] = []
+        for topic in wanted:
+            try:
+                futures[topic.topic].result()
+                created.append(topic.topic)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if not err.retriable() or time.monotonic() >= deadline:
+                    raise
+                retry.append(topic)
+        if not retry:
+            break
+        wanted = retry
+        time.sleep(0.5)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    _wait_for_leaders(admin, [topic_name(s.name, namespace) for s in TOPICS], deadline)
+    return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> None:
+    # A topic answers CreateTopics before its partitions have a leader; a consumer that asks
+    # for offsets in that window gets LEADER_NOT_AVAILABLE. Waiting here keeps callers simple.
+    while True:
+        metadata = admin.list_topics(timeout=10)
+        ready = all(
+            name in metadata.topics
+            and metadata.topics[name].error is None
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "topics have no leader yet"))
+        time.sleep(0.1)
