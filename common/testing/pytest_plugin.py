@@ -156,6 +156,13 @@ def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
 
 
 @pytest.fixture
+def kafka_namespace() -> str:
+    """A fresh topic and consumer-group prefix per test (TASKLAB_KAFKA_NAMESPACE), so tests
+    share one broker without reading each other's messages or committed offsets."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
 def role_log_dir(tmp_path: Path) -> Path:
     d = tmp_path / "roles"
     d.mkdir()

@@ -32,6 +32,7 @@ def platform(request, redis_url, start_role):
         env["TASKLAB_ZK_CHROOT"] = request.getfixturevalue("zk_chroot")
     if stage >= 3:
         env.update(request.getfixturevalue("kafka_service").env)
+        env["TASKLAB_KAFKA_NAMESPACE"] = request.getfixturevalue("kafka_namespace")
     for role, count in TOPOLOGY[stage]:
         for n in range(count):
             name = f"{role}-{n + 1}"

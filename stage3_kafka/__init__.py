@@ -1,0 +1,1 @@
+"""Stage 3: the Kafka event bus: dispatch, status, heartbeats and logs; the manager service."""

@@ -1,0 +1,240 @@
+"""Stage 3 composition root: every object the scheduler, the agent and the manager use is built
+here, once. Read top to bottom to see the whole stage.
+
+Every role first makes sure the topics exist (`ensure_topics`), then:
+
+Scheduler: stage 2's scheduler (ZooKeeper election, live-agents view, placement strategy),
+given a `KafkaDispatcher`: the same fenced Redis dispatch, plus a message on
+task-dispatch-topic for the chosen agent and a relay for messages that never made it.
+
+Agent: a `KafkaAgent` reading task-dispatch-topic in its own consumer group, starting only what
+its inbox ledger confirms, reporting RUNNING / SUCCESS / FAILED, output lines and heartbeats on
+the bus; registered in ZooKeeper exactly as in stage 2 (same registry, same pause on SUSPENDED).
+
+Manager (born in this stage): one at-least-once consumer over the status, logs and heartbeat
+topics, applying them to Redis through the fenced transitions, with a dead-letter topic for
+what it can never apply and the missed-heartbeat failover.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from confluent_kafka import KafkaException
+
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_events import DispatchLedger
+from common.adapters.redis_queue import RedisWorkQueue, reap_list
+from common.adapters.redis_store import RedisTaskStore
+from common.agent.kafka_agent import KafkaAgent
+from common.config import Settings
+from common.coordination.agent_info import AgentInfo
+from common.coordination.election import LeaderElection
+from common.coordination.live_agents import LiveAgentsView
+from common.coordination.registry import AgentAlreadyRegistered, AgentRegistry
+from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
+from common.executors import ExecutorLimits, default_factory
+from common.messaging.clients import Bus, EventPublisher
+from common.messaging.consumer import AtLeastOnceConsumer
+from common.messaging.dead_letter import DeadLetters
+from common.messaging.dispatch import KafkaDispatcher
+from common.messaging.manager import HeartbeatMonitor, TaskEventManager
+from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
+from common.observability import get_logger
+from common.retry import ExponentialBackoff
+from common.scheduling.scheduler import Scheduler
+from common.scheduling.strategies import make_strategy
+from common.stages import StageSpec
+
+MANAGER_GROUP = "tasklab-manager"
+
+log = get_logger("tasklab.stage3")
+
+
+def connect_bus(settings: Settings) -> Bus:
+    """The bus, with its topics created; exits with one line if Kafka cannot be reached."""
+    bus = Bus.from_settings(settings)
+    try:
+        ensure_topics(bus.bootstrap, bus.namespace)
+    except KafkaException as exc:
+        sys.exit(
+            f"error: cannot reach Kafka at {bus.bootstrap} ({exc.args[0].str()}); is it "
+            "running? (`tasklab dev up --stage 3` starts one)"
+        )
+    return bus
+
+
+# -- scheduler ---------------------------------------------------------------------------------
+def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPublisher]:
+    zk = get_zk(settings)
+    client = redis_client(settings.redis_url)
+    publisher = EventPublisher(bus, client_id=f"scheduler-{settings.scheduler_id}")
+    dispatcher = KafkaDispatcher(
+        client,
+        RedisTaskStore(client),
+        publisher,
+        republish_after=settings.dispatch_republish_after,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    scheduler = Scheduler(
+        settings.scheduler_id,
+        zk,
+        dispatcher,
+        LiveAgentsView(zk),
+        LeaderElection(zk, settings.scheduler_id),
+        make_strategy(settings.scheduler_strategy),
+        agent_backlog=settings.scheduler_agent_backlog,
+        poll_timeout=settings.scheduler_poll_timeout,
+        sweep_interval=settings.scheduler_sweep_interval,
+    )
+    return scheduler, publisher
+
+
+def run_scheduler(settings: Settings) -> None:
+    bus = connect_bus(settings)
+    try:
+        scheduler, publisher = build_scheduler(settings, bus)
+    except CoordinationUnavailable as exc:
+        sys.exit(f"error: {exc}")
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
+    try:
+        scheduler.run_forever()
+    finally:
+        publisher.close()
+        close_zk(settings)
+
+
+# -- agent -------------------------------------------------------------------------------------
+def build_agent(settings: Settings, bus: Bus) -> tuple[KafkaAgent, AgentRegistry]:
+    client = redis_client(settings.redis_url)
+    store = RedisTaskStore(client)
+    agent_id = settings.agent_id
+    executors = default_factory(
+        ExecutorLimits(
+            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
+        )
+    )
+
+    def recover() -> tuple[int, int]:
+        # What a previous run of this id left: running first, then not yet started.
+        requeued = dropped = 0
+        for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
+            r, d = reap_list(store, work_list, agent_id, keys.PENDING_QUEUE, agent_id)
+            requeued, dropped = requeued + r, dropped + d
+        return requeued, dropped
+
+    agent = KafkaAgent(
+        agent_id,
+        bus,
+        EventPublisher(bus, client_id=f"agent-{agent_id}"),
+        DispatchLedger(client),
+        executors,
+        recover,
+        capacity=settings.agent_capacity,
+        heartbeat_interval=settings.heartbeat_interval,
+        max_log_lines=settings.max_log_lines,
+    )
+    info = AgentInfo(
+        agent_id=agent_id,
+        capacity=settings.agent_capacity,
+        task_types=[t.value for t in executors.supported()],
+    )
+    registry = AgentRegistry(get_zk(settings), info, agent.paused)
+    agent.on_load_change = registry.report_load
+    return agent, registry
+
+
+def run_agent(settings: Settings) -> None:
+    bus = connect_bus(settings)
+    try:
+        agent, registry = build_agent(settings, bus)
+    except CoordinationUnavailable as exc:
+        sys.exit(f"error: {exc}")
+
+    def shut_down(*_: object) -> None:
+        # Draining first: the scheduler stops placing work here while running tasks finish.
+        registry.drain()
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    # 1. No work until registered. 2. Wait out a previous incarnation's node, so the leader
+    # sees that agent die. 3. Give back what it left and fix the topic positions (start).
+    # 4. Register: from now on the scheduler may dispatch here, and the intake already reads.
+    agent.paused.set()
+    try:
+        registry.wait_until_free(timeout=2 * settings.zk_session_timeout + 1)
+        agent.start()
+        registry.start()
+    except AgentAlreadyRegistered as exc:
+        close_zk(settings)
+        sys.exit(f"error: {exc}")
+    try:
+        while not agent.stopping.wait(0.5):
+            pass
+    finally:
+        agent.stop()
+        registry.stop()
+        close_zk(settings)
+
+
+# -- manager -----------------------------------------------------------------------------------
+def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLeastOnceConsumer]:
+    client = redis_client(settings.redis_url)
+    store = RedisTaskStore(client)
+    manager = TaskEventManager(
+        settings.manager_id,
+        client,
+        store,
+        RedisWorkQueue(
+            client,
+            store,
+            requeue_to=keys.PENDING_QUEUE,
+            max_payload_bytes=settings.max_payload_bytes,
+            backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+        ),
+        RedisDispatcher(client, store, settings.max_payload_bytes),
+        HeartbeatMonitor(settings.manager_heartbeat_timeout),
+        heartbeat_ttl=settings.heartbeat_ttl,
+        log_wait=settings.manager_log_wait,
+    )
+    publisher = EventPublisher(bus, client_id=f"manager-{settings.manager_id}")
+    consumer = AtLeastOnceConsumer(
+        bus,
+        MANAGER_GROUP,
+        f"manager-{settings.manager_id}",
+        {STATUS: manager.on_status, LOGS: manager.on_log, HEARTBEAT: manager.on_heartbeat},
+        DeadLetters(publisher, bus.group(MANAGER_GROUP)),
+    )
+    return manager, consumer
+
+
+def run_manager(settings: Settings) -> None:
+    bus = connect_bus(settings)
+    manager, consumer = build_manager(settings, bus)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    log.info(
+        "manager %s started: group %s, failing over agents silent for %.1fs",
+        settings.manager_id,
+        bus.group(MANAGER_GROUP),
+        settings.manager_heartbeat_timeout,
+    )
+    try:
+        consumer.run(stopping, tick=manager.check_heartbeats)
+    finally:
+        consumer.dead_letters.publisher.close()
+        log.info("manager %s stopped after %d message(s)", settings.manager_id, consumer.handled)
+
+
+STAGE = StageSpec(
+    number=3,
+    title="Kafka event bus: dispatch, status, heartbeats and logs; manager service",
+    roles={"scheduler": run_scheduler, "agent": run_agent, "manager": run_manager},
+)
