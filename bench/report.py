@@ -193,3 +193,57 @@ def plot(trials: list[dict], workloads: list[str], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    """The tables of docs/performance.md, from a results JSON."""
+    out: list[str] = []
+    labels = {m[0]: m[2] for m in METRICS}
+    for wl in _workloads(summary):
+        out.append(f"**{wl}**\n")
+        head = ["system"] + [m[2] for m in METRICS] + ["lost/dup"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for name, per_wl in summary["systems"].items():
+            row = per_wl.get(wl)
+            if row:
+                cells = [_fmt(fmt, row[key]) for key, _p, _l, fmt, _h in METRICS]
+                out.append(
+                    f"| {name} | " + " | ".join(cells) + f" | {row['lost']}/{row['duplicated']} |"
+                )
+        out.append("")
+    if summary["ratios"]:
+        out.append("**Ratios to Celery from the same run** (stock / parity)\n")
+        head = ["system", "workload"] + [labels[k] for k in RATIO_KEYS]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for name, per_wl in summary["ratios"].items():
+            for wl, ratios in per_wl.items():
+                cells = [
+                    f"{_fmt('{:.2f}', ratios[k]['celery-stock'])} / "
+                    f"{_fmt('{:.2f}', ratios[k]['celery-parity'])}"
+                    for k in RATIO_KEYS
+                ]
+                out.append(f"| {name} | {wl} | " + " | ".join(cells) + " |")
+        out.append("")
+    if summary["floors"]:
+        out.append("| floor | µs per task | tasks/s |")
+        out.append("|---|---|---|")
+        for key, v in summary["floors"].items():
+            out.append(f"| {key} | {v['per_task_us']:.0f} | {v['tasks_per_s']:.0f} |")
+        out.append("")
+    for name, reason in meta.get("missing", {}).items():
+        out.append(f"- missing: {name}: {reason}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    doc = json.loads(open(sys.argv[1]).read())  # noqa: SIM115 - a one-shot CLI read
+    print(
+        markdown(doc["summary"], doc["meta"])
+        if "--md" in sys.argv
+        else table(doc["summary"], doc["meta"])
+    )
