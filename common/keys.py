@@ -1,4 +1,4 @@
-"""Every Redis key name tasklab uses, in one place (the contract in DESIGN_BRIEF section 3).
+"""Every Redis key name tasklab uses, in one place: a contract (docs/reference/redis-keys.md).
 
 A learner can type any of these into `redis-cli`; a test can rely on them.
 """
@@ -10,7 +10,7 @@ DEAD_LETTER = "queue:dead-letter"
 TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
 TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
 SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
-AGENTS_SEEN = "agents:seen"  # every agent id that ever claimed work (for the reaper)
+AGENTS_SEEN = "agents:seen"  # every agent id that heartbeated and was not reaped since
 EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each event it read
 
 

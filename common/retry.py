@@ -1,6 +1,8 @@
 """Backoff between automatic retries.
 
-Exponential with full jitter: retry n waits a random time in [0, min(max, base * 2^(n-1))].
+Exponential with "equal jitter": retry n waits a random time in [c/2, c], where
+c = min(max, base * 2^(n-1)). Half the delay is guaranteed (so retries really back off), half
+is random.
 Jitter matters when many tasks fail together (a dependency went down): without it they all
 retry in the same instant and knock the dependency over again.
 """

@@ -2,7 +2,7 @@
 
 A real implementation, not a mock: it applies the same transition table with the same
 attempt/epoch rules as the Redis Lua script, so a unit test that passes here exercises the
-contract. (tests/stage1_mvp/test_transition_properties.py runs the same property on Redis.)
+contract. (tests/stage1_mvp/test_transition_properties_redis.py runs the same property on Redis.)
 """
 
 from __future__ import annotations

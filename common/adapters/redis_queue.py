@@ -160,9 +160,6 @@ class RedisWorkQueue:
         log.warning("dead-lettered a message: %s", reason)
 
     # -- reporting ---------------------------------------------------------------------
-    def start_fields(self) -> dict:
-        return {"startedAt": repr(time.time())}
-
     # --8<-- [start:finish]
     def finish(
         self, agent_id: str, claim: Claim, outcome: ExecutionResult, tracked: bool = True

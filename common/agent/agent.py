@@ -125,8 +125,9 @@ class Agent:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self.claim.tracked:
-            self.queue.forget(self.agent_id)
+        # Say goodbye at once rather than let the heartbeat expire: `tasklab agents` shows the
+        # truth, and the reaper need not wait a TTL for work a tracked agent could not finish.
+        self.queue.forget(self.agent_id)
         self.executors.close()
         log.info("agent %s stopped after %d task(s)", self.agent_id, self.completed)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class AgentInfo:
-    """The data of a `/live-agents/{agentId}` node (camelCase JSON, DESIGN_BRIEF section 4)."""
+    """The data of a `/live-agents/{agentId}` node (camelCase JSON)."""
 
     agent_id: str
     capacity: int

@@ -1,4 +1,4 @@
-"""Every ZooKeeper path tasklab uses (DESIGN_BRIEF section 4), relative to the chroot.
+"""Every ZooKeeper path tasklab uses, relative to the chroot.
 
 A chroot (`TASKLAB_ZK_CHROOT=/tasklab-dev`) lets several tasklab installations, or parallel
 tests, share one ensemble without seeing each other's nodes.

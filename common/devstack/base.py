@@ -164,6 +164,21 @@ class NativeService(ABC):
         """Stop the process group we started, by its PID: SIGTERM, then SIGKILL."""
         stop_process_group(running.pid, grace)
 
+    def restart(self, running: RunningService, grace: float = 10.0) -> RunningService:
+        """Stop the server and start it again on the same port with the same data dir.
+
+        Clients keep their address and reconnect by themselves; what the server had made
+        durable is reloaded. That is the failure the fault tests want to exercise. `grace=0`
+        is close to a crash: SIGKILL right after SIGTERM.
+        """
+        svc_dir = Path(running.workdir)
+        # `start` names the service dir "<name>-<port>" under the workdir it is given, so
+        # passing the parent and the same port lands in the very same directory.
+        if svc_dir.name != f"{self.name}-{running.port}":
+            raise ValueError(f"{svc_dir} was not created by {type(self).__name__}.start")
+        self.stop(running, grace=grace)
+        return self.start(svc_dir.parent, port=running.port)
+
 
 # --8<-- [end:template]
 

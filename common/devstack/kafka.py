@@ -25,7 +25,6 @@ from pathlib import Path
 
 from common.devstack.base import (
     NativeService,
-    RunningService,
     ServiceUnavailable,
     free_port,
     port_open,
@@ -442,23 +441,6 @@ class KafkaService(NativeService):
                 f"kafka-storage {args[0]} failed: {_one_line(proc.stderr + proc.stdout)}"
             )
         return proc.stdout
-
-    # -- restart -------------------------------------------------------------------------
-    def restart(self, running: RunningService, grace: float = 10.0) -> RunningService:
-        """Stop the broker and start it again on the same ports with the same data.
-
-        Clients keep their bootstrap address and reconnect by themselves; topics, messages
-        and committed offsets are in the log dir and survive. `grace=0` sends SIGKILL right
-        after SIGTERM, close to a crash: what was acknowledged is in the page cache and
-        still there, which is what a process crash (not a machine crash) leaves behind.
-        """
-        svc_dir = Path(running.workdir)
-        # base.NativeService.start names the service dir "<name>-<port>" under the workdir it
-        # is given, so passing the parent and the same port lands in the very same directory.
-        if svc_dir.name != f"{self.name}-{running.port}":
-            raise ValueError(f"{svc_dir} was not created by {type(self).__name__}.start")
-        self.stop(running, grace=grace)
-        return self.start(svc_dir.parent, port=running.port)
 
 
 def main(argv: list[str] | None = None) -> int:

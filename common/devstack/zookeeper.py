@@ -13,7 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from common.devstack.base import NativeService, RunningService, ServiceUnavailable
+from common.devstack.base import NativeService, ServiceUnavailable
 
 # Where the Debian packages `libzookeeper-java`, `libslf4j-java` and `liblog4j1.2-java` put
 # their jars. zookeeper.jar's manifest Class-Path names its own dependencies (netty, jute,
@@ -159,19 +159,3 @@ class ZooKeeperService(NativeService):
         # then. `srvr` reports the mode only once the server is serving requests, so a session
         # opened right after this returns True is accepted rather than refused.
         return "Mode: standalone" in four_letter_word(host, port, "srvr")
-
-    def restart(self, running: RunningService) -> RunningService:
-        """Stop the server and start it again on the same port with the same data dir.
-
-        Clients keep their connect string and reconnect by themselves; the sessions, ephemeral
-        nodes and persistent data were written to the transaction log and are reloaded, so a
-        restart shorter than a session's timeout is invisible to that session apart from a
-        SUSPENDED/CONNECTED blip. That is the failure tests want to exercise.
-        """
-        svc_dir = Path(running.workdir)
-        # base.NativeService.start names the service dir "<name>-<port>" under the workdir it
-        # is given, so passing the parent and the same port lands in the very same directory.
-        if svc_dir.name != f"{self.name}-{running.port}":
-            raise ValueError(f"{svc_dir} was not created by {type(self).__name__}.start")
-        self.stop(running)
-        return self.start(svc_dir.parent, port=running.port)

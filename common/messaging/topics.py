@@ -1,4 +1,4 @@
-"""The topics of the event bus (DESIGN_BRIEF section 5), created by the platform at start-up.
+"""The topics of the event bus, created by the platform at start-up.
 
 Every role calls `ensure_topics` before it produces or consumes: creating a topic that exists
 is a no-op, so whichever role starts first creates them, with the partition counts below, and

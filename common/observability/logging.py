@@ -1,6 +1,6 @@
 """Structured logs with task/agent context: JSON for machines, one readable line for people.
 
-`bind(task_id=..., agent_id=...)` puts context in a contextvar, so every log line written while
+`bind(taskId=..., agentId=...)` puts context in a contextvar, so every log line written while
 a task runs carries its taskId without threading it through every call.
 """
 

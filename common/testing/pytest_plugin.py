@@ -1,4 +1,4 @@
-"""pytest fixtures for real services, resolved as DESIGN_BRIEF section 8 says.
+"""pytest fixtures for real services, resolved the same way for every service.
 
 For each service, in order: an address given in the environment (TASKLAB_TEST_REDIS_URL,
 TASKLAB_TEST_ZK_HOSTS, TASKLAB_TEST_KAFKA_BOOTSTRAP), else the native binary started on a free

@@ -228,7 +228,7 @@ def test_a_kazoo_session_survives_a_quick_zookeeper_restart_and_keeps_its_epheme
 
         # The session was in the transaction log, so the restarted server resumes it and the
         # client only sees SUSPENDED then CONNECTED, never LOST. Agents must treat SUSPENDED as
-        # "stop taking work" (DESIGN_BRIEF section 4), yet keep their identity afterwards.
+        # "stop taking work", yet keep their identity afterwards.
         assert wait_until(
             lambda: client.state == KazooState.CONNECTED and KazooState.SUSPENDED in states,
             timeout=10.0,

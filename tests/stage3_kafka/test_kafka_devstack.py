@@ -87,7 +87,7 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[str, str]]) -> list
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            # What the platform's producers set (design brief §5); it implies acks=all.
+            # What the platform's producers set; it implies acks=all.
             "enable.idempotence": True,
         }
     )
