@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -37,35 +38,59 @@ def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
     if fds:
         # The fds ride with the first bytes; a long payload may need more than one send.
         sent = socket.send_fds(sock, [data], fds)
-        sock.sendall(data[sent:])
+        if sent < len(data):
+            sock.sendall(data[sent:])
     else:
         sock.sendall(data)
 
 
-def _recv(sock: socket.socket, timeout: float | None) -> dict | None:
-    """One message, or None if the zygote is gone. Raises TimeoutError on `timeout`."""
-    sock.settimeout(timeout)
-    try:
-        head = b""
-        while len(head) < 4:
-            more = sock.recv(4 - len(head))
-            if not more:
+class _Reader:
+    """Length-prefixed JSON messages from the zygote, read through one buffer.
+
+    One recv usually brings a whole message, often two (a fast child's pid and exit status
+    arrive together): every syscall saved is paid once per task.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _pop(self) -> dict | None:
+        if len(self.buf) < 4:
+            return None
+        (size,) = struct.unpack_from(">I", self.buf)
+        if len(self.buf) < 4 + size:
+            return None
+        body = bytes(self.buf[4 : 4 + size])
+        del self.buf[: 4 + size]
+        return json.loads(body)
+
+    def ready(self) -> bool:
+        """Something can be read without blocking: a buffered message, data, or EOF."""
+        if len(self.buf) >= 4 and len(self.buf) >= 4 + struct.unpack_from(">I", self.buf)[0]:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
+
+    def read(self, timeout: float | None) -> dict | None:
+        """The next message; None if the zygote is gone. Raises TimeoutError on `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            msg = self._pop()
+            if msg is not None:
+                return msg
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                readable, _, _ = select.select([self.sock], [], [], max(0.0, left))
+                if not readable:
+                    raise TimeoutError
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
                 return None
-            head += more
-        (size,) = struct.unpack(">I", head)
-        body = b""
-        while len(body) < size:
-            more = sock.recv(size - len(body))
-            if not more:
+            if not chunk:
                 return None
-            body += more
-    except TimeoutError:
-        raise TimeoutError from None
-    except OSError:
-        return None
-    finally:
-        sock.settimeout(None)
-    return json.loads(body)
+            self.buf += chunk
 
 
 class Zygote:
@@ -74,17 +99,20 @@ class Zygote:
     def __init__(self, start_timeout: float = 30.0) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
+        self.reader = _Reader(ours)
         self.start_timeout = start_timeout
         try:
             # -I: isolated mode, as the fresh-interpreter executor used: no user site-packages,
-            # no PYTHON* variables, no script directory on sys.path. Same process group as the
-            # agent, so killing the agent's group takes its zygotes too.
+            # no PYTHON* variables, no script directory on sys.path. A session of its own keeps
+            # a terminal's Ctrl-C (meant for the agent, which stops gently) away from it; when
+            # the agent goes, even by kill -9, the socket closes and the zygote exits.
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", str(SERVER), str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 close_fds=True,
+                start_new_session=True,
             )
         finally:
             theirs.close()
@@ -106,7 +134,7 @@ class Zygote:
                 {"op": "run", "source": source, "filename": filename},
                 [devnull, out_w, err_w],
             )
-            reply = _recv(self.sock, self.start_timeout)
+            reply = self.reader.read(self.start_timeout)
         except (OSError, TimeoutError) as exc:
             os.close(out_r)
             os.close(err_r)
@@ -146,7 +174,7 @@ class ZygoteChild:
         self._released = False
 
     def _take_exit(self, timeout: float | None) -> None:
-        msg = _recv(self.zygote.sock, timeout)
+        msg = self.zygote.reader.read(timeout)
         if msg is None:
             # The zygote died under the task (killed, or the task killed its parent): the exit
             # status is lost. Report a failure rather than pretend.
@@ -156,10 +184,8 @@ class ZygoteChild:
             self.returncode = int(msg["exit"])
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            readable, _, _ = select.select([self.zygote.sock], [], [], 0)
-            if readable:
-                self._take_exit(None)
+        if self.returncode is None and self.zygote.reader.ready():
+            self._take_exit(None)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

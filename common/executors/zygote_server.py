@@ -39,24 +39,32 @@ def _send(sock, obj):
     sock.sendall(struct.pack(">I", len(body)) + body)
 
 
-def _recv(sock):
-    """One message and the fds that came with it; (None, []) when the agent has gone."""
-    head, fds, _flags, _addr = socket.recv_fds(sock, 4, MAX_FDS)
-    if not head:
-        return None, fds
-    while len(head) < 4:
-        more = sock.recv(4 - len(head))
-        if not more:
-            return None, fds
-        head += more
-    (size,) = struct.unpack(">I", head)
-    body = bytearray()
-    while len(body) < size:
-        chunk = sock.recv(min(size - len(body), 1 << 20))
-        if not chunk:
-            return None, fds
-        body += chunk
-    return json.loads(body), fds
+class _Reader:
+    """Messages and the fds that came with them, one recvmsg per read where possible."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.fds = []
+
+    def read(self):
+        """The next message, or None once the agent has gone."""
+        while True:
+            if len(self.buf) >= 4:
+                (size,) = struct.unpack_from(">I", self.buf)
+                if len(self.buf) >= 4 + size:
+                    body = bytes(self.buf[4 : 4 + size])
+                    del self.buf[: 4 + size]
+                    return json.loads(body)
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, MAX_FDS)
+            self.fds.extend(fds)
+            if not data:
+                return None
+            self.buf += data
+
+    def take_fds(self, n):
+        fds, self.fds = self.fds[:n], self.fds[n:]
+        return fds
 
 
 def _exit_code(exc):
@@ -73,7 +81,9 @@ def _exit_code(exc):
     return 1
 
 
-def _child(sock, fds, code, error):
+def _child(sock, fds, main, code, error):
+    # Every object this touches is a copy-on-write page fault (~3 us each here), so the child
+    # does only what must happen after the fork; the rest was prepared before it.
     status = 1
     try:
         os.setsid()
@@ -85,18 +95,10 @@ def _child(sock, fds, code, error):
             if fd > 2:
                 os.close(fd)
         sock.close()
-        # The task gets the signal dispositions a fresh interpreter has, not the zygote's.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        gc.enable()
-        main = types.ModuleType("__main__")
-        main.__builtins__ = builtins
-        sys.modules["__main__"] = main
-        sys.argv = ["-c"]
         try:
             if error is not None:
                 raise error
-            exec(code, main.__dict__)
+            exec(code, main)
             status = 0
         except SystemExit as exc:
             status = _exit_code(exc)
@@ -124,11 +126,15 @@ def _child(sock, fds, code, error):
 
 
 def serve(sock):
+    reader = _Reader(sock)
     while True:
-        msg, fds = _recv(sock)
+        msg = reader.read()
         if msg is None:
             return
-        if msg.get("op") != "run" or len(fds) != MAX_FDS:
+        if msg.get("op") != "run":
+            continue
+        fds = reader.take_fds(MAX_FDS)
+        if len(fds) != MAX_FDS:
             for fd in fds:
                 os.close(fd)
             continue
@@ -139,18 +145,22 @@ def serve(sock):
             code = compile(msg["source"], msg.get("filename", "<string>"), "exec")
         except BaseException as exc:  # noqa: BLE001 - the child reports it, as python -c would
             error = exc
+        # A fresh __main__ per task, built before the fork (see _child): the script's globals.
+        main = types.ModuleType("__main__")
+        main.__builtins__ = builtins
+        sys.modules["__main__"] = main
         pid = os.fork()
         if pid == 0:
-            _child(sock, fds, code, error)
+            _child(sock, fds, main.__dict__, code, error)
         for fd in fds:
             os.close(fd)
         _send(sock, {"pid": pid})
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
         _send(sock, {"exit": status})
-        msg, extra = _recv(sock)
-        for fd in extra:
-            os.close(fd)
+        # Reaped only once the agent says it will signal the group no more ("reap"), or has
+        # gone: until then the zombie keeps its pid, and its group id, from being reused.
+        msg = reader.read()
         os.waitpid(pid, 0)
         if msg is None:
             return
@@ -158,11 +168,12 @@ def serve(sock):
 
 def main():
     sock = socket.socket(fileno=int(sys.argv[1]))
-    # A Ctrl-C in the agent's terminal reaches this process group: the agent stops gently and
-    # lets running tasks finish, so the zygote must not die under them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Nothing here allocates much; no collection means no pages dirtied behind a child's back.
-    gc.disable()
+    # What a child sees of `python -I -c SOURCE`: argv, and the signal dispositions of a fresh
+    # interpreter (the zygote runs in a session of its own, so a Ctrl-C in the agent's
+    # terminal never reaches it and it needs no handler of its own).
+    sys.argv = ["-c"]
+    # The zygote's own objects are never collected: no collection can dirty their pages
+    # while a child shares them.
     gc.freeze()
     serve(sock)
 
