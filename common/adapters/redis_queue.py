@@ -20,7 +20,12 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_scripts import script_source
-from common.adapters.redis_store import RedisTaskStore, as_result
+from common.adapters.redis_store import (
+    RedisTaskStore,
+    as_result,
+    transition_arg,
+    transition_keys,
+)
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.domain.transitions import TaskStatus
 from common.executors.base import ExecutionResult
@@ -69,7 +74,8 @@ class RedisWorkQueue:
         self.requeue_to = requeue_to or source
         self.max_payload_bytes = max_payload_bytes
         self.backoff = backoff or ExponentialBackoff()
-        self._take = client.register_script(script_source("take"))
+        self._take = client.register_script(script_source("take", "take_next"))
+        self._finish_take = client.register_script(script_source("finish_take", "take_next"))
 
     # -- taking ------------------------------------------------------------------------
     # --8<-- [start:take]
@@ -89,6 +95,10 @@ class RedisWorkQueue:
             keys=[self.source, keys.processing(agent_id), keys.TRANSITION_STATS],
             args=[agent_id, repr(time.time())],
         )
+        return self._taken(reply)
+
+    def _taken(self, reply: list) -> Claim | Rejected | str | None:
+        """Decode take_next.lua's answer."""
         kind = int(reply[0])
         if kind == 0:
             return None
@@ -165,6 +175,22 @@ class RedisWorkQueue:
         self, agent_id: str, claim: Claim, outcome: ExecutionResult, tracked: bool = True
     ) -> TransitionResult:
         """Record the outcome; retry with backoff if the task has retries left."""
+        return self._report(agent_id, claim, outcome, tracked, take_next=False)[0]
+
+    def finish_and_take(
+        self, agent_id: str, claim: Claim, outcome: ExecutionResult
+    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
+        """finish(), plus take_and_claim() in the same round trip: a busy agent's loop."""
+        return self._report(agent_id, claim, outcome, True, take_next=True)
+
+    def _report(
+        self,
+        agent_id: str,
+        claim: Claim,
+        outcome: ExecutionResult,
+        tracked: bool,
+        take_next: bool,
+    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
         task = claim.task
         processing = keys.processing(agent_id)
         log_effect = {"op": "rpush_all", "k": 6, "v": outcome.lines, "cap": 10_000}
@@ -201,9 +227,8 @@ class RedisWorkQueue:
             fields.update(error=outcome.error or "failed", result=outcome.result)
         if outcome.cancelled:
             self._drop(processing, claim.message, tracked)
-            return TransitionResult(True, "ok", TaskStatus.CANCELLED.value, claim.attempt)
-        result = self.store.transition(
-            task.task_id,
+            return TransitionResult(True, "ok", TaskStatus.CANCELLED.value, claim.attempt), None
+        arg = transition_arg(
             to,
             attempt=claim.attempt,
             epoch=claim.epoch,
@@ -212,12 +237,28 @@ class RedisWorkQueue:
             clear=clear,
             reason=reason,
             effects=effects,
-            effect_keys=[processing, keys.logs(task.task_id), keys.DELAYED_QUEUE],
         )
+        effect_keys = [processing, keys.logs(task.task_id), keys.DELAYED_QUEUE]
+        taken: Claim | Rejected | str | None = None
+        if take_next:
+            # The refused report's copy is dropped in the same script (ARGV[4]).
+            both = self._finish_take(
+                keys=[*transition_keys(task.task_id), *effect_keys, self.source],
+                args=[arg, agent_id, repr(time.time()), claim.message],
+            )
+            result = as_result(both[0])
+            taken = self._taken(both[1])
+        else:
+            result = as_result(
+                self.store.scripts.transition(
+                    keys=[*transition_keys(task.task_id), *effect_keys], args=[arg]
+                )
+            )
         if not result.accepted:
             # A late report (we were presumed dead and the task was re-run, or it was cancelled):
             # the store refused it, which is the point. Still drop our copy of the message.
-            self._drop(processing, claim.message, tracked)
+            if not take_next:
+                self._drop(processing, claim.message, tracked)
             log.warning(
                 "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
                 result.reason,
@@ -225,7 +266,7 @@ class RedisWorkQueue:
                 result.attempt,
                 claim.attempt,
             )
-        return result
+        return result, taken
 
     # --8<-- [end:finish]
 

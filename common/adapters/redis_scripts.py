@@ -29,11 +29,13 @@ def legal_table_lua() -> str:
 
 
 @cache
-def script_source(name: str) -> str:
+def script_source(name: str, *libs: str) -> str:
+    """LEGAL + prelude + the named library files (Lua functions only) + the script body."""
     lua = resources.files("common.adapters") / "lua"
     prelude = (lua / "prelude.lua").read_text()
+    parts = [(lua / f"{lib}.lua").read_text() for lib in libs]
     body = (lua / f"{name}.lua").read_text()
-    return legal_table_lua() + prelude + "\n" + body
+    return legal_table_lua() + prelude + "\n" + "\n".join([*parts, body])
 
 
 class Scripts:

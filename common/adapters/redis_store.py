@@ -117,7 +117,47 @@ class RedisTaskStore(TaskStore):
         Each effect is {"op": ..., "k": index into KEYS, "v": value}; `effect_keys` are appended
         after the four fixed keys, so the first effect key is KEYS[5].
         """
-        arg = {
+        arg = transition_arg(
+            to,
+            attempt=attempt,
+            epoch=epoch,
+            actor=actor,
+            fields=fields,
+            clear=clear,
+            reason=reason,
+            fenced=fenced,
+            effects=effects,
+        )
+        raw = self.scripts.transition(
+            keys=[*transition_keys(task_id), *(effect_keys or [])],
+            args=[arg],
+        )
+        return as_result(raw)
+
+    def stats(self) -> dict[str, int]:
+        return {_s(k): int(v) for k, v in self.client.hgetall(keys.TRANSITION_STATS).items()}
+
+
+def transition_keys(task_id: str) -> list[str]:
+    """KEYS[1..4] of transition.lua (and of scripts that embed a transition)."""
+    return [keys.task(task_id), keys.history(task_id), keys.TRANSITION_STATS, keys.SCHEDULER_FENCE]
+
+
+def transition_arg(
+    to: TaskStatus,
+    *,
+    attempt: int,
+    epoch: int = 0,
+    actor: str,
+    fields: Mapping[str, object] | None = None,
+    clear: Iterable[str] = (),
+    reason: str = "",
+    fenced: bool = False,
+    effects: list[dict] | None = None,
+) -> str:
+    """ARGV[1] of transition.lua: the whole request as one JSON object."""
+    return _encode(
+        {
             "to": TaskStatus(to).value,
             "attempt": attempt,
             "epoch": epoch,
@@ -129,20 +169,7 @@ class RedisTaskStore(TaskStore):
             "fenced": fenced,
             "effects": effects or [],
         }
-        raw = self.scripts.transition(
-            keys=[
-                keys.task(task_id),
-                keys.history(task_id),
-                keys.TRANSITION_STATS,
-                keys.SCHEDULER_FENCE,
-                *(effect_keys or []),
-            ],
-            args=[_encode(arg)],
-        )
-        return as_result(raw)
-
-    def stats(self) -> dict[str, int]:
-        return {_s(k): int(v) for k, v in self.client.hgetall(keys.TRANSITION_STATS).items()}
+    )
 
 
 def _encode(obj: object) -> str:

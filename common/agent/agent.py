@@ -33,6 +33,7 @@ class ClaimStrategy(ABC):
     """How an agent takes its next task off the queue."""
 
     tracked: bool  # does the message stay on a processing list while the task runs?
+    chains = False  # may a task's report also claim the next task (one round trip for both)?
 
     @abstractmethod
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None: ...
@@ -47,6 +48,7 @@ class ReliableClaim(ClaimStrategy):
     """BLMOVE to `processing:{agentId}`: the message is never only in this process's memory."""
 
     tracked = True
+    chains = True
 
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
         return queue.take_reliably(agent_id, timeout)
@@ -162,28 +164,37 @@ class Agent:
     # --8<-- [end:housekeeping]
 
     def _work_loop(self) -> None:
-        while not self.stopping.is_set():
-            if self.paused.is_set():
+        # A report may bring the next task back with it: that task is already RUNNING and
+        # ours, so it runs even if a stop was asked for in the meantime.
+        pending: Claim | Rejected | None = None
+        while pending is not None or not self.stopping.is_set():
+            if pending is None and self.paused.is_set():
                 self.stopping.wait(0.1)
                 continue
             try:
-                claimed = self.claim.next(self.queue, self.agent_id, self.poll_timeout)
+                claimed = pending
+                pending = None
+                if claimed is None:
+                    claimed = self.claim.next(self.queue, self.agent_id, self.poll_timeout)
                 if claimed is None:
                     continue
-                self._handle(claimed)
+                pending = self._handle(claimed)
             except Exception:  # noqa: BLE001 - one bad task or a Redis blip must not kill a worker
                 log.exception("worker error; continuing")
                 self.stopping.wait(0.5)
 
-    def _handle(self, claimed: Claim | Rejected) -> None:
+    def _handle(self, claimed: Claim | Rejected) -> Claim | Rejected | None:
         if isinstance(claimed, Rejected):
             log.info("skipped a message: %s", claimed.reason)
-            return
-        self.run_claimed(claimed)
+            return None
+        return self.run_claimed(claimed, take_next=self.claim.chains)
 
     # --8<-- [start:run-claimed]
-    def run_claimed(self, claimed: Claim) -> None:
+    def run_claimed(self, claimed: Claim, take_next: bool = False) -> Claim | Rejected | None:
+        """Run a claimed task and report it. With `take_next` (and no stop or pause asked
+        for), the report also claims the next task, in the same round trip, and returns it."""
         task = claimed.task
+        taken: Claim | Rejected | str | None = None
         with bind(taskId=task.task_id, agentId=self.agent_id, attempt=claimed.attempt):
             self._add_load(1)
             try:
@@ -192,9 +203,12 @@ class Agent:
                 outcome = executor.run(
                     task, should_cancel=lambda: self.queue.is_cancelled(task.task_id)
                 )
-                result = self.queue.finish(
-                    self.agent_id, claimed, outcome, tracked=self.claim.tracked
-                )
+                if take_next and not (self.stopping.is_set() or self.paused.is_set()):
+                    result, taken = self.queue.finish_and_take(self.agent_id, claimed, outcome)
+                else:
+                    result = self.queue.finish(
+                        self.agent_id, claimed, outcome, tracked=self.claim.tracked
+                    )
                 if result.accepted:
                     log.info(
                         "task %s in %.3fs%s",
@@ -205,6 +219,10 @@ class Agent:
                 self.completed += 1
             finally:
                 self._add_load(-1)
+        if isinstance(taken, str):
+            # Moved but not claimable in the script (hand-pushed, dispatched): the full claim.
+            return self.queue.claim(self.agent_id, taken, tracked=self.claim.tracked)
+        return taken
 
     # --8<-- [end:run-claimed]
 
