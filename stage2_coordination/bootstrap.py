@@ -101,6 +101,7 @@ def run_scheduler(settings: Settings) -> None:
         close_zk(settings)
 
 
+# --8<-- [start:run-agent]
 def run_agent(settings: Settings) -> None:
     try:
         agent, registry = build_agent(settings)
@@ -132,6 +133,9 @@ def run_agent(settings: Settings) -> None:
         agent.stop()
         registry.stop()
         close_zk(settings)
+
+
+# --8<-- [end:run-agent]
 
 
 STAGE = StageSpec(

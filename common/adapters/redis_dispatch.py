@@ -56,15 +56,19 @@ class RedisDispatcher:
         self._recover = client.register_script(script_source("recover"))
 
     # -- fencing ---------------------------------------------------------------------------
+    # --8<-- [start:fence]
     def raise_fence(self, epoch: int) -> tuple[bool, int]:
         """Raise `fence:scheduler` to `epoch` (atomically, never down); (raised, fence now)."""
         raised, fence = self._fence(keys=[keys.SCHEDULER_FENCE], args=[epoch])
         return bool(int(raised)), int(_s(fence))
 
+    # --8<-- [end:fence]
+
     def fence(self) -> int:
         return int(_s(self.client.get(keys.SCHEDULER_FENCE) or b"0"))
 
     # -- the placement path ------------------------------------------------------------------
+    # --8<-- [start:place]
     def take(self, timeout: float) -> str | None:
         raw = self.client.blmove(
             keys.PENDING_QUEUE, keys.SCHEDULING_QUEUE, timeout, "RIGHT", "LEFT"
@@ -127,6 +131,8 @@ class RedisDispatcher:
             effect_keys=[keys.SCHEDULING_QUEUE, keys.agent_tasks(agent_id)],
         )
 
+    # --8<-- [end:place]
+
     def unschedule(
         self, scheduled: Scheduled, epoch: int, actor: str, reason: str
     ) -> TransitionResult:
@@ -147,6 +153,7 @@ class RedisDispatcher:
         )
 
     # -- recovery and failover ---------------------------------------------------------------
+    # --8<-- [start:recover]
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """Re-queue what a dead or deposed leader left on queue:scheduling; (requeued, dropped).
 
@@ -172,6 +179,8 @@ class RedisDispatcher:
             r, d = reap_list(self.store, work_list, agent_id, keys.PENDING_QUEUE, actor)
             requeued, dropped = requeued + r, dropped + d
         return requeued, dropped
+
+    # --8<-- [end:recover]
 
     def agents_with_work(self) -> set[str]:
         return {_s(m) for m in self.client.smembers(keys.AGENTS_SEEN)}

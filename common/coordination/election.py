@@ -77,6 +77,7 @@ class LeaderElection:
     def contenders(self) -> list[str]:
         return self.zk.raw.Lock(self.path).contenders()
 
+    # --8<-- [start:term]
     def _one_term(self, lead: Callable[[Term], None], stopping: threading.Event) -> None:
         lock = self.zk.raw.Lock(self.path, self.identifier)
         self._lock = lock
@@ -108,6 +109,8 @@ class LeaderElection:
             except KazooException:
                 # Our node goes with our session anyway; the next contender is not blocked.
                 pass
+
+    # --8<-- [end:term]
 
     def _on_state(self, state: str) -> None:
         # kazoo's event thread: only flip flags.

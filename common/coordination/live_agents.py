@@ -40,6 +40,7 @@ class LiveAgentsView:
         # Set on every change; the scheduler waits on it instead of polling when no agent fits.
         self.changed = threading.Event()
 
+    # --8<-- [start:observer]
     def start(self) -> None:
         self.zk.ensure_path(LIVE_AGENTS)
         ChildrenWatch(self.zk.raw, LIVE_AGENTS, self._on_children)
@@ -75,6 +76,8 @@ class LiveAgentsView:
             for listener in self._listeners:
                 listener(set(left))
         self.changed.set()
+
+    # --8<-- [end:observer]
 
     def _watch_data(self, agent_id: str) -> None:
         def on_data(data: bytes | None, _stat) -> bool | None:

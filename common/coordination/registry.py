@@ -128,6 +128,7 @@ class AgentRegistry:
         self._wake.set()
 
     # -- internals ------------------------------------------------------------------------
+    # --8<-- [start:session-states]
     def _on_state(self, state: str) -> None:
         if state == KazooState.SUSPENDED:
             self.paused.set()
@@ -139,6 +140,8 @@ class AgentRegistry:
         else:
             log.info("ZooKeeper connection back (CONNECTED)")
         self._wake.set()
+
+    # --8<-- [end:session-states]
 
     def _maintain(self) -> None:
         while not self._stopping.is_set():
@@ -157,6 +160,7 @@ class AgentRegistry:
                 self._wake.set()
                 self._stopping.wait(0.2)
 
+    # --8<-- [start:publish]
     def _publish(self) -> None:
         data = self.info.to_json()
         stat = self.zk.exists(self.path)
@@ -178,3 +182,5 @@ class AgentRegistry:
         elif data != self._published:
             self.zk.set(self.path, data)
         self._published = data
+
+    # --8<-- [end:publish]

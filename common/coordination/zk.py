@@ -24,6 +24,7 @@ from kazoo.retry import KazooRetry
 
 from common.config import Settings
 
+# --8<-- [start:proxy]
 # Only idempotent-enough calls are retried. `create` is in the list on purpose, and its caller
 # must know why: if the connection drops after the server applied a create but before the reply
 # arrived, the retry fails with NodeExistsError for a node this very session made.
@@ -71,6 +72,9 @@ class RetryingClient:
         self._client.close()
 
 
+# --8<-- [end:proxy]
+
+
 def _fast_reconnect() -> KazooRetry:
     # Reconnect attempts never give up and never wait long: a session survives a ZooKeeper
     # restart only if the client is back before the session timeout runs out.
@@ -89,6 +93,7 @@ def _ensure_chroot(hosts: str, chroot: str, timeout: float) -> None:
         bootstrap.close()
 
 
+# --8<-- [start:cached-factory]
 @lru_cache(maxsize=4)
 def zk_client(hosts: str, chroot: str = "", session_timeout: float = 10.0) -> RetryingClient:
     """A started client for `hosts` under `chroot`; the same object on every later call."""
@@ -123,3 +128,6 @@ def close_zk(settings: Settings) -> None:
     if zk_client.cache_info().currsize > 0:
         get_zk(settings).close()
     zk_client.cache_clear()
+
+
+# --8<-- [end:cached-factory]

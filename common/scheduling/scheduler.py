@@ -96,6 +96,7 @@ class Scheduler:
         self.view.changed.set()
 
     # -- one term --------------------------------------------------------------------------
+    # --8<-- [start:lead]
     def _lead(self, term: Term) -> None:
         raised, fence = self.dispatcher.raise_fence(term.epoch)
         if not raised:
@@ -146,6 +147,9 @@ class Scheduler:
             self.stopping.wait(1.0)
         log.info("leadership ended (epoch %d)", term.epoch)
 
+    # --8<-- [end:lead]
+
+    # --8<-- [start:place]
     def _place(self, raw: str, term: Term, candidates: list[Candidate]) -> None:
         scheduled = self.dispatcher.schedule(raw, term.epoch, self.actor)
         if isinstance(scheduled, NotScheduled):
@@ -183,11 +187,14 @@ class Scheduler:
             else:
                 log.info("dispatch refused: %s (task is %s)", result.reason, result.status)
 
+    # --8<-- [end:place]
+
     def _check(self, accepted: bool, reason: str) -> None:
         if not accepted and reason == "stale_epoch":
             self.stats.rejected_stale += 1
             raise Deposed
 
+    # --8<-- [start:candidates]
     def _candidates(self) -> tuple[int, list[Candidate]]:
         """(how many live agents take work, those of them with room in their inbox)."""
         agents = [a for a in self.view.agents() if not a.draining]
@@ -202,7 +209,10 @@ class Scheduler:
             if queued[a.agent_id] < self.agent_backlog
         ]
 
+    # --8<-- [end:candidates]
+
     # -- failover and recovery ---------------------------------------------------------------
+    # --8<-- [start:failover]
     def _on_departure(self, agent_ids: set[str]) -> None:
         # kazoo's thread: just note it; the leader's loop does the Redis work.
         with self._departed_lock:
@@ -247,3 +257,5 @@ class Scheduler:
         for agent_id in sorted(self.dispatcher.agents_with_work() - live):
             self._fail_over(agent_id, term)
         self.dispatcher.promote_due()
+
+    # --8<-- [end:failover]

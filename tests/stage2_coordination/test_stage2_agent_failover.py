@@ -102,6 +102,7 @@ def test_kill_9_of_busy_agents_loses_no_task_and_reruns_only_the_tasks_in_flight
     )
 
 
+# --8<-- [start:zombie]
 def test_a_zombie_agents_late_report_is_rejected_and_the_reruns_result_stands(
     scheduler, agent, probe
 ):
@@ -139,6 +140,9 @@ def test_a_zombie_agents_late_report_is_rejected_and_the_reruns_result_stands(
     assert probe.log_lines(zombie, "session LOST")
     assert SESSION - 0.5 <= failover_after <= SESSION + 2.0, failover_after
     print(f"\nFIGURES zombie agent: failover_s={failover_after:.2f} late_report=rejected")
+
+
+# --8<-- [end:zombie]
 
 
 def test_an_agent_restarted_under_the_same_id_does_not_resurrect_stale_work(

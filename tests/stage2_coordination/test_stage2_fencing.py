@@ -56,6 +56,7 @@ def place(dispatcher, redis_client, epoch: int, raw: str) -> Scheduled:
 HAND_PUSHED = '{"taskType":"SHELL","payload":"echo hi"}'
 
 
+# --8<-- [start:deposed-leader]
 def test_a_deposed_leaders_dispatch_is_rejected_counted_and_recovered_by_the_new_leader(
     dispatcher, redis_client, store
 ):
@@ -81,6 +82,9 @@ def test_a_deposed_leaders_dispatch_is_rejected_counted_and_recovered_by_the_new
     assert dispatcher.dispatch(again, "agent-1", 20, "scheduler:new").accepted
 
 
+# --8<-- [end:deposed-leader]
+
+
 def test_the_fence_only_goes_up_and_a_stale_leader_cannot_schedule_or_sweep(
     dispatcher, redis_client, store
 ):
@@ -104,6 +108,7 @@ def test_the_fence_only_goes_up_and_a_stale_leader_cannot_schedule_or_sweep(
     assert store.stats()["rejected_stale_epoch"] == 2
 
 
+# --8<-- [start:claim-attempt]
 def test_an_agent_claims_only_the_current_attempt_dispatched_to_itself(
     dispatcher, redis_client, store
 ):
@@ -132,6 +137,9 @@ def test_an_agent_claims_only_the_current_attempt_dispatched_to_itself(
     stats = store.stats()
     assert stats["rejected_stale_attempt"] >= 1 and stats["rejected_wrong_agent"] == 1
     assert store.get(second.task.task_id).status == TaskStatus.RUNNING
+
+
+# --8<-- [end:claim-attempt]
 
 
 def test_a_stage_1_message_is_still_claimed_straight_from_pending(redis_client, store):

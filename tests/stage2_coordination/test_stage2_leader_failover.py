@@ -24,6 +24,7 @@ def placements(probe, task_ids) -> list[dict]:
     ]
 
 
+# --8<-- [start:paused-leader]
 def test_a_paused_leader_is_replaced_within_session_timeout_plus_a_second_and_is_fenced(
     scheduler, agent, probe
 ):
@@ -81,6 +82,9 @@ def test_a_paused_leader_is_replaced_within_session_timeout_plus_a_second_and_is
         f"old_epoch={old_epoch} new_epoch={new_epoch} "
         f"stale_epoch_rejections={probe.stats().get('rejected_stale_epoch', 0)}"
     )
+
+
+# --8<-- [end:paused-leader]
 
 
 def test_kill_9_of_the_leader_during_a_burst_loses_nothing_and_runs_each_task_once(

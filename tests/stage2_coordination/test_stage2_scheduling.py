@@ -115,6 +115,7 @@ def test_with_no_live_agent_a_task_stays_pending_and_runs_once_an_agent_register
     assert probe.log_lines(leader, "dispatched to agent-1")
 
 
+# --8<-- [start:strategy-by-config]
 def test_the_placement_strategy_is_chosen_by_configuration(scheduler, agent, probe):
     # Given a leader configured for round-robin, and two agents
     scheduler("sched-a", scheduler_strategy="round-robin")
@@ -133,3 +134,6 @@ def test_the_placement_strategy_is_chosen_by_configuration(scheduler, agent, pro
 
     # Then they take turns
     assert placed == ["agent-1", "agent-2", "agent-1", "agent-2"]
+
+
+# --8<-- [end:strategy-by-config]

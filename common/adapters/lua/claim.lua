@@ -11,6 +11,7 @@
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation), 4 agentId,
 --       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
 --       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch
+-- --8<-- [start:dispatched]
 local dispatched = ARGV[8] ~= nil and ARGV[8] ~= ''
 if dispatched then
   local cur = redis.call('HMGET', KEYS[1], 'attempt', 'agentId', 'status')
@@ -28,6 +29,7 @@ if dispatched then
   if r[1] == 1 then r[5] = redis.call('HGETALL', KEYS[1]) end
   return r
 end
+-- --8<-- [end:dispatched]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local fields = cjson.decode(ARGV[3])
   local args = {}
