@@ -6,7 +6,10 @@ background thread so delivery reports arrive without every caller polling.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,10 +41,47 @@ class Bus:
         return f"{self.namespace}.{name}" if self.namespace else name
 
 
-def producer_config(bus: Bus, client_id: str) -> dict:
+class _OncePerInterval(logging.Filter):
+    """Lets a repeated client message through once per `interval` seconds.
+
+    While a broker is down every client reports every reconnect attempt ("Connect to ...
+    failed: Connection refused"); one line every ten seconds says the same thing.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:160]
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.interval:
+            return False
+        self._last[key] = now
+        return True
+
+
+# librdkafka's own log lines, in the process's log format instead of raw on stderr.
+kafka_log = get_logger("tasklab.kafka")
+kafka_log.addFilter(_OncePerInterval())
+
+
+def _common(bus: Bus, client_id: str) -> dict:
     return {
         "bootstrap.servers": bus.bootstrap,
         "client.id": client_id,
+        # Reconnect to a restarted broker within a second (the default backs off to 10 s):
+        # the manager reads a client that is late to come back as an agent gone silent.
+        "reconnect.backoff.max.ms": 1000,
+        "logger": kafka_log,
+        "log_level": 4,
+    }
+
+
+def producer_config(bus: Bus, client_id: str) -> dict:
+    return {
+        **_common(bus, client_id),
         # No duplicates and no reordering from the producer's own retries: the broker drops a
         # retried batch it already has (producer id + sequence number). confluent-kafka leaves
         # this off by default. It implies acks=all, said again below so nobody lowers it.
@@ -51,18 +91,17 @@ def producer_config(bus: Bus, client_id: str) -> dict:
         "acks": "all",
         # Batch for up to 5 ms: log lines come in bursts, and one request beats a hundred.
         "linger.ms": 5,
-        # Keep retrying through a broker restart for up to two minutes before a message is
-        # reported failed (the dispatch relay and the agent's resend cover what fails).
-        "message.timeout.ms": 120_000,
-        "log_level": 4,
+        # Never give a message up while the process lives: a SUCCESS that was dropped after a
+        # long broker outage would leave its task RUNNING on a live agent for good. A full
+        # local queue blocks the publisher instead (EventPublisher.publish_raw).
+        "message.timeout.ms": 0,
     }
 
 
 def consumer_config(bus: Bus, group: str, client_id: str, **extra: object) -> dict:
     return {
-        "bootstrap.servers": bus.bootstrap,
+        **_common(bus, client_id),
         "group.id": bus.group(group),
-        "client.id": client_id,
         # At-least-once: the consumer never marks a message done by itself. The application
         # stores a message's offset only after its effect is in Redis; the commit thread
         # commits only stored offsets. A crash redelivers what was read but not applied.
@@ -74,7 +113,6 @@ def consumer_config(bus: Bus, group: str, client_id: str, **extra: object) -> di
         "auto.offset.reset": "earliest",
         # Return as soon as anything arrives, do not wait to fill a batch.
         "fetch.wait.max.ms": 100,
-        "log_level": 4,
         **extra,
     }
 

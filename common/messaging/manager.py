@@ -42,18 +42,24 @@ log = get_logger("tasklab.manager")
 class HeartbeatMonitor:
     """Which agents fell silent on agent-heartbeat-topic.
 
-    Silence is evidence only while the bus is heard: an agent is declared silent when no
-    heartbeat of its arrived for `timeout` *and* a heartbeat of some other agent arrived since.
-    During a broker restart nothing arrives from anyone, and nobody is failed over for it. The
-    price: with a single agent, its death is left to ZooKeeper alone.
+    Silence is evidence only while the bus is heard. An agent is declared silent when no
+    heartbeat of its arrived for `timeout` *and* heartbeats of other agents did arrive since;
+    and after a time when nothing arrived from anyone (a broker restart, the manager's own
+    network), every agent first gets a whole `timeout` to be heard again: clients reconnect
+    one by one, not all in the same instant. The price: with a single agent, its death is
+    left to ZooKeeper alone.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._last: dict[str, float] = {}
         self._failed_over: dict[str, float] = {}
+        self._heard_since = float("-inf")  # start of the current stretch of a live bus
 
     def beat(self, agent_id: str, now: float) -> None:
+        newest = max(self._last.values(), default=float("-inf"))
+        if now - newest > self.timeout:
+            self._heard_since = now
         self._last[agent_id] = now
         self._failed_over.pop(agent_id, None)
 
@@ -64,14 +70,14 @@ class HeartbeatMonitor:
     def silent(self, now: float) -> list[str]:
         """Agents to fail over now. While one stays silent it is returned again every
         `timeout`, so work the scheduler keeps placing on it does not wait there."""
-        if not self._last:
+        if not self._last or now - self._heard_since <= self.timeout:
             return []
         newest = max(self._last.values())
         due = []
         for agent_id, last in sorted(self._last.items()):
             if newest - last <= self.timeout or now - last <= self.timeout:
                 continue
-            if now - self._failed_over.get(agent_id, -1e18) >= self.timeout:
+            if now - self._failed_over.get(agent_id, float("-inf")) >= self.timeout:
                 self._failed_over[agent_id] = now
                 due.append(agent_id)
         # An agent silent this long has been failed over many times: stop watching it.
