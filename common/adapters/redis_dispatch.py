@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
-from common.adapters.redis_queue import reap_list
+from common.adapters.redis_queue import dead_letter_message, reap_list
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.task import Task, TaskValidationError, parse_task_message
@@ -205,17 +205,6 @@ class RedisDispatcher:
         )
 
     def _dead_letter(self, raw: str, reason: str, actor: str) -> None:
-        entry = json.dumps(
-            {
-                "message": raw,
-                "reason": reason,
-                "actor": actor,
-                "at": time.time(),
-                "source": keys.PENDING_QUEUE,
-            }
+        dead_letter_message(
+            self.client, raw, reason, actor, keys.PENDING_QUEUE, keys.SCHEDULING_QUEUE
         )
-        # MULTI/EXEC: off queue:scheduling and onto the dead-letter list together, or not at all.
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lrem(keys.SCHEDULING_QUEUE, 1, raw)
-        pipe.lpush(keys.DEAD_LETTER, entry)
-        pipe.execute()

@@ -58,6 +58,25 @@ def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def dead_letter_message(
+    client: Redis, raw: str, reason: str, actor: str, source: str, taken_from: str | None
+) -> None:
+    """Move a message that cannot be run to the dead-letter list, with the reason.
+
+    MULTI/EXEC: the message leaves the list it was taken onto (`taken_from`) and lands in the
+    dead-letter list together, or not at all; nothing is lost and nothing is half-moved.
+    """
+    entry = json.dumps(
+        {"message": raw, "reason": reason, "actor": actor, "at": time.time(), "source": source}
+    )
+    pipe = client.pipeline(transaction=True)
+    if taken_from:
+        pipe.lrem(taken_from, 1, raw)
+    pipe.lpush(keys.DEAD_LETTER, entry)
+    pipe.execute()
+    log.warning("dead-lettered a message from %s: %s", source, reason)
+
+
 class RedisWorkQueue:
     def __init__(
         self,
@@ -151,23 +170,8 @@ class RedisWorkQueue:
         return _claimed(raw_result[4], message, result.attempt, epoch)
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
-        entry = json.dumps(
-            {
-                "message": raw,
-                "reason": reason,
-                "agentId": agent_id,
-                "at": time.time(),
-                "source": self.source,
-            }
-        )
-        # MULTI/EXEC: the message leaves the processing list and lands in the dead-letter list
-        # together, or not at all.
-        pipe = self.client.pipeline(transaction=True)
-        if tracked:
-            pipe.lrem(keys.processing(agent_id), 1, raw)
-        pipe.lpush(keys.DEAD_LETTER, entry)
-        pipe.execute()
-        log.warning("dead-lettered a message: %s", reason)
+        taken_from = keys.processing(agent_id) if tracked else None
+        dead_letter_message(self.client, raw, reason, agent_id, self.source, taken_from)
 
     # -- reporting ---------------------------------------------------------------------
     # --8<-- [start:finish]

@@ -7,8 +7,10 @@ more than saving a socket: an ephemeral node lives exactly as long as the sessio
 it, so two sessions in one process could disagree about whether "this agent" is alive.
 
 Pattern: Proxy (introduced in stage 2). `RetryingClient` stands in front of the KazooClient and
-runs every data call through kazoo's `KazooRetry`: a connection loss in the middle of a call is
-retried with backoff instead of surfacing as an exception at every call site. Recipes (Lock,
+runs every data call through kazoo's `KazooRetry`: a connection loss (and, kazoo's default, a
+session expiry) in the middle of a call is retried with backoff instead of surfacing as an
+exception at every call site. A call retried after an expiry runs on the new session; the
+callers' own listeners (re-register, step down) handle what the expiry means. Recipes (Lock,
 ChildrenWatch) and listeners pass straight through to the real client.
 """
 

@@ -69,8 +69,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kazoo", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # kazoo warns on every failed connection attempt (dozens while ZooKeeper is down); the
+    # platform logs the session states that matter (SUSPENDED, LOST) itself.
+    logging.getLogger("kazoo").setLevel(max(logging.ERROR, root.level))
+    logging.getLogger("urllib3").setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> logging.Logger:

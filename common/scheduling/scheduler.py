@@ -104,7 +104,8 @@ class Scheduler:
             # czxids from zero): no write of ours could ever pass the fence.
             log.error(
                 "elected with epoch %d but fence:scheduler is %d: ZooKeeper's data is older "
-                "than Redis's; stepping down (delete fence:scheduler if that was intended)",
+                "than Redis's; stepping down to contend again in 5 s with a higher czxid "
+                "(delete fence:scheduler to lead at once, if the wipe was intended)",
                 term.epoch,
                 fence,
             )
