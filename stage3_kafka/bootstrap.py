@@ -210,6 +210,12 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
         f"manager-{settings.manager_id}",
         {STATUS: manager.on_status, LOGS: manager.on_log, HEARTBEAT: manager.on_heartbeat},
         DeadLetters(publisher, bus.group(MANAGER_GROUP)),
+        # Static membership: a manager restarted under the same id (kill -9, then up again)
+        # takes its partitions back at once, instead of the group waiting for the dead
+        # member's session to time out before anyone reads them. The price: a manager that
+        # stops for good keeps its partitions unread for session.timeout.ms, and two
+        # managers must never share an id (the second fences the first).
+        **{"group.instance.id": f"manager-{settings.manager_id}", "session.timeout.ms": 10_000},
     )
     return manager, consumer
 

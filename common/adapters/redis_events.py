@@ -101,7 +101,12 @@ class RedisLogSink:
     def append(self, task_id: str, attempt: int, lines: Sequence[tuple[int, str]]) -> LogAppend:
         """Append (seq, line) pairs of one attempt, skipping any seq already appended."""
         a, b = self._append(
-            keys=[keys.task(task_id), keys.logs(task_id), keys.log_cursor(task_id)],
+            keys=[
+                keys.task(task_id),
+                keys.logs(task_id),
+                keys.log_cursor(task_id),
+                keys.EVENT_STATS,
+            ],
             args=[attempt, json.dumps([[seq, line] for seq, line in lines])],
         )
         a, b = int(a), int(b)

@@ -58,10 +58,11 @@ class AtLeastOnceConsumer:
         dead_letters: DeadLetters,
         transient: tuple[type[BaseException], ...] = (RedisError,),
         retry_backoff: float = 0.5,
+        **config: object,
     ) -> None:
         self.bus = bus
         self.group = bus.group(group)
-        self.consumer = Consumer(consumer_config(bus, group, client_id))
+        self.consumer = Consumer(consumer_config(bus, group, client_id, **config))
         # Handlers are registered by base topic name; messages arrive with the full name.
         self.handlers = {bus.topic(topic): handler for topic, handler in handlers.items()}
         self.dead_letters = dead_letters

@@ -218,14 +218,9 @@ class TaskEventManager:
     def on_log(self, msg: Message) -> None:
         line = decode(LogLine, msg.value())
         appended = self.logs.append(line.task_id, line.attempt, [(line.seq, line.text())])
+        # Counted by the script itself (log_appended, log_duplicate, log_stale).
         if appended.missing:
             raise Unprocessable(f"no task {line.task_id}")
-        if appended.stale:
-            self.stats.count("log_stale")
-        elif appended.skipped:
-            self.stats.count("log_duplicate")
-        else:
-            self.stats.count("log_appended")
 
     # -- agent-heartbeat-topic -----------------------------------------------------------------
     def on_heartbeat(self, msg: Message) -> None:
