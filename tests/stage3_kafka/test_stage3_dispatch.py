@@ -1,0 +1,130 @@
+"""Dispatch over Kafka: only the agent a dispatch names runs it, every agent reads every
+dispatch (the price of that routing, measured), a dispatch that never reached Kafka is
+published again, and a poisoned dispatch is moved aside."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from common import keys
+from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_store import RedisTaskStore
+from common.domain.transitions import TaskStatus
+from common.messaging import dead_letter
+from common.messaging.dispatch import AGENT_HEADER
+from common.messaging.schemas import DispatchMessage
+from common.messaging.topics import DEAD_LETTER, DISPATCH
+from common.testing import eventually
+
+AGENTS = ("agent-1", "agent-2", "agent-3")
+
+
+def test_only_the_agent_a_dispatch_names_runs_it_and_every_agent_reads_every_dispatch(role, probe):
+    # Given a scheduler, three agents and a manager
+    role("scheduler", "scheduler-1")
+    role("manager", "manager-1")
+    for name in AGENTS:
+        role("agent", name, agent_capacity=2)
+    probe.wait_for_agents(*AGENTS)
+
+    # When 90 tasks are submitted
+    labels = probe.submit_counted(90, extra="sleep 0.05")
+    ids = list(labels.values())
+    started = time.monotonic()
+    eventually(lambda: probe.all_succeeded(ids), 60, message="all 90 tasks SUCCESS")
+    elapsed = time.monotonic() - started
+
+    # Then each ran exactly once, on the agent the scheduler placed it on
+    runs = probe.runs()
+    for label, task_id in labels.items():
+        assert runs[label] == [probe.tasks.get(task_id).agent_id], label
+    # and every agent read every dispatch, but started only those addressed to it
+    total = probe.dispatches()
+    beats = probe.latest_heartbeats(
+        lambda b: set(AGENTS) <= set(b) and all(b[a].dispatch_read >= total for a in AGENTS)
+    )
+    per_agent = {a: (beats[a].dispatch_read, beats[a].dispatch_mine) for a in AGENTS}
+    assert all(read == total for read, _ in per_agent.values()), (total, per_agent)
+    assert sum(mine for _, mine in per_agent.values()) == total
+    assert all(mine > 0 for _, mine in per_agent.values()), per_agent
+    amplification = sum(read for read, _ in per_agent.values()) / total
+    print(
+        f"\n{len(ids)} tasks, {total} dispatch messages, {elapsed:.1f}s; "
+        + ", ".join(f"{a} read {r} ran {m}" for a, (r, m) in per_agent.items())
+        + f"; read amplification {amplification:.2f}"
+    )
+    assert amplification == len(AGENTS)
+
+
+def test_a_dispatch_that_never_reached_kafka_is_published_again_and_runs(role, probe, redis_client):
+    # Given an agent and a manager, and no scheduler yet
+    role("manager", "manager-1")
+    role("agent", "agent-1")
+    probe.wait_for_agents("agent-1")
+    # When a leader (played by the test, with epoch 1) marks a task DISPATCHED to agent-1 in
+    # Redis and dies before publishing the dispatch to Kafka
+    task, _ = probe.tasks.submit({"taskType": "SHELL", "payload": "echo relayed"})
+    dying = RedisDispatcher(redis_client, RedisTaskStore(redis_client))
+    assert dying.raise_fence(1)[0]
+    scheduled = dying.schedule(dying.take(1.0), epoch=1, actor="scheduler:dying")
+    assert dying.dispatch(scheduled, "agent-1", epoch=1, actor="scheduler:dying").accepted
+    assert probe.dispatches() == 0
+    # and a new leader is elected
+    scheduler = role("scheduler", "scheduler-1")
+
+    # Then its recovery sweep publishes the dispatch again, and agent-1 runs the task
+    done = eventually(
+        lambda: (t := probe.tasks.get(task.task_id)).is_terminal and t, 15, message="task done"
+    )
+    assert (done.status, done.result, done.agent_id) == (TaskStatus.SUCCESS, "relayed\n", "agent-1")
+    assert probe.dispatches() == 1
+    assert "published again" in scheduler.log_text()
+
+
+def test_a_poisoned_dispatch_is_dead_lettered_by_its_agent_and_the_next_one_runs_in_a_second(
+    role, probe
+):
+    # Given the whole stage, warmed up by one task
+    role("scheduler", "scheduler-1")
+    role("manager", "manager-1")
+    role("agent", "agent-1")
+    probe.wait_for_agents("agent-1")
+    first, _ = probe.tasks.submit({"taskType": "SHELL", "payload": "true"})
+    eventually(lambda: probe.tasks.get(first.task_id).is_terminal, 15, message="warm-up done")
+
+    # When a dispatch for agent-1 arrives that is not a valid DispatchMessage
+    bad = {"taskId": first.task_id, "attempt": 1, "agentId": "agent-1", "taskType": "NOPE"}
+    poison = probe.produce(
+        DISPATCH, first.task_id, json.dumps(bad), headers={AGENT_HEADER: "agent-1"}
+    )
+    # and right after it a real task
+    task, _ = probe.tasks.submit({"taskType": "SHELL", "payload": "echo next"})
+    submitted = time.monotonic()
+
+    # Then the real task runs to SUCCESS within a second
+    eventually(
+        lambda: probe.tasks.get(task.task_id).status == TaskStatus.SUCCESS,
+        1.0,
+        message="next task SUCCESS",
+    )
+    took = time.monotonic() - submitted
+    # and the poison sits in the dead-letter topic, saying where it came from and why
+    [letter] = probe.read(DEAD_LETTER, lambda got: len(got) >= 1)
+    headers = probe.headers(letter)
+    assert headers[dead_letter.ORIGINAL_TOPIC] == probe.bus.topic(DISPATCH)
+    assert headers[dead_letter.ORIGINAL_PARTITION] == str(poison.partition())
+    assert headers[dead_letter.ORIGINAL_OFFSET] == str(poison.offset())
+    assert "taskType" in headers[dead_letter.ERROR]
+    assert headers[dead_letter.CONSUMER_GROUP] == probe.bus.group("tasklab-agent-agent-1")
+    assert headers[AGENT_HEADER] == "agent-1"
+    print(f"\nnext task SUCCESS {took * 1000:.0f} ms after submit, past the poisoned dispatch")
+    # A valid dispatch for a task that is not this agent's to run is refused, not run twice
+    stale = DispatchMessage.for_task(probe.tasks.get(first.task_id), 1, 0, "agent-1")
+    probe.produce(DISPATCH, first.task_id, stale.encode(), headers={AGENT_HEADER: "agent-1"})
+    eventually(
+        lambda: int(probe.redis.hget(keys.TRANSITION_STATS, "rejected_dispatch_taken") or 0) == 1,
+        5,
+        message="stale dispatch refused",
+    )
+    assert [h["state"] for h in probe.history(first.task_id)].count("RUNNING") == 1
