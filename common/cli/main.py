@@ -1,4 +1,5 @@
-"""`tasklab`: submit / status / list / logs / cancel / retry / agents, `run ROLE`, `dev up|down`.
+"""`tasklab`: submit / status / list / logs / cancel / retry / agents, `run ROLE`, `dev up|down`,
+`bus` (stage 3 on).
 
 Errors a user can cause (bad task, unknown id, Redis not reachable, invalid config) print one
 line to stderr and exit non-zero (2 for invalid input or config); never a traceback.
@@ -16,6 +17,7 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.cli.bus import bus_app
 from common.config import ConfigError, Settings, get_settings
 from common.domain.task import Task, TaskType, TaskValidationError
 from common.domain.transitions import TaskStatus
@@ -30,6 +32,8 @@ dev_app = typer.Typer(
     help="The native dev stack: real Redis/ZooKeeper/Kafka on this machine.", no_args_is_help=True
 )
 app.add_typer(dev_app, name="dev")
+# Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
+app.add_typer(bus_app, name="bus")
 
 
 def fail(message: str, code: int = 1) -> None:

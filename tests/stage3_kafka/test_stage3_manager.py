@@ -7,6 +7,9 @@ topic for the outcome.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -157,3 +160,33 @@ def test_a_final_status_waits_for_its_log_lines_so_follow_never_stops_early(mana
     # Then the task is SUCCESS only once both lines are in
     eventually(lambda: probe.tasks.get(task_id).status == TaskStatus.SUCCESS, 5, message="done")
     assert probe.logs(task_id) == ["a", "b"]
+
+
+def test_a_poisoned_message_published_with_the_cli_is_listed_by_tasklab_bus_dead_letters(
+    manager, probe, stage3_env
+):
+    # The runbook's "inject a poisoned message" experiment, as a user types it.
+    def tasklab(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "common.cli.main", *args],
+            env={**os.environ, **stage3_env, "TASKLAB_ENV": "test"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # When a user publishes a line that is not JSON to task-logs-topic
+    sent = tasklab("bus", "publish", "task-logs-topic", "not json", "--key", "demo")
+    assert sent.startswith(f"delivered to {probe.bus.topic(LOGS)} [")
+
+    # Then `tasklab bus dead-letters` shows it with where it came from and why
+    def listed() -> str:
+        out = tasklab("bus", "dead-letters")
+        return "key=demo not json" in out and out
+
+    out = eventually(listed, 15, interval=0.5, message="dead letter listed")
+    assert f"x-original-topic: {probe.bus.topic(LOGS)}" in out
+    assert "x-error: not JSON" in out
+    assert "x-consumer-group: " + probe.bus.group("tasklab-manager") in out
