@@ -10,7 +10,8 @@ export TASKLAB_DEVSTACK_DIR ?= $(CURDIR)/.tasklab/devstack
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test unit lint docs docs-serve demo clean \
         stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check \
-        stage2-local stage2-up stage2-down stage2-logs stage2-test
+        stage2-local stage2-up stage2-down stage2-logs stage2-test \
+        stage3-local stage3-up stage3-down stage3-logs stage3-test stage3-measure
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -92,6 +93,26 @@ stage2-logs: ## Follow the stage 2 compose logs
 
 stage2-test: setup ## Stage 2 integration tests (real ZooKeeper + Redis, faults injected)
 	$(BIN)/pytest -q tests/stage2_coordination tests/unit/test_placement_strategies.py
+
+# ---- stage 3 -------------------------------------------------------------------------------
+stage3-local: setup ## Stage 3 natively: Redis, ZooKeeper, Kafka; 2 schedulers, 3 agents, manager
+	$(BIN)/python -m common.demo --stage 3 --serve
+
+stage3-up: ## Stage 3 with Docker Compose (needs a Docker engine)
+	docker compose -f stage3_kafka/compose.yaml up -d --build
+
+stage3-down: ## Stop the stage 3 compose stack
+	docker compose -f stage3_kafka/compose.yaml down -v
+
+stage3-logs: ## Follow the stage 3 compose logs
+	docker compose -f stage3_kafka/compose.yaml logs -f
+
+stage3-test: setup ## Stage 3 integration tests (real Kafka + ZooKeeper + Redis, faults injected)
+	$(BIN)/pytest -q tests/stage3_kafka tests/contract tests/unit/test_bus_messages.py \
+	  tests/unit/test_heartbeat_monitor.py -k "not stage1 and not stage2"
+
+stage3-measure: setup ## What dispatch routing costs with 1, 3 and 6 agents (a markdown table)
+	$(BIN)/python -m stage3_kafka.measure_dispatch --agents 1 3 6 --tasks 300
 
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed
