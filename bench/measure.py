@@ -7,11 +7,15 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import psutil
 from redis import Redis
 
+# psutil (the `bench` extra) is imported where it is used, so the pure helpers below (and the
+# report built on them) work without it.
 
-def _tree(pids: list[int]) -> list[psutil.Process]:
+
+def _tree(pids: list[int]) -> list:
+    import psutil
+
     procs: list[psutil.Process] = []
     for pid in pids:
         try:
@@ -29,6 +33,8 @@ def tree_cpu_seconds(pids: list[int]) -> float:
     A task's own process (a shell, a forked Python child) counts once it has been reaped, in
     its parent's `children_*` times: the work a worker pays for a task is the work it caused.
     """
+    import psutil
+
     total = 0.0
     for proc in _tree(pids):
         try:
@@ -52,6 +58,8 @@ class Memory:
 
 
 def tree_memory(pids: list[int]) -> Memory:
+    import psutil
+
     pss = rss = 0.0
     n = 0
     for proc in _tree(pids):

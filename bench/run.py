@@ -25,6 +25,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -299,6 +300,22 @@ def floor_trial(ctx: Context, mode: Mode, parallel: int, rep: int) -> dict:
     }
 
 
+def baseline_checkout(ref: str, workdir: Path) -> Path:
+    """A detached worktree of `ref`, for its roles to import their code from."""
+    path = workdir / "baseline"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(path), ref], check=True
+    )
+    return path
+
+
+def remove_checkout(path: Path) -> None:
+    if path.exists():
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False
+        )
+
+
 # -- the run ---------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
@@ -314,6 +331,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--burst-n", type=int, help="burst-phase task count")
     p.add_argument("--log-level", default="INFO", help="worker log level, both systems")
     p.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run stage 1 as of this git commit (before/after in the same run)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--plot", type=Path, help="also write the latency plot here")
     return p.parse_args(argv)
@@ -356,6 +378,19 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.stages.split(",")
             if s
         ]
+        if args.baseline:
+            source = baseline_checkout(args.baseline, workdir)
+            systems.append(
+                TasklabSystem(
+                    1,
+                    ctx,
+                    args.agents,
+                    args.capacity,
+                    args.log_level,
+                    source=source,
+                    label=f"@{args.baseline[:10]}",
+                )
+            )
         if not args.no_celery:
             systems += [
                 CelerySystem(False, ctx, concurrency, args.log_level),
@@ -397,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         ctx.stop()
+        if args.baseline:
+            remove_checkout(workdir / "baseline")
 
     summary = report.summarize(trials, workloads)
     meta = {

@@ -82,9 +82,22 @@ class System(ABC):
 class TasklabSystem(System):
     family = "tasklab"
 
-    def __init__(self, stage: int, ctx, agents: int, capacity: int, log_level: str) -> None:
+    def __init__(
+        self,
+        stage: int,
+        ctx,
+        agents: int,
+        capacity: int,
+        log_level: str,
+        source: Path | None = None,
+        label: str = "",
+    ) -> None:
         self.stage = stage
-        self.name = f"tasklab-stage{stage}"
+        self.name = f"tasklab-stage{stage}{label}"
+        # Another checkout of tasklab (an older commit, for before/after in the same run):
+        # its roles import their code from there. The client side is the current one; the
+        # queue message and the task hash are a stable contract between the two.
+        self.source = source
         self.ctx = ctx
         self.agents = agents
         self.capacity = capacity
@@ -122,6 +135,8 @@ class TasklabSystem(System):
             "TASKLAB_LOG_LEVEL": self.log_level,
             "TASKLAB_LOG_FORMAT": "json",
         }
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
         if self.stage >= 2:
             # A fresh chroot per trial: no registration or leadership left from the last one.
             env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
