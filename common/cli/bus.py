@@ -95,19 +95,27 @@ def _read(topic: str, last: int, follow: bool, with_headers: bool) -> None:
     name = bus.topic(topic)
     consumer = _reader(bus.bootstrap)
     try:
-        starts = []
+        starts, ends = [], {}
         for p in _partitions(consumer, name):
             low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
             start = OFFSET_BEGINNING if last <= 0 else max(low, high - last)
             starts.append(TopicPartition(name, p, start))
+            if high > max(low, start if start >= 0 else low):
+                ends[p] = high
         consumer.assign(starts)
-        idle_until = time.monotonic() + 2.0
-        while follow or time.monotonic() < idle_until:
+        # Without --follow: stop at the end each partition had when we started, so a busy
+        # topic (heartbeats) does not keep the command reading for ever.
+        deadline = time.monotonic() + 10.0
+        while follow or (ends and time.monotonic() < deadline):
             msg = consumer.poll(0.2)
             if msg is None or msg.error() is not None:
                 continue
+            if not follow and msg.offset() >= ends.get(msg.partition(), -1):
+                ends.pop(msg.partition(), None)
+                continue
             _print(msg, with_headers)
-            idle_until = time.monotonic() + 1.0
+            if not follow and msg.offset() + 1 >= ends.get(msg.partition(), -1):
+                ends.pop(msg.partition(), None)
     except KeyboardInterrupt:
         pass
     finally:
