@@ -351,6 +351,22 @@ def dev_up(
         typer.echo(line)
 
 
+@dev_app.command("restart")
+def dev_restart(
+    name: Annotated[str, typer.Argument(help="redis | zookeeper | kafka")],
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 10.0,
+    state_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Restart one service on the same port with its data (also after a kill -9 of it)."""
+    from common.devstack import DevStack, ServiceUnavailable
+
+    try:
+        svc = DevStack(state_dir).restart(name, grace)
+    except (ServiceUnavailable, ValueError) as exc:
+        fail(str(exc), 2)
+    typer.echo(f"restarted {svc.name}: pid {svc.pid}, {svc.host}:{svc.port}")
+
+
 @dev_app.command("down")
 def dev_down(state_dir: Annotated[Path | None, typer.Option()] = None) -> None:
     """Stop the services `tasklab dev up` started (by their PIDs)."""

@@ -83,6 +83,21 @@ class DevStack:
             self._save(running)
         return running
 
+    def restart(self, name: str, grace: float = 10.0) -> RunningService:
+        """Stop one service (if it still runs) and start it on the same port with its data.
+
+        The roles keep their TASKLAB_* addresses and reconnect by themselves: this is the
+        "the broker went away and came back" experiment of the stage 3 runbook.
+        """
+        services = self.load()
+        for i, svc in enumerate(services):
+            if svc.name == name:
+                services[i] = make_service(name).restart(svc, grace=grace)
+                self._save(services)
+                return services[i]
+        have = ", ".join(s.name for s in services) or "none"
+        raise ValueError(f"no {name} in this dev stack (running: {have})")
+
     def down(self) -> list[RunningService]:
         stopped = []
         # Stop in reverse start order: Kafka before ZooKeeper before Redis.
