@@ -143,6 +143,7 @@ class KafkaAgent:
         )
 
     # -- 2. position ---------------------------------------------------------------------
+    # --8<-- [start:position]
     def _position(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -178,6 +179,7 @@ class KafkaAgent:
                 )
         return positions
 
+    # --8<-- [end:position]
     # -- 3. intake -----------------------------------------------------------------------
     def _intake(self) -> None:
         while not self.stopping.is_set():
@@ -195,6 +197,7 @@ class KafkaAgent:
             except Exception:  # noqa: BLE001 - one bad message must not end the intake
                 log.exception("intake failed on a dispatch; continuing")
 
+    # --8<-- [start:take]
     def _take(self, msg: Message) -> None:
         self.dispatch_read += 1
         target = header(msg, AGENT_HEADER)
@@ -249,6 +252,7 @@ class KafkaAgent:
                 self.stopping.wait(0.05)
         return False
 
+    # --8<-- [end:take]
     def _dead_letter(self, msg: Message, error: str) -> None:
         while not self.stopping.is_set():
             try:
@@ -335,6 +339,7 @@ class KafkaAgent:
                 self._add_load(-1)
                 self._slots.release()
 
+    # --8<-- [start:should-stop]
     def _should_stop(self, dispatch: DispatchMessage) -> str:
         """Why the running attempt must be killed now, or "" to let it run.
 
@@ -355,6 +360,7 @@ class KafkaAgent:
             return f"superseded by attempt {attempt}"
         return ""
 
+    # --8<-- [end:should-stop]
     def _status(self, dispatch: DispatchMessage, status: str, **fields: object) -> None:
         self.publisher.publish(
             STATUS,

@@ -79,6 +79,7 @@ def _common(bus: Bus, client_id: str) -> dict:
     }
 
 
+# --8<-- [start:client-config]
 def producer_config(bus: Bus, client_id: str) -> dict:
     return {
         **_common(bus, client_id),
@@ -117,6 +118,7 @@ def consumer_config(bus: Bus, group: str, client_id: str, **extra: object) -> di
     }
 
 
+# --8<-- [end:client-config]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 

@@ -109,6 +109,7 @@ class AtLeastOnceConsumer:
         if delay is not None:
             self._hold(msg, delay)
 
+    # --8<-- [start:apply]
     def _apply(self, msg: Message) -> float | None:
         """Handle one message; None when done with it, else seconds until it is tried again."""
         handler = self.handlers[msg.topic()]
@@ -138,6 +139,7 @@ class AtLeastOnceConsumer:
         self.consumer.store_offsets(message=msg)
         return None
 
+    # --8<-- [end:apply]
     # -- holding a partition back ------------------------------------------------------------
     def _hold(self, msg: Message, delay: float) -> None:
         tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())

@@ -39,6 +39,7 @@ log = get_logger("tasklab.dispatch")
 AGENT_HEADER = "agentId"
 
 
+# --8<-- [start:dispatcher]
 class KafkaDispatcher(RedisDispatcher):
     def __init__(
         self,
@@ -116,6 +117,7 @@ class KafkaDispatcher(RedisDispatcher):
         )
 
 
+# --8<-- [end:dispatcher]
 def _from_entry(entry: str, agent_id: str) -> DispatchMessage | None:
     """Rebuild the dispatch message of an inbox entry (the task's queue message, plus the
     attempt and epoch it was dispatched with)."""

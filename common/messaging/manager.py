@@ -39,6 +39,7 @@ from common.observability import bind, get_logger
 log = get_logger("tasklab.manager")
 
 
+# --8<-- [start:heartbeat-monitor]
 class HeartbeatMonitor:
     """Which agents fell silent on agent-heartbeat-topic.
 
@@ -87,6 +88,7 @@ class HeartbeatMonitor:
         return due
 
 
+# --8<-- [end:heartbeat-monitor]
 class TaskEventManager:
     def __init__(
         self,
@@ -149,6 +151,7 @@ class TaskEventManager:
         else:
             raise Unprocessable(f"cannot apply RUNNING to a {result.status} task")
 
+    # --8<-- [start:final]
     def _final(self, event: StatusEvent, task: Task) -> None:
         key = (event.task_id, event.attempt)
         if task.attempt != event.attempt:
@@ -214,6 +217,7 @@ class TaskEventManager:
         )
         self.stats.count("log_lines_missing", event.log_lines - have)
 
+    # --8<-- [end:final]
     # -- task-logs-topic -----------------------------------------------------------------------
     def on_log(self, msg: Message) -> None:
         line = decode(LogLine, msg.value())
