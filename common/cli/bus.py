@@ -129,7 +129,7 @@ def tail(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     headers: Annotated[bool, typer.Option("--headers")] = False,
 ) -> None:
-    """Print a topic's latest messages as `[partition]@offset key=KEY VALUE`."""
+    """Print a topic's latest messages, one a line: partition, offset, key, value."""
     _read(topic, last, follow, headers)
 
 
