@@ -90,6 +90,12 @@ def producer_config(bus: Bus, client_id: str) -> dict:
         # Acknowledged only once every in-sync replica has the message: an acknowledged
         # dispatch or status survives the loss of the partition leader.
         "acks": "all",
+        # One request in flight per connection: a request that fails and is retried can never
+        # be overtaken by the next one. With several in flight, a first request to a partition
+        # refused while the broker takes the partition up can be overtaken, and the broker then
+        # refuses its retry as out of sequence for ever (KAFKA-15591): a RUNNING lost, its
+        # SUCCESS kept. Batching (below) keeps the throughput this costs small.
+        "max.in.flight.requests.per.connection": 1,
         # Batch for up to 5 ms: log lines come in bursts, and one request beats a hundred.
         "linger.ms": 5,
         # Never give a message up while the process lives: a SUCCESS that was dropped after a

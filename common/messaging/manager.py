@@ -35,6 +35,7 @@ from common.executors.base import ExecutionResult
 from common.messaging.consumer import NotYet, Unprocessable
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
 from common.observability import bind, get_logger
+from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.manager")
 
@@ -131,15 +132,7 @@ class TaskEventManager:
     def _running(self, event: StatusEvent, task: Task) -> None:
         if task.attempt == event.attempt and task.agent_id not in (None, event.agent_id):
             raise Unprocessable(f"attempt {event.attempt} is placed on {task.agent_id}")
-        result = self.store.transition(
-            event.task_id,
-            TaskStatus.RUNNING,
-            attempt=event.attempt,
-            epoch=event.epoch,
-            actor=event.agent_id,
-            fields={"startedAt": repr(event.at)},
-            clear=("result", "error", "exitCode"),
-        )
+        result = self._start(event)
         if result.accepted:
             self.stats.count("status_applied")
         elif result.reason in ("stale_attempt", "stale_epoch"):
@@ -150,6 +143,17 @@ class TaskEventManager:
             self.stats.count("status_duplicate")
         else:
             raise Unprocessable(f"cannot apply RUNNING to a {result.status} task")
+
+    def _start(self, event: StatusEvent) -> TransitionResult:
+        return self.store.transition(
+            event.task_id,
+            TaskStatus.RUNNING,
+            attempt=event.attempt,
+            epoch=event.epoch,
+            actor=event.agent_id,
+            fields={"startedAt": repr(event.at)},
+            clear=("result", "error", "exitCode"),
+        )
 
     # --8<-- [start:final]
     def _final(self, event: StatusEvent, task: Task) -> None:
@@ -165,9 +169,17 @@ class TaskEventManager:
             self._waiting_for_logs.pop(key, None)
             self.stats.count("status_duplicate")
             return
+        placed_here = task.agent_id == event.agent_id
+        if task.status == TaskStatus.DISPATCHED and placed_here and event.status != "CANCELLED":
+            # The attempt's RUNNING never arrived (dead-lettered, or lost by a broker): a
+            # final report from the agent the attempt was dispatched to says it ran. Applied
+            # first, through the same fenced transition; a late RUNNING is then a duplicate.
+            if self._start(event).accepted:
+                self.stats.count("status_running_implied")
+            task = self.store.get(event.task_id) or task
         if task.status != TaskStatus.RUNNING or event.status == "CANCELLED":
             raise Unprocessable(f"cannot apply {event.status} to a {task.status.value} task")
-        if task.agent_id != event.agent_id:
+        if not placed_here:
             raise Unprocessable(f"attempt {event.attempt} runs on {task.agent_id}")
         self._wait_for_lines(event, key)
         entry = self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.observability import get_logger
@@ -90,13 +90,19 @@ def ensure_topics(bootstrap: str, namespace: str = "", timeout: float = 30.0) ->
         time.sleep(0.5)
     if created:
         log.info("created topics %s", ", ".join(created))
-    _wait_for_leaders(admin, [topic_name(s.name, namespace) for s in TOPICS], deadline)
+    _wait_for_leaders(admin, bootstrap, [topic_name(s.name, namespace) for s in TOPICS], deadline)
     return created
 
 
-def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> None:
-    # A topic answers CreateTopics before its partitions have a leader; a consumer that asks
-    # for offsets in that window gets LEADER_NOT_AVAILABLE. Waiting here keeps callers simple.
+def _wait_for_leaders(
+    admin: AdminClient, bootstrap: str, names: list[str], deadline: float
+) -> None:
+    # A topic answers CreateTopics before its partitions have a leader, and metadata can name
+    # a leader before that broker has taken the partition up. A producer that writes in that
+    # window loses data although it is idempotent: its first request fails (not leader), the
+    # next one is accepted as the partition's first, and the retried first one is then refused
+    # as out of order for ever (KAFKA-15591). So wait until every partition answers an offset
+    # request, which only its leader, once ready, does.
     while True:
         metadata = admin.list_topics(timeout=10)
         ready = all(
@@ -106,7 +112,21 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> 
             for name in names
         )
         if ready:
-            return
+            break
         if time.monotonic() >= deadline:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "topics have no leader yet"))
         time.sleep(0.1)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "tasklab-topics", "log_level": 3})
+    try:
+        for name in names:
+            for partition in sorted(metadata.topics[name].partitions):
+                while True:
+                    try:
+                        probe.get_watermark_offsets(TopicPartition(name, partition), timeout=5)
+                        break
+                    except KafkaException:
+                        if time.monotonic() >= deadline:
+                            raise
+                        time.sleep(0.1)
+    finally:
+        probe.close()

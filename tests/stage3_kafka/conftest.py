@@ -239,18 +239,22 @@ class BusProbe:
         return out
 
     # -- a task placed by hand, for tests that run only some roles ----------------------------
-    def running_task(self, agent_id: str, payload: str = "true") -> tuple[str, int]:
-        """A task in RUNNING on `agent_id`, placed through the real transitions, with its
-        ledger entry on the agent's processing list; returns (taskId, epoch)."""
+    def running_task(
+        self, agent_id: str, payload: str = "true", status: TaskStatus = TaskStatus.RUNNING
+    ) -> tuple[str, int]:
+        """A task RUNNING (or only DISPATCHED) on `agent_id`, placed through the real
+        transitions, with its ledger entry on the agent's processing list, as the agent's
+        accept_dispatch.lua leaves it; returns (taskId, epoch)."""
         store = self.tasks.store
         task, _ = store.submit(TaskSpec(task_type=TaskType.SHELL, payload=payload))
         self.redis.lrem(keys.PENDING_QUEUE, 1, task.to_message())
         epoch = 1
-        for to, fields in (
+        steps = [
             (TaskStatus.SCHEDULED, {}),
             (TaskStatus.DISPATCHED, {"agentId": agent_id}),
             (TaskStatus.RUNNING, {}),
-        ):
+        ]
+        for to, fields in steps[: [s for s, _ in steps].index(status) + 1]:
             result = store.transition(
                 task.task_id, to, attempt=1, epoch=epoch, actor="test", fields=fields
             )

@@ -139,6 +139,31 @@ def test_a_redelivered_status_or_log_line_changes_nothing(manager, probe):
     assert probe.redis.llen(keys.processing("agent-x")) == 0
 
 
+def test_a_final_status_whose_running_never_arrived_is_applied_after_an_implied_running(
+    manager, probe
+):
+    # Given a task DISPATCHED to agent-x and taken up by it, whose RUNNING event was lost
+    task_id, epoch = probe.running_task("agent-x", status=TaskStatus.DISPATCHED)
+    done = StatusEvent(
+        task_id=task_id, attempt=1, epoch=epoch, agent_id="agent-x", status="SUCCESS"
+    )
+    running = StatusEvent(
+        task_id=task_id, attempt=1, epoch=epoch, agent_id="agent-x", status="RUNNING"
+    )
+
+    # When its SUCCESS arrives, and the RUNNING only after it
+    probe.produce(STATUS, task_id, done.encode())
+    probe.produce(STATUS, task_id, running.encode())
+
+    # Then the task went DISPATCHED -> RUNNING -> SUCCESS once, and the late RUNNING is a
+    # duplicate, not a dead letter
+    eventually(lambda: probe.event_stats()["status_duplicate"] == 1, 10, message="both read")
+    states = [h["state"] for h in probe.history(task_id)]
+    assert states[-3:] == ["DISPATCHED", "RUNNING", "SUCCESS"]
+    assert probe.event_stats()["status_running_implied"] == 1
+    assert probe.redis.llen(keys.processing("agent-x")) == 0
+
+
 def test_a_final_status_waits_for_its_log_lines_so_follow_never_stops_early(manager, probe):
     # Given a task RUNNING on agent-x, whose final status says it printed two lines
     task_id, epoch = probe.running_task("agent-x")
