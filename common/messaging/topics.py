@@ -57,7 +57,8 @@ def topic_name(name: str, namespace: str = "") -> str:
 
 def ensure_topics(bootstrap: str, namespace: str = "", timeout: float = 30.0) -> list[str]:
     """Create every topic that does not exist yet; return the names created now."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    # librdkafka's log lines go to the process's log, like every other client's.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": get_logger("tasklab.kafka")})
     wanted = [
         NewTopic(
             topic_name(spec.name, namespace),
@@ -74,16 +75,19 @@ def ensure_topics(bootstrap: str, namespace: str = "", timeout: float = 30.0) ->
         futures = admin.create_topics(wanted, request_timeout=10)
         retry: list[NewTopic] = []
         for topic in wanted:
-            try:
-                futures[topic.topic].result()
+            # .exception(), not .result(): a raised exception would tie this frame, the future
+            # and the client into a cycle that keeps the client (and its threads reconnecting
+            # to the broker) alive long after this function returned.
+            exc = futures[topic.topic].exception()
+            if exc is None:
                 created.append(topic.topic)
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    continue
-                if not err.retriable() or time.monotonic() >= deadline:
-                    raise
-                retry.append(topic)
+                continue
+            err = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if not err.retriable() or time.monotonic() >= deadline:
+                raise KafkaException(err)
+            retry.append(topic)
         if not retry:
             break
         wanted = retry
@@ -116,7 +120,13 @@ def _wait_for_leaders(
         if time.monotonic() >= deadline:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "topics have no leader yet"))
         time.sleep(0.1)
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "tasklab-topics", "log_level": 3})
+    probe = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "tasklab-topics",  # never joined: only offsets are asked for
+            "logger": get_logger("tasklab.kafka"),
+        }
+    )
     try:
         for name in names:
             for partition in sorted(metadata.topics[name].partitions):

@@ -5,6 +5,7 @@ stage's roles as real processes; and a `bus` a test reads its facts from and inj
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import time
 import uuid
@@ -27,6 +28,11 @@ from common.messaging.topics import DISPATCH, HEARTBEAT, ensure_topics
 from common.testing import eventually
 
 pytestmark = pytest.mark.integration
+
+# The probes' own Kafka clients: their reconnect complaints while a test restarts the broker
+# are expected, and would bury the roles' logs that a failing test prints.
+QUIET = logging.getLogger("tests.stage3.kafka-probe")
+QUIET.setLevel(logging.CRITICAL)
 
 
 @pytest.fixture
@@ -101,7 +107,7 @@ class BusProbe:
         self.tasks = tasks
         self.runs_file = runs_file
         self.producer = Producer(
-            {"bootstrap.servers": bus.bootstrap, "enable.idempotence": True, "log_level": 2}
+            {"bootstrap.servers": bus.bootstrap, "enable.idempotence": True, "logger": QUIET}
         )
 
     # -- injecting -----------------------------------------------------------------------
@@ -127,6 +133,7 @@ class BusProbe:
                 "group.id": f"probe-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                "logger": QUIET,
             }
         )
         name = self.bus.topic(topic)
@@ -150,7 +157,9 @@ class BusProbe:
 
     def end_offsets(self, topic: str) -> int:
         """How many messages `topic` holds (the sum of its partitions' end offsets)."""
-        consumer = Consumer({"bootstrap.servers": self.bus.bootstrap, "group.id": "probe-ends"})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bus.bootstrap, "group.id": "probe-ends", "logger": QUIET}
+        )
         name = self.bus.topic(topic)
         try:
             partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
