@@ -13,7 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.domain.task import Task, TaskType
-from common.executors.process import LineListener, ProcessOutcome, Spawner, run_process
+from common.executors.process import (
+    Child,
+    LineListener,
+    ProcessOutcome,
+    Spawner,
+    popen_child,
+    run_process,
+)
+from common.executors.zygote import ZygoteError, ZygotePool
+from common.observability import get_logger
+
+log = get_logger("tasklab.executor")
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,16 @@ class ExecutionResult:
 class TaskExecutor(ABC):
     task_type: TaskType
 
-    def __init__(self, limits: ExecutorLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: ExecutorLimits | None = None,
+        pool: ZygotePool | None = None,
+        warm_fork: bool = True,
+    ) -> None:
         self.limits = limits or ExecutorLimits()
+        # A pool handed in (the factory shares one between types) is its owner's to close.
+        self._owns_pool = pool is None and warm_fork
+        self.pool = ZygotePool() if self._owns_pool else pool
 
     def run(
         self,
@@ -85,15 +104,37 @@ class TaskExecutor(ABC):
         )
 
     def spawner(self, task: Task, argv: list[str]) -> Spawner | None:
-        """How the child is started; None = a fresh exec of `argv` in a new session.
+        """How the child is started: forked from a warm zygote, else a fresh exec of `argv`.
 
-        A type may start its child faster (PYTHON_SCRIPT forks a warm interpreter), as long
-        as the child is the same: its own session, stdout and stderr piped, same exit code.
+        Either way the child is the same: its own session, stdout and stderr piped, the same
+        exit code. The zygote also kills the child's group if this agent dies (zygote.py).
         """
-        return None
+        pool = self.pool
+        if pool is None:
+            return None
 
-    def close(self) -> None:  # noqa: B027 - an optional hook: most executors keep nothing
-        """Release what the executor keeps between tasks (none by default)."""
+        def spawn() -> Child:
+            try:
+                return self.start_in_zygote(pool, task, argv)
+            except (ZygoteError, OSError) as exc:
+                log.warning("warm fork unavailable (%s); starting a fresh process", exc)
+                return popen_child(argv)
+
+        return spawn
+
+    def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
+        """Fork a warm zygote and exec `argv` there; a type may run its child differently."""
+        return pool.exec(argv)
+
+    def warm(self, count: int = 1) -> None:
+        """Start zygotes ahead of the first task (agent start-up), not during it."""
+        if self.pool is not None:
+            self.pool.warm(count)
+
+    def close(self) -> None:
+        """Release what the executor keeps between tasks."""
+        if self.pool is not None and self._owns_pool:
+            self.pool.close()
 
     def report(self, task: Task, outcome: ProcessOutcome) -> ExecutionResult:
         error = None

@@ -13,15 +13,22 @@ from common.domain.task import TaskType
 from common.executors.base import ExecutorLimits, TaskExecutor
 from common.executors.python_script import PythonScriptExecutor
 from common.executors.shell import ShellTaskExecutor
+from common.executors.zygote import ZygotePool
+
+# Called as maker(limits, pool=..., warm_fork=...): a TaskExecutor subclass is one.
+Maker = Callable[..., TaskExecutor]
 
 
 class ExecutorFactory:
-    def __init__(self, limits: ExecutorLimits | None = None) -> None:
+    def __init__(self, limits: ExecutorLimits | None = None, warm_fork: bool = True) -> None:
         self.limits = limits or ExecutorLimits()
-        self._makers: dict[TaskType, Callable[[ExecutorLimits], TaskExecutor]] = {}
+        # One pool of warm zygotes for every type: a zygote can run a script or exec a shell,
+        # so an agent keeps `capacity` of them, not `capacity` per task type.
+        self.pool = ZygotePool() if warm_fork else None
+        self._makers: dict[TaskType, Maker] = {}
         self._cache: dict[TaskType, TaskExecutor] = {}
 
-    def register(self, task_type: TaskType, maker: Callable[[ExecutorLimits], TaskExecutor]):
+    def register(self, task_type: TaskType, maker: Maker):
         self._makers[task_type] = maker
         self._cache.pop(task_type, None)
         return self
@@ -36,26 +43,31 @@ class ExecutorFactory:
                 maker = self._makers[task_type]
             except KeyError:
                 raise ValueError(f"no executor registered for {task_type}") from None
-            self._cache[task_type] = maker(self.limits)
+            self._cache[task_type] = maker(
+                self.limits, pool=self.pool, warm_fork=self.pool is not None
+            )
         return self._cache[task_type]
 
     def warm(self, parallel: int = 1) -> None:
         """Do per-executor set-up now, at start-up, rather than inside the first task."""
         for task_type in self.supported():
-            executor = self.create(task_type)
-            warm = getattr(executor, "warm", None)
-            if warm is not None:
-                warm(parallel)
+            self.create(task_type)
+        if self.pool is not None:
+            self.pool.warm(parallel)
 
     def close(self) -> None:
         for executor in self._cache.values():
             executor.close()
         self._cache.clear()
+        if self.pool is not None:
+            self.pool.close()
 
 
-def default_factory(limits: ExecutorLimits | None = None) -> ExecutorFactory:
+def default_factory(
+    limits: ExecutorLimits | None = None, warm_fork: bool = True
+) -> ExecutorFactory:
     return (
-        ExecutorFactory(limits)
+        ExecutorFactory(limits, warm_fork)
         .register(TaskType.SHELL, ShellTaskExecutor)
         .register(TaskType.PYTHON_SCRIPT, PythonScriptExecutor)
     )

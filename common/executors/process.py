@@ -106,6 +106,22 @@ class Child(Protocol):
 Spawner = Callable[[], Child]
 
 
+def popen_child(
+    argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen:
+    """A fresh exec of `argv` in a new session (its pid is its group id), output piped."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+        cwd=cwd,
+        close_fds=True,
+    )
+
+
 # --8<-- [start:run-process]
 def run_process(
     argv: list[str],
@@ -123,20 +139,7 @@ def run_process(
 ) -> ProcessOutcome:
     started = time.monotonic()
     deadline = started + timeout
-    proc: Child
-    if spawn is not None:
-        proc = spawn()
-    else:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=env,
-            cwd=cwd,
-            close_fds=True,
-        )
+    proc: Child = spawn() if spawn is not None else popen_child(argv, env=env, cwd=cwd)
     pgid = proc.pid
     lines: list[str] = []
     captures = {

@@ -1,4 +1,4 @@
-"""Warm fork server for PYTHON_SCRIPT tasks: the agent's side of `zygote_server.py`.
+"""Warm fork server for task processes: the agent's side of `zygote_server.py`.
 
 Pattern: Object Pool (introduced in stage 1). Starting a Python interpreter per task costs
 ~30 ms; a zygote (a small interpreter started once) forks a child per task in ~1 ms. One
@@ -7,8 +7,11 @@ grows on demand. A child it forks looks to `run_process` like any other child pr
 a pid that is also its process group id, stdout and stderr pipes, `poll` and `wait`; the
 deadline, the cancel, the capped capture and the group kill stay in one place.
 
-If a zygote cannot be started or dies, the executor falls back to a fresh interpreter, so a
-task never fails because of this optimisation.
+PYTHON_SCRIPT children run the source in the forked interpreter; SHELL children exec
+/bin/sh. Either way the zygote kills the child's group if the agent dies while it runs.
+
+If a zygote cannot be started or dies, the executor falls back to a fresh process, so a task
+never fails because of this optimisation.
 """
 
 from __future__ import annotations
@@ -124,16 +127,13 @@ class Zygote:
     def close(self) -> None:
         self._finalizer()
 
-    def run(self, source: str, filename: str, pool: ZygotePool | None = None) -> ZygoteChild:
+    def start(self, request: dict, pool: ZygotePool | None = None) -> ZygoteChild:
+        """Ask for a child (`request` is a "run" or "exec" message) with fresh output pipes."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            _send(
-                self.sock,
-                {"op": "run", "source": source, "filename": filename},
-                [devnull, out_w, err_w],
-            )
+            _send(self.sock, request, [devnull, out_w, err_w])
             reply = self.reader.read(self.start_timeout)
         except (OSError, TimeoutError) as exc:
             os.close(out_r)
@@ -247,11 +247,19 @@ class ZygotePool:
             self.put(zygote)
 
     def run(self, source: str, filename: str = "<string>") -> ZygoteChild:
+        """A child that runs Python `source` in the warm interpreter."""
+        return self._start({"op": "run", "source": source, "filename": filename})
+
+    def exec(self, argv: list[str]) -> ZygoteChild:
+        """A child that execs `argv` (it pays the exec, not an interpreter start)."""
+        return self._start({"op": "exec", "argv": argv})
+
+    def _start(self, request: dict) -> ZygoteChild:
         # One retry with a fresh zygote covers one that died while idle.
         for attempt in range(2):
             zygote = self.get()
             try:
-                return zygote.run(source, filename, self)
+                return zygote.start(request, self)
             except ZygoteError:
                 zygote.close()
                 if attempt:

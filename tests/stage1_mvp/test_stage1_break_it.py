@@ -4,9 +4,11 @@ First the naive BRPOP agent, which loses the task; then the reliable claim (BLMO
 processing list + reaper), which loses none.
 """
 
+import pytest
+
 from common import keys
 from common.domain.transitions import TaskStatus
-from common.testing import eventually
+from common.testing import eventually, process_alive
 
 SLOW = {"taskType": "SHELL", "payload": "echo started; sleep 2; echo finished"}
 
@@ -117,3 +119,37 @@ def test_a_zombie_agents_late_report_is_rejected_and_counted(redis_client, clien
 
 
 # --8<-- [end:zombie]
+
+
+@pytest.mark.parametrize(
+    "task_type, payload",
+    [
+        ("SHELL", "sleep 300 & echo $! > {bg}; echo $$ > {pid}; sleep 300"),
+        (
+            "PYTHON_SCRIPT",
+            "import os, subprocess, time\n"
+            "bg = subprocess.Popen(['sleep', '300'])\n"
+            "open({bg!r}, 'w').write(str(bg.pid))\n"
+            "open({pid!r}, 'w').write(str(os.getpid()))\n"
+            "time.sleep(300)\n",
+        ),
+    ],
+)
+def test_a_running_task_and_its_children_die_with_an_agent_killed_9(
+    client, agent, tmp_path, task_type, payload
+):
+    # Given an agent running a task that started a background child
+    victim = agent("doomed")
+    pid_file, bg_file = tmp_path / "task.pid", tmp_path / "bg.pid"
+    task, _ = client.submit(
+        {"taskType": task_type, "payload": payload.format(pid=str(pid_file), bg=str(bg_file))}
+    )
+    eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task started")
+    eventually(lambda: bg_file.exists() and bg_file.read_text().strip(), message="child started")
+    task_pid, bg_pid = int(pid_file.read_text()), int(bg_file.read_text())
+    assert process_alive(task_pid) and process_alive(bg_pid)
+    # When the agent is killed -9
+    victim.kill()
+    # Then the task's whole process group dies too: no orphan runs on beside the next attempt
+    eventually(lambda: not process_alive(task_pid), timeout=5, message="task process killed")
+    eventually(lambda: not process_alive(bg_pid), timeout=5, message="background child killed")
