@@ -17,7 +17,7 @@ METRICS: list[tuple[str, tuple[str, str], str, str, bool]] = [
     ("worker_cpu_ms", ("burst", "worker_cpu_ms_per_task"), "wCPU ms", "{:.2f}", False),
     ("client_cpu_ms", ("burst", "client_cpu_ms_per_task"), "cCPU ms", "{:.3f}", False),
     ("redis_cmds", ("burst", "redis_cmds_per_task"), "cmds", "{:.1f}", False),
-    ("round_trips", ("monitor", "round_trips_per_task"), "RTTs", "{:.1f}", False),
+    ("round_trips", ("monitor", "round_trips_per_task"), "sent", "{:.1f}", False),
     ("redis_cpu_us", ("burst", "redis_cpu_us_per_task"), "rCPU us", "{:.0f}", False),
     ("pss_mb", ("memory", "pss_mb"), "PSS MB", "{:.0f}", False),
 ]
@@ -94,6 +94,11 @@ def summarize(trials: list[dict], workloads: list[str]) -> dict:
     return out
 
 
+def _order(names) -> list[str]:
+    """tasklab stages first (stage 1, 2, 3, then baselines), Celery after them."""
+    return sorted(names, key=lambda n: (n.startswith("celery"), "@" in n, n))
+
+
 def _ratio(a: float, b: float | None) -> float:
     if b is None or not b or math.isnan(a) or math.isnan(b):
         return float("nan")
@@ -110,8 +115,8 @@ def table(summary: dict, meta: dict) -> str:
     for wl in _workloads(summary):
         lines.append(f"== {wl}")
         rows = [header]
-        for name, per_wl in summary["systems"].items():
-            row = per_wl.get(wl)
+        for name in _order(summary["systems"]):
+            row = summary["systems"][name].get(wl)
             if not row:
                 continue
             cells = [name] + [_fmt(fmt, row[key]) for key, _p, _l, fmt, _h in METRICS]
@@ -123,8 +128,8 @@ def table(summary: dict, meta: dict) -> str:
         lines.append("== ratios: tasklab / Celery stock | tasklab / Celery parity (same run)")
         labels = {m[0]: m[2] for m in METRICS}
         rows = [["system", "workload"] + [labels[k] for k in RATIO_KEYS]]
-        for name, per_wl in summary["ratios"].items():
-            for wl, ratios in per_wl.items():
+        for name in _order(summary["ratios"]):
+            for wl, ratios in sorted(summary["ratios"][name].items()):
                 rows.append(
                     [name, wl]
                     + [
@@ -145,12 +150,7 @@ def table(summary: dict, meta: dict) -> str:
 
 
 def _workloads(summary: dict) -> list[str]:
-    seen: list[str] = []
-    for per_wl in summary["systems"].values():
-        for wl in per_wl:
-            if wl not in seen:
-                seen.append(wl)
-    return seen
+    return sorted({wl for per_wl in summary["systems"].values() for wl in per_wl})
 
 
 def _grid(rows: list[list[str]]) -> list[str]:
@@ -204,8 +204,8 @@ def markdown(summary: dict, meta: dict) -> str:
         head = ["system"] + [m[2] for m in METRICS] + ["lost/dup"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        for name, per_wl in summary["systems"].items():
-            row = per_wl.get(wl)
+        for name in _order(summary["systems"]):
+            row = summary["systems"][name].get(wl)
             if row:
                 cells = [_fmt(fmt, row[key]) for key, _p, _l, fmt, _h in METRICS]
                 out.append(
@@ -217,8 +217,8 @@ def markdown(summary: dict, meta: dict) -> str:
         head = ["system", "workload"] + [labels[k] for k in RATIO_KEYS]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        for name, per_wl in summary["ratios"].items():
-            for wl, ratios in per_wl.items():
+        for name in _order(summary["ratios"]):
+            for wl, ratios in sorted(summary["ratios"][name].items()):
                 cells = [
                     f"{_fmt('{:.2f}', ratios[k]['celery-stock'])} / "
                     f"{_fmt('{:.2f}', ratios[k]['celery-parity'])}"

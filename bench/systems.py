@@ -136,7 +136,10 @@ class TasklabSystem(System):
             "TASKLAB_LOG_FORMAT": "json",
         }
         if self.source is not None:
+            # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this
+            # checkout) ahead of PYTHONPATH, and the roles would run today's code.
             env["PYTHONPATH"] = str(self.source)
+            env["PYTHONSAFEPATH"] = "1"
         if self.stage >= 2:
             # A fresh chroot per trial: no registration or leadership left from the last one.
             env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
