@@ -47,10 +47,13 @@ class HeartbeatMonitor:
     Silence is evidence only while the bus is heard. An agent is declared silent when no
     heartbeat of its arrived for `timeout` *and* heartbeats of other agents did arrive since;
     and after a time when nothing arrived from anyone (a broker restart, the manager's own
-    network), every agent first gets a whole `timeout` to be heard again: clients reconnect
-    one by one, not all in the same instant. The price: with a single agent, its death is
-    left to ZooKeeper alone.
+    network), every agent first gets `RECOVERY_GRACE` timeouts to be heard again: clients
+    come back one by one, each reconnecting and then asking the restarted broker for its
+    idempotent-producer id, which can take seconds. The price: with a single agent, its death
+    is left to ZooKeeper alone.
     """
+
+    RECOVERY_GRACE = 2.0  # timeouts of grace after the whole bus was silent
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -72,7 +75,7 @@ class HeartbeatMonitor:
     def silent(self, now: float) -> list[str]:
         """Agents to fail over now. While one stays silent it is returned again every
         `timeout`, so work the scheduler keeps placing on it does not wait there."""
-        if not self._last or now - self._heard_since <= self.timeout:
+        if not self._last or now - self._heard_since <= self.RECOVERY_GRACE * self.timeout:
             return []
         newest = max(self._last.values())
         due = []

@@ -78,14 +78,26 @@ def test_an_agent_frozen_past_the_heartbeat_timeout_is_failed_over_before_zookee
     try:
         # Then the manager, hearing the other agent but not this one, gives the task back
         # within seconds, long before the ten-second session could expire
-        done = finished(probe, task.task_id)
-        lost = next(
-            h for h in probe.history(task.task_id) if h["state"] == "PENDING" and h.get("from")
+        lost = eventually(
+            lambda: next(
+                (
+                    h
+                    for h in probe.history(task.task_id)
+                    if h["state"] == "PENDING" and h.get("from")
+                ),
+                None,
+            ),
+            15,
+            message="task given back",
         )
         assert lost["actor"] == "manager:manager-1 (missed heartbeats)"
         took = float(lost["at"]) - frozen_at
-        assert took < 5, took
+        # 3 s of silence, or up to 6 s when the manager itself started moments ago (it gives
+        # every agent two timeouts to be heard first); either way before the 10 s session.
+        assert took < 10, took
         assert victim in probe.live_agents()
+        # and attempt 2 runs to the end on the other agent
+        done = finished(probe, task.task_id)
         assert (done.status, done.attempt, done.result) == (
             TaskStatus.SUCCESS,
             2,
