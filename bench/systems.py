@@ -140,6 +140,8 @@ class TasklabSystem(System):
             # checkout) ahead of PYTHONPATH, and the roles would run today's code.
             env["PYTHONPATH"] = str(self.source)
             env["PYTHONSAFEPATH"] = "1"
+            # Its own config files too: today's may name settings it does not know.
+            env["TASKLAB_CONFIG_DIR"] = str(self.source / "config")
         if self.stage >= 2:
             # A fresh chroot per trial: no registration or leadership left from the last one.
             env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
@@ -173,6 +175,8 @@ class TasklabSystem(System):
         issued = 0
         deadline = time.monotonic() + timeout
         while outstanding and time.monotonic() < deadline:
+            if self.procs and not self.pids():
+                break  # every role died (see its log): what is left is lost, not late
             window = outstanding[:256]
             pipe = redis.pipeline(transaction=False)
             for tid in window:
@@ -327,7 +331,7 @@ class CelerySystem(System):
         wanted = set(ids)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if wanted <= self._records().keys():
+            if wanted <= self._records().keys() or not self.pids():
                 break
             time.sleep(0.05)
         return 0  # the records are files: the waiting costs Redis nothing
