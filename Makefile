@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 TASKLAB := $(BIN)/tasklab
 STAMP := $(VENV)/.installed
 export TASKLAB_DEVSTACK_DIR ?= $(CURDIR)/.tasklab/devstack
+export NO_MKDOCS_2_WARNING := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test unit lint docs docs-serve demo clean \
