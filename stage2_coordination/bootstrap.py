@@ -23,9 +23,10 @@ from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
+from common.coordination.agent_lifecycle import run_registered_agent
 from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
-from common.coordination.registry import AgentAlreadyRegistered, AgentRegistry
+from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.executors import ExecutorLimits, default_factory
 from common.retry import ExponentialBackoff
@@ -101,41 +102,13 @@ def run_scheduler(settings: Settings) -> None:
         close_zk(settings)
 
 
-# --8<-- [start:run-agent]
 def run_agent(settings: Settings) -> None:
     try:
         agent, registry = build_agent(settings)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
 
-    def shut_down(*_: object) -> None:
-        # Draining first: the scheduler stops sending work while running tasks finish. The
-        # node is deleted only after that, or the leader would re-queue tasks still running.
-        registry.drain()
-        agent.stopping.set()
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
-    # 1. Take no work until registered. 2. Wait out a previous incarnation's node, so the
-    # leader sees that agent die. 3. Re-queue what it left (Agent.start). 4. Register.
-    agent.paused.set()
-    try:
-        registry.wait_until_free(timeout=2 * settings.zk_session_timeout + 1)
-        agent.start()
-        registry.start()
-    except AgentAlreadyRegistered as exc:
-        close_zk(settings)
-        sys.exit(f"error: {exc}")
-    try:
-        while not agent.stopping.wait(0.5):
-            pass
-    finally:
-        agent.stop()
-        registry.stop()
-        close_zk(settings)
-
-
-# --8<-- [end:run-agent]
+    run_registered_agent(agent, registry, settings)
 
 
 STAGE = StageSpec(

@@ -33,9 +33,10 @@ from common.adapters.redis_store import RedisTaskStore
 from common.agent.kafka_agent import KafkaAgent
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
+from common.coordination.agent_lifecycle import run_registered_agent
 from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
-from common.coordination.registry import AgentAlreadyRegistered, AgentRegistry
+from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.executors import ExecutorLimits, default_factory
 from common.messaging.clients import Bus, EventPublisher
@@ -156,31 +157,7 @@ def run_agent(settings: Settings) -> None:
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
 
-    def shut_down(*_: object) -> None:
-        # Draining first: the scheduler stops placing work here while running tasks finish.
-        registry.drain()
-        agent.stopping.set()
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
-    # 1. No work until registered. 2. Wait out a previous incarnation's node, so the leader
-    # sees that agent die. 3. Give back what it left and fix the topic positions (start).
-    # 4. Register: from now on the scheduler may dispatch here, and the intake already reads.
-    agent.paused.set()
-    try:
-        registry.wait_until_free(timeout=2 * settings.zk_session_timeout + 1)
-        agent.start()
-        registry.start()
-    except AgentAlreadyRegistered as exc:
-        close_zk(settings)
-        sys.exit(f"error: {exc}")
-    try:
-        while not agent.stopping.wait(0.5):
-            pass
-    finally:
-        agent.stop()
-        registry.stop()
-        close_zk(settings)
+    run_registered_agent(agent, registry, settings)
 
 
 # -- manager -----------------------------------------------------------------------------------

@@ -88,20 +88,25 @@ def _exit_code(exc):
     return 1
 
 
+def _enter_task_session(sock, fds):
+    """In a just-forked child: a session of its own, the agent's pipes as fds 0-2, no socket."""
+    os.setsid()
+    stdin, stdout, stderr = fds
+    os.dup2(stdin, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    sock.close()
+
+
 def _child(sock, fds, main, code, error):
     # Every object this touches is a copy-on-write page fault (~3 us each here), so the child
     # does only what must happen after the fork; the rest was prepared before it.
     status = 1
     try:
-        os.setsid()
-        stdin, stdout, stderr = fds
-        os.dup2(stdin, 0)
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        sock.close()
+        _enter_task_session(sock, fds)
         try:
             if error is not None:
                 raise error
@@ -134,15 +139,7 @@ def _child(sock, fds, main, code, error):
 
 def _exec_child(sock, fds, argv):
     try:
-        os.setsid()
-        stdin, stdout, stderr = fds
-        os.dup2(stdin, 0)
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        sock.close()
+        _enter_task_session(sock, fds)
         # What subprocess's restore_signals does: Python ignores SIGPIPE and SIGXFSZ, and an
         # ignored signal stays ignored across exec, so `yes | head` would never end.
         for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):

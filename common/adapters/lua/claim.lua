@@ -31,17 +31,8 @@ if dispatched then
 end
 -- --8<-- [end:dispatched]
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  local fields = cjson.decode(ARGV[3])
-  local args = {}
-  for k, v in pairs(fields) do
-    args[#args + 1] = k
-    args[#args + 1] = tostring(v)
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
-  redis.call('RPUSH', KEYS[2], cjson.encode({state = 'PENDING', at = ARGV[5],
-                                             actor = 'queue:' .. ARGV[4], epoch = 0,
-                                             attempt = 1, reason = 'created from queue message'}))
-  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6])
+  create_task(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[3], ARGV[5], 'queue:' .. ARGV[4],
+              'created from queue message')
 end
 if ARGV[7] == '1' and ARGV[1] ~= ARGV[2] then
   redis.call('LREM', KEYS[4], 1, ARGV[1])

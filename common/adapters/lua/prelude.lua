@@ -1,6 +1,22 @@
 -- Shared by every tasklab script. LEGAL is generated from common/domain/transitions.py and
 -- prepended above this line, so Redis enforces exactly the Python table.
 
+-- Create a task: its hash from a JSON object of fields, the first history entry, and its place
+-- in the index. Every way a task comes into being (submit, a hand-pushed message claimed by an
+-- agent or placed by a scheduler) goes through here, so they all look the same afterwards.
+local function create_task(tkey, hkey, index_key, task_id, fields_json, now, actor, reason)
+  local args = {}
+  for k, v in pairs(cjson.decode(fields_json)) do
+    args[#args + 1] = k
+    args[#args + 1] = tostring(v)
+  end
+  redis.call('HSET', tkey, unpack(args))
+  local entry = {state = 'PENDING', at = now, actor = actor, epoch = 0, attempt = 1}
+  if reason ~= '' then entry.reason = reason end
+  redis.call('RPUSH', hkey, cjson.encode(entry))
+  redis.call('ZADD', index_key, now, task_id)
+end
+
 local function count(stats_key, what)
   redis.call('HINCRBY', stats_key, what, 1)
 end

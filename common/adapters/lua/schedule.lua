@@ -14,17 +14,8 @@ if epoch < fence then
   return {0, 'stale_epoch', '', 0}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  local fields = cjson.decode(ARGV[3])
-  local args = {}
-  for k, v in pairs(fields) do
-    args[#args + 1] = k
-    args[#args + 1] = tostring(v)
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
-  redis.call('RPUSH', KEYS[2], cjson.encode({state = 'PENDING', at = ARGV[6], actor = ARGV[5],
-                                             epoch = 0, attempt = 1,
-                                             reason = 'created from queue message'}))
-  redis.call('ZADD', KEYS[6], ARGV[6], ARGV[7])
+  create_task(KEYS[1], KEYS[2], KEYS[6], ARGV[7], ARGV[3], ARGV[6], ARGV[5],
+              'created from queue message')
 end
 if ARGV[1] ~= ARGV[2] then
   redis.call('LREM', KEYS[5], 1, ARGV[1])

@@ -8,15 +8,6 @@ if ARGV[6] == '1' then
   if existing then return {existing, 0} end
   redis.call('SET', KEYS[5], ARGV[1])
 end
-local fields = cjson.decode(ARGV[2])
-local args = {}
-for k, v in pairs(fields) do
-  args[#args + 1] = k
-  args[#args + 1] = tostring(v)
-end
-redis.call('HSET', KEYS[1], unpack(args))
-redis.call('RPUSH', KEYS[2], cjson.encode({state = 'PENDING', at = ARGV[4], actor = ARGV[5],
-                                           epoch = 0, attempt = 1}))
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+create_task(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[4], ARGV[5], '')
 redis.call('LPUSH', KEYS[3], ARGV[3])
 return {ARGV[1], 1}
