@@ -61,7 +61,8 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode("quick", 3, 100, 300, 60, 40.0, 40, 200, 2000),
+    # A smoke run: every system, workload and phase once, small; figures too rough to publish.
+    "quick": Mode("quick", 1, 50, 200, 40, 40.0, 20, 100, 1000),
     "full": Mode("full", 3, 500, 2000, 2000, 50.0, 200, 2000, 20000),
 }
 
@@ -320,7 +321,7 @@ def remove_checkout(path: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (a minute or two)")
-    p.add_argument("--reps", type=int, help="repetitions of every trial (default 3)")
+    p.add_argument("--reps", type=int, help="repetitions of every trial (full 3, quick 1)")
     p.add_argument("--stages", default="1,2,3", help="tasklab stages to include if installed")
     p.add_argument("--no-celery", action="store_true", help="tasklab only")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
