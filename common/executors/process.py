@@ -75,6 +75,9 @@ class _Capture:
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    if pgid <= 1:
+        # 0 would be our own group, and kill(-1) everything we may signal: never a task's.
+        return
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
