@@ -16,7 +16,7 @@ from common import keys
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.coordination.paths import LIVE_AGENTS, SCHEDULER_LEADER
-from common.domain.transitions import TaskStatus
+from common.testing.probe import TaskFacts
 
 pytestmark = pytest.mark.integration
 
@@ -94,13 +94,12 @@ def tasks(redis_client) -> TaskClient:
     return TaskClient(RedisTaskStore(redis_client))
 
 
-class Probe:
+class Probe(TaskFacts):
     """What a stage 2 test reads: live agents, the leader, the fence, task runs."""
 
     def __init__(self, zk: KazooClient, redis_client, tasks: TaskClient, runs_file: Path):
+        super().__init__(redis_client, tasks)
         self.zk = zk
-        self.redis = redis_client
-        self.tasks = tasks
         self.runs_file = runs_file
 
     def live_agents(self) -> list[str]:
@@ -142,20 +141,6 @@ class Probe:
             )
             out[label] = task.task_id
         return out
-
-    def statuses(self, task_ids) -> Counter[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for tid in task_ids:
-            pipe.hget(keys.task(tid), "status")
-        return Counter((s or b"?").decode() for s in pipe.execute())
-
-    def all_succeeded(self, task_ids) -> bool:
-        counts = self.statuses(task_ids)
-        assert counts[TaskStatus.FAILED] == 0, counts
-        return counts[TaskStatus.SUCCESS] == len(task_ids)
-
-    def history(self, task_id: str) -> list[dict]:
-        return self.tasks.store.history(task_id)
 
     @staticmethod
     def log_lines(proc, pattern: str) -> list[str]:

@@ -7,7 +7,6 @@ so a later failure in an agent or scheduler test can be blamed on tasklab, not o
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from kazoo.client import KazooClient, KazooState
 
 from common.devstack.base import RunningService, ServiceUnavailable, pid_alive, port_open
 from common.devstack.zookeeper import ZooKeeperService, four_letter_word
+from common.testing.pytest_plugin import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,7 @@ def zookeeper(tmp_path: Path) -> Iterator[ZooKeeperUnderTest]:
     try:
         running = service.start(tmp_path)
     except ServiceUnavailable as exc:
-        # Locally a missing JDK is a reason to skip; under CI it means the image is broken.
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ZooKeeper unavailable under CI: {exc}")
-        pytest.skip(f"ZooKeeper unavailable: {exc}")
+        unavailable(f"ZooKeeper unavailable: {exc}")  # skip locally, fail under CI
     under_test = ZooKeeperUnderTest(service, running)
     try:
         yield under_test

@@ -26,6 +26,7 @@ from common.messaging.clients import Bus
 from common.messaging.schemas import Heartbeat, decode
 from common.messaging.topics import DISPATCH, HEARTBEAT, ensure_topics
 from common.testing import eventually
+from common.testing.probe import TaskFacts
 
 pytestmark = pytest.mark.integration
 
@@ -95,16 +96,15 @@ def zk(zookeeper_service, zk_chroot):
     client.close()
 
 
-class BusProbe:
+class BusProbe(TaskFacts):
     """What a stage 3 test reads and injects: topics, Redis facts, task runs."""
 
     def __init__(
         self, bus: Bus, redis_client, tasks: TaskClient, runs_file: Path, zk: KazooClient
     ) -> None:
+        super().__init__(redis_client, tasks)
         self.bus = bus
         self.zk = zk
-        self.redis = redis_client
-        self.tasks = tasks
         self.runs_file = runs_file
         self.producer = Producer(
             {"bootstrap.servers": bus.bootstrap, "enable.idempotence": True, "logger": QUIET}
@@ -201,23 +201,6 @@ class BusProbe:
     def event_stats(self) -> Counter[str]:
         raw = self.redis.hgetall(keys.EVENT_STATS)
         return Counter({k.decode(): int(v) for k, v in raw.items()})
-
-    def statuses(self, task_ids) -> Counter[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for tid in task_ids:
-            pipe.hget(keys.task(tid), "status")
-        return Counter((s or b"?").decode() for s in pipe.execute())
-
-    def all_succeeded(self, task_ids) -> bool:
-        counts = self.statuses(task_ids)
-        assert counts[TaskStatus.FAILED] == 0, counts
-        return counts[TaskStatus.SUCCESS] == len(task_ids)
-
-    def history(self, task_id: str) -> list[dict]:
-        return self.tasks.store.history(task_id)
-
-    def logs(self, task_id: str) -> list[str]:
-        return self.tasks.store.logs(task_id)
 
     # -- tasks that say who ran them ---------------------------------------------------------
     def counting_payload(self, label: str, extra: str = "") -> str:

@@ -8,7 +8,6 @@ later failure in a scheduler or agent test can be blamed on tasklab, not on the 
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from common.devstack.kafka import (
     kafka_home,
     pom_kafka_version,
 )
+from common.testing.pytest_plugin import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -69,10 +69,7 @@ def kafka(tmp_path: Path) -> Iterator[KafkaUnderTest]:
     try:
         service.check_available()
     except ServiceUnavailable as exc:
-        # Locally a missing JDK or Maven is a reason to skip; under CI the image is broken.
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Kafka unavailable under CI: {exc}")
-        pytest.skip(f"Kafka unavailable: {exc}")
+        unavailable(f"Kafka unavailable: {exc}")  # skip locally, fail under CI
     # Past this point the tools are there, so a broker that does not come up is a failure.
     under_test = KafkaUnderTest(service, service.start(tmp_path))
     try:
