@@ -150,6 +150,26 @@ def zk_chroot() -> str:
     return f"/tasklab-test-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture
+def zk(zookeeper_service: ServiceHandle, zk_chroot: str):
+    """The test's own kazoo client, inside the test's chroot (created with /live-agents)."""
+    from kazoo.client import KazooClient
+
+    from common.coordination.paths import LIVE_AGENTS
+
+    hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
+    bootstrap = KazooClient(hosts=hosts)
+    bootstrap.start(timeout=10)
+    bootstrap.ensure_path(zk_chroot + LIVE_AGENTS)
+    bootstrap.stop()
+    bootstrap.close()
+    client = KazooClient(hosts=hosts + zk_chroot)
+    client.start(timeout=10)
+    yield client
+    client.stop()
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
     yield from _start("kafka", "TASKLAB_TEST_KAFKA_BOOTSTRAP", tmp_path_factory.mktemp("kafka"))

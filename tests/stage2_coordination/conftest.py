@@ -75,21 +75,6 @@ def agent(start_role, stage2_env):
 
 
 @pytest.fixture
-def zk(zk_hosts: str, zk_chroot: str):
-    """The test's own view of ZooKeeper, inside the test's chroot."""
-    bootstrap = KazooClient(hosts=zk_hosts)
-    bootstrap.start(timeout=10)
-    bootstrap.ensure_path(zk_chroot + LIVE_AGENTS)
-    bootstrap.stop()
-    bootstrap.close()
-    client = KazooClient(hosts=zk_hosts + zk_chroot)
-    client.start(timeout=10)
-    yield client
-    client.stop()
-    client.close()
-
-
-@pytest.fixture
 def tasks(redis_client) -> TaskClient:
     return TaskClient(RedisTaskStore(redis_client))
 

@@ -80,22 +80,6 @@ def tasks(redis_client) -> TaskClient:
     return TaskClient(RedisTaskStore(redis_client))
 
 
-@pytest.fixture
-def zk(zookeeper_service, zk_chroot):
-    """The test's own view of ZooKeeper, inside the test's chroot."""
-    hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
-    bootstrap = KazooClient(hosts=hosts)
-    bootstrap.start(timeout=10)
-    bootstrap.ensure_path(zk_chroot + LIVE_AGENTS)
-    bootstrap.stop()
-    bootstrap.close()
-    client = KazooClient(hosts=hosts + zk_chroot)
-    client.start(timeout=10)
-    yield client
-    client.stop()
-    client.close()
-
-
 class BusProbe(TaskFacts):
     """What a stage 3 test reads and injects: topics, Redis facts, task runs."""
 
