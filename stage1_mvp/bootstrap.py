@@ -1,49 +1,67 @@
 """Stage 1 composition root: every object the stage 1 agent uses is built here, once.
 
 Read this file top to bottom to see the whole stage: Redis client -> task store -> work queue
--> executors -> claim strategy -> agent.
+-> claim strategy -> the agent's ports (intake, reports, control) -> executors -> agent, with
+the reaper as its housekeeping (no leader in stage 1: every agent reaps the others).
 """
 
 from __future__ import annotations
 
 import signal
 
+from common.adapters.redis_agent import (
+    ChainedClaim,
+    ClaimStrategy,
+    RedisChainedReport,
+    RedisControl,
+    RedisEventSink,
+    RedisListIntake,
+    RedisReaper,
+    ReliableClaim,
+)
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_store import RedisTaskStore
-from common.agent import Agent, ClaimStrategy, ReliableClaim
+from common.agent import Agent, Periodic
+from common.agent.options import agent_options, executors_for
 from common.config import Settings
-from common.executors import ExecutorLimits, default_factory
-from common.retry import ExponentialBackoff
+from common.domain.backoff import ExponentialBackoff
 from common.stages import StageSpec
 from stage1_mvp.naive_claim import NaiveClaim
 
-CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ReliableClaim, "naive": NaiveClaim}
+# "reliable" is what a learner builds first (BLMOVE + claim, two round trips); the bootstrap
+# opts into ChainedClaim, the same claim in one round trip (docs/patterns/optimisations.md).
+CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ChainedClaim, "naive": NaiveClaim}
 
 
 def build_agent(settings: Settings) -> Agent:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
-    queue = RedisWorkQueue(
-        client,
-        store,
-        max_payload_bytes=settings.max_payload_bytes,
-        backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+    queue = RedisWorkQueue(client, store, max_payload_bytes=settings.max_payload_bytes)
+    claim = CLAIMS[settings.agent_claim]()
+    intake = RedisListIntake(queue, settings.agent_id, claim)
+    writer = RedisOutcomeWriter(
+        client, store, ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max)
     )
-    executors = default_factory(
-        ExecutorLimits(
-            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
-        )
+    sink = RedisEventSink(
+        queue, writer, settings.agent_id, settings.heartbeat_ttl, tracked=claim.tracked
     )
+    reaper = RedisReaper(queue, sink, settings.agent_id)
     return Agent(
         settings.agent_id,
-        queue,
-        executors,
-        claim=CLAIMS[settings.agent_claim](),
-        capacity=settings.agent_capacity,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_ttl=settings.heartbeat_ttl,
-        reaper_interval=settings.reaper_interval,
+        intake,
+        sink,
+        RedisControl(client),
+        executors_for(settings),
+        housekeeping=[
+            Periodic(
+                "reaper", settings.reaper_interval, RedisReaper(queue, sink, settings.agent_id).run
+            )
+        ],
+        # Report one task and take the next in one round trip: an optimisation, opted into.
+        chain=RedisChainedReport(intake, sink) if isinstance(claim, ReliableClaim) else None,
+        **agent_options(settings),
     )
 
 

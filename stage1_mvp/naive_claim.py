@@ -4,13 +4,13 @@ BRPOP removes the message from Redis and hands it to this process. From that mom
 exists only in this agent's memory: kill -9 the agent mid-task and the task is gone: not in the
 queue, stuck RUNNING in its hash forever, no one will ever run it. Run `tasklab run agent
 --stage 1` with `TASKLAB_AGENT_CLAIM=naive` and follow the README's "Break it" to watch it
-happen; `common.agent.ReliableClaim` is the fix.
+happen; `common.adapters.redis_agent.ReliableClaim` is the fix.
 """
 
 from __future__ import annotations
 
+from common.adapters.redis_agent import ClaimStrategy
 from common.adapters.redis_queue import RedisWorkQueue
-from common.agent import ClaimStrategy
 
 
 class NaiveClaim(ClaimStrategy):

@@ -5,7 +5,7 @@ Read top to bottom to see the whole stage.
 Scheduler: ZooKeeper client (cached, retrying) -> live-agents view (watches) -> election ->
 Redis dispatcher (fenced scripts) -> placement strategy (from config) -> scheduler.
 
-Agent: the stage 1 agent, reading its own `agent:{agentId}:tasks` inbox instead of
+Agent: the one agent, its intake reading its own `agent:{agentId}:tasks` inbox instead of
 `queue:pending`, without the Redis reaper (ZooKeeper says who is alive now), plus a registry
 that keeps `/live-agents/{agentId}` current and pauses the agent while ZooKeeper is unsure.
 """
@@ -16,11 +16,20 @@ import signal
 import sys
 
 from common import keys
+from common.adapters.redis_agent import (
+    ChainedClaim,
+    RedisChainedReport,
+    RedisControl,
+    RedisEventSink,
+    RedisListIntake,
+)
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
+from common.agent.options import agent_options, executors_for
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
@@ -28,8 +37,7 @@ from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
-from common.executors import ExecutorLimits, default_factory
-from common.retry import ExponentialBackoff
+from common.domain.backoff import ExponentialBackoff
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -55,27 +63,30 @@ def build_scheduler(settings: Settings) -> Scheduler:
 def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
+    # The stage 1 queue, reading this agent's own inbox; what it gives back goes to
+    # queue:pending, where the scheduler places it again (never into a dead agent's inbox).
     queue = RedisWorkQueue(
         client,
         store,
         source=keys.agent_tasks(settings.agent_id),
         requeue_to=keys.PENDING_QUEUE,
         max_payload_bytes=settings.max_payload_bytes,
-        backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
     )
-    executors = default_factory(
-        ExecutorLimits(
-            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
-        )
+    intake = RedisListIntake(queue, settings.agent_id, ChainedClaim())
+    writer = RedisOutcomeWriter(
+        client, store, ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max)
     )
+    sink = RedisEventSink(queue, writer, settings.agent_id, settings.heartbeat_ttl)
+    executors = executors_for(settings)
+    # No reaper: ZooKeeper says who is alive, and the leader fails over the rest.
     agent = Agent(
         settings.agent_id,
-        queue,
+        intake,
+        sink,
+        RedisControl(client),
         executors,
-        capacity=settings.agent_capacity,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_ttl=settings.heartbeat_ttl,
-        reaper=False,
+        chain=RedisChainedReport(intake, sink),
+        **agent_options(settings),
     )
     info = AgentInfo(
         agent_id=settings.agent_id,

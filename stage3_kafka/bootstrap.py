@@ -46,7 +46,7 @@ from common.messaging.dispatch import KafkaDispatcher
 from common.messaging.manager import HeartbeatMonitor, TaskEventManager
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
-from common.retry import ExponentialBackoff
+from common.domain.backoff import ExponentialBackoff
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec

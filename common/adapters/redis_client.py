@@ -15,4 +15,21 @@ from redis import Redis
 def redis_client(url: str) -> Redis:
     # health_check_interval: a connection idle behind a NAT or a restarted Redis is PINGed
     # before use rather than failing the first command after the gap.
-    return Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5)
+    # surrogateescape both ways: bytes that are not UTF-8 (a hand-pushed message of garbage)
+    # read back as a str that writes back as the very same bytes, so such a message can be
+    # dead-lettered and removed by value instead of crashing the reader.
+    return Redis.from_url(
+        url,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        # A Redis that is paused or cut off answers nothing: give up on a call after this
+        # long, so the caller's retry logic (not a hung thread) decides what happens next.
+        # Longer than any blocking command tasklab issues (BLMOVE waits at most ~1 s).
+        socket_timeout=10,
+        encoding_errors="surrogateescape",
+    )
+
+
+def as_text(value: object) -> str:
+    """A reply as text, bytes that are not UTF-8 kept (see `redis_client`)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_queue import dead_letter_message, reap_list
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
+from common.domain.dispatch import DispatchEntry
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.domain.transitions import TaskStatus
 from common.ports.task_store import TransitionResult
@@ -38,10 +40,6 @@ class NotScheduled:
     reason: str  # "dead-lettered", "stale_epoch", "illegal", ...
     status: str = ""
     task_id: str | None = None
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class RedisDispatcher:
@@ -109,10 +107,9 @@ class RedisDispatcher:
     ) -> TransitionResult:
         """SCHEDULED -> DISPATCHED and onto the agent's inbox, in one fenced script."""
         task = scheduled.task
-        # The dispatch message names the attempt and epoch it belongs to: the agent's claim
+        # The dispatch entry names the attempt and epoch it belongs to: the agent's claim
         # checks both against the task, so a copy that outlived a failover cannot run.
-        dispatch = json.loads(scheduled.message)
-        dispatch.update(attempt=scheduled.attempt, epoch=epoch)
+        entry = DispatchEntry(task, scheduled.attempt, epoch)
         # Remembered before the dispatch, so a leader elected after a crash right here still
         # knows which inboxes may hold work (a stray id costs one empty sweep, nothing more).
         self.client.sadd(keys.AGENTS_SEEN, agent_id)
@@ -125,10 +122,10 @@ class RedisDispatcher:
             fields={"agentId": agent_id},
             fenced=True,
             effects=[
-                {"op": "lrem", "k": 5, "v": scheduled.message},
-                {"op": "lpush", "k": 6, "v": json.dumps(dispatch, separators=(",", ":"))},
+                {"op": "lrem", "key": "scheduling", "v": scheduled.message},
+                {"op": "lpush", "key": "inbox", "v": entry.to_json()},
             ],
-            effect_keys=[keys.SCHEDULING_QUEUE, keys.agent_tasks(agent_id)],
+            effect_keys={"scheduling": keys.SCHEDULING_QUEUE, "inbox": keys.agent_tasks(agent_id)},
         )
 
     # --8<-- [end:place]
@@ -146,10 +143,10 @@ class RedisDispatcher:
             reason=reason,
             fenced=True,
             effects=[
-                {"op": "lrem", "k": 5, "v": scheduled.message},
-                {"op": "lpush", "k": 6, "v": scheduled.message},
+                {"op": "lrem", "key": "scheduling", "v": scheduled.message},
+                {"op": "lpush", "key": "pending", "v": scheduled.message},
             ],
-            effect_keys=[keys.SCHEDULING_QUEUE, keys.PENDING_QUEUE],
+            effect_keys={"scheduling": keys.SCHEDULING_QUEUE, "pending": keys.PENDING_QUEUE},
         )
 
     # -- recovery and failover ---------------------------------------------------------------

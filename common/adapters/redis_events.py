@@ -20,11 +20,8 @@ from typing import NamedTuple
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import script_source
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class Acceptance(NamedTuple):

@@ -19,19 +19,13 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import script_source
-from common.adapters.redis_store import (
-    RedisTaskStore,
-    as_result,
-    transition_arg,
-    transition_keys,
-)
+from common.adapters.redis_store import RedisTaskStore, as_result
+from common.domain.dispatch import dispatch_stamp
 from common.domain.task import Task, TaskValidationError, parse_task_message
-from common.domain.transitions import TaskStatus
-from common.executors.base import ExecutionResult
 from common.observability import get_logger
 from common.ports.task_store import TransitionResult
-from common.retry import ExponentialBackoff
 
 log = get_logger("tasklab.queue")
 
@@ -52,10 +46,6 @@ class Rejected:
 
     reason: str
     task_id: str | None = None
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def dead_letter_message(
@@ -84,7 +74,6 @@ class RedisWorkQueue:
         store: RedisTaskStore,
         source: str = keys.PENDING_QUEUE,
         max_payload_bytes: int = 64 * 1024,
-        backoff: ExponentialBackoff | None = None,
         requeue_to: str | None = None,
     ) -> None:
         self.client = client
@@ -92,7 +81,8 @@ class RedisWorkQueue:
         self.source = source
         self.requeue_to = requeue_to or source
         self.max_payload_bytes = max_payload_bytes
-        self.backoff = backoff or ExponentialBackoff()
+        # An inbox (stage 2: the scheduler's dispatch entries), not the shared queue.
+        self.reads_inbox = source != keys.PENDING_QUEUE
         self._take = client.register_script(script_source("take", "take_next"))
         self._finish_take = client.register_script(script_source("finish_take", "take_next"))
 
@@ -130,14 +120,19 @@ class RedisWorkQueue:
         return _claimed(reply[6], raw, result.attempt, 0)
 
     def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
-        """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it."""
+        """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it.
+
+        On an inbox (stage 2) a message stamped with an attempt and epoch is a dispatch entry,
+        checked against the task; on `queue:pending` (stage 1) every message is a submission,
+        whatever fields it carries (the platform's own are ignored, never trusted).
+        """
         try:
             task_id, spec = parse_task_message(raw, self.max_payload_bytes)
         except TaskValidationError as exc:
             self.dead_letter(agent_id, raw, str(exc), tracked)
             return Rejected(f"dead-lettered: {exc}")
         task = Task.new(spec, task_id=task_id)
-        dispatched = _dispatch_stamp(raw)
+        dispatched = dispatch_stamp(raw) if self.reads_inbox else None
         # A dispatched message is kept byte for byte: it is what sits on the processing list,
         # and the attempt and epoch in it are what this claim is checked against.
         message = raw if dispatched else task.to_message()
@@ -148,6 +143,7 @@ class RedisWorkQueue:
                 keys.TRANSITION_STATS,
                 keys.processing(agent_id),
                 keys.TASK_INDEX,
+                keys.request(spec.request_id or "-"),
             ],
             args=[
                 raw,
@@ -159,127 +155,36 @@ class RedisWorkQueue:
                 "1" if tracked else "0",
                 str(dispatched[0]) if dispatched else "",
                 str(dispatched[1]) if dispatched else "",
+                "1" if spec.request_id else "0",
             ],
         )
         result = as_result(raw_result)
         if not result.accepted:
+            if dispatched and result.reason == "missing":
+                # Stamped like a dispatch, but no such task: nothing placed it. It must not
+                # vanish: the dead letters keep it, with the reason.
+                self.dead_letter(agent_id, raw, "dispatch entry of a task that does not exist")
+                return Rejected("dead-lettered: dispatch entry of a missing task", task.task_id)
             return Rejected(
                 f"not claimable: {result.reason} (status {result.status})", task.task_id
             )
         epoch = dispatched[1] if dispatched else 0
         return _claimed(raw_result[4], message, result.attempt, epoch)
 
+    def finish_and_take(
+        self, agent_id: str, report_keys: list[str], report_arg: str, entry: str
+    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
+        """A report (KEYS and ARGV[1] of transition.lua) and take_and_claim() in one round
+        trip (finish_take.lua); a refused report's `entry` is dropped in the same script."""
+        both = self._finish_take(
+            keys=[*report_keys, self.source],
+            args=[report_arg, agent_id, repr(time.time()), entry],
+        )
+        return as_result(both[0]), self._taken(both[1])
+
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         taken_from = keys.processing(agent_id) if tracked else None
         dead_letter_message(self.client, raw, reason, agent_id, self.source, taken_from)
-
-    # -- reporting ---------------------------------------------------------------------
-    # --8<-- [start:finish]
-    def finish(
-        self, agent_id: str, claim: Claim, outcome: ExecutionResult, tracked: bool = True
-    ) -> TransitionResult:
-        """Record the outcome; retry with backoff if the task has retries left."""
-        return self._report(agent_id, claim, outcome, tracked, take_next=False)[0]
-
-    def finish_and_take(
-        self, agent_id: str, claim: Claim, outcome: ExecutionResult
-    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
-        """finish(), plus take_and_claim() in the same round trip: a busy agent's loop."""
-        return self._report(agent_id, claim, outcome, True, take_next=True)
-
-    def _report(
-        self,
-        agent_id: str,
-        claim: Claim,
-        outcome: ExecutionResult,
-        tracked: bool,
-        take_next: bool,
-    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
-        task = claim.task
-        processing = keys.processing(agent_id)
-        log_effect = {"op": "rpush_all", "k": 6, "v": outcome.lines, "cap": 10_000}
-        effects: list[dict] = []
-        if tracked:
-            effects.append({"op": "lrem", "k": 5, "v": claim.message})
-        if outcome.lines:
-            effects.append(log_effect)
-        fields: dict[str, object] = {"finishedAt": repr(time.time())}
-        if outcome.exit_code is not None:
-            fields["exitCode"] = outcome.exit_code
-        clear: list[str] = []
-        retries_used = claim.retries_used
-        if retries_used is None:
-            retries_used = int(self.client.hget(keys.task(task.task_id), "retriesUsed") or 0)
-        if outcome.success:
-            to, reason = TaskStatus.SUCCESS, ""
-            fields["result"] = outcome.result
-            clear.append("error")
-        elif outcome.cancelled:
-            # The cancel itself was the transition; nothing to write but the cleanup.
-            to, reason = TaskStatus.CANCELLED, ""
-        elif retries_used < task.retry_count:
-            to = TaskStatus.PENDING
-            delay = self.backoff.delay(retries_used + 1)
-            reason = f"retry {retries_used + 1}/{task.retry_count} in {delay:.2f}s: {outcome.error}"
-            fields.update(
-                error=outcome.error or "", retriesUsed=retries_used + 1, result=outcome.result
-            )
-            clear.append("agentId")
-            effects.append({"op": "zadd", "k": 7, "score": time.time() + delay, "v": claim.message})
-        else:
-            to, reason = TaskStatus.FAILED, outcome.error or ""
-            fields.update(error=outcome.error or "failed", result=outcome.result)
-        if outcome.cancelled:
-            self._drop(processing, claim.message, tracked)
-            return TransitionResult(True, "ok", TaskStatus.CANCELLED.value, claim.attempt), None
-        arg = transition_arg(
-            to,
-            attempt=claim.attempt,
-            epoch=claim.epoch,
-            actor=agent_id,
-            fields=fields,
-            clear=clear,
-            reason=reason,
-            effects=effects,
-        )
-        effect_keys = [processing, keys.logs(task.task_id), keys.DELAYED_QUEUE]
-        taken: Claim | Rejected | str | None = None
-        if take_next:
-            # The refused report's copy is dropped in the same script (ARGV[4]).
-            both = self._finish_take(
-                keys=[*transition_keys(task.task_id), *effect_keys, self.source],
-                args=[arg, agent_id, repr(time.time()), claim.message],
-            )
-            result = as_result(both[0])
-            taken = self._taken(both[1])
-        else:
-            result = as_result(
-                self.store.scripts.transition(
-                    keys=[*transition_keys(task.task_id), *effect_keys], args=[arg]
-                )
-            )
-        if not result.accepted:
-            # A late report (we were presumed dead and the task was re-run, or it was cancelled):
-            # the store refused it, which is the point. Still drop our copy of the message.
-            if not take_next:
-                self._drop(processing, claim.message, tracked)
-            log.warning(
-                "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
-                result.reason,
-                result.status,
-                result.attempt,
-                claim.attempt,
-            )
-        return result, taken
-
-    # --8<-- [end:finish]
-
-    def _drop(self, processing: str, message: str, tracked: bool) -> None:
-        if tracked:
-            self.client.lrem(processing, 1, message)
-
-    def is_cancelled(self, task_id: str) -> bool:
-        return _s(self.client.hget(keys.task(task_id), "status") or b"") == TaskStatus.CANCELLED
 
     # -- liveness and recovery -----------------------------------------------------------
     def heartbeat(self, agent_id: str, ttl: float) -> None:
@@ -372,17 +277,3 @@ def _claimed(flat: list, message: str, attempt: int, epoch: int) -> Claim:
         epoch=epoch,
         retries_used=int(fields.get("retriesUsed") or 0),
     )
-
-
-def _dispatch_stamp(raw: str) -> tuple[int, int] | None:
-    """(attempt, epoch) of a message a stage 2 scheduler dispatched, None for any other."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or "attempt" not in data:
-        return None
-    try:
-        return int(data["attempt"]), int(data.get("epoch", 0))
-    except (TypeError, ValueError):
-        return None

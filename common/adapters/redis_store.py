@@ -9,14 +9,11 @@ from collections.abc import Iterable, Mapping
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import Scripts
 from common.domain.task import Task, TaskSpec
 from common.domain.transitions import TaskStatus
 from common.ports.task_store import TaskStore, TransitionResult
-
-
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def as_result(raw: list) -> TransitionResult:
@@ -110,13 +107,14 @@ class RedisTaskStore(TaskStore):
         reason: str = "",
         fenced: bool = False,
         effects: list[dict] | None = None,
-        effect_keys: list[str] | None = None,
+        effect_keys: Mapping[str, str] | None = None,
     ) -> TransitionResult:
         """Effects (list pushes/removals) run only if the transition is accepted.
 
-        Each effect is {"op": ..., "k": index into KEYS, "v": value}; `effect_keys` are appended
-        after the four fixed keys, so the first effect key is KEYS[5].
+        Each effect is {"op": ..., "key": a name in `effect_keys`, "v": value}: keys are
+        passed by name, and `transition_keys` turns the names into KEYS positions.
         """
+        all_keys, effects = named_effects(task_id, effect_keys, effects)
         arg = transition_arg(
             to,
             attempt=attempt,
@@ -128,11 +126,7 @@ class RedisTaskStore(TaskStore):
             fenced=fenced,
             effects=effects,
         )
-        raw = self.scripts.transition(
-            keys=[*transition_keys(task_id), *(effect_keys or [])],
-            args=[arg],
-        )
-        return as_result(raw)
+        return as_result(self.scripts.transition(keys=all_keys, args=[arg]))
 
     def stats(self) -> dict[str, int]:
         return {_s(k): int(v) for k, v in self.client.hgetall(keys.TRANSITION_STATS).items()}
@@ -141,6 +135,26 @@ class RedisTaskStore(TaskStore):
 def transition_keys(task_id: str) -> list[str]:
     """KEYS[1..4] of transition.lua (and of scripts that embed a transition)."""
     return [keys.task(task_id), keys.history(task_id), keys.TRANSITION_STATS, keys.SCHEDULER_FENCE]
+
+
+def named_effects(
+    task_id: str, effect_keys: Mapping[str, str] | None, effects: list[dict] | None
+) -> tuple[list[str], list[dict]]:
+    """KEYS for a transition with effects, and the effects with each key name resolved to its
+    KEYS position: callers name keys ("processing", "logs"), never count positions."""
+    all_keys = transition_keys(task_id)
+    position: dict[str, int] = {}
+    for name, key in (effect_keys or {}).items():
+        all_keys.append(key)
+        position[name] = len(all_keys)  # Lua counts KEYS from 1
+    resolved = []
+    for effect in effects or []:
+        effect = dict(effect)
+        name = effect.pop("key")
+        if name not in position:
+            raise ValueError(f"effect names key {name!r}, which effect_keys does not give")
+        resolved.append({**effect, "k": position[name]})
+    return all_keys, resolved
 
 
 def transition_arg(

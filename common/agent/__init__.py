@@ -1,5 +1,6 @@
-"""The agent: takes tasks, runs them with an executor, reports the outcome."""
+"""The one agent of every stage: takes attempts from its intake, runs them with an executor,
+reports them to its event sink (common/ports/agent.py)."""
 
-from common.agent.agent import Agent, ClaimStrategy, ReliableClaim
+from common.agent.agent import Agent, Periodic
 
-__all__ = ["Agent", "ClaimStrategy", "ReliableClaim"]
+__all__ = ["Agent", "Periodic"]

@@ -1,137 +1,161 @@
-"""The agent's life, in numbered phases:
+"""The one agent of every stage. Its life, in numbered phases:
 
-1. Recover: work left on this agent's own processing list by a previous incarnation with the
-   same id goes back to the queue with attempt + 1 (it is never resumed: that attempt is dead).
-2. Heartbeat: a key with a TTL says "alive"; a housekeeping thread refreshes it, re-queues the
-   work of agents whose key expired (the reaper), and releases retries whose backoff elapsed.
-   From stage 2 on, liveness comes from ZooKeeper and the leader does the re-queueing: such an
-   agent runs with `reaper=False` and keeps the key only so `tasklab agents` can show it.
-3. Work: `capacity` worker threads each take a task (the claim strategy), run it in its own
-   process group, and report SUCCESS / FAILED / retry through the fenced store.
-4. Stop: on SIGTERM, stop taking work, let running tasks finish (bounded), stop heartbeating.
+1. Recover: work left on this agent id's processing list (and, from stage 2, its inbox) by a
+   previous incarnation goes back to the queue with attempt + 1. It is never resumed: that
+   attempt is dead. (`WorkIntake.recover`)
+2. Warm: executor set-up (the warm-fork zygotes) happens now, not in the first tasks.
+3. Work: `capacity` worker threads each take an attempt (`WorkIntake.take`), run it in its own
+   process group, and report how it ended (`EventSink.finished`). While it runs, the attempt
+   asks `AttemptControl.why_stop` every 250 ms: a cancel, or a newer attempt (a failover gave
+   the task away while this agent was cut off), kills the whole process group at once.
+4. Heartbeat and housekeeping (one thread): `EventSink.heartbeat`, then the periodic jobs the
+   bootstrap gave (stage 1: the reaper and the retry promoter).
+5. Stop (SIGTERM): take nothing new; running tasks get `stop_grace` seconds to finish; past
+   that they are killed and handed back (attempt + 1), never left stranded.
 
-Pattern: Strategy (introduced in stage 1) for *how* a task is claimed: `NaiveClaim` (BRPOP,
-loses a task if the agent dies) and `ReliableClaim` (BLMOVE + reaper) are interchangeable.
+Where the work comes from and where reports go are ports (common/ports/agent.py) that each
+stage's bootstrap fills in, so every stage has the same behaviour under faults:
+- a backing service that does not answer (TransientError) never kills a thread: a take is
+  tried again, a report is retried until it goes through, and nothing else waits on it;
+- an executor that raises ends its attempt FAILED with the error, never RUNNING forever.
+
+Pattern: Ports and Adapters (see the ports module) and Template Method for the attempt
+(take -> start -> run -> report), whose steps the adapters fill in.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
+from common.domain.outcome import AttemptReport
+from common.executors.base import ExecutionResult
 from common.executors.factory import ExecutorFactory
 from common.observability import bind, get_logger
+from common.ports.agent import (
+    Assignment,
+    AttemptControl,
+    ChainedReport,
+    EventSink,
+    TransientError,
+    WorkIntake,
+)
 
 log = get_logger("tasklab.agent")
 
-
-# --8<-- [start:claim-strategy]
-class ClaimStrategy(ABC):
-    """How an agent takes its next task off the queue."""
-
-    tracked: bool  # does the message stay on a processing list while the task runs?
-    chains = False  # may a task's report also claim the next task (one round trip for both)?
-
-    @abstractmethod
-    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None: ...
-
-    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
-        """Take a message and claim it; None if none came within `timeout`."""
-        raw = self.take(queue, agent_id, timeout)
-        return None if raw is None else queue.claim(agent_id, raw, tracked=self.tracked)
+STOPPING = "agent stopping"
 
 
-class ReliableClaim(ClaimStrategy):
-    """BLMOVE to `processing:{agentId}`: the message is never only in this process's memory."""
+@dataclass(frozen=True)
+class Periodic:
+    """A housekeeping job the heartbeat thread runs every `interval` seconds."""
 
-    tracked = True
-    chains = True
-
-    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
-        return queue.take_reliably(agent_id, timeout)
-
-    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
-        # While work is queued, one Lua call moves the next message and claims it; only an
-        # empty queue costs the blocking BLMOVE and a claim of its own.
-        got = queue.take_and_claim(agent_id)
-        if isinstance(got, str):
-            return queue.claim(agent_id, got, tracked=True)
-        return got if got is not None else super().next(queue, agent_id, timeout)
-
-
-# --8<-- [end:claim-strategy]
+    name: str
+    interval: float
+    run: Callable[[], object]
 
 
 class Agent:
     def __init__(
         self,
         agent_id: str,
-        queue: RedisWorkQueue,
+        intake: WorkIntake,
+        sink: EventSink,
+        control: AttemptControl,
         executors: ExecutorFactory,
-        claim: ClaimStrategy | None = None,
+        *,
         capacity: int = 2,
         heartbeat_interval: float = 1.0,
-        heartbeat_ttl: float = 5.0,
-        reaper_interval: float = 1.0,
         poll_timeout: float = 1.0,
-        reaper: bool = True,
-        on_load_change: Callable[[int], None] | None = None,
+        stop_grace: float = 30.0,
+        housekeeping: Sequence[Periodic] = (),
+        chain: ChainedReport | None = None,
+        retry_wait: float = 0.5,
     ) -> None:
         self.agent_id = agent_id
-        self.queue = queue
+        self.intake = intake
+        self.sink = sink
+        self.control = control
         self.executors = executors
-        self.claim = claim or ReliableClaim()
         self.capacity = capacity
         self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_ttl = heartbeat_ttl
-        self.reaper_interval = reaper_interval
         self.poll_timeout = poll_timeout
-        self.reaper = reaper
-        self.on_load_change = on_load_change
-        self.stopping = threading.Event()
-        self.paused = threading.Event()  # set = take no new work (stage 2: ZooKeeper SUSPENDED)
-        self._busy = 0
-        self._busy_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self.stop_grace = stop_grace
+        self.housekeeping = list(housekeeping)
+        self.chain = chain
+        self.retry_wait = retry_wait
+        self.on_load_change: Callable[[int], None] | None = None
+        self.stopping = threading.Event()  # set = take nothing new, finish what runs
+        self.paused = threading.Event()  # set = take no new work (ZooKeeper SUSPENDED)
+        self._abandon = threading.Event()  # set = kill what still runs (stop grace is over)
+        self._load = 0
+        self._load_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._heartbeat_thread: threading.Thread | None = None
+        self._beat_stop = threading.Event()
         self.completed = 0
+        self.handed_back = 0
 
     @property
     def load(self) -> int:
-        return self._busy
+        return self._load
 
-    # -- phases --------------------------------------------------------------------------
+    # -- 1, 2: recover and warm ----------------------------------------------------------
     def start(self) -> None:
-        if self.claim.tracked:
-            requeued, _ = self.queue.reap(self.agent_id, actor=self.agent_id, force=True)
-            if requeued:
-                log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
-        self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
-        # Executor set-up (the PYTHON_SCRIPT zygotes) happens here, not in the first tasks.
+        self.intake.open(self.stopping, self.paused)
+        requeued = self._until_answered(self.intake.recover, "recover")
+        if requeued:
+            log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
         self.executors.warm(self.capacity)
-        self._spawn(self._housekeeping, "housekeeping")
+        self._heartbeat_thread = self._spawn(self._heartbeat_loop, "heartbeat")
         for n in range(self.capacity):
-            self._spawn(self._work_loop, f"worker-{n}")
+            self._workers.append(self._spawn(self._work_loop, f"worker-{n}"))
         log.info(
-            "agent %s started: capacity %d, claim %s, executors %s",
+            "agent %s started: capacity %d, intake %s, reports %s, executors %s",
             self.agent_id,
             self.capacity,
-            type(self.claim).__name__,
+            type(self.intake).__name__,
+            type(self.sink).__name__,
             ",".join(t.value for t in self.executors.supported()),
         )
 
-    def stop(self, timeout: float = 30.0) -> None:
+    # -- 5: stop -------------------------------------------------------------------------
+    # --8<-- [start:stop]
+    def stop(self, grace: float | None = None) -> None:
+        """Take nothing new; let running tasks finish within the grace period; kill and hand
+        back what is still running after it; say goodbye."""
         self.stopping.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        # Say goodbye at once rather than let the heartbeat expire: `tasklab agents` shows the
-        # truth, and the reaper need not wait a TTL for work a tracked agent could not finish.
-        self.queue.forget(self.agent_id)
+        grace = self.stop_grace if grace is None else grace
+        if not self._join(self._workers, grace):
+            log.warning(
+                "stop grace of %.0fs is over with %d task(s) running: killing them and "
+                "handing them back",
+                grace,
+                self._load,
+            )
+            self._abandon.set()
+            self._join(self._workers, self.executors.limits.kill_grace_seconds + 5.0)
+        if self._abandon.is_set():
+            # The killed attempts' entries are still on the processing list: they go back
+            # to the queue with attempt + 1, exactly as a restarted agent would give them back.
+            self.handed_back = self._until_answered(self.intake.recover, "hand back", 10.0) or 0
+        self._beat_stop.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(5.0)
+        self._quietly(lambda: self.sink.heartbeat(0, self.capacity, stopping=True))
+        self._quietly(self.sink.close)
+        self._quietly(self.intake.close)
         self.executors.close()
-        log.info("agent %s stopped after %d task(s)", self.agent_id, self.completed)
+        log.info(
+            "agent %s stopped after %d task(s)%s",
+            self.agent_id,
+            self.completed,
+            f"; handed back {self.handed_back}" if self.handed_back else "",
+        )
+
+    # --8<-- [end:stop]
 
     def run_forever(self) -> None:
         self.start()
@@ -141,95 +165,177 @@ class Agent:
         finally:
             self.stop()
 
-    # -- internals -----------------------------------------------------------------------
-    def _spawn(self, target, name: str) -> None:
-        t = threading.Thread(target=target, name=f"{self.agent_id}-{name}", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    # --8<-- [start:housekeeping]
-    def _housekeeping(self) -> None:
-        next_reap = 0.0
-        while not self.stopping.wait(min(self.heartbeat_interval, self.reaper_interval)):
-            try:
-                self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
-                now = time.monotonic()
-                if self.reaper and now >= next_reap:
-                    next_reap = now + self.reaper_interval
-                    self.queue.reap_dead_agents(actor=f"reaper:{self.agent_id}")
-                    self.queue.promote_due()
-            except Exception:  # noqa: BLE001 - a Redis blip must not kill the heartbeat thread
-                log.exception("housekeeping failed; retrying")
-
-    # --8<-- [end:housekeeping]
-
+    # -- 3: work -------------------------------------------------------------------------
     def _work_loop(self) -> None:
-        # A report may bring the next task back with it: that task is already RUNNING and
-        # ours, so it runs even if a stop was asked for in the meantime.
-        pending: Claim | Rejected | None = None
+        # A chained report may bring the next attempt back with it: that attempt is already
+        # ours (RUNNING), so it runs even if a stop was asked for in the meantime.
+        pending: Assignment | None = None
         while pending is not None or not self.stopping.is_set():
             if pending is None and self.paused.is_set():
-                self.stopping.wait(0.1)
+                self.stopping.wait(0.05)
                 continue
-            try:
-                claimed = pending
-                pending = None
-                if claimed is None:
-                    claimed = self.claim.next(self.queue, self.agent_id, self.poll_timeout)
-                if claimed is None:
+            assignment = pending
+            pending = None
+            if assignment is None:
+                try:
+                    assignment = self.intake.take(self.poll_timeout)
+                except Exception as exc:  # noqa: BLE001 - a worker never dies of its intake
+                    log.warning("taking work failed (%s); retrying", exc)
+                    self.stopping.wait(self.retry_wait)
                     continue
-                pending = self._handle(claimed)
-            except Exception:  # noqa: BLE001 - one bad task or a Redis blip must not kill a worker
-                log.exception("worker error; continuing")
-                self.stopping.wait(0.5)
+            if assignment is not None:
+                pending = self._attempt(assignment)
 
-    def _handle(self, claimed: Claim | Rejected) -> Claim | Rejected | None:
-        if isinstance(claimed, Rejected):
-            log.info("skipped a message: %s", claimed.reason)
-            return None
-        return self.run_claimed(claimed, take_next=self.claim.chains)
-
-    # --8<-- [start:run-claimed]
-    def run_claimed(self, claimed: Claim, take_next: bool = False) -> Claim | Rejected | None:
-        """Run a claimed task and report it. With `take_next` (and no stop or pause asked
-        for), the report also claims the next task, in the same round trip, and returns it."""
-        task = claimed.task
-        taken: Claim | Rejected | str | None = None
-        with bind(taskId=task.task_id, agentId=self.agent_id, attempt=claimed.attempt):
+    # --8<-- [start:attempt]
+    def _attempt(self, assignment: Assignment) -> Assignment | None:
+        """Run one attempt and report it; returns the next attempt if the report took one."""
+        task = assignment.task
+        with bind(taskId=task.task_id, agentId=self.agent_id, attempt=assignment.attempt):
             self._add_load(1)
             try:
-                log.info("running %s task %r", task.task_type.value, task.task_name)
-                executor = self.executors.create(task.task_type)
-                outcome = executor.run(
-                    task, should_cancel=lambda: self.queue.is_cancelled(task.task_id)
+                self._until_answered(lambda: self.sink.started(assignment), "report start")
+                reasons: list[str] = []
+                lines_seen = [0]
+                outcome = self._execute(assignment, reasons, lines_seen)
+                if reasons and reasons[-1] == STOPPING:
+                    # Killed at a forced stop: the stop hands the attempt back (attempt + 1).
+                    log.info("task killed at stop; handed back")
+                    return None
+                report = _report_of(outcome, reasons)
+                log.info(
+                    "task %s in %.3fs%s",
+                    _verdict_word(report),
+                    report.duration,
+                    f": {report.error}" if report.error and not report.success else "",
                 )
-                if take_next and not (self.stopping.is_set() or self.paused.is_set()):
-                    result, taken = self.queue.finish_and_take(self.agent_id, claimed, outcome)
-                else:
-                    result = self.queue.finish(
-                        self.agent_id, claimed, outcome, tracked=self.claim.tracked
-                    )
-                if result.accepted:
-                    log.info(
-                        "task %s in %.3fs%s",
-                        result.status,
-                        outcome.duration,
-                        f": {outcome.error}" if outcome.error else "",
-                    )
                 self.completed += 1
+                return self._report(assignment, report, outcome.lines)
             finally:
                 self._add_load(-1)
-        if isinstance(taken, str):
-            # Moved but not claimable in the script (hand-pushed, dispatched): the full claim.
-            return self.queue.claim(self.agent_id, taken, tracked=self.claim.tracked)
-        return taken
 
-    # --8<-- [end:run-claimed]
+    def _execute(
+        self, assignment: Assignment, reasons: list[str], lines_seen: list[int]
+    ) -> ExecutionResult:
+        task = assignment.task
+
+        def should_stop() -> bool:
+            reason = STOPPING if self._abandon.is_set() else self.control.why_stop(assignment)
+            if reason:
+                reasons.append(reason)
+            return bool(reason)
+
+        on_line = None
+        if self.sink.streams_lines:
+
+            def on_line(stream: str, text: str) -> None:
+                lines_seen[0] += 1
+                self.sink.line(assignment, lines_seen[0], stream, text)
+
+        try:
+            log.info("running %s task %r", task.task_type.value, task.task_name)
+            return self.executors.create(task.task_type).run(
+                task, on_line=on_line, should_cancel=should_stop
+            )
+        except Exception as exc:  # noqa: BLE001 - report it rather than leave it RUNNING
+            log.exception("executor failed")
+            return ExecutionResult(False, None, "", f"agent error: {exc}", [])
+
+    def _report(
+        self, assignment: Assignment, report: AttemptReport, lines: list[str]
+    ) -> Assignment | None:
+        if self.chain is not None and not (self.stopping.is_set() or self.paused.is_set()):
+            try:
+                return self.chain.finish_and_take(assignment, report, lines)
+            except TransientError as exc:
+                log.warning("report failed (%s); retrying", exc)
+        self._until_answered(lambda: self.sink.finished(assignment, report, lines), "report")
+        return None
+
+    # --8<-- [end:attempt]
+    # -- 4: heartbeat and housekeeping ---------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        due = {job.name: 0.0 for job in self.housekeeping}
+        while True:
+            self._quietly(lambda: self.sink.heartbeat(self._load, self.capacity))
+            now = time.monotonic()
+            for job in self.housekeeping:
+                if now >= due[job.name]:
+                    due[job.name] = now + job.interval
+                    self._quietly(job.run, job.name)
+            if self._beat_stop.wait(self.heartbeat_interval):
+                return
+
+    # -- internals -----------------------------------------------------------------------
+    def _until_answered(self, call: Callable[[], object], what: str, limit: float | None = None):
+        """Run `call` until a backing service answers it.
+
+        A report must not be lost to a Redis or broker blip, and must not be dropped while
+        the agent still runs: it is retried until it goes through. Only a forced stop (or
+        `limit` seconds) ends the retries; the attempt's entry then stays on the processing
+        list, and the next incarnation (or a failover) gives it back with attempt + 1.
+        """
+        deadline = None if limit is None else time.monotonic() + limit
+        warned = False
+        while True:
+            try:
+                return call()
+            except TransientError as exc:
+                if not warned:
+                    log.warning("%s: %s; retrying until it answers", what, exc)
+                    warned = True
+            if self._abandon.is_set() or (deadline is not None and time.monotonic() > deadline):
+                log.error("%s given up at stop; the next start recovers it", what)
+                return None
+            time.sleep(self.retry_wait)
+
+    def _quietly(self, call: Callable[[], object], what: str = "") -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - a blip must not end the heartbeat thread
+            log.warning("%s failed (%s); next time", what or getattr(call, "__name__", "call"), exc)
+
+    def _join(self, threads: list[threading.Thread], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     def _add_load(self, delta: int) -> None:
-        with self._busy_lock:
-            self._busy += delta
+        with self._load_lock:
+            self._load += delta
             # Reported under the lock, so two workers finishing together cannot publish their
             # counts out of order and leave a stale load behind. The callback must not block.
             if self.on_load_change is not None:
-                self.on_load_change(self._busy)
+                self.on_load_change(self._load)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        t = threading.Thread(target=target, name=f"{self.agent_id}-{name}", daemon=True)
+        t.start()
+        return t
+
+
+def _report_of(outcome: ExecutionResult, reasons: list[str]) -> AttemptReport:
+    """The executor's result as the domain's report; why it was killed, if it was."""
+    reason = reasons[-1] if reasons else ""
+    superseded = outcome.cancelled and reason.startswith("superseded")
+    error = outcome.error
+    if outcome.cancelled and reason:
+        error = f"{reason}; process group killed"
+    return AttemptReport(
+        success=outcome.success,
+        exit_code=outcome.exit_code,
+        result=outcome.result,
+        error=error,
+        timed_out=outcome.timed_out,
+        cancelled=outcome.cancelled and not superseded,
+        superseded=superseded,
+        duration=outcome.duration,
+    )
+
+
+def _verdict_word(report: AttemptReport) -> str:
+    if report.superseded:
+        return "SUPERSEDED"
+    if report.success:
+        return "SUCCESS"
+    return "CANCELLED" if report.cancelled else "FAILED"

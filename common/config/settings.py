@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=1.0, gt=0)
     heartbeat_ttl: float = Field(default=5.0, gt=0)
     reaper_interval: float = Field(default=1.0, gt=0)
+    # SIGTERM: running tasks get this long to finish before they are killed and handed back.
+    agent_stop_grace: float = Field(default=30.0, ge=0, le=3600)
     retry_backoff_base: float = Field(default=1.0, ge=0)
     retry_backoff_max: float = Field(default=30.0, ge=0)
 

@@ -1,0 +1,279 @@
+"""The agent's Redis adapters (stages 1 and 2): intake from a Redis list, reports to Redis.
+
+- `RedisListIntake`: takes messages from `queue:pending` (stage 1) or the agent's own
+  `agent:{agentId}:tasks` inbox (stage 2) with a claim strategy, and claims them.
+- `RedisEventSink`: writes the outcome decision (`RedisOutcomeWriter`) and the heartbeat key.
+- `RedisControl`: reads whether a running attempt was cancelled or superseded (every stage).
+- `RedisReaper`: stage 1's housekeeping, agents giving back the work of agents whose
+  heartbeat expired, and releasing retries whose backoff elapsed.
+
+Pattern: Strategy (introduced in stage 1) for *how* a task is claimed: `NaiveClaim` (BRPOP,
+loses a task if the agent dies, kept in stage1_mvp to be broken), `ReliableClaim` (BLMOVE to a
+processing list + reaper) and `ChainedClaim`, an optimisation the bootstrap opts into, which
+claims in one round trip and lets a report take the next task in the same round trip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+
+from redis.exceptions import RedisError
+
+from common import keys
+from common.adapters.redis_outcome import RedisOutcomeWriter
+from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
+from common.domain.outcome import AttemptReport
+from common.domain.transitions import TaskStatus
+from common.observability import get_logger
+from common.ports.agent import (
+    Assignment,
+    AttemptControl,
+    ChainedReport,
+    EventSink,
+    TransientError,
+    WorkIntake,
+)
+
+log = get_logger("tasklab.agent")
+
+
+# --8<-- [start:claim-strategy]
+class ClaimStrategy(ABC):
+    """How an agent takes its next task off a Redis list."""
+
+    tracked: bool  # does the message stay on a processing list while the task runs?
+
+    @abstractmethod
+    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None: ...
+
+    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
+        """Take a message and claim it; None if none came within `timeout`."""
+        raw = self.take(queue, agent_id, timeout)
+        return None if raw is None else queue.claim(agent_id, raw, tracked=self.tracked)
+
+
+class ReliableClaim(ClaimStrategy):
+    """BLMOVE to `processing:{agentId}`: the message is never only in this process's memory."""
+
+    tracked = True
+
+    def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
+        return queue.take_reliably(agent_id, timeout)
+
+
+class ChainedClaim(ReliableClaim):
+    """An optimisation of `ReliableClaim`: while work is queued, one Lua call moves the next
+    message and claims it (take_next.lua); only an empty queue costs the blocking BLMOVE and
+    a claim of its own. Same guarantees, one round trip instead of two."""
+
+    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
+        got = queue.take_and_claim(agent_id)
+        if isinstance(got, str):
+            return queue.claim(agent_id, got, tracked=True)
+        return got if got is not None else super().next(queue, agent_id, timeout)
+
+
+# --8<-- [end:claim-strategy]
+
+
+def _assignment(claim: Claim) -> Assignment:
+    return Assignment(
+        task=claim.task,
+        attempt=claim.attempt,
+        epoch=claim.epoch,
+        entry=claim.message,
+        retries_used=claim.retries_used,
+    )
+
+
+class RedisListIntake(WorkIntake):
+    def __init__(self, queue: RedisWorkQueue, agent_id: str, claim: ClaimStrategy) -> None:
+        self.queue = queue
+        self.agent_id = agent_id
+        self.claim = claim
+        # Messages a claim refused since start (dead-lettered, cancelled, stale copies).
+        self.rejected = 0
+
+    def recover(self) -> int:
+        if not self.claim.tracked:
+            return 0
+        try:
+            requeued, _ = self.queue.reap(self.agent_id, actor=self.agent_id, force=True)
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        return requeued
+
+    def take(self, timeout: float) -> Assignment | None:
+        try:
+            got = self.claim.next(self.queue, self.agent_id, timeout)
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        return self._accepted(got)
+
+    def _accepted(self, got: Claim | Rejected | None) -> Assignment | None:
+        if isinstance(got, Rejected):
+            self.rejected += 1
+            log.info("skipped a message: %s", got.reason)
+            return None
+        return None if got is None else _assignment(got)
+
+
+class RedisEventSink(EventSink):
+    """Stages 1 and 2: the agent writes its own outcome decisions to Redis, fenced."""
+
+    def __init__(
+        self,
+        queue: RedisWorkQueue,
+        writer: RedisOutcomeWriter,
+        agent_id: str,
+        heartbeat_ttl: float,
+        tracked: bool = True,
+    ) -> None:
+        self.queue = queue
+        self.writer = writer
+        self.agent_id = agent_id
+        self.heartbeat_ttl = heartbeat_ttl
+        self.tracked = tracked
+        self._lock = threading.Lock()
+        self._last_beat = float("-inf")
+        self._fresh_since = float("inf")
+
+    def finished(self, assignment: Assignment, report: AttemptReport, lines: list[str]) -> None:
+        try:
+            decision = self.writer.decide(assignment.task, report, assignment.retries_used)
+            result = self.writer.write(
+                assignment.task,
+                decision,
+                attempt=assignment.attempt,
+                epoch=assignment.epoch,
+                agent_id=self.agent_id,
+                actor=self.agent_id,
+                entry=assignment.entry if self.tracked else "",
+                lines=lines,
+            )
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        log_refused(result, assignment)
+
+    def heartbeat(self, load: int, capacity: int, stopping: bool = False) -> None:
+        try:
+            if stopping:
+                # Say goodbye at once rather than let the key expire: `tasklab agents` shows
+                # the truth, and the reaper need not wait a TTL for work left behind.
+                self.queue.forget(self.agent_id)
+                return
+            self.queue.heartbeat(self.agent_id, self.heartbeat_ttl)
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_beat > self.heartbeat_ttl:
+                # Our own key may have lapsed (Redis was away or paused, or we were): so may
+                # everyone's. A fresh stretch of heartbeats starts now.
+                self._fresh_since = now
+            self._last_beat = now
+
+    def fresh_for(self) -> float:
+        """How long this agent's heartbeats have gone through without a gap of a TTL."""
+        with self._lock:
+            return max(0.0, time.monotonic() - self._fresh_since)
+
+
+def log_refused(result, assignment: Assignment) -> None:
+    if not result.accepted:
+        # A late report (we were presumed dead and the task was re-run, or it was cancelled):
+        # the store refused it, which is the point.
+        log.warning(
+            "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
+            result.reason,
+            result.status,
+            result.attempt,
+            assignment.attempt,
+        )
+
+
+class RedisChainedReport(ChainedReport):
+    """Report an attempt and take the next in one round trip (finish_take.lua): the busy
+    agent's steady state. An optimisation the stage 1 and 2 bootstraps opt into."""
+
+    def __init__(self, intake: RedisListIntake, sink: RedisEventSink) -> None:
+        self.intake = intake
+        self.sink = sink
+
+    def finish_and_take(
+        self, assignment: Assignment, report: AttemptReport, lines: list[str]
+    ) -> Assignment | None:
+        queue, writer, agent_id = self.intake.queue, self.sink.writer, self.sink.agent_id
+        try:
+            decision = writer.decide(assignment.task, report, assignment.retries_used)
+            if not decision.writes:
+                self.sink.finished(assignment, report, lines)
+                return None
+            all_keys, arg = writer.request(
+                assignment.task,
+                decision,
+                attempt=assignment.attempt,
+                epoch=assignment.epoch,
+                agent_id=agent_id,
+                actor=agent_id,
+                entry=assignment.entry,
+                lines=lines,
+            )
+            result, taken = queue.finish_and_take(agent_id, all_keys, arg, assignment.entry)
+            log_refused(result, assignment)
+            if isinstance(taken, str):
+                # Moved but not claimable in the script (hand-pushed, dispatched): full claim.
+                taken = queue.claim(agent_id, taken, tracked=True)
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        return self.intake._accepted(taken)
+
+
+class RedisControl(AttemptControl):
+    """Reads the task in Redis: where a cancel is decided (one atomic transition) and where a
+    failover's new attempt is recorded, so reading it there cannot miss or misorder either."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def why_stop(self, assignment: Assignment) -> str:
+        try:
+            status, attempt = self.client.hmget(keys.task(assignment.task_id), "status", "attempt")
+        except RedisError:
+            return ""  # cannot tell: keep running; the report is fenced by attempt anyway
+        if status is None:
+            return ""
+        if status.decode() == TaskStatus.CANCELLED:
+            return "cancelled"
+        current = int(attempt or 0)
+        if current != assignment.attempt:
+            return f"superseded by attempt {current}"
+        return ""
+
+
+class RedisReaper:
+    """Stage 1 housekeeping (every agent runs it; there is no leader): give back the work of
+    agents whose heartbeat key expired, and release retries whose backoff elapsed.
+
+    After an outage, silence is no evidence: if Redis was away or paused longer than the TTL,
+    every heartbeat key lapsed, and the first agent back would re-run everyone's live work.
+    So an agent reaps only once its own heartbeats have gone through for a whole TTL since
+    its last gap: by then every live agent has written its key again.
+    """
+
+    def __init__(self, queue: RedisWorkQueue, sink: RedisEventSink, agent_id: str) -> None:
+        self.queue = queue
+        self.sink = sink
+        self.actor = f"reaper:{agent_id}"
+
+    def run(self) -> int:
+        if self.sink.fresh_for() < self.sink.heartbeat_ttl:
+            return 0
+        try:
+            requeued = self.queue.reap_dead_agents(actor=self.actor)
+            self.queue.promote_due()
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        return requeued

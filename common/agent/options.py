@@ -1,0 +1,26 @@
+"""What every stage's bootstrap builds the same way for its agent, from the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.config import Settings
+from common.executors import ExecutorLimits, default_factory
+from common.executors.factory import ExecutorFactory
+
+
+def executors_for(settings: Settings) -> ExecutorFactory:
+    return default_factory(
+        ExecutorLimits(
+            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
+        )
+    )
+
+
+def agent_options(settings: Settings) -> dict[str, Any]:
+    """The Agent's keyword arguments that come straight from the settings."""
+    return {
+        "capacity": settings.agent_capacity,
+        "heartbeat_interval": settings.heartbeat_interval,
+        "stop_grace": settings.agent_stop_grace,
+    }

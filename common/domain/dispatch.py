@@ -1,0 +1,63 @@
+"""The dispatch entry: "attempt N of this task, placed by the leader of epoch E".
+
+From stage 2 on, the leader puts one on the chosen agent's inbox (`agent:{agentId}:tasks`) in
+the same fenced script that marks the task DISPATCHED; the agent claims it, and it sits on the
+agent's `processing:{agentId}` list while the task runs. It is the task's queue message (the
+spec plus its taskId) with the attempt and epoch it was dispatched with, so the claim can
+check both against the task: a copy that outlived a failover can never run.
+
+This is the only place that writes or reads that form in Python; the Lua scripts read it with
+prelude.lua's `decode_entry`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from common.domain.task import MAX_PAYLOAD_BYTES, Task, TaskValidationError, parse_task_message
+
+
+@dataclass(frozen=True)
+class DispatchEntry:
+    task: Task
+    attempt: int
+    epoch: int
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    def to_json(self) -> str:
+        data = json.loads(self.task.to_message())
+        data.update(attempt=self.attempt, epoch=self.epoch)
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, raw: str | bytes, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> DispatchEntry:
+        """Parse an entry; TaskValidationError if it is not one (no stamp, no id, bad task)."""
+        stamp = dispatch_stamp(raw)
+        if stamp is None:
+            raise TaskValidationError(["message: not a dispatch entry (no attempt and epoch)"])
+        task_id, spec = parse_task_message(raw, max_payload_bytes)
+        if task_id is None:
+            raise TaskValidationError(["taskId: a dispatch entry needs one"])
+        return cls(Task.new(spec, task_id=task_id), stamp[0], stamp[1])
+
+
+def dispatch_stamp(raw: str | bytes) -> tuple[int, int] | None:
+    """(attempt, epoch) of a message a scheduler dispatched; None for any other message.
+
+    A hand-pushed message may carry an `attempt` of its own: only a whole, well-typed stamp
+    (a positive integer attempt and a non-negative integer epoch) makes a message a dispatch.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict) or "attempt" not in data or "epoch" not in data:
+        return None
+    attempt, epoch = data["attempt"], data["epoch"]
+    if type(attempt) is not int or type(epoch) is not int or attempt < 1 or epoch < 0:
+        return None
+    return attempt, epoch
