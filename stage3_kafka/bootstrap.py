@@ -7,9 +7,10 @@ Scheduler: stage 2's scheduler (ZooKeeper election, live-agents view, placement 
 given a `KafkaDispatcher`: the same fenced Redis dispatch, plus a message on
 task-dispatch-topic for the chosen agent and a relay for messages that never made it.
 
-Agent: a `KafkaAgent` reading task-dispatch-topic in its own consumer group, starting only what
-its inbox ledger confirms, reporting RUNNING / SUCCESS / FAILED, output lines and heartbeats on
-the bus; registered in ZooKeeper exactly as in stage 2 (same registry, same pause on SUSPENDED).
+Agent: the one agent, its intake reading task-dispatch-topic in its own consumer group and
+starting only what its inbox ledger confirms (`KafkaDispatchIntake`), its reports (RUNNING /
+SUCCESS / FAILED, output lines, heartbeats) published on the bus (`KafkaEventSink`); registered
+in ZooKeeper exactly as in stage 2 (same registry, same pause on SUSPENDED).
 
 Manager (born in this stage): one at-least-once consumer over the status, logs and heartbeat
 topics, applying them to Redis through the fenced transitions, with a dead-letter topic for
@@ -25,12 +26,15 @@ import threading
 from confluent_kafka import KafkaException
 
 from common import keys
+from common.adapters.redis_agent import RedisControl
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
-from common.adapters.redis_queue import RedisWorkQueue, reap_list
+from common.adapters.redis_outcome import RedisOutcomeWriter
+from common.adapters.redis_queue import reap_list
 from common.adapters.redis_store import RedisTaskStore
-from common.agent.kafka_agent import KafkaAgent
+from common.agent import Agent
+from common.agent.options import agent_options, executors_for
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
@@ -38,7 +42,8 @@ from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
-from common.executors import ExecutorLimits, default_factory
+from common.domain.backoff import ExponentialBackoff
+from common.messaging.agent_adapters import KafkaDispatchIntake, KafkaEventSink
 from common.messaging.clients import Bus, EventPublisher
 from common.messaging.consumer import AtLeastOnceConsumer
 from common.messaging.dead_letter import DeadLetters
@@ -46,7 +51,6 @@ from common.messaging.dispatch import KafkaDispatcher
 from common.messaging.manager import HeartbeatMonitor, TaskEventManager
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
-from common.domain.backoff import ExponentialBackoff
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -111,34 +115,28 @@ def run_scheduler(settings: Settings) -> None:
 
 
 # -- agent -------------------------------------------------------------------------------------
-def build_agent(settings: Settings, bus: Bus) -> tuple[KafkaAgent, AgentRegistry]:
+def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
     agent_id = settings.agent_id
-    executors = default_factory(
-        ExecutorLimits(
-            output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
-        )
-    )
+    executors = executors_for(settings)
 
-    def recover() -> tuple[int, int]:
+    def recover() -> int:
         # What a previous run of this id left: running first, then not yet started.
-        requeued = dropped = 0
+        requeued = 0
         for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
-            r, d = reap_list(store, work_list, agent_id, keys.PENDING_QUEUE, agent_id)
-            requeued, dropped = requeued + r, dropped + d
-        return requeued, dropped
+            requeued += reap_list(store, work_list, agent_id, keys.PENDING_QUEUE, agent_id)[0]
+        return requeued
 
-    agent = KafkaAgent(
+    publisher = EventPublisher(bus, client_id=f"agent-{agent_id}")
+    intake = KafkaDispatchIntake(agent_id, bus, DispatchLedger(client), publisher, recover)
+    agent = Agent(
         agent_id,
-        bus,
-        EventPublisher(bus, client_id=f"agent-{agent_id}"),
-        DispatchLedger(client),
+        intake,
+        KafkaEventSink(agent_id, publisher, intake, max_log_lines=settings.max_log_lines),
+        RedisControl(client),
         executors,
-        recover,
-        capacity=settings.agent_capacity,
-        heartbeat_interval=settings.heartbeat_interval,
-        max_log_lines=settings.max_log_lines,
+        **agent_options(settings),
     )
     info = AgentInfo(
         agent_id=agent_id,
@@ -168,12 +166,10 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
         settings.manager_id,
         client,
         store,
-        RedisWorkQueue(
+        RedisOutcomeWriter(
             client,
             store,
-            requeue_to=keys.PENDING_QUEUE,
-            max_payload_bytes=settings.max_payload_bytes,
-            backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+            ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
         ),
         RedisDispatcher(client, store, settings.max_payload_bytes),
         HeartbeatMonitor(settings.manager_heartbeat_timeout),

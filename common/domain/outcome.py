@@ -110,3 +110,44 @@ def decide(
 
 
 # --8<-- [end:decide]
+
+
+class FinalReport(StrEnum):
+    """What the manager (stage 3) does with an agent's final report of an attempt."""
+
+    APPLY = "APPLY"  # decide() and write it
+    IMPLY_RUNNING = "IMPLY_RUNNING"  # RUNNING was lost on the way: apply it first, then APPLY
+    STALE = "STALE"  # a report of an attempt a failover replaced
+    DUPLICATE = "DUPLICATE"  # already final (a redelivery, or a cancel won): drop the entry
+    UNPROCESSABLE = "UNPROCESSABLE"  # cannot be right: dead-letter it with the reason
+
+
+# --8<-- [start:judge-final]
+def judge_final(
+    *,
+    task_status: TaskStatus,
+    task_attempt: int,
+    task_agent: str | None,
+    attempt: int,
+    agent: str,
+    status: str,
+) -> tuple[FinalReport, str]:
+    """How a final report (`status` of `attempt`, from `agent`) meets the task as stored."""
+    if task_attempt != attempt:
+        return FinalReport.STALE, f"task is at attempt {task_attempt}"
+    if task_status in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        return FinalReport.DUPLICATE, f"task is already {task_status.value}"
+    if task_agent != agent:
+        return FinalReport.UNPROCESSABLE, f"attempt {attempt} runs on {task_agent}"
+    if status == "CANCELLED":
+        return FinalReport.UNPROCESSABLE, f"cannot apply CANCELLED to a {task_status.value} task"
+    if task_status == TaskStatus.DISPATCHED:
+        # The attempt's RUNNING never arrived (dead-lettered, or lost by a broker): a final
+        # report from the agent the attempt was dispatched to says it ran.
+        return FinalReport.IMPLY_RUNNING, "RUNNING implied by the final report"
+    if task_status != TaskStatus.RUNNING:
+        return FinalReport.UNPROCESSABLE, f"cannot apply {status} to a {task_status.value} task"
+    return FinalReport.APPLY, ""
+
+
+# --8<-- [end:judge-final]

@@ -4,8 +4,9 @@
 over three topics. Several managers share the partitions between them; one is enough.
 
 - task-status-update-topic: RUNNING, SUCCESS, FAILED (with retries) and CANCELLED go through
-  the same fenced Lua transitions as in stages 1 and 2 (`RedisTaskStore.transition`,
-  `RedisWorkQueue.finish`), so a late or replayed report is rejected by attempt and epoch.
+  the same fenced Lua transitions as in stages 1 and 2: the outcome is the domain's decision
+  (`common.domain.outcome.decide`), written by the same `RedisOutcomeWriter` a stage 1 agent
+  uses, so a late or replayed report is rejected by attempt and epoch.
 - task-logs-topic: each line is appended once, in order (`RedisLogSink`).
 - agent-heartbeat-topic: `tasklab agents` reads what the heartbeats say; an agent that goes
   silent while others are heard is failed over (`HeartbeatMonitor`), a second signal beside
@@ -18,7 +19,6 @@ nothing. What it did is counted in `stats:events`.
 
 from __future__ import annotations
 
-import json
 import time
 
 from confluent_kafka import Message
@@ -27,11 +27,11 @@ from redis import Redis
 from common import keys
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger, EventStats, RedisLogSink, record_heartbeat
-from common.adapters.redis_queue import Claim, RedisWorkQueue
+from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_store import RedisTaskStore
+from common.domain.outcome import AttemptReport, FinalReport, judge_final
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
-from common.executors.base import ExecutionResult
 from common.messaging.consumer import NotYet, Unprocessable
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
 from common.observability import bind, get_logger
@@ -99,7 +99,7 @@ class TaskEventManager:
         manager_id: str,
         client: Redis,
         store: RedisTaskStore,
-        queue: RedisWorkQueue,
+        writer: RedisOutcomeWriter,
         dispatcher: RedisDispatcher,
         monitor: HeartbeatMonitor,
         heartbeat_ttl: float = 5.0,
@@ -108,7 +108,7 @@ class TaskEventManager:
         self.manager_id = manager_id
         self.client = client
         self.store = store
-        self.queue = queue
+        self.writer = writer
         self.dispatcher = dispatcher
         self.ledger = DispatchLedger(client)
         self.logs = RedisLogSink(client)
@@ -161,48 +161,46 @@ class TaskEventManager:
     # --8<-- [start:final]
     def _final(self, event: StatusEvent, task: Task) -> None:
         key = (event.task_id, event.attempt)
-        if task.attempt != event.attempt:
+        verdict, why = judge_final(
+            task_status=task.status,
+            task_attempt=task.attempt,
+            task_agent=task.agent_id,
+            attempt=event.attempt,
+            agent=event.agent_id,
+            status=event.status,
+        )
+        if verdict == FinalReport.STALE:
             self._waiting_for_logs.pop(key, None)
             self.stats.count("status_stale")
             return
-        if task.status in TERMINAL_STATES:
+        if verdict == FinalReport.DUPLICATE:
             # A redelivery, or the report of a run killed by a cancel (the cancel was the
             # transition). Either way the agent's entry leaves its processing list now.
             self.ledger.drop(event.agent_id, event.task_id, event.attempt)
             self._waiting_for_logs.pop(key, None)
             self.stats.count("status_duplicate")
             return
-        placed_here = task.agent_id == event.agent_id
-        if task.status == TaskStatus.DISPATCHED and placed_here and event.status != "CANCELLED":
-            # The attempt's RUNNING never arrived (dead-lettered, or lost by a broker): a
-            # final report from the agent the attempt was dispatched to says it ran. Applied
-            # first, through the same fenced transition; a late RUNNING is then a duplicate.
+        if verdict == FinalReport.UNPROCESSABLE:
+            raise Unprocessable(why)
+        if verdict == FinalReport.IMPLY_RUNNING:
+            # Applied first, through the same fenced transition; a late RUNNING is then a
+            # duplicate.
             if self._start(event).accepted:
                 self.stats.count("status_running_implied")
-            task = self.store.get(event.task_id) or task
-        if task.status != TaskStatus.RUNNING or event.status == "CANCELLED":
-            raise Unprocessable(f"cannot apply {event.status} to a {task.status.value} task")
-        if not placed_here:
-            raise Unprocessable(f"attempt {event.attempt} runs on {task.agent_id}")
         self._wait_for_lines(event, key)
-        entry = self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
-        claim = Claim(
-            task=task,
-            # The entry is what a retry puts back in the queue; rebuilt if it is gone.
-            message=entry or _queue_message(task, event),
+        # The agent reported how the attempt ended; what that means (retry or not) is the
+        # domain's decision, the same one a stage 1 agent makes, written the same way.
+        decision = self.writer.decide(task, _report_of(event))
+        result = self.writer.write(
+            task,
+            decision,
             attempt=event.attempt,
             epoch=event.epoch,
+            agent_id=event.agent_id,
+            actor=event.agent_id,
+            entry=self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
+            or "",
         )
-        outcome = ExecutionResult(
-            success=event.status == "SUCCESS",
-            exit_code=event.exit_code,
-            result=event.result or "",
-            error=event.error,
-            lines=[],  # already appended, line by line, from task-logs-topic
-            timed_out=event.timed_out,
-            duration=event.duration or 0.0,
-        )
-        result = self.queue.finish(event.agent_id, claim, outcome, tracked=entry is not None)
         self._waiting_for_logs.pop(key, None)
         if result.accepted:
             self.stats.count("status_applied")
@@ -275,9 +273,14 @@ class TaskEventManager:
                 )
 
 
-def _queue_message(task: Task, event: StatusEvent) -> str:
-    """The inbox entry's form (stage 2's dispatch message): the queue message plus the attempt
-    and epoch it was dispatched with."""
-    data = json.loads(task.to_message())
-    data.update(attempt=event.attempt, epoch=event.epoch)
-    return json.dumps(data, separators=(",", ":"))
+def _report_of(event: StatusEvent) -> AttemptReport:
+    """A final status event as the domain's attempt report."""
+    return AttemptReport(
+        success=event.status == "SUCCESS",
+        exit_code=event.exit_code,
+        result=event.result or "",
+        error=event.error,
+        timed_out=event.timed_out,
+        cancelled=event.status == "CANCELLED",
+        duration=event.duration or 0.0,
+    )
