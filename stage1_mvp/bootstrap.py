@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 
 from common.adapters.redis_agent import (
-    ChainedClaim,
     ClaimStrategy,
     RedisChainedReport,
     RedisControl,
@@ -30,9 +29,7 @@ from common.domain.backoff import ExponentialBackoff
 from common.stages import StageSpec
 from stage1_mvp.naive_claim import NaiveClaim
 
-# "reliable" is what a learner builds first (BLMOVE + claim, two round trips); the bootstrap
-# opts into ChainedClaim, the same claim in one round trip (docs/patterns/optimisations.md).
-CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ChainedClaim, "naive": NaiveClaim}
+CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ReliableClaim, "naive": NaiveClaim}
 
 
 def build_agent(settings: Settings) -> Agent:
@@ -54,12 +51,8 @@ def build_agent(settings: Settings) -> Agent:
         sink,
         RedisControl(client),
         executors_for(settings),
-        housekeeping=[
-            Periodic(
-                "reaper", settings.reaper_interval, RedisReaper(queue, sink, settings.agent_id).run
-            )
-        ],
-        # Report one task and take the next in one round trip: an optimisation, opted into.
+        housekeeping=[Periodic("reaper", settings.reaper_interval, reaper.run)],
+        # A report also moves the next message, in the same round trip: an optimisation.
         chain=RedisChainedReport(intake, sink) if isinstance(claim, ReliableClaim) else None,
         **agent_options(settings),
     )

@@ -17,11 +17,11 @@ import sys
 
 from common import keys
 from common.adapters.redis_agent import (
-    ChainedClaim,
     RedisChainedReport,
     RedisControl,
     RedisEventSink,
     RedisListIntake,
+    ReliableClaim,
 )
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
@@ -72,7 +72,7 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
         requeue_to=keys.PENDING_QUEUE,
         max_payload_bytes=settings.max_payload_bytes,
     )
-    intake = RedisListIntake(queue, settings.agent_id, ChainedClaim())
+    intake = RedisListIntake(queue, settings.agent_id, ReliableClaim())
     writer = RedisOutcomeWriter(
         client, store, ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max)
     )

@@ -9,8 +9,8 @@
 
 Pattern: Strategy (introduced in stage 1) for *how* a task is claimed: `NaiveClaim` (BRPOP,
 loses a task if the agent dies, kept in stage1_mvp to be broken), `ReliableClaim` (BLMOVE to a
-processing list + reaper) and `ChainedClaim`, an optimisation the bootstrap opts into, which
-claims in one round trip and lets a report take the next task in the same round trip.
+processing list + reaper). `RedisChainedReport` is an optimisation a bootstrap opts into: a
+report also moves the next message to the processing list, in the same round trip.
 """
 
 from __future__ import annotations
@@ -61,18 +61,6 @@ class ReliableClaim(ClaimStrategy):
 
     def take(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> str | None:
         return queue.take_reliably(agent_id, timeout)
-
-
-class ChainedClaim(ReliableClaim):
-    """An optimisation of `ReliableClaim`: while work is queued, one Lua call moves the next
-    message and claims it (take_next.lua); only an empty queue costs the blocking BLMOVE and
-    a claim of its own. Same guarantees, one round trip instead of two."""
-
-    def next(self, queue: RedisWorkQueue, agent_id: str, timeout: float) -> Claim | Rejected | None:
-        got = queue.take_and_claim(agent_id)
-        if isinstance(got, str):
-            return queue.claim(agent_id, got, tracked=True)
-        return got if got is not None else super().next(queue, agent_id, timeout)
 
 
 # --8<-- [end:claim-strategy]
@@ -195,8 +183,9 @@ def log_refused(result, assignment: Assignment) -> None:
 
 
 class RedisChainedReport(ChainedReport):
-    """Report an attempt and take the next in one round trip (finish_take.lua): the busy
-    agent's steady state. An optimisation the stage 1 and 2 bootstraps opt into."""
+    """Report an attempt and move the next message to the processing list in one round trip
+    (finish_take.lua), then claim it: the busy agent's steady state, two round trips per task
+    instead of three. An optimisation the stage 1 and 2 bootstraps opt into."""
 
     def __init__(self, intake: RedisListIntake, sink: RedisEventSink) -> None:
         self.intake = intake
@@ -221,11 +210,10 @@ class RedisChainedReport(ChainedReport):
                 entry=assignment.entry,
                 lines=lines,
             )
-            result, taken = queue.finish_and_take(agent_id, all_keys, arg, assignment.entry)
+            result, moved = queue.finish_and_take(agent_id, all_keys, arg, assignment.entry)
             log_refused(result, assignment)
-            if isinstance(taken, str):
-                # Moved but not claimable in the script (hand-pushed, dispatched): full claim.
-                taken = queue.claim(agent_id, taken, tracked=True)
+            # Claimed in its own script, which receives the next task's keys by name.
+            taken = None if moved is None else queue.claim(agent_id, moved, tracked=True)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         return self.intake._accepted(taken)

@@ -83,8 +83,7 @@ class RedisWorkQueue:
         self.max_payload_bytes = max_payload_bytes
         # An inbox (stage 2: the scheduler's dispatch entries), not the shared queue.
         self.reads_inbox = source != keys.PENDING_QUEUE
-        self._take = client.register_script(script_source("take", "take_next"))
-        self._finish_take = client.register_script(script_source("finish_take", "take_next"))
+        self._finish_take = client.register_script(script_source("finish_take"))
 
     # -- taking ------------------------------------------------------------------------
     # --8<-- [start:take]
@@ -93,31 +92,6 @@ class RedisWorkQueue:
         return None if raw is None else _s(raw)
 
     # --8<-- [end:take]
-
-    def take_and_claim(self, agent_id: str) -> Claim | Rejected | str | None:
-        """Move the next message to the processing list and claim it in one round trip.
-
-        Returns None if the source is empty (block in `take_reliably` then), the raw message
-        if it needs the full `claim` (not one a client submitted), else what `claim` would.
-        """
-        reply = self._take(
-            keys=[self.source, keys.processing(agent_id), keys.TRANSITION_STATS],
-            args=[agent_id, repr(time.time())],
-        )
-        return self._taken(reply)
-
-    def _taken(self, reply: list) -> Claim | Rejected | str | None:
-        """Decode take_next.lua's answer."""
-        kind = int(reply[0])
-        if kind == 0:
-            return None
-        raw = _s(reply[1])
-        if kind == 1:
-            return raw
-        result = as_result(reply[2:6])
-        if kind == 2:
-            return Rejected(f"not claimable: {result.reason} (status {result.status})")
-        return _claimed(reply[6], raw, result.attempt, 0)
 
     def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
         """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it.
@@ -173,14 +147,14 @@ class RedisWorkQueue:
 
     def finish_and_take(
         self, agent_id: str, report_keys: list[str], report_arg: str, entry: str
-    ) -> tuple[TransitionResult, Claim | Rejected | str | None]:
-        """A report (KEYS and ARGV[1] of transition.lua) and take_and_claim() in one round
-        trip (finish_take.lua); a refused report's `entry` is dropped in the same script."""
-        both = self._finish_take(
-            keys=[*report_keys, self.source],
-            args=[report_arg, agent_id, repr(time.time()), entry],
+    ) -> tuple[TransitionResult, str | None]:
+        """A report (KEYS and ARGV[1] of transition.lua), and the next message moved to the
+        processing list, in one round trip (finish_take.lua); returns the message to claim.
+        A refused report's `entry` is dropped in the same script."""
+        result, moved = self._finish_take(
+            keys=[*report_keys, self.source], args=[report_arg, entry]
         )
-        return as_result(both[0]), self._taken(both[1])
+        return as_result(result), (_s(moved) if moved else None)
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         taken_from = keys.processing(agent_id) if tracked else None

@@ -106,8 +106,10 @@ def test_a_zombie_agents_late_report_never_overwrites_the_re_run(redis_client, c
     # Then the zombie learns it was superseded (and writes nothing), or, if its task's exit
     # came first, its report for attempt 1 is rejected and counted; the re-run's result stands
     eventually(
-        lambda: "superseded by attempt 2" in zombie.log_text()
-        or "report rejected as stale_attempt" in zombie.log_text(),
+        lambda: (
+            "superseded by attempt 2" in zombie.log_text()
+            or "report rejected as stale_attempt" in zombie.log_text()
+        ),
         timeout=10,
         message="zombie superseded or its report rejected",
     )
