@@ -274,10 +274,10 @@ class KafkaEventSink(EventSink):
 
     def finished(self, assignment: Assignment, report: AttemptReport, lines: list[str]) -> None:
         published = self._published.pop((assignment.task_id, assignment.attempt), 0)
-        if report.superseded:
-            # A newer attempt owns the task: this one's report would be stale at the manager.
-            return
-        status = "SUCCESS" if report.success else "CANCELLED" if report.cancelled else "FAILED"
+        # A superseded run is reported too (as killed): the manager finds it stale and counts
+        # it, which is how the fencing's work shows in stats:events.
+        killed = report.cancelled or report.superseded
+        status = "SUCCESS" if report.success else "CANCELLED" if killed else "FAILED"
         self._status(
             assignment,
             status,
