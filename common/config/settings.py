@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -94,7 +94,7 @@ class _TomlLayers(PydanticBaseSettingsSource):
 # common/scheduling/strategies.py, above configuration in the layering (scheduling imports
 # coordination, which imports config): reading the names from that registry would make config
 # import scheduling, a cycle. tests/unit/test_placement_names.py checks the two lists agree.
-PlacementName = Literal["least-load", "round-robin", "random"]
+PLACEMENT_STRATEGIES: tuple[str, ...] = ("least-load", "round-robin", "random")
 
 
 def _default_agent_id() -> str:
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
 
     # Stage 2: the leader-elected scheduler.
     scheduler_id: str = Field(default_factory=_default_agent_id)
-    scheduler_strategy: PlacementName = "least-load"
+    scheduler_strategy: str = "least-load"
     scheduler_agent_backlog: int = Field(default=2, ge=1, le=1000)
     scheduler_poll_timeout: float = Field(default=0.5, gt=0)
     scheduler_sweep_interval: float = Field(default=1.0, gt=0)
@@ -144,6 +144,15 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("scheduler_strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in PLACEMENT_STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {v!r}; choose one of {', '.join(sorted(PLACEMENT_STRATEGIES))}"
+            )
+        return v
 
     @classmethod
     def settings_customise_sources(
