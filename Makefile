@@ -46,9 +46,10 @@ test: setup ## Lint, unit + integration tests on real services, strict docs buil
 unit: $(STAMP) ## Unit tests only (no services)
 	$(BIN)/pytest -q tests/unit
 
-lint: $(STAMP) ## ruff lint + format check
+lint: $(STAMP) ## ruff lint + format check, import layering (contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo --no-cache
 
 docs: $(STAMP) ## Build the docs site strictly (site/)
 	$(BIN)/mkdocs build --strict -q

@@ -322,7 +322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (a minute or two)")
     p.add_argument("--reps", type=int, help="repetitions of every trial (full 3, quick 1)")
-    p.add_argument("--stages", default="1,2,3", help="tasklab stages to include if installed")
+    p.add_argument(
+        "--stages", default="", help="tasklab stages to include if installed (default: all)"
+    )
     p.add_argument("--no-celery", action="store_true", help="tasklab only")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--agents", type=int, default=2, help="tasklab agents (default 2)")
@@ -374,10 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         ctx.start()
+        from common.stages import installed_stages
+
+        stages = [int(s) for s in args.stages.split(",") if s] or installed_stages()
         systems: list[System] = [
-            TasklabSystem(int(s), ctx, args.agents, args.capacity, args.log_level)
-            for s in args.stages.split(",")
-            if s
+            TasklabSystem(s, ctx, args.agents, args.capacity, args.log_level) for s in stages
         ]
         if args.baseline:
             source = baseline_checkout(args.baseline, workdir)

@@ -106,12 +106,14 @@ class TasklabSystem(System):
         self._client = None
 
     def unavailable(self) -> str | None:
-        from common.stages import TOPOLOGY, installed_stages
+        from common.stages import load_stage
 
-        if self.stage not in installed_stages():
-            return f"stage {self.stage} is not installed (no tasklab.stages entry point)"
-        if self.stage not in TOPOLOGY:
-            return f"stage {self.stage} has no TOPOLOGY entry in common/stages.py"
+        try:
+            spec = load_stage(self.stage)
+        except LookupError as exc:
+            return str(exc)
+        if not spec.topology:
+            return f"stage {self.stage} declares no process topology in its StageSpec"
         return self.ctx.ensure_services(self.stage)
 
     @property
@@ -124,9 +126,10 @@ class TasklabSystem(System):
         return self._client
 
     def start(self, log_dir: Path) -> None:
-        from common.stages import TOPOLOGY
-        from common.testing.processes import RoleProcess
+        from common.devstack.roles import RoleProcess
+        from common.stages import load_stage
 
+        spec = load_stage(self.stage)
         env = {
             **self.ctx.service_env(self.stage),
             # Production timers (config/local.toml), not the test suite's fast ones.
@@ -142,18 +145,14 @@ class TasklabSystem(System):
             env["PYTHONSAFEPATH"] = "1"
             # Its own config files too: today's may name settings it does not know.
             env["TASKLAB_CONFIG_DIR"] = str(self.source / "config")
-        if self.stage >= 2:
+        if "zookeeper" in spec.services:
             # A fresh chroot per trial: no registration or leadership left from the last one.
             env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
         self.procs = []
-        for role, count in TOPOLOGY[self.stage]:
-            n_role = self.agents if role == "agent" else count
-            for n in range(n_role):
-                name = f"bench-{role}-{n + 1}"
-                proc = RoleProcess(
-                    role, self.stage, {**env, "TASKLAB_AGENT_ID": name}, log_dir, name=name
-                )
-                self.procs.append(proc.start())
+        for role, name in spec.processes(scale={"agent": self.agents}):
+            ident = f"bench-{name}"
+            proc = RoleProcess(role, self.stage, {**env, "TASKLAB_AGENT_ID": ident}, log_dir, ident)
+            self.procs.append(proc.start())
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.alive()]

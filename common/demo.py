@@ -22,8 +22,8 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.devstack import DevStack
-from common.stages import TOPOLOGY, installed_stages
-from common.testing.processes import RoleProcess
+from common.devstack.roles import RoleProcess
+from common.stages import StageSpec, installed_stages, load_stage
 
 DEMO_TASKS = [
     {"taskName": "hello", "taskType": "SHELL", "payload": "echo hello from $(hostname)"},
@@ -53,6 +53,7 @@ def say(msg: str) -> None:
 
 
 def run(stage: int, serve: bool) -> int:
+    spec = load_stage(stage)
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklab-demo-s{stage}-"))
     stack = DevStack(workdir / "devstack")
     processes: list[RoleProcess] = []
@@ -66,12 +67,9 @@ def run(stage: int, serve: bool) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        for role, count in TOPOLOGY[stage]:
-            for n in range(count):
-                name = f"{role}-{n + 1}"
-                proc = RoleProcess(role, stage, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
-                processes.append(proc.start())
-                say(f"   {name:<10} pid {proc.pid:<7} log {proc.log_path}")
+        for proc in role_processes(spec, env, workdir):
+            processes.append(proc.start())
+            say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}")
         if serve:
             return serve_forever(env, processes)
         return drive(env)
@@ -80,6 +78,14 @@ def run(stage: int, serve: bool) -> int:
             proc.stop()
         stopped = stack.down()
         say(f"== stopped {len(processes)} role process(es) and {len(stopped)} service(s)")
+
+
+def role_processes(spec: StageSpec, env: dict[str, str], workdir: Path) -> list[RoleProcess]:
+    """One (not yet started) process per entry of the stage's declared topology."""
+    return [
+        RoleProcess(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
+        for role, name in spec.processes()
+    ]
 
 
 def drive(env: dict[str, str]) -> int:
@@ -154,7 +160,7 @@ def serve_forever(env: dict[str, str], processes: list[RoleProcess]) -> int:
 def main(argv: list[str] | None = None) -> int:
     stages = installed_stages()
     parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__)
-    parser.add_argument("--stage", type=int, default=max(s for s in stages if s in TOPOLOGY))
+    parser.add_argument("--stage", type=int, default=max(stages, default=1))
     parser.add_argument("--serve", action="store_true", help="keep running until Ctrl-C")
     args = parser.parse_args(argv)
     if args.stage not in stages:

@@ -66,4 +66,10 @@ def run_agent(settings: Settings) -> None:
     agent.run_forever()
 
 
-STAGE = StageSpec(number=1, title="Redis list queue + agent", roles={"agent": run_agent})
+STAGE = StageSpec(
+    number=1,
+    title="Redis list queue + agent",
+    roles={"agent": run_agent},
+    services=("redis",),
+    topology=(("agent", 2),),
+)

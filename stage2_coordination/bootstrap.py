@@ -126,4 +126,7 @@ STAGE = StageSpec(
     number=2,
     title="ZooKeeper coordination: agent registry, leader-elected scheduler, failover",
     roles={"scheduler": run_scheduler, "agent": run_agent},
+    services=("redis", "zookeeper"),
+    # Two schedulers: one leads, one stands by to show failover.
+    topology=(("scheduler", 2), ("agent", 3)),
 )

@@ -216,4 +216,6 @@ STAGE = StageSpec(
     number=3,
     title="Kafka event bus: dispatch, status, heartbeats and logs; manager service",
     roles={"scheduler": run_scheduler, "agent": run_agent, "manager": run_manager},
+    services=("redis", "zookeeper", "kafka"),
+    topology=(("scheduler", 2), ("agent", 3), ("manager", 1)),
 )

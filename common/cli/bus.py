@@ -22,7 +22,7 @@ bus_app = typer.Typer(
 
 
 def _bus():
-    from common.cli.main import settings
+    from common.cli.shared import settings
     from common.messaging.clients import Bus
 
     return Bus.from_settings(settings())

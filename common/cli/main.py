@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.cli.bus import bus_app
-from common.config import ConfigError, Settings, get_settings
+from common.cli.shared import fail, settings
 from common.domain.task import Task, TaskType, TaskValidationError
 from common.domain.transitions import TaskStatus
 
@@ -34,19 +34,6 @@ dev_app = typer.Typer(
 app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def settings() -> Settings:
-    try:
-        return get_settings()
-    except ConfigError as exc:
-        fail(str(exc), 2)
-        raise  # unreachable; keeps type checkers calm
 
 
 def client():

@@ -1,5 +1,11 @@
 """Configuration: `config/base.toml` + `config/<env>.toml` + `TASKLAB_*` environment variables."""
 
-from common.config.settings import ConfigError, Settings, get_settings, load_settings
+from common.config.settings import (
+    PLACEMENT_STRATEGIES,
+    ConfigError,
+    Settings,
+    get_settings,
+    load_settings,
+)
 
-__all__ = ["ConfigError", "Settings", "get_settings", "load_settings"]
+__all__ = ["ConfigError", "PLACEMENT_STRATEGIES", "Settings", "get_settings", "load_settings"]

@@ -90,6 +90,13 @@ class _TomlLayers(PydanticBaseSettingsSource):
         return read_toml_layers(os.environ.get("TASKLAB_ENV", "local"))
 
 
+# The names configuration may pick a placement strategy by. The strategies live in
+# common/scheduling/strategies.py, above configuration in the layering (scheduling imports
+# coordination, which imports config): reading the names from that registry would make config
+# import scheduling, a cycle. tests/unit/test_placement_names.py checks the two lists agree.
+PLACEMENT_STRATEGIES: tuple[str, ...] = ("least-load", "round-robin", "random")
+
+
 def _default_agent_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -143,12 +150,9 @@ class Settings(BaseSettings):
     @field_validator("scheduler_strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        # Imported here: the registry lives with the strategies, and is the only list of names.
-        from common.scheduling.strategies import STRATEGIES
-
-        if v not in STRATEGIES:
+        if v not in PLACEMENT_STRATEGIES:
             raise ValueError(
-                f"unknown strategy {v!r}; choose one of {', '.join(sorted(STRATEGIES))}"
+                f"unknown strategy {v!r}; choose one of {', '.join(sorted(PLACEMENT_STRATEGIES))}"
             )
         return v
 

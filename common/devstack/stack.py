@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from common.devstack.base import NativeService, RunningService, stop_process_group
+from common.stages import load_stage
 
 # name -> "module:Class"; loaded lazily so stage 1 never needs a JDK.
 SERVICE_CLASSES: dict[str, str] = {
@@ -23,20 +24,20 @@ SERVICE_CLASSES: dict[str, str] = {
     "kafka": "common.devstack.kafka:KafkaService",
 }
 
-STAGE_SERVICES: dict[int, list[str]] = {
-    1: ["redis"],
-    2: ["redis", "zookeeper"],
-    3: ["redis", "zookeeper", "kafka"],
-    4: ["redis", "zookeeper", "kafka"],
-    5: ["redis", "zookeeper", "kafka"],
-}
 
-
-def services_for_stage(stage: int) -> list[str]:
+def services_for_stage(stage: int) -> tuple[str, ...]:
+    """The services stage `stage` declares in its StageSpec (its bootstrap), in start order."""
     try:
-        return STAGE_SERVICES[stage]
-    except KeyError:
-        raise ValueError(f"unknown stage {stage}: choose one of {sorted(STAGE_SERVICES)}") from None
+        services = load_stage(stage).services
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
+    unknown = [name for name in services if name not in SERVICE_CLASSES]
+    if unknown:
+        raise ValueError(
+            f"stage {stage} needs {', '.join(unknown)}, which the dev stack cannot start "
+            f"(it knows {', '.join(SERVICE_CLASSES)})"
+        )
+    return services
 
 
 def make_service(name: str, **kwargs) -> NativeService:

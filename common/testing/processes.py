@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from common.devstack import roles
 
-class RoleProcess:
+
+class RoleProcess(roles.RoleProcess):
+    """A role process with the test suite's fast timers and text logs, and fault injectors."""
+
     def __init__(
         self,
         role: str,
@@ -22,33 +24,8 @@ class RoleProcess:
         log_dir: Path,
         name: str | None = None,
     ) -> None:
-        self.role = role
-        self.stage = stage
-        self.name = name or f"{role}-{stage}"
-        self.env = {**os.environ, "TASKLAB_ENV": "test", "TASKLAB_LOG_FORMAT": "text", **env}
-        self.log_path = log_dir / f"{self.name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RoleProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
-        self._log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli.main", "run", self.role, "--stage", str(self.stage)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        test_env = {"TASKLAB_ENV": "test", "TASKLAB_LOG_FORMAT": "text", **env}
+        super().__init__(role, stage, test_env, log_dir, name)
 
     def kill(self) -> None:
         """kill -9 the role and everything it spawned (its tasks die with it)."""
@@ -61,22 +38,6 @@ class RoleProcess:
 
     def resume(self) -> None:
         os.killpg(self.pid, signal.SIGCONT)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGCONT)
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def process_alive(pid: int) -> bool:

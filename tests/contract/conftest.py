@@ -1,9 +1,12 @@
 """The `platform` fixture: one whole stage running on real services, for the contract suite.
 
 Parametrised over every installed stage, so the same lifecycle tests run against stage 1, 2
-and 3 alike: only the infrastructure changes, never the task API.
+and 3 alike: only the infrastructure changes, never the task API. What a stage runs (its
+backing services and its processes) comes from its own StageSpec, so a new stage joins the
+suite by being installed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -11,9 +14,36 @@ import pytest
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
-from common.stages import TOPOLOGY, installed_stages
+from common.stages import installed_stages, load_stage
 
-STAGES = [s for s in installed_stages() if s in TOPOLOGY]
+STAGES = [s for s in installed_stages() if load_stage(s).topology]
+
+
+def _redis(request) -> dict[str, str]:
+    return {"TASKLAB_REDIS_URL": request.getfixturevalue("redis_url")}
+
+
+def _zookeeper(request) -> dict[str, str]:
+    # Its own chroot per test: tests share one ZooKeeper without seeing each other.
+    env = dict(request.getfixturevalue("zookeeper_service").env)
+    env["TASKLAB_ZK_CHROOT"] = request.getfixturevalue("zk_chroot")
+    return env
+
+
+def _kafka(request) -> dict[str, str]:
+    # Its own topic prefix per test, for the same reason.
+    env = dict(request.getfixturevalue("kafka_service").env)
+    env["TASKLAB_KAFKA_NAMESPACE"] = request.getfixturevalue("kafka_namespace")
+    return env
+
+
+# Backing service -> the TASKLAB_* settings that point a role at the test's instance of it.
+# Keyed by service, not by stage: a new stage built on these services needs nothing here.
+SERVICE_ENV: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
+    "redis": _redis,
+    "zookeeper": _zookeeper,
+    "kafka": _kafka,
+}
 
 
 @dataclass
@@ -24,17 +54,14 @@ class Platform:
 
 
 @pytest.fixture(params=STAGES, ids=[f"stage{s}" for s in STAGES])
-def platform(request, redis_url, start_role):
-    stage = request.param
-    env = {"TASKLAB_REDIS_URL": redis_url}
-    if stage >= 2:
-        env.update(request.getfixturevalue("zookeeper_service").env)
-        env["TASKLAB_ZK_CHROOT"] = request.getfixturevalue("zk_chroot")
-    if stage >= 3:
-        env.update(request.getfixturevalue("kafka_service").env)
-        env["TASKLAB_KAFKA_NAMESPACE"] = request.getfixturevalue("kafka_namespace")
-    for role, count in TOPOLOGY[stage]:
-        for n in range(count):
-            name = f"{role}-{n + 1}"
-            start_role(role, stage, {**env, "TASKLAB_AGENT_ID": name}, name=name)
-    return Platform(stage, env, TaskClient(RedisTaskStore(redis_client(redis_url))))
+def platform(request, start_role):
+    spec = load_stage(request.param)
+    env: dict[str, str] = {}
+    for service in spec.services:
+        if service not in SERVICE_ENV:
+            pytest.fail(f"stage {spec.number} needs {service!r}, which the contract suite lacks")
+        env.update(SERVICE_ENV[service](request))
+    for role, name in spec.processes():
+        start_role(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, name=name)
+    client = TaskClient(RedisTaskStore(redis_client(env["TASKLAB_REDIS_URL"])))
+    return Platform(spec.number, env, client)

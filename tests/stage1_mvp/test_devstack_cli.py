@@ -41,4 +41,6 @@ def test_dev_up_prints_exportable_addresses_and_dev_down_stops_exactly_those_pid
 def test_dev_up_rejects_an_unknown_stage_in_one_line(tmp_path):
     out = tasklab("dev", "up", "--stage", "9", "--state-dir", str(tmp_path))
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: unknown stage 9: choose one of [1, 2, 3, 4, 5]"
+    error = out.stderr.strip()
+    assert error.startswith("error: stage 9 is not installed (installed stages: 1, 2, 3")
+    assert "\n" not in error
