@@ -9,7 +9,7 @@ export TASKLAB_DEVSTACK_DIR ?= $(CURDIR)/.tasklab/devstack
 export NO_MKDOCS_2_WARNING := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test unit lint docs docs-serve demo clean \
+.PHONY: help setup system-deps test test-fast unit lint docs docs-serve demo clean \
         stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check \
         stage2-local stage2-up stage2-down stage2-logs stage2-test \
         stage3-local stage3-up stage3-down stage3-logs stage3-test stage3-measure
@@ -42,6 +42,10 @@ test: setup ## Lint, unit + integration tests on real services, strict docs buil
 	$(MAKE) lint
 	CI=$${CI:-} $(BIN)/pytest -q
 	$(MAKE) docs
+
+test-fast: setup ## Everything `make test` runs but the slow fault tests (pytest -m "not slow")
+	$(MAKE) lint
+	CI=$${CI:-} $(BIN)/pytest -q -m "not slow"
 
 unit: $(STAMP) ## Unit tests only (no services)
 	$(BIN)/pytest -q tests/unit

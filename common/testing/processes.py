@@ -33,6 +33,11 @@ class RoleProcess(roles.RoleProcess):
             os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def terminate(self) -> None:
+        """SIGTERM, as `docker stop` or a Kubernetes pod deletion sends it; does not wait."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
     def pause(self) -> None:
         os.killpg(self.pid, signal.SIGSTOP)
 

@@ -7,7 +7,7 @@ suite by being installed.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -15,6 +15,7 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.stages import installed_stages, load_stage
+from common.testing.processes import RoleProcess
 
 STAGES = [s for s in installed_stages() if load_stage(s).topology]
 
@@ -51,6 +52,11 @@ class Platform:
     stage: int
     env: dict[str, str]
     client: TaskClient
+    processes: dict[str, RoleProcess] = field(default_factory=dict)
+
+    def agent_running(self, task_id: str) -> RoleProcess:
+        """The agent process the task is placed on now."""
+        return self.processes[self.client.get(task_id).agent_id]
 
 
 @pytest.fixture(params=STAGES, ids=[f"stage{s}" for s in STAGES])
@@ -61,7 +67,9 @@ def platform(request, start_role):
         if service not in SERVICE_ENV:
             pytest.fail(f"stage {spec.number} needs {service!r}, which the contract suite lacks")
         env.update(SERVICE_ENV[service](request))
-    for role, name in spec.processes():
-        start_role(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, name=name)
+    processes = {
+        name: start_role(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, name=name)
+        for role, name in spec.processes()
+    }
     client = TaskClient(RedisTaskStore(redis_client(env["TASKLAB_REDIS_URL"])))
-    return Platform(spec.number, env, client)
+    return Platform(spec.number, env, client, processes)
