@@ -73,3 +73,22 @@ def test_compose_redis_is_the_native_redis_version_with_aof(path):
     redis = yaml.safe_load(path.read_text())["services"]["redis"]
     assert redis["image"] == f"redis:{native}"
     assert redis["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.parent.name)
+def test_an_agents_stop_grace_period_outlasts_its_own_grace_for_running_tasks(path):
+    # Compose sends SIGKILL after stop_grace_period: it must leave the agent its whole
+    # agent_stop_grace, plus time to kill what still runs and hand it back.
+    import tomllib
+
+    grace = tomllib.loads((ROOT / "config" / "base.toml").read_text())["agent_stop_grace"]
+    agents = {
+        name: svc
+        for name, svc in yaml.safe_load(path.read_text())["services"].items()
+        if (svc.get("command") or [])[:2] == ["run", "agent"]
+    }
+    assert agents, f"{path.parent.name} runs no agent"
+    for name, svc in agents.items():
+        period = svc.get("stop_grace_period", "10s")
+        seconds = float(re.fullmatch(r"(\d+)s", period)[1])
+        assert seconds >= grace + 5, (name, period, grace)
