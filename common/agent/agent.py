@@ -5,9 +5,10 @@
    attempt is dead. (`WorkIntake.recover`)
 2. Warm: executor set-up (the warm-fork zygotes) happens now, not in the first tasks.
 3. Work: `capacity` worker threads each take an attempt (`WorkIntake.take`), run it in its own
-   process group, and report how it ended (`EventSink.finished`). While it runs, the attempt
-   asks `AttemptControl.why_stop` every 250 ms: a cancel, or a newer attempt (a failover gave
-   the task away while this agent was cut off), kills the whole process group at once.
+   process group, and report how it ended (`EventSink.finished`). While it runs, a watcher
+   thread asks `AttemptControl.why_stop` every 200 ms: a cancel, or a newer attempt (a
+   failover gave the task away while this agent was cut off), kills the whole process group
+   within the executor's next check (250 ms).
 4. Heartbeat and housekeeping (one thread): `EventSink.heartbeat`, then the periodic jobs the
    bootstrap gave (stage 1: the reaper and the retry promoter).
 5. Stop (SIGTERM): take nothing new; running tasks get `stop_grace` seconds to finish; past
@@ -73,6 +74,7 @@ class Agent:
         housekeeping: Sequence[Periodic] = (),
         chain: ChainedReport | None = None,
         retry_wait: float = 0.5,
+        watch_interval: float = 0.2,
     ) -> None:
         self.agent_id = agent_id
         self.intake = intake
@@ -86,6 +88,7 @@ class Agent:
         self.housekeeping = list(housekeeping)
         self.chain = chain
         self.retry_wait = retry_wait
+        self.watch_interval = watch_interval
         self.on_load_change: Callable[[int], None] | None = None
         self.stopping = threading.Event()  # set = take nothing new, finish what runs
         self.paused = threading.Event()  # set = take no new work (ZooKeeper SUSPENDED)
@@ -93,6 +96,9 @@ class Agent:
         self._load = 0
         self._load_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        # Attempts running now, and why the watcher says one must stop ("" = keep running).
+        self._running: dict[tuple[str, int], Assignment] = {}
+        self._stop_reasons: dict[tuple[str, int], str] = {}
         self._heartbeat_thread: threading.Thread | None = None
         self._beat_stop = threading.Event()
         self.completed = 0
@@ -110,6 +116,7 @@ class Agent:
             log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
         self.executors.warm(self.capacity)
         self._heartbeat_thread = self._spawn(self._heartbeat_loop, "heartbeat")
+        self._spawn(self._watch_loop, "watch")
         for n in range(self.capacity):
             self._workers.append(self._spawn(self._work_loop, f"worker-{n}"))
         log.info(
@@ -218,8 +225,12 @@ class Agent:
     ) -> ExecutionResult:
         task = assignment.task
 
+        key = (assignment.task_id, assignment.attempt)
+
         def should_stop() -> bool:
-            reason = STOPPING if self._abandon.is_set() else self.control.why_stop(assignment)
+            # Never blocks: the watcher thread asks the store; a store that hangs delays only
+            # the watcher, never the timeout, which the executor enforces on its own clock.
+            reason = STOPPING if self._abandon.is_set() else self._stop_reasons.get(key, "")
             if reason:
                 reasons.append(reason)
             return bool(reason)
@@ -231,6 +242,7 @@ class Agent:
                 lines_seen[0] += 1
                 self.sink.line(assignment, lines_seen[0], stream, text)
 
+        self._running[key] = assignment
         try:
             log.info("running %s task %r", task.task_type.value, task.task_name)
             return self.executors.create(task.task_type).run(
@@ -239,6 +251,9 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - report it rather than leave it RUNNING
             log.exception("executor failed")
             return ExecutionResult(False, None, "", f"agent error: {exc}", [])
+        finally:
+            self._running.pop(key, None)
+            self._stop_reasons.pop(key, None)
 
     def _report(
         self, assignment: Assignment, report: AttemptReport, lines: list[str]
@@ -264,6 +279,17 @@ class Agent:
                     self._quietly(job.run, job.name)
             if self._beat_stop.wait(self.heartbeat_interval):
                 return
+
+    # -- the watcher: is a running attempt still wanted? -----------------------------------
+    def _watch_loop(self) -> None:
+        while not self._beat_stop.wait(self.watch_interval):
+            for key, assignment in list(self._running.items()):
+                try:
+                    reason = self.control.why_stop(assignment)
+                except Exception:  # noqa: BLE001 - cannot tell: keep running
+                    reason = ""
+                if reason and key in self._running:
+                    self._stop_reasons[key] = reason
 
     # -- internals -----------------------------------------------------------------------
     def _until_answered(self, call: Callable[[], object], what: str, limit: float | None = None):
