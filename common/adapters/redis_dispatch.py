@@ -92,8 +92,18 @@ class RedisDispatcher:
                     keys.SCHEDULER_FENCE,
                     keys.SCHEDULING_QUEUE,
                     keys.TASK_INDEX,
+                    keys.request(spec.request_id or "-"),
                 ],
-                args=[raw, message, json.dumps(task.to_hash()), epoch, actor, now, task.task_id],
+                args=[
+                    raw,
+                    message,
+                    json.dumps(task.to_hash()),
+                    epoch,
+                    actor,
+                    now,
+                    task.task_id,
+                    "1" if spec.request_id else "0",
+                ],
             )
         )
         if not result.accepted:

@@ -81,3 +81,33 @@ def test_a_burst_of_tasks_all_finish_exactly_once(platform):
         runs = [h for h in platform.client.store.history(task_id) if h["state"] == "RUNNING"]
         assert len(runs) == 1
     assert all(platform.client.get(t).status in TERMINAL_STATES for t in ids)
+
+
+def test_one_request_id_is_one_task_on_every_entry_path(platform):
+    # Given a task submitted with a requestId, and the same requestId pushed by hand twice
+    request = {"taskType": "SHELL", "payload": "echo once", "requestId": "order-42"}
+    task, created = platform.client.submit(request)
+    again, created_again = platform.client.submit(request)
+    for _ in range(2):
+        platform.client.store.client.lpush(keys.PENDING_QUEUE, json.dumps(request))
+    other = {**request, "requestId": "order-43"}
+    platform.client.store.client.lpush(keys.PENDING_QUEUE, json.dumps(other))
+    # Then the submit was idempotent, the hand-pushed copies made no second task, and a
+    # different requestId did make one
+    assert created and not created_again and again.task_id == task.task_id
+    done = finished(platform, task.task_id)
+    assert (done.status, done.result) == (TaskStatus.SUCCESS, "once\n")
+    second = eventually(
+        lambda: next(
+            (t for t in platform.client.store.list_tasks(limit=10) if t.request_id == "order-43"),
+            None,
+        ),
+        message="order-43 created",
+    )
+    assert finished(platform, second.task_id).status == TaskStatus.SUCCESS
+    eventually(
+        lambda: platform.client.store.stats().get("duplicate_request", 0) == 2,
+        message="both hand-pushed copies recognised as duplicates",
+    )
+    mine = [t for t in platform.client.store.list_tasks(limit=10) if t.request_id == "order-42"]
+    assert [t.task_id for t in mine] == [task.task_id]

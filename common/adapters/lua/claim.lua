@@ -7,10 +7,11 @@
 -- if that attempt is still the task's current one and the task is still placed on this agent:
 -- a message left over from before a failover, or a restarted agent's stale inbox, is refused.
 -- Returns {accepted, reason, status, attempt[, task fields as HGETALL gives them if accepted]}.
--- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index
+-- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index, 6 request key (or a dummy)
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation), 4 agentId,
 --       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
---       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch
+--       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch,
+--       10 has a requestId (1/0)
 -- --8<-- [start:dispatched]
 local dispatched = ARGV[8] ~= nil and ARGV[8] ~= ''
 if dispatched then
@@ -31,6 +32,12 @@ if dispatched then
 end
 -- --8<-- [end:dispatched]
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  if not claim_request(KEYS[6], ARGV[10], ARGV[6]) then
+    -- Same requestId as a task that exists: this message is that task, already submitted.
+    count(KEYS[3], 'duplicate_request')
+    if ARGV[7] == '1' then redis.call('LREM', KEYS[4], 1, ARGV[1]) end
+    return {0, 'duplicate_request', '', 0}
+  end
   create_task(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[3], ARGV[5], 'queue:' .. ARGV[4],
               'created from queue message')
 end

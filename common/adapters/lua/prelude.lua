@@ -17,6 +17,15 @@ local function create_task(tkey, hkey, index_key, task_id, fields_json, now, act
   redis.call('ZADD', index_key, now, task_id)
 end
 
+-- The idempotency key of a task created from a message: true if this message may create the
+-- task (no requestId, or the key is now ours), false if the requestId already names one.
+-- Every entry path (submit, a hand-pushed message claimed or scheduled) goes through it, so
+-- one requestId is one task whichever way it came in.
+local function claim_request(request_key, has_request, task_id)
+  if has_request ~= '1' then return true end
+  return redis.call('SET', request_key, task_id, 'NX') ~= false
+end
+
 local function count(stats_key, what)
   redis.call('HINCRBY', stats_key, what, 1)
 end

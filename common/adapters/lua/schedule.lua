@@ -4,9 +4,10 @@
 -- (with its taskId), so if the leader dies now the next one recovers the *same* task.
 -- A deposed leader (epoch below the fence) changes nothing at all: the message stays on
 -- queue:scheduling, where the current leader's recovery sweep finds it.
--- KEYS: 1 task, 2 history, 3 stats, 4 fence, 5 scheduling list, 6 index
+-- KEYS: 1 task, 2 history, 3 stats, 4 fence, 5 scheduling list, 6 index,
+--       7 request key (or a dummy)
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON, 4 epoch, 5 actor, 6 now,
---       7 taskId
+--       7 taskId, 8 has a requestId (1/0)
 local epoch = tonumber(ARGV[4])
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
 if epoch < fence then
@@ -14,6 +15,12 @@ if epoch < fence then
   return {0, 'stale_epoch', '', 0}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  if not claim_request(KEYS[7], ARGV[8], ARGV[7]) then
+    -- Same requestId as a task that exists: this message is that task, already submitted.
+    count(KEYS[3], 'duplicate_request')
+    redis.call('LREM', KEYS[5], 1, ARGV[1])
+    return {0, 'duplicate_request', '', 0}
+  end
   create_task(KEYS[1], KEYS[2], KEYS[6], ARGV[7], ARGV[3], ARGV[6], ARGV[5],
               'created from queue message')
 end
