@@ -111,3 +111,20 @@ def test_one_request_id_is_one_task_on_every_entry_path(platform):
     )
     mine = [t for t in platform.client.store.list_tasks(limit=10) if t.request_id == "order-42"]
     assert [t.task_id for t in mine] == [task.task_id]
+
+
+def test_a_hand_pushed_message_carrying_platform_fields_still_runs(platform):
+    # Given a message that carries fields only the platform sets (an attempt, an epoch, a
+    # status): a client cannot set them, so they are ignored, never trusted or fatal
+    message = {
+        "taskType": "SHELL",
+        "payload": "echo mine",
+        "attempt": 3,
+        "epoch": 7,
+        "status": "SUCCESS",
+    }
+    platform.client.store.client.lpush(keys.PENDING_QUEUE, json.dumps(message))
+    # Then it runs, as attempt 1 of a new task
+    task = eventually(lambda: platform.client.store.list_tasks(limit=1), message="created")[0]
+    done = finished(platform, task.task_id)
+    assert (done.status, done.attempt, done.result) == (TaskStatus.SUCCESS, 1, "mine\n")
