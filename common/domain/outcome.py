@@ -137,16 +137,14 @@ def judge_final(
         return FinalReport.STALE, f"task is at attempt {task_attempt}"
     if task_status in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED):
         return FinalReport.DUPLICATE, f"task is already {task_status.value}"
+    if status == "CANCELLED" or task_status not in (TaskStatus.RUNNING, TaskStatus.DISPATCHED):
+        return FinalReport.UNPROCESSABLE, f"cannot apply {status} to a {task_status.value} task"
     if task_agent != agent:
         return FinalReport.UNPROCESSABLE, f"attempt {attempt} runs on {task_agent}"
-    if status == "CANCELLED":
-        return FinalReport.UNPROCESSABLE, f"cannot apply CANCELLED to a {task_status.value} task"
     if task_status == TaskStatus.DISPATCHED:
         # The attempt's RUNNING never arrived (dead-lettered, or lost by a broker): a final
         # report from the agent the attempt was dispatched to says it ran.
         return FinalReport.IMPLY_RUNNING, "RUNNING implied by the final report"
-    if task_status != TaskStatus.RUNNING:
-        return FinalReport.UNPROCESSABLE, f"cannot apply {status} to a {task_status.value} task"
     return FinalReport.APPLY, ""
 
 
