@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_failover import (  # noqa: F401 - reap_list re-exported
+    DEFAULT_MAX_LOST_ATTEMPTS,
+    RedisFailover,
+    reap_dead_agents,
+    reap_list,
+)
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import (
     RedisTaskStore,
@@ -86,6 +92,7 @@ class RedisWorkQueue:
         max_payload_bytes: int = 64 * 1024,
         backoff: ExponentialBackoff | None = None,
         requeue_to: str | None = None,
+        max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
     ) -> None:
         self.client = client
         self.store = store
@@ -93,6 +100,7 @@ class RedisWorkQueue:
         self.requeue_to = requeue_to or source
         self.max_payload_bytes = max_payload_bytes
         self.backoff = backoff or ExponentialBackoff()
+        self.failover = RedisFailover(client, max_lost_attempts)
         self._take = client.register_script(script_source("take", "take_next"))
         self._finish_take = client.register_script(script_source("finish_take", "take_next"))
 
@@ -295,42 +303,21 @@ class RedisWorkQueue:
         pipe.execute()
 
     def reap(self, agent_id: str, actor: str, force: bool = False) -> tuple[int, int]:
+        """Give back `agent_id`'s work (common.adapters.redis_failover); (requeued, dropped).
+
+        force = this agent's own start-up; else a reaper's, refused while its heartbeat lives.
+        """
         lists = [keys.processing(agent_id)]
         if self.source == keys.agent_tasks(agent_id):
             # Stage 2: tasks dispatched to this agent but not started are its work too.
             lists.append(self.source)
-        requeued = dropped = 0
-        for work_list in lists:
-            r, d = reap_list(
-                self.store,
-                work_list,
-                agent_id,
-                self.requeue_to,
-                actor,
-                force,
-                keys.heartbeat(agent_id),
-            )
-            requeued, dropped = requeued + r, dropped + d
-        return requeued, dropped
+        done = self.failover.reap(
+            agent_id, lists, self.requeue_to, actor, "own" if force else "heartbeat"
+        )
+        return done.requeued, done.dropped + done.failed
 
     def reap_dead_agents(self, actor: str) -> int:
-        total = 0
-        for member in self.client.smembers(keys.AGENTS_SEEN):
-            agent_id = _s(member)
-            if self.client.exists(keys.heartbeat(agent_id)):
-                continue
-            requeued, dropped = self.reap(agent_id, actor)
-            total += requeued
-            if requeued or dropped:
-                log.warning(
-                    "agent %s stopped heartbeating: re-queued %d task(s), dropped %d",
-                    agent_id,
-                    requeued,
-                    dropped,
-                )
-            if not self.client.exists(keys.processing(agent_id)):
-                self.client.srem(keys.AGENTS_SEEN, agent_id)
-        return total
+        return reap_dead_agents(self.client, self.reap, actor)
 
     def promote_due(self, limit: int = 500) -> int:
         return int(
@@ -338,28 +325,6 @@ class RedisWorkQueue:
                 keys=[keys.DELAYED_QUEUE, self.requeue_to], args=[repr(time.time()), limit]
             )
         )
-
-
-def reap_list(
-    store: RedisTaskStore,
-    work_list: str,
-    agent_id: str,
-    requeue_to: str,
-    actor: str,
-    force: bool = True,
-    heartbeat_key: str = "",
-) -> tuple[int, int]:
-    """Give back every task on `work_list` that `agent_id` held; returns (requeued, dropped)."""
-    requeued, dropped = store.scripts.reap(
-        keys=[
-            work_list,
-            heartbeat_key or keys.heartbeat(agent_id),
-            requeue_to,
-            keys.TRANSITION_STATS,
-        ],
-        args=[agent_id, repr(time.time()), "1" if force else "0", actor],
-    )
-    return int(requeued), int(dropped)
 
 
 def _claimed(flat: list, message: str, attempt: int, epoch: int) -> Claim:
