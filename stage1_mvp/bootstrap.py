@@ -29,6 +29,7 @@ def build_agent(settings: Settings) -> Agent:
         store,
         max_payload_bytes=settings.max_payload_bytes,
         backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+        max_lost_attempts=settings.max_lost_attempts,
     )
     executors = default_factory(
         ExecutorLimits(

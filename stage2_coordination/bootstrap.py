@@ -42,7 +42,9 @@ def build_scheduler(settings: Settings) -> Scheduler:
     return Scheduler(
         settings.scheduler_id,
         zk,
-        RedisDispatcher(client, store, settings.max_payload_bytes),
+        RedisDispatcher(
+            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+        ),
         LiveAgentsView(zk),
         LeaderElection(zk, settings.scheduler_id),
         make_strategy(settings.scheduler_strategy),
@@ -62,6 +64,7 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
         requeue_to=keys.PENDING_QUEUE,
         max_payload_bytes=settings.max_payload_bytes,
         backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+        max_lost_attempts=settings.max_lost_attempts,
     )
     executors = default_factory(
         ExecutorLimits(

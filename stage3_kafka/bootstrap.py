@@ -28,7 +28,8 @@ from common import keys
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
-from common.adapters.redis_queue import RedisWorkQueue, reap_list
+from common.adapters.redis_failover import reap_list
+from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_store import RedisTaskStore
 from common.agent.kafka_agent import KafkaAgent
 from common.config import Settings
@@ -80,6 +81,7 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         publisher,
         republish_after=settings.dispatch_republish_after,
         max_payload_bytes=settings.max_payload_bytes,
+        max_lost_attempts=settings.max_lost_attempts,
     )
     scheduler = Scheduler(
         settings.scheduler_id,
@@ -125,7 +127,14 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[KafkaAgent, AgentRegistry
         # What a previous run of this id left: running first, then not yet started.
         requeued = dropped = 0
         for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
-            r, d = reap_list(store, work_list, agent_id, keys.PENDING_QUEUE, agent_id)
+            r, d = reap_list(
+                store,
+                work_list,
+                agent_id,
+                keys.PENDING_QUEUE,
+                agent_id,
+                max_lost_attempts=settings.max_lost_attempts,
+            )
             requeued, dropped = requeued + r, dropped + d
         return requeued, dropped
 
@@ -174,8 +183,11 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
             requeue_to=keys.PENDING_QUEUE,
             max_payload_bytes=settings.max_payload_bytes,
             backoff=ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
+            max_lost_attempts=settings.max_lost_attempts,
         ),
-        RedisDispatcher(client, store, settings.max_payload_bytes),
+        RedisDispatcher(
+            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+        ),
         HeartbeatMonitor(settings.manager_heartbeat_timeout),
         heartbeat_ttl=settings.heartbeat_ttl,
         log_wait=settings.manager_log_wait,
