@@ -104,7 +104,8 @@ class RedisFailover:
         epoch: int = 0,
         incarnation: int | None = None,
     ) -> GivenBack:
-        """Give back every entry of `work_lists` (in that order) that `agent_id` held."""
+        """Give back every entry of `work_lists` that `agent_id` held; the first list's
+        entries run first again."""
         if mode == "own":
             self.begin_incarnation(agent_id)
         options = {
@@ -117,7 +118,9 @@ class RedisFailover:
         if incarnation is not None:
             options["incarnation"] = str(incarnation)
         done = GivenBack()
-        for work_list in work_lists:
+        # Each list's entries land at the consuming end of `requeue_to`, so the list to run
+        # first is given back last.
+        for work_list in reversed(work_lists):
             fixed = {
                 "list": work_list,
                 "target": requeue_to,
@@ -149,11 +152,13 @@ class RedisFailover:
     def _each_entry(self, script, fixed: dict[str, str], options: dict) -> GivenBack:
         done = GivenBack()
         for _ in range(MAX_ROUNDS):
-            # The oldest end of the list (lists are LPUSHed), oldest first: they ran first.
+            # The oldest end of the list (lists are LPUSHed), newest of those first: each entry
+            # is pushed at the consuming end of the target, so the oldest, pushed last, runs
+            # first again.
             entries = self.client.lrange(fixed["list"], -BATCH, -1)
             if not entries:
                 break
-            for entry in reversed(entries):
+            for entry in entries:
                 task_id, attempt = _identify(entry)
                 one = dict(options, now=repr(time.time()))
                 if task_id is not None:

@@ -136,9 +136,11 @@ local function give_back(k, entry, a)
   -- Exactly this entry, once: 0 removed means another reaper (or the agent itself, restarted)
   -- moved it first. That makes a repeated or concurrent call harmless.
   if redis.call('LREM', k.list, 1, entry) == 0 then return {0, 'gone', '', 0} end
-  if not a.taskId then
-    -- A raw message whose claim never ran: nothing was created for it, just put it back.
-    -- Oldest first (lists are LPUSHed), re-queued at the consuming end: they run next.
+  -- A raw message whose claim never ran: nothing was created for it, just put it back (at
+  -- the consuming end: it runs next). Also one whose taskId names a key that is not a task
+  -- hash ('x:history' is task x's history list): never read as a task, the claim that takes
+  -- it again sees the same id and deals with it.
+  if not a.taskId or not ({hash = true, none = true})[redis.call('TYPE', k.task).ok] then
     redis.call('RPUSH', k.target, entry)
     return {1, 'requeued', '', 0}
   end
