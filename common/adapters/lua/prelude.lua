@@ -92,6 +92,7 @@ local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, 
 end
 -- --8<-- [end:transition]
 
+-- --8<-- [start:give_back]
 -- reap.lua and recover.lua share one key convention, named here once. recover.lua passes the
 -- first six: a leader's sweep of queue:scheduling has no agent to ask about.
 local function give_back_keys()
@@ -186,3 +187,4 @@ local function give_back(k, entry, a)
   end
   return {0, r[2], r[3], r[4]}
 end
+-- --8<-- [end:give_back]
