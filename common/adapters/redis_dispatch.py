@@ -223,11 +223,15 @@ class RedisDispatcher:
             pipe.llen(keys.agent_tasks(agent_id))
         return dict(zip(agent_ids, (int(n) for n in pipe.execute()), strict=True))
 
-    def promote_due(self, limit: int = 500) -> int:
-        """Retries whose backoff elapsed go back to queue:pending, for the leader to place."""
+    def promote_due(self, epoch: int, limit: int = 500) -> int:
+        """Retries whose backoff elapsed go back to queue:pending, for the leader to place.
+
+        Fenced like every write of the leader's: -1 (nothing moved) if `epoch` is stale.
+        """
         return int(
             self.store.scripts.promote(
-                keys=[keys.DELAYED_QUEUE, keys.PENDING_QUEUE], args=[repr(time.time()), limit]
+                keys=[keys.DELAYED_QUEUE, keys.PENDING_QUEUE, keys.SCHEDULER_FENCE],
+                args=[repr(time.time()), limit, epoch],
             )
         )
 

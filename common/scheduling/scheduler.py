@@ -270,6 +270,8 @@ class Scheduler:
         live = self.view.ids()
         for agent_id in sorted(self.dispatcher.agents_with_work() - live):
             self._fail_over(agent_id, term)
-        self.dispatcher.promote_due()
+        if self.dispatcher.promote_due(term.epoch) < 0:
+            self.stats.rejected_stale += 1
+            raise Deposed
 
     # --8<-- [end:failover]

@@ -160,6 +160,21 @@ def test_a_deposed_leaders_reap_changes_nothing(dispatcher, redis_client, store)
 # --8<-- [end:deposed-reap]
 
 
+def test_a_deposed_leader_releases_no_retry_from_its_backoff(dispatcher, redis_client):
+    # Given a retry whose backoff is over, waiting in queue:delayed, and a fence at 20
+    redis_client.zadd(keys.DELAYED_QUEUE, {HAND_PUSHED: 1.0})
+    dispatcher.raise_fence(20)
+
+    # When the leader of epoch 10 runs its sweep's promotion
+    moved = dispatcher.promote_due(10)
+
+    # Then nothing moved; the current leader's promotion does move it
+    assert moved == -1
+    assert redis_client.zcard(keys.DELAYED_QUEUE) == 1
+    assert dispatcher.promote_due(20) == 1
+    assert redis_client.lrange(keys.PENDING_QUEUE, 0, -1) == [HAND_PUSHED.encode()]
+
+
 # --8<-- [start:pause-between-check-and-reap]
 def test_a_leader_deposed_between_its_zookeeper_check_and_its_reap_leaves_the_restarted_agents_task_running(  # noqa: E501
     dispatcher, redis_client, store, zk, zk_hosts, zk_chroot
