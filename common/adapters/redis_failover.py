@@ -230,14 +230,10 @@ def reap_list(
     requeue_to: str,
     actor: str,
     force: bool = True,
-    heartbeat_key: str = "",
     max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
 ) -> tuple[int, int]:
-    """One list of `agent_id`'s, as the agent's own start-up (force) or a heartbeat reaper.
-
-    Kept for callers of the earlier API; (requeued, dropped + failed).
-    """
-    del heartbeat_key  # always the agent's own heartbeat key
+    """One list of `agent_id`'s, given back by the agent itself at start-up (force) or by a
+    heartbeat-fenced reaper; (requeued, dropped + failed). The stage 3 agent's recovery."""
     failover = RedisFailover(store.client, max_lost_attempts)
     done = failover.reap(agent_id, [work_list], requeue_to, actor, "own" if force else "heartbeat")
     return done.requeued, done.dropped + done.failed

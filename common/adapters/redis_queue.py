@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
-from common.adapters.redis_failover import (  # noqa: F401 - reap_list re-exported
+from common.adapters.redis_failover import (
     DEFAULT_MAX_LOST_ATTEMPTS,
     RedisFailover,
     reap_dead_agents,
-    reap_list,
 )
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import (
