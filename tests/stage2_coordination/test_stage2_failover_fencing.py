@@ -348,3 +348,23 @@ def test_a_reap_puts_raw_and_crafted_entries_back_byte_for_byte_and_touches_no_o
     assert after - before == {keys.PENDING_QUEUE.encode()}
     assert before - after == {keys.processing("agent-1").encode()}
     assert [h["state"] for h in store.history(victim.task_id)] == ["PENDING"]
+
+
+def test_the_manager_leaves_a_restarted_agent_alone_before_it_hears_the_agents_first_beat(
+    dispatcher, redis_client, store
+):
+    # Given agent-1 ran attempt 1, died (no heartbeat key), restarted, gave back its previous
+    # run's work and now runs attempt 2; no manager has heard its new heartbeats yet
+    dispatcher.raise_fence(10)
+    task_id = run_on(dispatcher, redis_client, store, "agent-1", 10, HAND_PUSHED).task.task_id
+    assert redis_client.exists(keys.heartbeat("agent-1")) == 0
+    assert inbox_queue(redis_client, store, "agent-1").reap("agent-1", "agent-1", True) == (1, 0)
+    again = redis_client.lpop(keys.PENDING_QUEUE).decode()
+    run_on(dispatcher, redis_client, store, "agent-1", 10, again)
+
+    # When a manager whose monitor still has agent-1 as silent fails it over
+    result = dispatcher.reap_agent("agent-1", "manager:m (missed heartbeats)")
+
+    # Then nothing moves: the restart marked the agent alive before it took any work
+    assert result == (0, 0)
+    assert task_state(store, task_id) == ("RUNNING", 2, "agent-1")
