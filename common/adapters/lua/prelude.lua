@@ -103,7 +103,7 @@ end
 -- Take ONE exact entry off a work list (a dead agent's processing list or inbox, a dead
 -- leader's queue:scheduling) and give its task back: to PENDING with attempt + 1, the entry
 -- onto `target`. The caller read the list (LRANGE) and calls this once per entry, so every
--- key touched is declared in KEYS and a crafted taskId cannot name a key of its choosing.
+-- key touched is declared in KEYS, and a crafted taskId reaches nothing outside task:*.
 -- k: give_back_keys().  entry: the entry byte for byte.
 -- a: {mode, actor, now, reason, from = {STATUS = true}, agent ('' = any owner),
 --     taskId (nil for a raw message), attempt (the entry's own, if it names one),
@@ -179,6 +179,9 @@ local function give_back(k, entry, a)
       return {0, r[2], r[3], r[4]}
     end
   end
+  -- Not refused: the attempt is the current one, the epoch is the task's or (a leader's)
+  -- at least the fence, which no task's epoch exceeds, and every state in `from` may go
+  -- back to PENDING. Were it refused, the entry would be gone with the task untouched.
   local r = transition(k.task, k.history, k.stats, fence_key, 'PENDING', attempt, epoch,
                        a.actor, a.now, fields, {'agentId'}, a.reason)
   if r[1] == 1 then
