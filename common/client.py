@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from common.domain.task import Task, validate_spec
 from common.domain.transitions import TaskStatus
-from common.ports.task_store import TaskStore, TransitionResult
+from common.ports.task_store import CancelResult, TaskStore
 
 
 class TaskNotFound(LookupError):
@@ -47,7 +47,7 @@ class TaskClient:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 1.5, 0.5)
 
-    def cancel(self, task_id: str, actor: str = "client") -> TransitionResult:
+    def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
         self.get(task_id)
         return self.store.cancel(task_id, actor=actor)
 

@@ -42,6 +42,11 @@ def heartbeat(agent_id: str) -> str:
     return f"agent:{agent_id}:heartbeat"
 
 
+def incarnation(agent_id: str) -> str:
+    """Counter bumped at each start of the agent: a failover refuses to reap a newer run."""
+    return f"agent:{agent_id}:incarnation"
+
+
 def log_cursor(task_id: str) -> str:
     """Hash: attempt -> sequence number of the last log line appended (stage 3 dedupe)."""
     return f"task:{task_id}:logs:seq"

@@ -35,7 +35,12 @@ CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ReliableClaim, "naive": Na
 def build_agent(settings: Settings) -> Agent:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
-    queue = RedisWorkQueue(client, store, max_payload_bytes=settings.max_payload_bytes)
+    queue = RedisWorkQueue(
+        client,
+        store,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_lost_attempts=settings.max_lost_attempts,
+    )
     claim = CLAIMS[settings.agent_claim]()
     intake = RedisListIntake(queue, settings.agent_id, claim)
     writer = RedisOutcomeWriter(

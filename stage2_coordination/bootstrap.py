@@ -50,7 +50,9 @@ def build_scheduler(settings: Settings) -> Scheduler:
     return Scheduler(
         settings.scheduler_id,
         zk,
-        RedisDispatcher(client, store, settings.max_payload_bytes),
+        RedisDispatcher(
+            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+        ),
         LiveAgentsView(zk),
         LeaderElection(zk, settings.scheduler_id),
         make_strategy(settings.scheduler_strategy),
@@ -71,6 +73,7 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
         source=keys.agent_tasks(settings.agent_id),
         requeue_to=keys.PENDING_QUEUE,
         max_payload_bytes=settings.max_payload_bytes,
+        max_lost_attempts=settings.max_lost_attempts,
     )
     intake = RedisListIntake(queue, settings.agent_id, ReliableClaim())
     writer = RedisOutcomeWriter(

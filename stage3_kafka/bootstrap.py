@@ -30,8 +30,8 @@ from common.adapters.redis_agent import RedisControl
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
+from common.adapters.redis_failover import reap_list
 from common.adapters.redis_outcome import RedisOutcomeWriter
-from common.adapters.redis_queue import reap_list
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
 from common.agent.options import agent_options, executors_for
@@ -84,6 +84,7 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         publisher,
         republish_after=settings.dispatch_republish_after,
         max_payload_bytes=settings.max_payload_bytes,
+        max_lost_attempts=settings.max_lost_attempts,
     )
     scheduler = Scheduler(
         settings.scheduler_id,
@@ -125,7 +126,14 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
         # What a previous run of this id left: running first, then not yet started.
         requeued = 0
         for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
-            requeued += reap_list(store, work_list, agent_id, keys.PENDING_QUEUE, agent_id)[0]
+            requeued += reap_list(
+                store,
+                work_list,
+                agent_id,
+                keys.PENDING_QUEUE,
+                agent_id,
+                max_lost_attempts=settings.max_lost_attempts,
+            )[0]
         return requeued
 
     publisher = EventPublisher(bus, client_id=f"agent-{agent_id}")
@@ -171,7 +179,9 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
             store,
             ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
         ),
-        RedisDispatcher(client, store, settings.max_payload_bytes),
+        RedisDispatcher(
+            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+        ),
         HeartbeatMonitor(settings.manager_heartbeat_timeout),
         heartbeat_ttl=settings.heartbeat_ttl,
         log_wait=settings.manager_log_wait,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from common.domain.task import Task, TaskSpec
 from common.domain.transitions import TaskStatus, is_legal
-from common.ports.task_store import TaskStore, TransitionResult
+from common.ports.task_store import CancelResult, TaskStore, TransitionResult
 
 
 class InMemoryTaskStore(TaskStore):
@@ -82,47 +82,90 @@ class InMemoryTaskStore(TaskStore):
         fenced: bool = False,
     ) -> TransitionResult:
         with self._lock:
+            return self._transition(
+                task_id, to, attempt, epoch, actor, fields, clear, reason, fenced
+            )
+
+    def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
+        # Read and write under one lock, as cancel.lua does in one script.
+        with self._lock:
             data = self.tasks.get(task_id)
             if data is None:
                 self._count("rejected_missing")
-                return TransitionResult(False, "missing", "", 0)
-            status = data["status"]
-            cur_attempt = int(data.get("attempt", 1))
-            cur_epoch = int(data.get("epoch", 0))
-            if attempt != cur_attempt:
-                self._count("rejected_stale_attempt")
-                return TransitionResult(False, "stale_attempt", status, cur_attempt)
-            if epoch < cur_epoch or (fenced and epoch < self.fence):
-                self._count("rejected_stale_epoch")
-                return TransitionResult(False, "stale_epoch", status, cur_attempt)
-            if not is_legal(status, to):
-                self._count("rejected_illegal")
-                return TransitionResult(False, "illegal", status, cur_attempt)
-            new_attempt = cur_attempt + 1 if to == TaskStatus.PENDING else cur_attempt
-            new_epoch = max(epoch, cur_epoch)
+                return CancelResult(False, "missing", "", 0)
+            status, attempt = data["status"], int(data.get("attempt", 1))
+            if status == TaskStatus.CANCELLED:
+                return CancelResult(True, "already_cancelled", status, attempt, status)
+            if not is_legal(status, TaskStatus.CANCELLED):
+                return CancelResult(False, "already_final", status, attempt)
             now = time.time()
-            data.update(
-                status=TaskStatus(to).value,
-                attempt=str(new_attempt),
-                epoch=str(new_epoch),
-                updatedAt=repr(now),
+            r = self._transition(
+                task_id,
+                TaskStatus.CANCELLED,
+                attempt,
+                int(data.get("epoch", 0)),
+                actor,
+                {"finishedAt": repr(now)},
+                (),
+                "cancel requested",
+                False,
             )
-            data.update({k: str(v) for k, v in (fields or {}).items()})
-            for key in clear:
-                data.pop(key, None)
-            entry = {
-                "state": TaskStatus(to).value,
-                "from": status,
-                "at": now,
-                "actor": actor,
-                "epoch": new_epoch,
-                "attempt": new_attempt,
-            }
-            if reason:
-                entry["reason"] = reason
-            self.histories[task_id].append(entry)
-            self._count("accepted")
-            return TransitionResult(True, "ok", TaskStatus(to).value, new_attempt)
+            return CancelResult(r.accepted, r.reason, r.status, r.attempt, status)
+
+    def _transition(
+        self,
+        task_id: str,
+        to: TaskStatus,
+        attempt: int,
+        epoch: int,
+        actor: str,
+        fields: Mapping[str, object] | None,
+        clear: Iterable[str],
+        reason: str,
+        fenced: bool,
+    ) -> TransitionResult:
+        """The transition itself; the caller holds the lock."""
+        data = self.tasks.get(task_id)
+        if data is None:
+            self._count("rejected_missing")
+            return TransitionResult(False, "missing", "", 0)
+        status = data["status"]
+        cur_attempt = int(data.get("attempt", 1))
+        cur_epoch = int(data.get("epoch", 0))
+        if attempt != cur_attempt:
+            self._count("rejected_stale_attempt")
+            return TransitionResult(False, "stale_attempt", status, cur_attempt)
+        if epoch < cur_epoch or (fenced and epoch < self.fence):
+            self._count("rejected_stale_epoch")
+            return TransitionResult(False, "stale_epoch", status, cur_attempt)
+        if not is_legal(status, to):
+            self._count("rejected_illegal")
+            return TransitionResult(False, "illegal", status, cur_attempt)
+        new_attempt = cur_attempt + 1 if to == TaskStatus.PENDING else cur_attempt
+        new_epoch = max(epoch, cur_epoch)
+        now = time.time()
+        data.update(
+            status=TaskStatus(to).value,
+            attempt=str(new_attempt),
+            epoch=str(new_epoch),
+            updatedAt=repr(now),
+        )
+        data.update({k: str(v) for k, v in (fields or {}).items()})
+        for key in clear:
+            data.pop(key, None)
+        entry = {
+            "state": TaskStatus(to).value,
+            "from": status,
+            "at": now,
+            "actor": actor,
+            "epoch": new_epoch,
+            "attempt": new_attempt,
+        }
+        if reason:
+            entry["reason"] = reason
+        self.histories[task_id].append(entry)
+        self._count("accepted")
+        return TransitionResult(True, "ok", TaskStatus(to).value, new_attempt)
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)

@@ -17,7 +17,8 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_client import as_text as _s
-from common.adapters.redis_queue import dead_letter_message, reap_list
+from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS, RedisFailover
+from common.adapters.redis_queue import dead_letter_message
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import DispatchEntry
@@ -44,14 +45,18 @@ class NotScheduled:
 
 class RedisDispatcher:
     def __init__(
-        self, client: Redis, store: RedisTaskStore, max_payload_bytes: int = 64 * 1024
+        self,
+        client: Redis,
+        store: RedisTaskStore,
+        max_payload_bytes: int = 64 * 1024,
+        max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
     ) -> None:
         self.client = client
         self.store = store
         self.max_payload_bytes = max_payload_bytes
+        self.failover = RedisFailover(client, max_lost_attempts)
         self._fence = client.register_script(script_source("fence"))
         self._schedule = client.register_script(script_source("schedule"))
-        self._recover = client.register_script(script_source("recover"))
 
     # -- fencing ---------------------------------------------------------------------------
     # --8<-- [start:fence]
@@ -166,26 +171,48 @@ class RedisDispatcher:
 
         Returns (-1, 0) if `epoch` is already older than the fence (we are deposed ourselves).
         """
-        requeued, dropped = self._recover(
-            keys=[
-                keys.SCHEDULING_QUEUE,
-                keys.PENDING_QUEUE,
-                keys.TRANSITION_STATS,
-                keys.SCHEDULER_FENCE,
-            ],
-            args=[epoch, repr(time.time()), actor],
-        )
-        return int(requeued), int(dropped)
+        done = self.failover.recover(keys.SCHEDULING_QUEUE, keys.PENDING_QUEUE, epoch, actor)
+        if done.refused:
+            return -1, 0
+        return done.requeued, done.dropped
 
-    def reap_agent(self, agent_id: str, actor: str) -> tuple[int, int]:
+    def incarnation(self, agent_id: str) -> int:
+        """How many times `agent_id` has started; read it *before* asking ZooKeeper about it."""
+        return self.failover.incarnation(agent_id)
+
+    def reap_agent(
+        self,
+        agent_id: str,
+        actor: str,
+        *,
+        epoch: int | None = None,
+        incarnation: int | None = None,
+    ) -> tuple[int, int]:
         """Fail over a departed agent: its running and its not-yet-started tasks go back to
-        PENDING with attempt + 1 and onto `queue:pending`; (requeued, dropped)."""
-        requeued = dropped = 0
+        PENDING with attempt + 1 and onto `queue:pending`; (requeued, dropped + failed).
+
+        The leader passes its `epoch` and the `incarnation` it read before ZooKeeper said the
+        agent was gone: a deposed leader changes nothing and gets (-1, 0); a restarted agent is
+        left alone. Without an epoch (the stage 3 manager, which is no leader) the reap is
+        fenced by the agent's heartbeat key instead, checked in each entry's script.
+        """
         # The running tasks first, so they are queued ahead of ones that never started.
-        for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
-            r, d = reap_list(self.store, work_list, agent_id, keys.PENDING_QUEUE, actor)
-            requeued, dropped = requeued + r, dropped + d
-        return requeued, dropped
+        lists = [keys.processing(agent_id), keys.agent_tasks(agent_id)]
+        if epoch is None:
+            done = self.failover.reap(agent_id, lists, keys.PENDING_QUEUE, actor, "heartbeat")
+        else:
+            done = self.failover.reap(
+                agent_id,
+                lists,
+                keys.PENDING_QUEUE,
+                actor,
+                "leader",
+                epoch=epoch,
+                incarnation=self.incarnation(agent_id) if incarnation is None else incarnation,
+            )
+        if done.refused == "stale_epoch":
+            return -1, 0
+        return done.requeued, done.dropped + done.failed
 
     # --8<-- [end:recover]
 
@@ -203,11 +230,15 @@ class RedisDispatcher:
             pipe.llen(keys.agent_tasks(agent_id))
         return dict(zip(agent_ids, (int(n) for n in pipe.execute()), strict=True))
 
-    def promote_due(self, limit: int = 500) -> int:
-        """Retries whose backoff elapsed go back to queue:pending, for the leader to place."""
+    def promote_due(self, epoch: int, limit: int = 500) -> int:
+        """Retries whose backoff elapsed go back to queue:pending, for the leader to place.
+
+        Fenced like every write of the leader's: -1 (nothing moved) if `epoch` is stale.
+        """
         return int(
             self.store.scripts.promote(
-                keys=[keys.DELAYED_QUEUE, keys.PENDING_QUEUE], args=[repr(time.time()), limit]
+                keys=[keys.DELAYED_QUEUE, keys.PENDING_QUEUE, keys.SCHEDULER_FENCE],
+                args=[repr(time.time()), limit, epoch],
             )
         )
 

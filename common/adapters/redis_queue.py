@@ -20,6 +20,11 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_client import as_text as _s
+from common.adapters.redis_failover import (
+    DEFAULT_MAX_LOST_ATTEMPTS,
+    RedisFailover,
+    reap_dead_agents,
+)
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import dispatch_stamp
@@ -75,6 +80,7 @@ class RedisWorkQueue:
         source: str = keys.PENDING_QUEUE,
         max_payload_bytes: int = 64 * 1024,
         requeue_to: str | None = None,
+        max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
     ) -> None:
         self.client = client
         self.store = store
@@ -83,6 +89,7 @@ class RedisWorkQueue:
         self.max_payload_bytes = max_payload_bytes
         # An inbox (stage 2: the scheduler's dispatch entries), not the shared queue.
         self.reads_inbox = source != keys.PENDING_QUEUE
+        self.failover = RedisFailover(client, max_lost_attempts)
         self._finish_take = client.register_script(script_source("finish_take"))
 
     # -- taking ------------------------------------------------------------------------
@@ -174,42 +181,21 @@ class RedisWorkQueue:
         pipe.execute()
 
     def reap(self, agent_id: str, actor: str, force: bool = False) -> tuple[int, int]:
+        """Give back `agent_id`'s work (common.adapters.redis_failover); (requeued, dropped).
+
+        force = this agent's own start-up; else a reaper's, refused while its heartbeat lives.
+        """
         lists = [keys.processing(agent_id)]
         if self.source == keys.agent_tasks(agent_id):
             # Stage 2: tasks dispatched to this agent but not started are its work too.
             lists.append(self.source)
-        requeued = dropped = 0
-        for work_list in lists:
-            r, d = reap_list(
-                self.store,
-                work_list,
-                agent_id,
-                self.requeue_to,
-                actor,
-                force,
-                keys.heartbeat(agent_id),
-            )
-            requeued, dropped = requeued + r, dropped + d
-        return requeued, dropped
+        done = self.failover.reap(
+            agent_id, lists, self.requeue_to, actor, "own" if force else "heartbeat"
+        )
+        return done.requeued, done.dropped + done.failed
 
     def reap_dead_agents(self, actor: str) -> int:
-        total = 0
-        for member in self.client.smembers(keys.AGENTS_SEEN):
-            agent_id = _s(member)
-            if self.client.exists(keys.heartbeat(agent_id)):
-                continue
-            requeued, dropped = self.reap(agent_id, actor)
-            total += requeued
-            if requeued or dropped:
-                log.warning(
-                    "agent %s stopped heartbeating: re-queued %d task(s), dropped %d",
-                    agent_id,
-                    requeued,
-                    dropped,
-                )
-            if not self.client.exists(keys.processing(agent_id)):
-                self.client.srem(keys.AGENTS_SEEN, agent_id)
-        return total
+        return reap_dead_agents(self.client, self.reap, actor)
 
     def promote_due(self, limit: int = 500) -> int:
         return int(
@@ -217,28 +203,6 @@ class RedisWorkQueue:
                 keys=[keys.DELAYED_QUEUE, self.requeue_to], args=[repr(time.time()), limit]
             )
         )
-
-
-def reap_list(
-    store: RedisTaskStore,
-    work_list: str,
-    agent_id: str,
-    requeue_to: str,
-    actor: str,
-    force: bool = True,
-    heartbeat_key: str = "",
-) -> tuple[int, int]:
-    """Give back every task on `work_list` that `agent_id` held; returns (requeued, dropped)."""
-    requeued, dropped = store.scripts.reap(
-        keys=[
-            work_list,
-            heartbeat_key or keys.heartbeat(agent_id),
-            requeue_to,
-            keys.TRANSITION_STATS,
-        ],
-        args=[agent_id, repr(time.time()), "1" if force else "0", actor],
-    )
-    return int(requeued), int(dropped)
 
 
 def _claimed(flat: list, message: str, attempt: int, epoch: int) -> Claim:

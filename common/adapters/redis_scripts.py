@@ -41,7 +41,7 @@ def script_source(name: str, *libs: str) -> str:
 class Scripts:
     """The registered scripts for one Redis client (EVALSHA, falling back to EVAL once)."""
 
-    NAMES = ("transition", "submit", "claim", "reap", "promote")
+    NAMES = ("transition", "submit", "claim", "cancel", "promote")
 
     def __init__(self, client: Redis) -> None:
         for name in self.NAMES:
@@ -50,5 +50,5 @@ class Scripts:
     transition: Script
     submit: Script
     claim: Script
-    reap: Script
+    cancel: Script
     promote: Script

@@ -13,7 +13,7 @@ from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import Scripts
 from common.domain.task import Task, TaskSpec
 from common.domain.transitions import TaskStatus
-from common.ports.task_store import TaskStore, TransitionResult
+from common.ports.task_store import CancelResult, TaskStore, TransitionResult
 
 
 def as_result(raw: list) -> TransitionResult:
@@ -127,6 +127,15 @@ class RedisTaskStore(TaskStore):
             effects=effects,
         )
         return as_result(self.scripts.transition(keys=all_keys, args=[arg]))
+
+    def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
+        accepted, reason, status, attempt, cancelled_from = self.scripts.cancel(
+            keys=[keys.task(task_id), keys.history(task_id), keys.TRANSITION_STATS],
+            args=[actor, repr(time.time())],
+        )
+        return CancelResult(
+            bool(int(accepted)), _s(reason), _s(status), int(attempt), _s(cancelled_from)
+        )
 
     def stats(self) -> dict[str, int]:
         return {_s(k): int(v) for k, v in self.client.hgetall(keys.TRANSITION_STATS).items()}

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     agent_stop_grace: float = Field(default=30.0, ge=0, le=3600)
     retry_backoff_base: float = Field(default=1.0, ge=0)
     retry_backoff_max: float = Field(default=30.0, ge=0)
+    # A task whose runs keep dying with their agent (it exhausts memory, kills its parent)
+    # ends FAILED after this many such losses instead of taking agent after agent down.
+    max_lost_attempts: int = Field(default=3, ge=1, le=100)
 
     # Stage 2: the leader-elected scheduler.
     scheduler_id: str = Field(default_factory=_default_agent_id)

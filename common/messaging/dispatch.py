@@ -25,6 +25,7 @@ from redis import Redis
 
 from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
 from common.adapters.redis_events import DispatchLedger
+from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.messaging.clients import EventPublisher
@@ -48,8 +49,9 @@ class KafkaDispatcher(RedisDispatcher):
         publisher: EventPublisher,
         republish_after: float = 5.0,
         max_payload_bytes: int = 64 * 1024,
+        max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
     ) -> None:
-        super().__init__(client, store, max_payload_bytes)
+        super().__init__(client, store, max_payload_bytes, max_lost_attempts)
         self.publisher = publisher
         self.ledger = DispatchLedger(client)
         self.republish_after = republish_after

@@ -258,6 +258,13 @@ class TaskEventManager:
     # -- the second failover signal ------------------------------------------------------------
     def check_heartbeats(self) -> None:
         for agent_id in self.monitor.silent(time.monotonic()):
+            # The manager is no leader: it has no epoch to fence with. Its reap is fenced by
+            # the agent's heartbeat key instead, checked in the same script that moves each
+            # entry: the key is refreshed by whichever manager hears the agent (several share
+            # the heartbeat partitions), and a restarted agent sets it itself before it takes
+            # any work. So an agent another manager still hears, or one that came back since
+            # this manager last heard it, is left alone; this monitor returns it again in
+            # `timeout` if it really is silent.
             requeued, dropped = self.dispatcher.reap_agent(
                 agent_id, f"{self.actor} (missed heartbeats)"
             )

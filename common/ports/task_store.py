@@ -21,6 +21,17 @@ class TransitionResult(NamedTuple):
     attempt: int
 
 
+class CancelResult(NamedTuple):
+    """What a cancel did. `accepted`: the task is CANCELLED now (by this call or an earlier
+    one); else `reason` says why not ("already_final", "missing") and `status` is the truth."""
+
+    accepted: bool
+    reason: str  # "ok", "already_cancelled", "already_final", "missing"
+    status: str  # the status after the call
+    attempt: int
+    cancelled_from: str = ""  # the state the task was cancelled from ("" if it was not)
+
+
 class TaskStore(ABC):
     @abstractmethod
     def submit(self, spec: TaskSpec, actor: str = "client") -> tuple[Task, bool]:
@@ -60,15 +71,10 @@ class TaskStore(ABC):
     def stats(self) -> dict[str, int]:
         """Counters of accepted and rejected transitions."""
 
-    def cancel(self, task_id: str, actor: str = "client") -> TransitionResult:
-        task = self.get(task_id)
-        if task is None:
-            return TransitionResult(False, "missing", "", 0)
-        return self.transition(
-            task_id,
-            TaskStatus.CANCELLED,
-            attempt=task.attempt,
-            epoch=task.epoch,
-            actor=actor,
-            reason="cancel requested",
-        )
+    @abstractmethod
+    def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
+        """Cancel the task from any non-terminal state at its current attempt, atomically.
+
+        Idempotent: cancelling a CANCELLED task is accepted again ("already_cancelled"). A
+        SUCCESS or FAILED task is not touched ("already_final", with its status).
+        """

@@ -227,16 +227,28 @@ class Scheduler:
             self._fail_over(agent_id, term)
 
     def _fail_over(self, agent_id: str, term: Term) -> None:
+        # The incarnation is read *before* ZooKeeper is asked: if the agent starts again after
+        # this read, its start bumps the incarnation and every reap below is refused; if it
+        # started before, it was not yet registered when ZooKeeper said "gone", so its lists
+        # hold only its dead run's work (reap.lua has the whole argument). The epoch makes
+        # the reap a fenced leader write: a leader deposed while paused here changes nothing.
+        seen = self.dispatcher.incarnation(agent_id)
         if self.zk.exists(agent_node(agent_id)) is not None:
             # Back already (a restart under the same id, or a session blip): a restarted agent
             # re-queues its own leftovers before it registers, and its current work is live.
             return
-        requeued, dropped = self.dispatcher.reap_agent(agent_id, self.actor)
+        requeued, dropped = self.dispatcher.reap_agent(
+            agent_id, self.actor, epoch=term.epoch, incarnation=seen
+        )
+        if requeued < 0:
+            self.stats.rejected_stale += 1
+            raise Deposed
         self.dispatcher.forget_agent_if_idle(agent_id)
         if requeued or dropped:
             self.stats.failed_over += requeued
             log.warning(
-                "agent %s left: re-queued %d task(s) with attempt + 1, dropped %d stale (epoch %d)",
+                "agent %s left: re-queued %d task(s) with attempt + 1, dropped %d stale or "
+                "failed (epoch %d)",
                 agent_id,
                 requeued,
                 dropped,
@@ -246,6 +258,7 @@ class Scheduler:
     def _sweep(self, term: Term) -> None:
         requeued, dropped = self.dispatcher.recover_scheduling(term.epoch, self.actor)
         if requeued < 0:
+            self.stats.rejected_stale += 1
             raise Deposed
         if requeued or dropped:
             self.stats.recovered += requeued
@@ -257,6 +270,8 @@ class Scheduler:
         live = self.view.ids()
         for agent_id in sorted(self.dispatcher.agents_with_work() - live):
             self._fail_over(agent_id, term)
-        self.dispatcher.promote_due()
+        if self.dispatcher.promote_due(term.epoch) < 0:
+            self.stats.rejected_stale += 1
+            raise Deposed
 
     # --8<-- [end:failover]

@@ -100,3 +100,103 @@ local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, 
   return {1, 'ok', to, new_attempt}
 end
 -- --8<-- [end:transition]
+
+-- --8<-- [start:give_back]
+-- reap.lua and recover.lua share one key convention, named here once. recover.lua passes the
+-- first six: a leader's sweep of queue:scheduling has no agent to ask about.
+local function give_back_keys()
+  return {list = KEYS[1], task = KEYS[2], history = KEYS[3], target = KEYS[4],
+          stats = KEYS[5], fence = KEYS[6], heartbeat = KEYS[7], incarnation = KEYS[8]}
+end
+
+-- Take ONE exact entry off a work list (a dead agent's processing list or inbox, a dead
+-- leader's queue:scheduling) and give its task back: to PENDING with attempt + 1, the entry
+-- onto `target`. The caller read the list (LRANGE) and calls this once per entry, so every
+-- key touched is declared in KEYS, and a crafted taskId reaches nothing outside task:*.
+-- k: give_back_keys().  entry: the entry byte for byte.
+-- a: {mode, actor, now, reason, from = {STATUS = true}, agent ('' = any owner),
+--     taskId (nil for a raw message), attempt (the entry's own, if it names one),
+--     epoch, incarnation, maxLost}
+-- mode says who calls and so what fences the call (checked before anything moves: a refused
+-- call changes nothing at all):
+--   'leader'    the elected scheduler: its epoch must not be below fence:scheduler, and (when
+--               the incarnation key is given) the agent must not have started again since the
+--               leader looked at ZooKeeper (see reap.lua).
+--   'heartbeat' no leader (the stage 1 reaper, the stage 3 manager): the agent's heartbeat key
+--               must be absent, checked in this same script.
+--   'own'       the agent itself at start-up, giving back what its previous run left.
+-- Returns the transition shape {code, reason, status, attempt}: code 1 = the entry was taken
+-- and its task given back ('requeued') or failed ('lost_too_often'); 0 = the entry was dropped
+-- as a stale copy ('dropped'), was already gone ('gone'), or the call was refused
+-- ('stale_epoch', 'reincarnated', 'alive').
+local function give_back(k, entry, a)
+  if a.mode == 'leader' then
+    local fence = tonumber(redis.call('GET', k.fence) or '0')
+    if a.epoch < fence then
+      count(k.stats, 'rejected_stale_epoch')
+      return {0, 'stale_epoch', '', 0}
+    end
+    if k.incarnation and (redis.call('GET', k.incarnation) or '0') ~= tostring(a.incarnation) then
+      count(k.stats, 'rejected_reincarnated')
+      return {0, 'reincarnated', '', 0}
+    end
+  elseif a.mode == 'heartbeat' then
+    if redis.call('EXISTS', k.heartbeat) == 1 then return {0, 'alive', '', 0} end
+  end
+  -- Exactly this entry, once: 0 removed means another reaper (or the agent itself, restarted)
+  -- moved it first. That makes a repeated or concurrent call harmless.
+  if redis.call('LREM', k.list, 1, entry) == 0 then return {0, 'gone', '', 0} end
+  -- A raw message whose claim never ran: nothing was created for it, just put it back (at
+  -- the consuming end: it runs next). Also one whose taskId names a key that is not a task
+  -- hash ('x:history' is task x's history list): never read as a task, the claim that takes
+  -- it again sees the same id and deals with it.
+  if not a.taskId or not ({hash = true, none = true})[redis.call('TYPE', k.task).ok] then
+    redis.call('RPUSH', k.target, entry)
+    return {1, 'requeued', '', 0}
+  end
+  local cur = redis.call('HMGET', k.task, 'status', 'attempt', 'agentId', 'epoch', 'lostAttempts')
+  local status, attempt = cur[1], tonumber(cur[2]) or 1
+  if not status or status == 'PENDING' then
+    -- Never normalised, or not placed yet: just queue it again.
+    redis.call('RPUSH', k.target, entry)
+    return {1, 'requeued', status or '', attempt}
+  end
+  if not a.from[status] or (a.agent ~= '' and cur[3] ~= a.agent)
+      or (a.attempt and tonumber(a.attempt) ~= attempt) then
+    -- The task moved on (finished, cancelled, placed elsewhere, a newer attempt): this entry
+    -- is a stale copy and goes; the task is not touched.
+    count(k.stats, 'failover_dropped')
+    return {0, 'dropped', status, attempt}
+  end
+  -- A leader writes with its own epoch, fenced. Anyone else uses the task's own epoch: it
+  -- must neither be rejected as older than the dispatching leader nor raise the epoch.
+  local epoch, fence_key = tonumber(cur[4]) or 0, ''
+  if a.mode == 'leader' then epoch, fence_key = a.epoch, k.fence end
+  local fields = {}
+  if status == 'RUNNING' then
+    -- The task was running when its agent was lost. Counted, because a task that kills its
+    -- agent (out of memory, a fork bomb) would otherwise be re-run forever, taking agent
+    -- after agent down with it. A DISPATCHED task never started: its loss is not its fault.
+    local lost = (tonumber(cur[5]) or 0) + 1
+    fields.lostAttempts = lost
+    if a.maxLost and a.maxLost > 0 and lost >= a.maxLost then
+      local why = 'lost ' .. lost .. ' times with its agent'
+      fields.error, fields.finishedAt = why, a.now
+      local r = transition(k.task, k.history, k.stats, fence_key, 'FAILED', attempt, epoch,
+                           a.actor, a.now, fields, {}, why)
+      if r[1] == 1 then return {1, 'lost_too_often', r[3], r[4]} end
+      return {0, r[2], r[3], r[4]}
+    end
+  end
+  -- Not refused: the attempt is the current one, the epoch is the task's or (a leader's)
+  -- at least the fence, which no task's epoch exceeds, and every state in `from` may go
+  -- back to PENDING. Were it refused, the entry would be gone with the task untouched.
+  local r = transition(k.task, k.history, k.stats, fence_key, 'PENDING', attempt, epoch,
+                       a.actor, a.now, fields, {'agentId'}, a.reason)
+  if r[1] == 1 then
+    redis.call('RPUSH', k.target, entry)
+    return {1, 'requeued', r[3], r[4]}
+  end
+  return {0, r[2], r[3], r[4]}
+end
+-- --8<-- [end:give_back]
