@@ -124,8 +124,8 @@ def test_a_cancelled_pending_tasks_queue_message_is_skipped_by_the_agent_that_ta
 
     # When an agent takes from the queue
     queue = RedisWorkQueue(redis_client, store)
-    skipped = queue.take_and_claim("agent-1")
-    taken = queue.take_and_claim("agent-1")
+    skipped = queue.claim("agent-1", queue.take_reliably("agent-1", 1))
+    taken = queue.claim("agent-1", queue.take_reliably("agent-1", 1))
 
     # Then the cancelled task's message is dropped without running it, and the next one runs
     assert isinstance(skipped, Rejected) and "CANCELLED" in skipped.reason
