@@ -49,7 +49,6 @@ def build_scheduler(settings: Settings) -> Scheduler:
     store = RedisTaskStore(client)
     return Scheduler(
         settings.scheduler_id,
-        zk,
         RedisDispatcher(
             client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
         ),

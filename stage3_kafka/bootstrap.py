@@ -88,7 +88,6 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
     )
     scheduler = Scheduler(
         settings.scheduler_id,
-        zk,
         dispatcher,
         LiveAgentsView(zk),
         LeaderElection(zk, settings.scheduler_id),

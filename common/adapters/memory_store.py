@@ -47,6 +47,14 @@ class InMemoryTaskStore(TaskStore):
             self.queue.insert(0, task.to_message())
             return task, True
 
+    def create(self, task: Task, actor: str, reason: str = "created from queue message") -> Task:
+        """A task from a hand-pushed message (what claim.lua and schedule.lua create)."""
+        with self._lock:
+            self.tasks[task.task_id] = task.to_hash()
+            entry = {"state": "PENDING", "at": task.created_at, "actor": actor, "epoch": 0}
+            self.histories[task.task_id] = [{**entry, "attempt": 1, "reason": reason}]
+            return task
+
     def get(self, task_id: str) -> Task | None:
         data = self.tasks.get(task_id)
         return Task.from_hash(data) if data else None

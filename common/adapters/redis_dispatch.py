@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 from redis import Redis
 
@@ -24,26 +23,11 @@ from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import DispatchEntry
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.domain.transitions import TaskStatus
+from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
 from common.ports.task_store import TransitionResult
 
 
-@dataclass(frozen=True)
-class Scheduled:
-    """A task the leader moved to SCHEDULED; `message` is its copy on queue:scheduling."""
-
-    task: Task
-    message: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class NotScheduled:
-    reason: str  # "dead-lettered", "stale_epoch", "illegal", ...
-    status: str = ""
-    task_id: str | None = None
-
-
-class RedisDispatcher:
+class RedisDispatcher(Dispatcher):
     def __init__(
         self,
         client: Redis,

@@ -58,6 +58,10 @@ class LiveAgentsView:
         with self._lock:
             return set(self._watched)
 
+    def is_registered(self, agent_id: str) -> bool:
+        """Asked of ZooKeeper now, not of the view: a failover decides on it."""
+        return self.zk.exists(agent_node(agent_id)) is not None
+
     # -- watch callbacks (kazoo's event thread) ---------------------------------------------
     def _on_children(self, children: list[str]) -> None:
         current = set(children)

@@ -26,12 +26,10 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from common.adapters.redis_dispatch import NotScheduled, RedisDispatcher
 from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
-from common.coordination.paths import agent_node
-from common.coordination.zk import RetryingClient
 from common.observability import bind, get_logger
+from common.ports.dispatcher import Dispatcher, NotScheduled
 from common.scheduling.strategies import Candidate, PlacementStrategy
 
 log = get_logger("tasklab.scheduler")
@@ -54,8 +52,7 @@ class Scheduler:
     def __init__(
         self,
         scheduler_id: str,
-        zk: RetryingClient,
-        dispatcher: RedisDispatcher,
+        dispatcher: Dispatcher,
         view: LiveAgentsView,
         election: LeaderElection,
         strategy: PlacementStrategy,
@@ -64,7 +61,6 @@ class Scheduler:
         sweep_interval: float = 1.0,
     ) -> None:
         self.scheduler_id = scheduler_id
-        self.zk = zk
         self.dispatcher = dispatcher
         self.view = view
         self.election = election
@@ -233,7 +229,7 @@ class Scheduler:
         # hold only its dead run's work (reap.lua has the whole argument). The epoch makes
         # the reap a fenced leader write: a leader deposed while paused here changes nothing.
         seen = self.dispatcher.incarnation(agent_id)
-        if self.zk.exists(agent_node(agent_id)) is not None:
+        if self.view.is_registered(agent_id):
             # Back already (a restart under the same id, or a session blip): a restarted agent
             # re-queues its own leftovers before it registers, and its current work is live.
             return

@@ -1,4 +1,5 @@
-"""In-memory adapters of the agent's ports, for unit tests (tests/unit/test_agent.py).
+"""In-memory adapters of the agent's and the scheduler's ports, for unit tests
+(tests/unit/test_agent.py, tests/unit/test_scheduler.py).
 
 Real implementations of the ports, not mocks: each keeps its state in memory and behaves as
 the contract says, and each can be told to fail the way a backing service fails (a
@@ -14,11 +15,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.adapters.memory_store import InMemoryTaskStore
+from common.coordination.agent_info import AgentInfo
+from common.domain.dispatch import DispatchEntry
 from common.domain.outcome import AttemptReport
-from common.domain.task import Task, TaskType
+from common.domain.task import Task, TaskType, TaskValidationError, parse_task_message
+from common.domain.transitions import TaskStatus
 from common.executors.base import ExecutionResult, ExecutorLimits, TaskExecutor
 from common.executors.factory import ExecutorFactory
 from common.ports.agent import Assignment, AttemptControl, EventSink, TransientError, WorkIntake
+from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
+from common.ports.task_store import TransitionResult
 
 
 class Outage:
@@ -158,3 +165,167 @@ class FakeExecutors(ExecutorFactory):
 
     def close(self) -> None:
         self.closed = True
+
+
+# -- the scheduler's ports ---------------------------------------------------------------------
+class InMemoryDispatcher(Dispatcher):
+    """The dispatcher port over an InMemoryTaskStore: the same placement path and the same
+    fencing rule (every write refused below the fence) as RedisDispatcher, in memory."""
+
+    def __init__(self, store: InMemoryTaskStore | None = None) -> None:
+        self.store = store or InMemoryTaskStore()
+        self.scheduling: list[str] = []
+        self.inboxes: dict[str, list[str]] = {}
+        self.incarnations: dict[str, int] = {}
+        self.seen: set[str] = set()
+
+    @property
+    def pending(self) -> list[str]:
+        return self.store.queue  # submit() pushes at the front, take() reads the back
+
+    def raise_fence(self, epoch: int) -> tuple[bool, int]:
+        if epoch >= self.store.fence:
+            self.store.fence = epoch
+            return True, epoch
+        return False, self.store.fence
+
+    def take(self, timeout: float) -> str | None:
+        if not self.pending:
+            return None
+        raw = self.pending.pop()
+        self.scheduling.insert(0, raw)
+        return raw
+
+    def schedule(self, raw: str, epoch: int, actor: str) -> Scheduled | NotScheduled:
+        if epoch < self.store.fence:
+            return NotScheduled("stale_epoch")
+        try:
+            task_id, spec = parse_task_message(raw)
+        except TaskValidationError as exc:
+            self.scheduling.remove(raw)
+            return NotScheduled(f"dead-lettered: {exc}")
+        if task_id is None or self.store.get(task_id) is None:
+            task = self.store.create(Task.new(spec, task_id=task_id), actor)
+        else:
+            task = self.store.get(task_id)
+        message = task.to_message()
+        self.scheduling[self.scheduling.index(raw)] = message
+        r = self.store.transition(
+            task.task_id, TaskStatus.SCHEDULED, attempt=task.attempt, epoch=epoch, actor=actor,
+            fenced=True,
+        )  # fmt: skip
+        if not r.accepted:
+            self.scheduling.remove(message)
+            return NotScheduled(r.reason, r.status, task.task_id)
+        return Scheduled(self.store.get(task.task_id), message, r.attempt)
+
+    def dispatch(
+        self, scheduled: Scheduled, agent_id: str, epoch: int, actor: str
+    ) -> TransitionResult:
+        self.seen.add(agent_id)
+        r = self.store.transition(
+            scheduled.task.task_id, TaskStatus.DISPATCHED, attempt=scheduled.attempt,
+            epoch=epoch, actor=actor, fields={"agentId": agent_id}, fenced=True,
+        )  # fmt: skip
+        if r.accepted:
+            self.scheduling.remove(scheduled.message)
+            entry = DispatchEntry(scheduled.task, scheduled.attempt, epoch).to_json()
+            self.inboxes.setdefault(agent_id, []).insert(0, entry)
+        return r
+
+    def unschedule(
+        self, scheduled: Scheduled, epoch: int, actor: str, reason: str
+    ) -> TransitionResult:
+        r = self.store.transition(
+            scheduled.task.task_id, TaskStatus.PENDING, attempt=scheduled.attempt, epoch=epoch,
+            actor=actor, reason=reason, fenced=True,
+        )  # fmt: skip
+        if r.accepted:
+            self.scheduling.remove(scheduled.message)
+            self.pending.insert(0, scheduled.message)
+        return r
+
+    def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
+        if epoch < self.store.fence:
+            return -1, 0
+        requeued = 0
+        while self.scheduling:
+            raw = self.scheduling.pop()
+            self.pending.append(raw)
+            requeued += 1
+        return requeued, 0
+
+    def incarnation(self, agent_id: str) -> int:
+        return self.incarnations.get(agent_id, 0)
+
+    def reap_agent(
+        self,
+        agent_id: str,
+        actor: str,
+        *,
+        epoch: int | None = None,
+        incarnation: int | None = None,
+    ) -> tuple[int, int]:
+        if epoch is not None and epoch < self.store.fence:
+            return -1, 0
+        if incarnation is not None and incarnation != self.incarnation(agent_id):
+            return 0, 0  # the agent started again since the leader looked: its work is live
+        requeued = dropped = 0
+        inbox = self.inboxes.get(agent_id, [])
+        while inbox:
+            entry = DispatchEntry.parse(inbox.pop())
+            task = self.store.get(entry.task_id)
+            r = self.store.transition(
+                entry.task_id, TaskStatus.PENDING, attempt=entry.attempt,
+                epoch=task.epoch if task else 0, actor=actor, clear=("agentId",),
+                reason=f"agent {agent_id} lost",
+            )  # fmt: skip
+            if r.accepted:
+                self.pending.append(entry.task.to_message())
+                requeued += 1
+            else:
+                dropped += 1
+        return requeued, dropped
+
+    def agents_with_work(self) -> set[str]:
+        return set(self.seen)
+
+    def forget_agent_if_idle(self, agent_id: str) -> None:
+        if not self.inboxes.get(agent_id):
+            self.seen.discard(agent_id)
+
+    def backlog(self, agent_ids: list[str]) -> dict[str, int]:
+        return {a: len(self.inboxes.get(a, [])) for a in agent_ids}
+
+    def promote_due(self, epoch: int, limit: int = 500) -> int:
+        return -1 if epoch < self.store.fence else 0
+
+
+class InMemoryLiveAgents:
+    """The scheduler's view of live agents (LiveAgentsView's interface), set by the test."""
+
+    def __init__(self, *agents: AgentInfo) -> None:
+        self.live: dict[str, AgentInfo] = {a.agent_id: a for a in agents}
+        self.changed = threading.Event()
+        self._listeners: list[Callable[[set[str]], None]] = []
+
+    def start(self) -> None:
+        return None
+
+    def on_departure(self, listener: Callable[[set[str]], None]) -> None:
+        self._listeners.append(listener)
+
+    def agents(self) -> list[AgentInfo]:
+        return sorted(self.live.values(), key=lambda a: a.agent_id)
+
+    def ids(self) -> set[str]:
+        return set(self.live)
+
+    def is_registered(self, agent_id: str) -> bool:
+        return agent_id in self.live
+
+    def depart(self, agent_id: str) -> None:
+        self.live.pop(agent_id, None)
+        for listener in self._listeners:
+            listener({agent_id})
+        self.changed.set()

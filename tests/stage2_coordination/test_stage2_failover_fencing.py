@@ -111,9 +111,9 @@ def leader(zk, dispatcher, meanwhile: Callable[[], None]) -> tuple[Scheduler, Pa
     pausing = PausingZk(real, meanwhile)
     scheduler = Scheduler(
         "old",
-        pausing,  # type: ignore[arg-type]  - the real client behind one injected pause
         dispatcher,
-        LiveAgentsView(real),
+        # The real client behind one injected pause, where the view asks ZooKeeper.
+        LiveAgentsView(pausing),  # type: ignore[arg-type]
         LeaderElection(real, "old"),
         make_strategy("least-load"),
     )
