@@ -22,6 +22,7 @@ from redis import Redis
 from common import keys
 from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import script_source
+from common.domain.dispatch import entry_ref
 
 
 class Acceptance(NamedTuple):
@@ -58,15 +59,7 @@ class DispatchLedger:
         Lists are short (an agent's backlog and capacity), so a scan costs one LRANGE."""
         for raw in self.client.lrange(work_list, 0, -1):
             entry = _s(raw)
-            try:
-                data = json.loads(entry)
-            except ValueError:
-                continue
-            if (
-                isinstance(data, dict)
-                and data.get("taskId") == task_id
-                and str(data.get("attempt")) == str(attempt)
-            ):
+            if entry_ref(entry) == (task_id, attempt):
                 return entry
         return None
 

@@ -36,6 +36,7 @@ from redis import Redis
 from common import keys
 from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import script_source
+from common.domain.dispatch import entry_ref
 from common.observability import get_logger
 
 log = get_logger("tasklab.failover")
@@ -156,7 +157,7 @@ class RedisFailover:
             if not entries:
                 break
             for entry in entries:
-                task_id, attempt = _identify(entry)
+                task_id, attempt = entry_ref(entry)
                 one = dict(options, now=repr(time.time()))
                 if task_id is not None:
                     one["taskId"] = task_id
@@ -201,23 +202,6 @@ def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
     if "heartbeat" in fixed:
         ordered += [fixed["heartbeat"], fixed["incarnation"]]
     return ordered
-
-
-def _identify(entry: bytes) -> tuple[str | None, int | None]:
-    """(taskId, the attempt it was dispatched with) of an entry; None for what it lacks.
-
-    Anything that does not parse is a raw message whose claim never ran.
-    """
-    try:
-        data = json.loads(entry)
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    if not isinstance(data, dict) or not isinstance(data.get("taskId"), str):
-        return None, None
-    attempt = data.get("attempt")
-    if not isinstance(attempt, int) or isinstance(attempt, bool):
-        attempt = None
-    return data["taskId"], attempt
 
 
 def reap_list(

@@ -6,8 +6,9 @@ agent's `processing:{agentId}` list while the task runs. It is the task's queue 
 spec plus its taskId) with the attempt and epoch it was dispatched with, so the claim can
 check both against the task: a copy that outlived a failover can never run.
 
-This is the only place that writes or reads that form in Python; the Lua scripts read it with
-prelude.lua's `decode_entry`.
+This is the only place that writes or reads that form in Python. In Lua, accept_dispatch.lua
+finds an entry on an inbox by its taskId and attempt; the failover scripts are handed entries
+byte for byte and only compare them.
 """
 
 from __future__ import annotations
@@ -61,3 +62,22 @@ def dispatch_stamp(raw: str | bytes) -> tuple[int, int] | None:
     if type(attempt) is not int or type(epoch) is not int or attempt < 1 or epoch < 0:
         return None
     return attempt, epoch
+
+
+def entry_ref(raw: str | bytes) -> tuple[str | None, int | None]:
+    """(taskId, dispatched attempt) of anything on a work list, None for what it lacks.
+
+    A processing list holds dispatch entries (stage 2, 3) or normalised queue messages
+    (stage 1: a taskId, no attempt); anything that does not parse is a raw message whose
+    claim never ran. Cheap: no validation of the task itself.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(data, dict) or not isinstance(data.get("taskId"), str):
+        return None, None
+    attempt = data.get("attempt")
+    if type(attempt) is not int:
+        attempt = None
+    return data["taskId"], attempt

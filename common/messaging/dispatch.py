@@ -18,7 +18,6 @@ message before the task is DISPATCHED and refuse it, stranding the task.
 
 from __future__ import annotations
 
-import json
 import time
 
 from redis import Redis
@@ -27,7 +26,8 @@ from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS
 from common.adapters.redis_store import RedisTaskStore
-from common.domain.task import Task, TaskValidationError, parse_task_message
+from common.domain.dispatch import DispatchEntry
+from common.domain.task import TaskValidationError
 from common.messaging.clients import EventPublisher
 from common.messaging.schemas import DispatchMessage
 from common.messaging.topics import DISPATCH
@@ -121,15 +121,10 @@ class KafkaDispatcher(RedisDispatcher):
 
 # --8<-- [end:dispatcher]
 def _from_entry(entry: str, agent_id: str) -> DispatchMessage | None:
-    """Rebuild the dispatch message of an inbox entry (the task's queue message, plus the
-    attempt and epoch it was dispatched with)."""
+    """Rebuild the dispatch message of an inbox entry (`DispatchEntry`)."""
     try:
-        data = json.loads(entry)
-        task_id, spec = parse_task_message(entry)
-        attempt, epoch = int(data["attempt"]), int(data.get("epoch", 0))
-    except (ValueError, KeyError, TypeError, TaskValidationError):
+        parsed = DispatchEntry.parse(entry)
+    except TaskValidationError:
         log.warning("inbox of %s holds an entry that is not a dispatch: %.80r", agent_id, entry)
         return None
-    if task_id is None:
-        return None
-    return DispatchMessage.for_task(Task.new(spec, task_id=task_id), attempt, epoch, agent_id)
+    return DispatchMessage.for_task(parsed.task, parsed.attempt, parsed.epoch, agent_id)
