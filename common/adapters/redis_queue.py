@@ -13,6 +13,7 @@ inbox, filled by the leader-elected scheduler. Work given back then goes to `que
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 
@@ -27,12 +28,15 @@ from common.adapters.redis_failover import (
 )
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
-from common.domain.dispatch import dispatch_stamp
+from common.domain.dispatch import dispatch_stamp, entry_ref
 from common.domain.task import Task, TaskValidationError, parse_task_message
 from common.observability import get_logger
 from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.queue")
+
+# A taskId as the platform mints it: only such an id is used to name keys without a full parse.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 @dataclass
@@ -107,6 +111,9 @@ class RedisWorkQueue:
         checked against the task; on `queue:pending` (stage 1) every message is a submission,
         whatever fields it carries (the platform's own are ignored, never trusted).
         """
+        fast = self._claim_submitted(agent_id, raw, tracked)
+        if fast is not None:
+            return fast
         try:
             task_id, spec = parse_task_message(raw, self.max_payload_bytes)
         except TaskValidationError as exc:
@@ -162,6 +169,36 @@ class RedisWorkQueue:
             keys=[*report_keys, self.source], args=[report_arg, entry]
         )
         return as_result(result), (_s(moved) if moved else None)
+
+    def _claim_submitted(self, agent_id: str, raw: str, tracked: bool) -> Claim | Rejected | None:
+        """The common case, without parsing the task in Python: a message a client submitted
+        names a task that exists, so there is nothing to validate or create; claim.lua claims
+        it from its keys. None: not such a message, the full claim decides."""
+        task_id, attempt = entry_ref(raw)
+        if (
+            task_id is None
+            or not _UUID.match(task_id)
+            or (attempt is not None and self.reads_inbox)
+        ):
+            return None
+        reply = self.store.scripts.claim(
+            keys=[
+                keys.task(task_id),
+                keys.history(task_id),
+                keys.TRANSITION_STATS,
+                keys.processing(agent_id),
+                keys.TASK_INDEX,
+                keys.request("-"),
+            ],
+            args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
+                  "", "", "0"],
+        )  # fmt: skip
+        result = as_result(reply)
+        if result.reason == "not_created":
+            return None
+        if not result.accepted:
+            return Rejected(f"not claimable: {result.reason} (status {result.status})", task_id)
+        return _claimed(reply[4], raw, result.attempt, 0)
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         taken_from = keys.processing(agent_id) if tracked else None

@@ -8,7 +8,8 @@
 -- a message left over from before a failover, or a restarted agent's stale inbox, is refused.
 -- Returns {accepted, reason, status, attempt[, task fields as HGETALL gives them if accepted]}.
 -- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index, 6 request key (or a dummy)
--- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation), 4 agentId,
+-- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation; '' = only
+--       claim a task that exists), 4 agentId,
 --       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
 --       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch,
 --       10 has a requestId (1/0)
@@ -32,6 +33,9 @@ if dispatched then
 end
 -- --8<-- [end:dispatched]
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- The fast path (no fields given) claims only a task that exists; the caller then parses
+  -- the message in full and calls again.
+  if ARGV[3] == '' then return {0, 'not_created', '', 0} end
   if not claim_request(KEYS[6], ARGV[10], ARGV[6]) then
     -- Same requestId as a task that exists: this message is that task, already submitted.
     count(KEYS[3], 'duplicate_request')
