@@ -27,12 +27,24 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from redis.exceptions import RedisError
 
 from common.messaging.clients import Bus, consumer_config
 from common.messaging.dead_letter import DeadLetters, DeadLetterUnavailable
-from common.messaging.durability import EVERYSEC_HORIZON, PendingOffsets, RedisDurability
+from common.messaging.durability import (
+    EVERYSEC_HORIZON,
+    PendingOffsets,
+    RedisDurability,
+    RedisRestarted,
+)
 from common.messaging.schemas import MalformedMessage
 from common.observability import get_logger
 
@@ -87,6 +99,7 @@ class AtLeastOnceConsumer:
         self.on_revoke = on_revoke
         self.handled = 0
         self._pending = PendingOffsets()
+        self._rewind_due = False  # Redis restarted: re-read everything not committed
         self._held: dict[tuple[str, int], float] = {}  # paused partition -> when to resume
         self._stopping = threading.Event()
 
@@ -175,6 +188,8 @@ class AtLeastOnceConsumer:
         the last call: the price of durability is paid per batch, not per message.
         """
         self._pending.cut(now)
+        if self._rewind_due and not self._rewind():
+            return
         if not self._pending:
             return
         try:
@@ -184,6 +199,11 @@ class AtLeastOnceConsumer:
                 return
             if self.durability is not None and not self.durability.durable(now):
                 return  # not on disk yet (or Redis reports trouble): ask again next interval
+        except RedisRestarted as exc:
+            log.warning("%s: reading again everything not committed", exc)
+            self._rewind_due = True
+            self._rewind()
+            return
         except self.transient as exc:
             log.warning("cannot confirm durability in Redis, offsets held back: %s", exc)
             return
@@ -198,6 +218,23 @@ class AtLeastOnceConsumer:
         self._pending.stored(cutoff)
 
     # --8<-- [end:store-durable]
+    def _rewind(self) -> bool:
+        """Seek every assigned partition back to its committed offset: what was applied since
+        may have died with the old Redis, and handlers are idempotent. True once done."""
+        try:
+            positions = self.consumer.committed(self.consumer.assignment(), timeout=10)
+            for tp in positions:
+                if tp.offset < 0:  # never committed: auto.offset.reset says the beginning
+                    tp.offset = OFFSET_BEGINNING
+                self.consumer.seek(tp)
+        except KafkaException as exc:
+            # Nothing is stored until the rewind succeeds, so nothing lost can be committed.
+            log.warning("cannot rewind yet (%s); offsets held back", exc)
+            return False
+        self._pending = PendingOffsets()
+        self._rewind_due = False
+        return True
+
     def _store_before_close(self) -> None:
         # A clean stop commits everything durable, waiting out the horizon (bounded), so a
         # restart re-reads as little as possible.

@@ -22,6 +22,12 @@ behind it would survive a Redis crash, and the way to know it depends on the ser
 - `none` (no AOF): a crash loses everything since the last snapshot; no offset discipline
   helps. Said loudly at start-up.
 
+Whatever the mode, a barrier can only vouch for the server it asks. If Redis restarted between
+an effect and its barrier (a crash, then a restart from a shorter AOF), WAITAOF on the new
+server says nothing about the old one's writes, and the horizon has not protected anything. So
+every barrier also compares the server's `run_id` with the one it saw last; a different one
+raises `RedisRestarted`, and the consumer reads again everything not committed yet.
+
 `PendingOffsets` is the bookkeeping beside it: which offsets are handled, since when, and
 which of them may be stored now. Pure, unit-tested in tests/unit/test_pending_offsets.py.
 """
@@ -42,6 +48,10 @@ log = get_logger("tasklab.durability")
 EVERYSEC_HORIZON = 2.0  # seconds: everysec fsyncs within one, two when the disk is busy
 
 
+class RedisRestarted(Exception):
+    """Redis restarted since the last barrier: effects applied since may be gone."""
+
+
 class RedisDurability:
     """The barrier an offset commit waits for, in the mode the server allows.
 
@@ -54,6 +64,7 @@ class RedisDurability:
         self.timeout_ms = timeout_ms
         self.mode: str | None = None
         self._delayed: int | None = None  # aof_delayed_fsync when last read
+        self._run_id: str | None = None  # the server instance the last barrier asked
         self._trouble_at = float("-inf")  # when Redis last reported a late or failed write
 
     @property
@@ -70,6 +81,9 @@ class RedisDurability:
         return self.mode
 
     def _ask_server(self) -> str:
+        # The instance every later barrier is compared with (the manager asks at start-up,
+        # before it applies anything).
+        self._run_id = str(self.client.info("server").get("run_id", ""))
         if not int(self.client.info("persistence").get("aof_enabled", 0)):
             return "none"
         try:
@@ -100,7 +114,21 @@ class RedisDurability:
         }[self.detect()]
 
     def durable(self, now: float) -> bool:
-        """True when everything applied `horizon` seconds before `now` may be committed."""
+        """True when everything applied `horizon` seconds before `now` may be committed.
+
+        Raises RedisRestarted when the server is not the one the previous call asked.
+        """
+        durable = self._barrier(now)
+        # Asked after the barrier: the same run_id as last time means one server instance
+        # saw every effect applied since, and the barrier above vouched for them.
+        run_id = str(self.client.info("server").get("run_id", ""))
+        previous, self._run_id = self._run_id, run_id
+        if previous is not None and run_id != previous:
+            self._delayed = None  # the new server counts its delayed fsyncs from zero
+            raise RedisRestarted(f"Redis restarted (run_id {previous[:8]} -> {run_id[:8]})")
+        return durable
+
+    def _barrier(self, now: float) -> bool:
         if self.detect() == "waitaof":
             # WAITAOF waits for what *its connection* wrote; the manager's writes may have gone
             # through other connections of the pool. A write on this connection first raises

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -44,11 +45,20 @@ class CrashableRedis:
         self.running = self.service.start(workdir)
         self.url = self.running.env["TASKLAB_REDIS_URL"]
 
-    def kill_and_restart(self) -> None:
-        """kill -9 by PID, then the same port and data dir: what Redis had on disk comes back."""
+    def copy_aof(self, to: Path) -> Path:
+        """The AOF as it is now (what a host crash a moment later could leave on disk)."""
+        return Path(shutil.copytree(Path(self.running.workdir) / "appendonlydir", to))
+
+    def kill_and_restart(self, aof: Path | None = None) -> None:
+        """kill -9 by PID, then the same port and data dir: what Redis had on disk comes back.
+        With `aof`, it comes back with that older AOF instead: a host crash that lost the
+        writes the kernel had not flushed yet."""
         running = self.running
         os.kill(running.pid, signal.SIGKILL)
         eventually(lambda: not pid_alive(running.pid), 10, message="redis-server dead")
+        if aof is not None:
+            shutil.rmtree(Path(running.workdir) / "appendonlydir")
+            shutil.copytree(aof, Path(running.workdir) / "appendonlydir")
         self.running = self.service.start(Path(running.workdir).parent, port=running.port)
 
     def stop(self) -> None:
@@ -175,3 +185,46 @@ def test_the_manager_commits_an_offset_only_once_redis_has_had_time_to_fsync_its
     assert gap >= EVERYSEC_HORIZON - 0.5, gap
     assert "durability (fsync-everysec)" in manager.log_text()
     print(f"\nSUCCESS applied, offset committed {gap:.1f}s later")
+
+
+def test_a_redis_back_without_a_status_the_manager_applied_gets_it_again_before_any_commit(
+    role, probe, crashable_redis, tmp_path
+):
+    # Given a manager reading, and a task RUNNING on agent-x, on disk in Redis's AOF
+    manager = role("manager", "manager-1")
+
+    def reading() -> bool:
+        beat = Heartbeat(agent_id="warm-up", load=0, capacity=1, seq=1)
+        probe.produce(HEARTBEAT, "warm-up", beat.encode())
+        return bool(probe.redis.exists(keys.heartbeat("warm-up")))
+
+    eventually(reading, 30, interval=0.5, message="manager reading")
+    task_id, epoch = probe.running_task("agent-x")
+    before_success = crashable_redis.copy_aof(tmp_path / "aof-before-success")
+
+    # When its SUCCESS is applied, and Redis then crashes and comes back without it (a host
+    # crash that lost the last second of writes), before the manager commits the offset
+    done = StatusEvent(
+        task_id=task_id, attempt=1, epoch=epoch, agent_id="agent-x", status="SUCCESS"
+    )
+    msg = probe.produce(STATUS, task_id, done.encode())
+    eventually(lambda: probe.tasks.get(task_id).status == TaskStatus.SUCCESS, 10, message="applied")
+    crashable_redis.kill_and_restart(aof=before_success)
+    assert probe.tasks.get(task_id).status == TaskStatus.RUNNING  # the loss, as simulated
+
+    # Then the manager notices the new server, reads the status again and applies it again:
+    # the task is not stranded RUNNING on an agent that finished it
+    eventually(
+        lambda: probe.tasks.get(task_id).status == TaskStatus.SUCCESS,
+        20,
+        interval=0.2,
+        message="SUCCESS applied again",
+    )
+    assert "Redis restarted" in manager.log_text()
+    eventually(
+        lambda: committed(probe, STATUS, msg.partition()) == msg.offset() + 1,
+        15,
+        interval=0.2,
+        message="offset committed once the effect is back",
+    )
+    assert probe.redis.llen(keys.processing("agent-x")) == 0
