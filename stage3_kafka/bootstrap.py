@@ -24,6 +24,7 @@ import sys
 import threading
 
 from confluent_kafka import KafkaException
+from redis.exceptions import RedisError
 
 from common import keys
 from common.adapters.redis_agent import RedisControl
@@ -48,7 +49,9 @@ from common.messaging.clients import Bus, EventPublisher
 from common.messaging.consumer import AtLeastOnceConsumer
 from common.messaging.dead_letter import DeadLetters
 from common.messaging.dispatch import KafkaDispatcher
-from common.messaging.manager import HeartbeatMonitor, TaskEventManager
+from common.messaging.durability import RedisDurability
+from common.messaging.heartbeat_monitor import HeartbeatMonitor, RebalanceFeed
+from common.messaging.manager import TaskEventManager
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
 from common.scheduling.scheduler import Scheduler
@@ -169,6 +172,10 @@ def run_agent(settings: Settings) -> None:
 def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLeastOnceConsumer]:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
+    monitor = HeartbeatMonitor(settings.manager_heartbeat_timeout)
+    # Each manager judges only the heartbeat partitions it owns, told by its consumer's
+    # rebalance callbacks: a partition that moved to another manager is not silence.
+    rebalances = RebalanceFeed(monitor, bus.topic(HEARTBEAT))
     manager = TaskEventManager(
         settings.manager_id,
         client,
@@ -181,7 +188,7 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
         RedisDispatcher(
             client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
         ),
-        HeartbeatMonitor(settings.manager_heartbeat_timeout),
+        monitor,
         heartbeat_ttl=settings.heartbeat_ttl,
         log_wait=settings.manager_log_wait,
     )
@@ -192,6 +199,10 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
         f"manager-{settings.manager_id}",
         {STATUS: manager.on_status, LOGS: manager.on_log, HEARTBEAT: manager.on_heartbeat},
         DeadLetters(publisher, bus.group(MANAGER_GROUP)),
+        # Offsets are committed only once their effects are durable in Redis.
+        durability=RedisDurability(client),
+        on_assign=rebalances.assigned,
+        on_revoke=rebalances.revoked,
         # Static membership: a manager restarted under the same id (kill -9, then up again)
         # takes its partitions back at once, instead of the group waiting for the dead
         # member's session to time out before anyone reads them. The price: a manager that
@@ -214,6 +225,12 @@ def run_manager(settings: Settings) -> None:
         bus.group(MANAGER_GROUP),
         settings.manager_heartbeat_timeout,
     )
+    try:
+        # Logs, once, what a Redis crash right after an offset commit can cost; if Redis does
+        # not answer yet, that line comes with the first commit instead.
+        consumer.durability.detect()
+    except RedisError as exc:
+        log.warning("Redis not reachable at start-up (%s); reading anyway", exc)
     try:
         consumer.run(stopping, tick=manager.check_heartbeats)
     finally:

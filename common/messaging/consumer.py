@@ -2,7 +2,11 @@
 
 What happens to each message, by what its handler does:
 
-- returns: the effect is in Redis; the offset is stored and committed within a second.
+- returns: the effect is in Redis. Its offset is stored (then committed by the client's commit
+  thread) once the effect is durable there: once per commit interval, the consumer asks the
+  `RedisDurability` barrier (one WAITAOF per batch where Redis has it; see
+  common/messaging/durability.py for what is promised where it does not) and stores the
+  offsets of everything the barrier covers.
 - raises `Unprocessable` (or the message does not parse): it can never be applied. It goes to
   the dead-letter topic with headers naming where it came from and why, then its offset is
   stored, and the partition moves on to the next message.
@@ -13,7 +17,8 @@ What happens to each message, by what its handler does:
   message is never dead-lettered because a dependency was briefly down.
 
 A crash anywhere redelivers from the last committed offset, so every handler must be
-idempotent: applying a message twice must change nothing the first time did not.
+idempotent: applying a message twice must change nothing the first time did not. The same
+holds after a rebalance: a partition's next owner starts from its last committed offset.
 """
 
 from __future__ import annotations
@@ -22,11 +27,24 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from redis.exceptions import RedisError
 
 from common.messaging.clients import Bus, consumer_config
 from common.messaging.dead_letter import DeadLetters, DeadLetterUnavailable
+from common.messaging.durability import (
+    EVERYSEC_HORIZON,
+    PendingOffsets,
+    RedisDurability,
+    RedisRestarted,
+)
 from common.messaging.schemas import MalformedMessage
 from common.observability import get_logger
 
@@ -46,6 +64,8 @@ class NotYet(Exception):
 
 
 Handler = Callable[[Message], None]
+# Told which partitions this consumer was given or lost (confluent-kafka's rebalance callbacks).
+PartitionsListener = Callable[[list[TopicPartition]], None]
 
 
 class AtLeastOnceConsumer:
@@ -56,8 +76,12 @@ class AtLeastOnceConsumer:
         client_id: str,
         handlers: dict[str, Handler],
         dead_letters: DeadLetters,
+        durability: RedisDurability | None = None,
         transient: tuple[type[BaseException], ...] = (RedisError,),
         retry_backoff: float = 0.5,
+        commit_interval: float = 1.0,
+        on_assign: PartitionsListener | None = None,
+        on_revoke: PartitionsListener | None = None,
         **config: object,
     ) -> None:
         self.bus = bus
@@ -68,7 +92,14 @@ class AtLeastOnceConsumer:
         self.dead_letters = dead_letters
         self.transient = transient
         self.retry_backoff = retry_backoff
+        # None only where no effect lands in Redis (a handler that writes elsewhere).
+        self.durability = durability
+        self.commit_interval = commit_interval
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
         self.handled = 0
+        self._pending = PendingOffsets()
+        self._rewind_due = False  # Redis restarted: re-read everything not committed
         self._held: dict[tuple[str, int], float] = {}  # paused partition -> when to resume
         self._stopping = threading.Event()
 
@@ -80,8 +111,13 @@ class AtLeastOnceConsumer:
     ) -> None:
         """Consume until `stopping` is set; call `tick()` about every `tick_interval` seconds."""
         self._stopping = stopping
-        self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
-        next_tick = 0.0
+        self.consumer.subscribe(
+            list(self.handlers),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        next_tick = next_commit = 0.0
         try:
             while not stopping.is_set():
                 now = time.monotonic()
@@ -89,6 +125,9 @@ class AtLeastOnceConsumer:
                 if tick is not None and now >= next_tick:
                     next_tick = now + tick_interval
                     tick()
+                if now >= next_commit:
+                    next_commit = now + self.commit_interval
+                    self.store_durable(now)
                 msg = self.consumer.poll(0.1)
                 if msg is None:
                     continue
@@ -100,8 +139,9 @@ class AtLeastOnceConsumer:
                     continue
                 self.process(msg)
         finally:
-            # Leaves the group at once (no session timeout for the others to wait out) and
-            # commits the offsets stored so far.
+            self._store_before_close()
+            # Commits the offsets stored so far. (A static member, with group.instance.id,
+            # does not leave the group: its partitions wait out session.timeout.ms.)
             self.consumer.close()
 
     def process(self, msg: Message) -> None:
@@ -134,12 +174,78 @@ class AtLeastOnceConsumer:
                 log.warning("%s; will retry", exc)
                 return self.retry_backoff
         self.handled += 1
-        # At-least-once: stored only now that the effect is in Redis (or the message is safely
-        # in the dead-letter topic). The commit thread commits it within a second.
-        self.consumer.store_offsets(message=msg)
+        # At-least-once: the effect is in Redis (or the message is safely in the dead-letter
+        # topic). Its offset is stored by `store_durable`, once Redis has it on disk.
+        self._pending.handled(msg.topic(), msg.partition(), msg.offset())
         return None
 
     # --8<-- [end:apply]
+    # --8<-- [start:store-durable]
+    def store_durable(self, now: float) -> None:
+        """Store the offsets of what was handled, as far as the effects are durable in Redis.
+
+        One barrier per call (one WAITAOF, or one INFO read), for every message handled since
+        the last call: the price of durability is paid per batch, not per message.
+        """
+        self._pending.cut(now)
+        if self._rewind_due and not self._rewind():
+            return
+        if not self._pending:
+            return
+        try:
+            cutoff = now - (self.durability.horizon if self.durability else 0.0)
+            offsets = self._pending.ready(cutoff)
+            if not offsets:
+                return
+            if self.durability is not None and not self.durability.durable(now):
+                return  # not on disk yet (or Redis reports trouble): ask again next interval
+        except RedisRestarted as exc:
+            log.warning("%s: reading again everything not committed", exc)
+            self._rewind_due = True
+            self._rewind()
+            return
+        except self.transient as exc:
+            log.warning("cannot confirm durability in Redis, offsets held back: %s", exc)
+            return
+        try:
+            self.consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            )
+        except KafkaException as exc:
+            # A partition revoked meanwhile: its next owner reads it again from the last
+            # commit, which is what at-least-once promises.
+            log.info("offsets not stored (%s); they will be read again", exc)
+        self._pending.stored(cutoff)
+
+    # --8<-- [end:store-durable]
+    def _rewind(self) -> bool:
+        """Seek every assigned partition back to its committed offset: what was applied since
+        may have died with the old Redis, and handlers are idempotent. True once done."""
+        try:
+            positions = self.consumer.committed(self.consumer.assignment(), timeout=10)
+            for tp in positions:
+                if tp.offset < 0:  # never committed: auto.offset.reset says the beginning
+                    tp.offset = OFFSET_BEGINNING
+                self.consumer.seek(tp)
+        except KafkaException as exc:
+            # Nothing is stored until the rewind succeeds, so nothing lost can be committed.
+            log.warning("cannot rewind yet (%s); offsets held back", exc)
+            return False
+        self._pending = PendingOffsets()
+        self._rewind_due = False
+        return True
+
+    def _store_before_close(self) -> None:
+        # A clean stop commits everything durable, waiting out the horizon (bounded), so a
+        # restart re-reads as little as possible.
+        horizon = EVERYSEC_HORIZON if self.durability else 0.0
+        deadline = time.monotonic() + horizon + 1.0
+        while True:
+            self.store_durable(time.monotonic())
+            if not self._pending or time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
+
     # -- holding a partition back ------------------------------------------------------------
     def _hold(self, msg: Message, delay: float) -> None:
         tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
@@ -165,11 +271,31 @@ class AtLeastOnceConsumer:
             del self._held[(topic, partition)]
             self.consumer.resume([TopicPartition(topic, partition)])
 
+    # -- rebalances -------------------------------------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.on_assign is not None:
+            self.on_assign(partitions)
+
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Store what is durable now: the client commits it as the partitions go, and their
+        # next owner re-reads less.
+        self.store_durable(time.monotonic())
+        self._forget(partitions)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked (this member was thrown out of the group): others may already own
+        # them, so nothing can be committed for them any more.
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         # The next owner starts from the last committed offset, which is before any held
-        # message (held messages are never stored): nothing is skipped.
+        # message (held messages are never stored) and before anything not durable yet:
+        # nothing is skipped.
         for tp in partitions:
             self._held.pop((tp.topic, tp.partition), None)
+        self._pending.drop({(tp.topic, tp.partition) for tp in partitions})
+        if self.on_revoke is not None:
+            self.on_revoke(partitions)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -33,6 +33,7 @@ from common.domain.outcome import AttemptReport, FinalReport, judge_final
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.messaging.consumer import NotYet, Unprocessable
+from common.messaging.heartbeat_monitor import HeartbeatMonitor
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
 from common.observability import bind, get_logger
 from common.ports.task_store import TransitionResult
@@ -40,59 +41,6 @@ from common.ports.task_store import TransitionResult
 log = get_logger("tasklab.manager")
 
 
-# --8<-- [start:heartbeat-monitor]
-class HeartbeatMonitor:
-    """Which agents fell silent on agent-heartbeat-topic.
-
-    Silence is evidence only while the bus is heard. An agent is declared silent when no
-    heartbeat of its arrived for `timeout` *and* heartbeats of other agents did arrive since;
-    and after a time when nothing arrived from anyone (a broker restart, the manager's own
-    network), every agent first gets `RECOVERY_GRACE` timeouts to be heard again: clients
-    come back one by one, each reconnecting and then asking the restarted broker for its
-    idempotent-producer id, which can take seconds. The price: with a single agent, its death
-    is left to ZooKeeper alone.
-    """
-
-    RECOVERY_GRACE = 2.0  # timeouts of grace after the whole bus was silent
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._last: dict[str, float] = {}
-        self._failed_over: dict[str, float] = {}
-        self._heard_since = float("-inf")  # start of the current stretch of a live bus
-
-    def beat(self, agent_id: str, now: float) -> None:
-        newest = max(self._last.values(), default=float("-inf"))
-        if now - newest > self.timeout:
-            self._heard_since = now
-        self._last[agent_id] = now
-        self._failed_over.pop(agent_id, None)
-
-    def forget(self, agent_id: str) -> None:
-        self._last.pop(agent_id, None)
-        self._failed_over.pop(agent_id, None)
-
-    def silent(self, now: float) -> list[str]:
-        """Agents to fail over now. While one stays silent it is returned again every
-        `timeout`, so work the scheduler keeps placing on it does not wait there."""
-        if not self._last or now - self._heard_since <= self.RECOVERY_GRACE * self.timeout:
-            return []
-        newest = max(self._last.values())
-        due = []
-        for agent_id, last in sorted(self._last.items()):
-            if newest - last <= self.timeout or now - last <= self.timeout:
-                continue
-            if now - self._failed_over.get(agent_id, float("-inf")) >= self.timeout:
-                self._failed_over[agent_id] = now
-                due.append(agent_id)
-        # An agent silent this long has been failed over many times: stop watching it.
-        for agent_id, last in list(self._last.items()):
-            if now - last > 20 * self.timeout:
-                self.forget(agent_id)
-        return due
-
-
-# --8<-- [end:heartbeat-monitor]
 class TaskEventManager:
     def __init__(
         self,
@@ -252,7 +200,7 @@ class TaskEventManager:
             # says nothing about whether the agent is alive now.
             self.stats.count("heartbeat_old")
             return
-        self.monitor.beat(beat.agent_id, time.monotonic())
+        self.monitor.beat(beat.agent_id, msg.partition(), time.monotonic())
         record_heartbeat(self.client, beat.agent_id, self.heartbeat_ttl)
 
     # -- the second failover signal ------------------------------------------------------------
