@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
-from common.adapters.redis_queue import dead_letter_message, reap_list
+from common.adapters.redis_dead_letter import dead_letter_message
+from common.adapters.redis_queue import reap_list
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.task import Task, TaskValidationError, parse_task_message

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from redis import Redis
 
 from common import keys
+from common.adapters.redis_dead_letter import dead_letter_message
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import (
     RedisTaskStore,
@@ -56,25 +57,6 @@ class Rejected:
 
 def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def dead_letter_message(
-    client: Redis, raw: str, reason: str, actor: str, source: str, taken_from: str | None
-) -> None:
-    """Move a message that cannot be run to the dead-letter list, with the reason.
-
-    MULTI/EXEC: the message leaves the list it was taken onto (`taken_from`) and lands in the
-    dead-letter list together, or not at all; nothing is lost and nothing is half-moved.
-    """
-    entry = json.dumps(
-        {"message": raw, "reason": reason, "actor": actor, "at": time.time(), "source": source}
-    )
-    pipe = client.pipeline(transaction=True)
-    if taken_from:
-        pipe.lrem(taken_from, 1, raw)
-    pipe.lpush(keys.DEAD_LETTER, entry)
-    pipe.execute()
-    log.warning("dead-lettered a message from %s: %s", source, reason)
 
 
 class RedisWorkQueue:
