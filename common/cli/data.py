@@ -63,7 +63,7 @@ def cleanup(
             f"would keep {kept} older task(s) not finished or changed since{_by(survey.kept)}"
         )
         length, dropped = dead_letter_stats(client)
-        typer.echo(f"dead-letter list: {length} entr(ies), {dropped} dropped by its cap so far")
+        typer.echo(f"dead-letter list: {length} entries, {dropped} dropped by its cap so far")
         return
     now = time.time()
     # Each batch removes its finished tasks or steps past the ones it keeps, so this many
