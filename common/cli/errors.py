@@ -4,11 +4,13 @@ Commands turn the errors they expect into a message themselves (`fail`). What es
 anyway (bytes that are not UTF-8 on stdin, a Redis that went away mid-command, a bug) is caught
 once, around the whole app, by `OneLineErrors`, instead of in every command: a traceback is for
 the person who wrote the code, not for the one who typed the command. `TASKLAB_TRACEBACK=1`
-lets a traceback through, for debugging.
+lets a traceback through, for debugging. A role (`tasklab run`) that dies of an unexpected error
+also logs it, with its traceback, through its configured log, which is where its operator looks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -32,6 +34,10 @@ def one_line(message: str) -> str:
     # folds line breaks, so the message is exactly one printable line.
     text = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return " ".join(text.split()) or "(no detail)"
+
+
+# What a user or the environment can cause; anything else is a bug in tasklab.
+EXPECTED = (UnicodeError, TaskValidationError, ConfigError, RedisError, LookupError, OSError)
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
@@ -62,5 +68,9 @@ class OneLineErrors(typer.Typer):
             if os.environ.get("TASKLAB_TRACEBACK"):
                 raise
             message, code = describe(exc)
+            if not isinstance(exc, EXPECTED) and logging.getLogger().handlers:
+                logging.getLogger("tasklab.cli").error(
+                    "stopped by an unexpected error", exc_info=exc
+                )
             typer.echo(f"error: {one_line(message)}", err=True)
             sys.exit(code)

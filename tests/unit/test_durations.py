@@ -1,13 +1,10 @@
 """Durations (`30d`, `12h`, `90m`, `3600s`) for retention, and the settings that use them."""
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.adapters.redis_dead_letter import DEFAULT_DEAD_LETTER_MAX
-from common.cli.errors import describe, one_line
 from common.config import ConfigError, load_settings
 from common.config.durations import DurationError, parse_duration
-from common.domain.task import TaskValidationError
 
 
 @pytest.mark.parametrize(
@@ -60,27 +57,3 @@ def test_a_bad_task_retention_is_a_one_line_config_error(monkeypatch):
 def test_the_dead_letter_cap_setting_and_the_adapters_default_agree(monkeypatch):
     monkeypatch.delenv("TASKLAB_DEAD_LETTER_MAX", raising=False)
     assert load_settings().dead_letter_max == DEFAULT_DEAD_LETTER_MAX
-
-
-@pytest.mark.parametrize(
-    ("exc", "code"),
-    [
-        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), 2),
-        (UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"), 2),
-        (TaskValidationError(["payload: is required", "taskType: is required"]), 2),
-        (ConfigError("invalid configuration: x"), 2),
-        (RedisConnectionError("Error 111 connecting to 127.0.0.1:1.\nConnection refused."), 1),
-        (KeyError("missing"), 1),
-        (ZeroDivisionError("division by zero"), 1),
-    ],
-    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
-)
-def test_every_escaping_exception_becomes_one_line_and_an_exit_code(exc, code):
-    message, got = describe(exc)
-    assert got == code
-    assert "\n" not in one_line(message) and one_line(message).isprintable()
-
-
-def test_one_line_folds_line_breaks_and_escapes_what_cannot_be_printed():
-    assert one_line("a\nb\r\n  c") == "a b c"
-    assert one_line("bad \udcff byte") == "bad \\udcff byte"
