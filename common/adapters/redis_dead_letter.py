@@ -1,5 +1,7 @@
 """The dead-letter list in Redis: where a message that cannot be run goes, with its reason.
 
+Pattern: Dead Letter Channel (introduced in stage 1, as a Redis list; stage 3 adds the topic).
+
 Capped (stage 1 on): the list keeps the newest `max_entries` entries and counts every entry the
 cap pushed out in `stats:dead-letter` (field `dropped`), so a flood of bad messages cannot fill
 Redis, and an operator still sees how many were lost to the cap rather than nothing at all.

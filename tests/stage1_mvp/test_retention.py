@@ -12,7 +12,7 @@ from common import keys
 from common.adapters.redis_dead_letter import dead_letter_message, dead_letter_stats
 from common.adapters.redis_retention import RedisRetention
 from common.adapters.redis_scripts import script_source
-from common.domain.transitions import TaskStatus
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.testing import eventually
 
 DAY = 86400.0
@@ -67,21 +67,39 @@ def test_a_finished_task_younger_than_the_retention_is_kept(redis_client, client
     assert client.get(task.task_id).status == TaskStatus.SUCCESS
 
 
+# The path from PENDING to every state that is not finished: each must survive any sweep.
+PATHS_TO_UNFINISHED = {
+    TaskStatus.PENDING: [],
+    TaskStatus.SCHEDULED: [TaskStatus.SCHEDULED],
+    TaskStatus.DISPATCHED: [TaskStatus.SCHEDULED, TaskStatus.DISPATCHED],
+    TaskStatus.RUNNING: [TaskStatus.RUNNING],
+}
+
+
+def test_the_paths_cover_every_state_that_is_not_finished():
+    assert set(PATHS_TO_UNFINISHED) == set(TaskStatus) - TERMINAL_STATES
+
+
 def test_a_task_that_is_not_finished_is_never_removed_whatever_its_age(redis_client, client):
-    # Given a pending and a running task, and one finished task, all "ten years" old
-    pending, _ = client.submit({"taskType": "SHELL", "payload": "true"})
-    running, _ = client.submit({"taskType": "SHELL", "payload": "true"})
-    client.store.transition(running.task_id, TaskStatus.RUNNING, attempt=1, actor="t")
+    # Given a task in every unfinished state, and one finished task, all "ten years" old
+    unfinished = []
+    for path in PATHS_TO_UNFINISHED.values():
+        task, _ = client.submit({"taskType": "SHELL", "payload": "true"})
+        for to in path:
+            assert client.store.transition(task.task_id, to, attempt=1, actor="t").accepted
+        unfinished.append(task.task_id)
     failed, _ = client.submit({"taskType": "SHELL", "payload": "false"})
     finish(client, failed.task_id, TaskStatus.FAILED)
-    before = {t: keys_of(redis_client, t) for t in (pending.task_id, running.task_id)}
-    # When sweeps run until they report the end
+    before = {t: keys_of(redis_client, t) for t in unfinished}
+    # When sweeps of one entry each run over all of them, and once round again
     retention = RedisRetention(redis_client, batch=1)
-    removed = sum(retention.sweep(WEEK, 1, now=time.time() + 3650 * DAY).removed for _ in range(5))
+    ten_years = time.time() + 3650 * DAY
+    removed = sum(retention.sweep(WEEK, 1, now=ten_years).removed for _ in range(12))
     # Then only the finished one went; the others keep every key and their index entry
     assert removed == 1 and client.store.get(failed.task_id) is None
-    assert {t: keys_of(redis_client, t) for t in before} == before
-    assert redis_client.zcard(keys.TASK_INDEX) == 2
+    assert {t: keys_of(redis_client, t) for t in unfinished} == before
+    assert [client.get(t).status for t in unfinished] == list(PATHS_TO_UNFINISHED)
+    assert redis_client.zcard(keys.TASK_INDEX) == len(unfinished)
 
 
 def test_sweeps_step_past_old_unfinished_tasks_instead_of_rereading_them(redis_client, client):
@@ -157,6 +175,20 @@ def test_an_idempotency_key_goes_only_with_its_own_task(redis_client, client):
     # And the freed requestId makes a new task next time, as a never-seen one would
     again, created = client.submit({"taskType": "SHELL", "payload": "true", "requestId": "r-old"})
     assert created and again.task_id != old.task_id
+
+
+def test_an_index_entry_left_by_a_hand_deleted_task_is_cleared_once_old(redis_client, client):
+    # Given a finished task whose hash someone deleted with redis-cli, leaving the rest
+    task, _ = client.submit({"taskType": "SHELL", "payload": "true"})
+    finish(client, task.task_id)
+    redis_client.delete(keys.task(task.task_id))
+    # When a sweep runs, first too early and then after the retention
+    early = RedisRetention(redis_client).sweep(WEEK, now=time.time() + DAY)
+    late = RedisRetention(redis_client).sweep(WEEK, now=time.time() + 8 * DAY)
+    # Then the leftovers stay until they are old, and then go
+    assert (early.removed, late.removed, late.by_status) == (0, 1, {"orphan": 1})
+    assert keys_of(redis_client, task.task_id) == set()
+    assert redis_client.zcard(keys.TASK_INDEX) == 0
 
 
 def test_maybe_sweep_runs_at_most_once_per_interval(redis_client, client):
