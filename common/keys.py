@@ -6,7 +6,8 @@ A learner can type any of these into `redis-cli`; a test can rely on them.
 PENDING_QUEUE = "queue:pending"
 DELAYED_QUEUE = "queue:delayed"  # zset: score = when a retried task may run again
 SCHEDULING_QUEUE = "queue:scheduling"  # stage 2: messages the leader took but has not dispatched
-DEAD_LETTER = "queue:dead-letter"
+DEAD_LETTER = "queue:dead-letter"  # capped at dead_letter_max entries, newest first
+DEAD_LETTER_STATS = "stats:dead-letter"  # hash: `dropped` = entries trimmed off by the cap
 TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
 TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
 SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)

@@ -16,8 +16,8 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_client import as_text as _s
+from common.adapters.redis_dead_letter import dead_letter_message
 from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS, RedisFailover
-from common.adapters.redis_queue import dead_letter_message
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import DispatchEntry

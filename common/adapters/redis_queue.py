@@ -21,6 +21,7 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_client import as_text as _s
+from common.adapters.redis_dead_letter import dead_letter_message
 from common.adapters.redis_failover import (
     DEFAULT_MAX_LOST_ATTEMPTS,
     RedisFailover,
@@ -55,25 +56,6 @@ class Rejected:
 
     reason: str
     task_id: str | None = None
-
-
-def dead_letter_message(
-    client: Redis, raw: str, reason: str, actor: str, source: str, taken_from: str | None
-) -> None:
-    """Move a message that cannot be run to the dead-letter list, with the reason.
-
-    MULTI/EXEC: the message leaves the list it was taken onto (`taken_from`) and lands in the
-    dead-letter list together, or not at all; nothing is lost and nothing is half-moved.
-    """
-    entry = json.dumps(
-        {"message": raw, "reason": reason, "actor": actor, "at": time.time(), "source": source}
-    )
-    pipe = client.pipeline(transaction=True)
-    if taken_from:
-        pipe.lrem(taken_from, 1, raw)
-    pipe.lpush(keys.DEAD_LETTER, entry)
-    pipe.execute()
-    log.warning("dead-lettered a message from %s: %s", source, reason)
 
 
 class RedisWorkQueue:

@@ -18,11 +18,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.cli.bus import bus_app
+from common.cli.data import data_app
+from common.cli.errors import OneLineErrors
 from common.cli.shared import fail, settings
 from common.domain.task import Task, TaskType, TaskValidationError
 from common.domain.transitions import TaskStatus
 
-app = typer.Typer(
+app = OneLineErrors(
     help="tasklab: a distributed task scheduling and execution platform, built in stages.",
     no_args_is_help=True,
     add_completion=False,
@@ -34,6 +36,7 @@ dev_app = typer.Typer(
 app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
+app.add_typer(data_app, name="data")
 
 
 def client():

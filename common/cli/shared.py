@@ -6,14 +6,10 @@ Its own module so that sub-command modules (`bus`, ...) can use these without im
 
 from __future__ import annotations
 
-import typer
-
+from common.cli.errors import fail
 from common.config import ConfigError, Settings, get_settings
 
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+__all__ = ["fail", "settings"]
 
 
 def settings() -> Settings:

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from common.config.durations import parse_duration
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -147,6 +149,14 @@ class Settings(BaseSettings):
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)
 
+    # Retention: nothing grows forever. A finished task (hash, history, logs, idempotency key)
+    # is deleted by the retention sweep once it has not changed for this long; "7d", "12h",
+    # "90m", "3600s" or a number of seconds.
+    task_retention: float = Field(default=7 * 86400.0, gt=0)
+    retention_sweep_interval: float = Field(default=60.0, gt=0)
+    # queue:dead-letter keeps the newest this many entries; stats:dead-letter counts the rest.
+    dead_letter_max: int = Field(default=10_000, ge=1)
+
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -158,6 +168,12 @@ class Settings(BaseSettings):
                 f"unknown strategy {v!r}; choose one of {', '.join(sorted(PLACEMENT_STRATEGIES))}"
             )
         return v
+
+    @field_validator("task_retention", "retention_sweep_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        # A string is a duration with a unit; anything else is left to the float check.
+        return parse_duration(v) if isinstance(v, str) else v
 
     @classmethod
     def settings_customise_sources(

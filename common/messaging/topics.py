@@ -46,7 +46,14 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Key agentId. Heartbeats are only worth anything while fresh: keep them an hour.
     TopicSpec(HEARTBEAT, 3, "agentId", (("retention.ms", str(3600 * 1000)),)),
     # One partition: dead letters are few, and read by a person in the order they happened.
-    TopicSpec(DEAD_LETTER, 1, "original key"),
+    # Kept a week (as long as a finished task, task_retention's default) and at most 256 MiB,
+    # set on the topic so a broker with other defaults cannot let a flood of them grow forever.
+    TopicSpec(
+        DEAD_LETTER,
+        1,
+        "original key",
+        (("retention.ms", str(7 * 86400 * 1000)), ("retention.bytes", str(256 * 1024 * 1024))),
+    ),
 )
 
 

@@ -1,0 +1,65 @@
+"""The dead-letter list in Redis: where a message that cannot be run goes, with its reason.
+
+Pattern: Dead Letter Channel (introduced in stage 1, as a Redis list; stage 3 adds the topic).
+
+Capped (stage 1 on): the list keeps the newest `max_entries` entries and counts every entry the
+cap pushed out in `stats:dead-letter` (field `dropped`), so a flood of bad messages cannot fill
+Redis, and an operator still sees how many were lost to the cap rather than nothing at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis import Redis
+
+from common import keys
+from common.adapters.redis_scripts import script_source
+from common.observability import get_logger
+
+log = get_logger("tasklab.queue")
+
+# The default of the `dead_letter_max` setting (tests/unit/test_durations.py checks they agree).
+DEFAULT_DEAD_LETTER_MAX = 10_000
+
+
+def dead_letter_message(
+    client: Redis,
+    raw: str,
+    reason: str,
+    actor: str,
+    source: str,
+    taken_from: str | None,
+    max_entries: int | None = None,
+) -> int:
+    """Move a message that cannot be run to the dead-letter list, with the reason.
+
+    One script: the message leaves the list it was taken onto (`taken_from`) and lands in the
+    dead-letter list together, or not at all; nothing is lost and nothing is half-moved. Returns
+    how many old entries the cap dropped (0 until the list is full).
+    """
+    cap = DEFAULT_DEAD_LETTER_MAX if max_entries is None else max_entries
+    if cap < 1:
+        raise ValueError(f"max_entries must be at least 1, got {cap}")
+    entry = json.dumps(
+        {"message": raw, "reason": reason, "actor": actor, "at": time.time(), "source": source}
+    )
+    script = client.register_script(script_source("dead_letter"))
+    dropped = int(
+        script(
+            keys=[keys.DEAD_LETTER, keys.DEAD_LETTER_STATS, taken_from or keys.DEAD_LETTER],
+            args=[raw, entry, cap, "1" if taken_from else "0"],
+        )
+    )
+    log.warning("dead-lettered a message from %s: %s", source, reason)
+    return dropped
+
+
+def dead_letter_stats(client: Redis) -> tuple[int, int]:
+    """(entries on the list now, entries ever dropped by the cap)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(keys.DEAD_LETTER)
+    pipe.hget(keys.DEAD_LETTER_STATS, "dropped")
+    length, dropped = pipe.execute()
+    return int(length), int(dropped or 0)
