@@ -21,6 +21,7 @@ from common.adapters.redis_agent import (
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
+from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent, Periodic
 from common.agent.options import agent_options, executors_for
@@ -40,6 +41,7 @@ def build_agent(settings: Settings) -> Agent:
         store,
         max_payload_bytes=settings.max_payload_bytes,
         max_lost_attempts=settings.max_lost_attempts,
+        dead_letter_max=settings.dead_letter_max,
     )
     claim = CLAIMS[settings.agent_claim]()
     intake = RedisListIntake(queue, settings.agent_id, claim)
@@ -50,13 +52,18 @@ def build_agent(settings: Settings) -> Agent:
         queue, writer, settings.agent_id, settings.heartbeat_ttl, tracked=claim.tracked
     )
     reaper = RedisReaper(queue, sink, settings.agent_id)
+    retention = retention_of(client, settings)
     return Agent(
         settings.agent_id,
         intake,
         sink,
         RedisControl(client),
         executors_for(settings),
-        housekeeping=[Periodic("reaper", settings.reaper_interval, reaper.run)],
+        housekeeping=[
+            Periodic("reaper", settings.reaper_interval, reaper.run),
+            # No leader in stage 1: every agent may sweep; each delete re-checks in its script.
+            Periodic("retention", settings.reaper_interval, retention.maybe_sweep),
+        ],
         # A report also moves the next message, in the same round trip: an optimisation.
         chain=RedisChainedReport(intake, sink) if isinstance(claim, ReliableClaim) else None,
         **agent_options(settings),

@@ -27,6 +27,7 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
+from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
 from common.agent.options import agent_options, executors_for
@@ -50,7 +51,11 @@ def build_scheduler(settings: Settings) -> Scheduler:
     return Scheduler(
         settings.scheduler_id,
         RedisDispatcher(
-            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+            client,
+            store,
+            settings.max_payload_bytes,
+            max_lost_attempts=settings.max_lost_attempts,
+            dead_letter_max=settings.dead_letter_max,
         ),
         LiveAgentsView(zk),
         LeaderElection(zk, settings.scheduler_id),
@@ -58,6 +63,7 @@ def build_scheduler(settings: Settings) -> Scheduler:
         agent_backlog=settings.scheduler_agent_backlog,
         poll_timeout=settings.scheduler_poll_timeout,
         sweep_interval=settings.scheduler_sweep_interval,
+        housekeeping=[retention_of(client, settings).maybe_sweep],
     )
 
 
@@ -73,6 +79,7 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
         requeue_to=keys.PENDING_QUEUE,
         max_payload_bytes=settings.max_payload_bytes,
         max_lost_attempts=settings.max_lost_attempts,
+        dead_letter_max=settings.dead_letter_max,
     )
     intake = RedisListIntake(queue, settings.agent_id, ReliableClaim())
     writer = RedisOutcomeWriter(

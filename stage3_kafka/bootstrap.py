@@ -33,6 +33,7 @@ from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import reap_list
 from common.adapters.redis_outcome import RedisOutcomeWriter
+from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
 from common.agent.options import agent_options, executors_for
@@ -88,6 +89,7 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         republish_after=settings.dispatch_republish_after,
         max_payload_bytes=settings.max_payload_bytes,
         max_lost_attempts=settings.max_lost_attempts,
+        dead_letter_max=settings.dead_letter_max,
     )
     scheduler = Scheduler(
         settings.scheduler_id,
@@ -98,6 +100,7 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         agent_backlog=settings.scheduler_agent_backlog,
         poll_timeout=settings.scheduler_poll_timeout,
         sweep_interval=settings.scheduler_sweep_interval,
+        housekeeping=[retention_of(client, settings).maybe_sweep],
     )
     return scheduler, publisher
 
@@ -186,7 +189,11 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
             ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max),
         ),
         RedisDispatcher(
-            client, store, settings.max_payload_bytes, max_lost_attempts=settings.max_lost_attempts
+            client,
+            store,
+            settings.max_payload_bytes,
+            max_lost_attempts=settings.max_lost_attempts,
+            dead_letter_max=settings.dead_letter_max,
         ),
         monitor,
         heartbeat_ttl=settings.heartbeat_ttl,

@@ -34,11 +34,13 @@ class RedisDispatcher(Dispatcher):
         store: RedisTaskStore,
         max_payload_bytes: int = 64 * 1024,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+        dead_letter_max: int | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.max_payload_bytes = max_payload_bytes
         self.failover = RedisFailover(client, max_lost_attempts)
+        self.dead_letter_max = dead_letter_max
         self._fence = client.register_script(script_source("fence"))
         self._schedule = client.register_script(script_source("schedule"))
 
@@ -228,5 +230,11 @@ class RedisDispatcher(Dispatcher):
 
     def _dead_letter(self, raw: str, reason: str, actor: str) -> None:
         dead_letter_message(
-            self.client, raw, reason, actor, keys.PENDING_QUEUE, keys.SCHEDULING_QUEUE
+            self.client,
+            raw,
+            reason,
+            actor,
+            keys.PENDING_QUEUE,
+            keys.SCHEDULING_QUEUE,
+            self.dead_letter_max,
         )

@@ -67,6 +67,7 @@ class RedisWorkQueue:
         max_payload_bytes: int = 64 * 1024,
         requeue_to: str | None = None,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+        dead_letter_max: int | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -76,6 +77,7 @@ class RedisWorkQueue:
         # An inbox (stage 2: the scheduler's dispatch entries), not the shared queue.
         self.reads_inbox = source != keys.PENDING_QUEUE
         self.failover = RedisFailover(client, max_lost_attempts)
+        self.dead_letter_max = dead_letter_max
         self._finish_take = client.register_script(script_source("finish_take"))
 
     # -- taking ------------------------------------------------------------------------
@@ -184,7 +186,9 @@ class RedisWorkQueue:
 
     def dead_letter(self, agent_id: str, raw: str, reason: str, tracked: bool = True) -> None:
         taken_from = keys.processing(agent_id) if tracked else None
-        dead_letter_message(self.client, raw, reason, agent_id, self.source, taken_from)
+        dead_letter_message(
+            self.client, raw, reason, agent_id, self.source, taken_from, self.dead_letter_max
+        )
 
     # -- liveness and recovery -----------------------------------------------------------
     def heartbeat(self, agent_id: str, ttl: float) -> None:

@@ -24,6 +24,7 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_scripts import script_source
+from common.config import Settings
 from common.domain.transitions import TERMINAL_STATES
 from common.observability import get_logger
 
@@ -202,3 +203,10 @@ class RedisRetention:
             # Without a requestId the script never reads KEYS[6]; the index stands in for it.
             keys.request(request_id) if request_id else keys.TASK_INDEX,
         ]
+
+
+def retention_of(client: Redis, settings: Settings) -> RedisRetention:
+    """The sweep as the settings configure it (`task_retention`, `retention_sweep_interval`)."""
+    return RedisRetention(
+        client, retention=settings.task_retention, interval=settings.retention_sweep_interval
+    )

@@ -50,8 +50,9 @@ class KafkaDispatcher(RedisDispatcher):
         republish_after: float = 5.0,
         max_payload_bytes: int = 64 * 1024,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
+        dead_letter_max: int | None = None,
     ) -> None:
-        super().__init__(client, store, max_payload_bytes, max_lost_attempts)
+        super().__init__(client, store, max_payload_bytes, max_lost_attempts, dead_letter_max)
         self.publisher = publisher
         self.ledger = DispatchLedger(client)
         self.republish_after = republish_after

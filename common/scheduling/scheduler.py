@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -59,8 +60,11 @@ class Scheduler:
         agent_backlog: int = 2,
         poll_timeout: float = 0.5,
         sweep_interval: float = 1.0,
+        housekeeping: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.scheduler_id = scheduler_id
+        # What only the leader does, on its sweep (the retention of finished tasks).
+        self.housekeeping = list(housekeeping)
         self.dispatcher = dispatcher
         self.view = view
         self.election = election
@@ -269,5 +273,7 @@ class Scheduler:
         if self.dispatcher.promote_due(term.epoch) < 0:
             self.stats.rejected_stale += 1
             raise Deposed
+        for job in self.housekeeping:
+            job()
 
     # --8<-- [end:failover]
