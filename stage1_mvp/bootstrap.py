@@ -33,6 +33,7 @@ from stage1_mvp.naive_claim import NaiveClaim
 CLAIMS: dict[str, type[ClaimStrategy]] = {"reliable": ReliableClaim, "naive": NaiveClaim}
 
 
+# --8<-- [start:build-agent]
 def build_agent(settings: Settings) -> Agent:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
@@ -68,6 +69,9 @@ def build_agent(settings: Settings) -> Agent:
         chain=RedisChainedReport(intake, sink) if isinstance(claim, ReliableClaim) else None,
         **agent_options(settings),
     )
+
+
+# --8<-- [end:build-agent]
 
 
 def run_agent(settings: Settings) -> None:

@@ -67,6 +67,7 @@ def build_scheduler(settings: Settings) -> Scheduler:
     )
 
 
+# --8<-- [start:build-agent]
 def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
@@ -105,6 +106,9 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
     registry = AgentRegistry(get_zk(settings), info, agent.paused)
     agent.on_load_change = registry.report_load
     return agent, registry
+
+
+# --8<-- [end:build-agent]
 
 
 def run_scheduler(settings: Settings) -> None:

@@ -121,6 +121,7 @@ def run_scheduler(settings: Settings) -> None:
 
 
 # -- agent -------------------------------------------------------------------------------------
+# --8<-- [start:build-agent]
 def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
@@ -159,6 +160,9 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
     registry = AgentRegistry(get_zk(settings), info, agent.paused)
     agent.on_load_change = registry.report_load
     return agent, registry
+
+
+# --8<-- [end:build-agent]
 
 
 def run_agent(settings: Settings) -> None:

@@ -108,6 +108,7 @@ class RedisListIntake(WorkIntake):
         return None if got is None else _assignment(got)
 
 
+# --8<-- [start:event-sink]
 class RedisEventSink(EventSink):
     """Stages 1 and 2: the agent writes its own outcome decisions to Redis, fenced."""
 
@@ -169,6 +170,9 @@ class RedisEventSink(EventSink):
             return max(0.0, time.monotonic() - self._fresh_since)
 
 
+# --8<-- [end:event-sink]
+
+
 def log_refused(result, assignment: Assignment) -> None:
     if not result.accepted:
         # A late report (we were presumed dead and the task was re-run, or it was cancelled):
@@ -182,6 +186,7 @@ def log_refused(result, assignment: Assignment) -> None:
         )
 
 
+# --8<-- [start:chained-report]
 class RedisChainedReport(ChainedReport):
     """Report an attempt and move the next message to the processing list in one round trip
     (finish_take.lua), then claim it: the busy agent's steady state, two round trips per task
@@ -219,6 +224,10 @@ class RedisChainedReport(ChainedReport):
         return self.intake._accepted(taken)
 
 
+# --8<-- [end:chained-report]
+
+
+# --8<-- [start:control]
 class RedisControl(AttemptControl):
     """Reads the task in Redis: where a cancel is decided (one atomic transition) and where a
     failover's new attempt is recorded, so reading it there cannot miss or misorder either."""
@@ -241,6 +250,10 @@ class RedisControl(AttemptControl):
         return ""
 
 
+# --8<-- [end:control]
+
+
+# --8<-- [start:reaper]
 class RedisReaper:
     """Stage 1 housekeeping (every agent runs it; there is no leader): give back the work of
     agents whose heartbeat key expired, and release retries whose backoff elapsed.
@@ -265,3 +278,6 @@ class RedisReaper:
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         return requeued
+
+
+# --8<-- [end:reaper]

@@ -268,6 +268,7 @@ class Agent:
 
     # --8<-- [end:attempt]
     # -- 4: heartbeat and housekeeping ---------------------------------------------------
+    # --8<-- [start:heartbeat]
     def _heartbeat_loop(self) -> None:
         due = {job.name: 0.0 for job in self.housekeeping}
         while True:
@@ -280,7 +281,10 @@ class Agent:
             if self._beat_stop.wait(self.heartbeat_interval):
                 return
 
+    # --8<-- [end:heartbeat]
+
     # -- the watcher: is a running attempt still wanted? -----------------------------------
+    # --8<-- [start:watch]
     def _watch_loop(self) -> None:
         while not self._beat_stop.wait(self.watch_interval):
             for key, assignment in list(self._running.items()):
@@ -290,6 +294,8 @@ class Agent:
                     reason = ""
                 if reason and key in self._running:
                     self._stop_reasons[key] = reason
+
+    # --8<-- [end:watch]
 
     # -- internals -----------------------------------------------------------------------
     def _until_answered(self, call: Callable[[], object], what: str, limit: float | None = None):

@@ -216,6 +216,7 @@ class ZygoteChild:
             self.zygote.close()
 
 
+# --8<-- [start:pool]
 class ZygotePool:
     """Idle zygotes, one per task this process runs at once; grows on demand."""
 
@@ -271,3 +272,6 @@ class ZygotePool:
             idle, self._idle = self._idle, []
         for zygote in idle:
             zygote.close()
+
+
+# --8<-- [end:pool]

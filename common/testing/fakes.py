@@ -71,6 +71,7 @@ class InMemoryIntake(WorkIntake):
             return self.ready.popleft() if self.ready else None
 
 
+# --8<-- [start:sink]
 @dataclass
 class InMemorySink(EventSink):
     streams_lines: bool = False
@@ -96,6 +97,9 @@ class InMemorySink(EventSink):
 
     def close(self) -> None:
         self.closed = True
+
+
+# --8<-- [end:sink]
 
 
 class InMemoryControl(AttemptControl):

@@ -72,6 +72,7 @@ def test_the_agent_recovers_leftovers_and_warms_its_executors_before_taking_work
     assert agent.executors.warmed == agent.capacity
 
 
+# --8<-- [start:outage]
 def test_a_report_that_meets_an_outage_is_retried_until_it_goes_through(parts):
     make, intake, sink, _ = parts
     sink.outage.remaining = 5
@@ -79,6 +80,9 @@ def test_a_report_that_meets_an_outage_is_retried_until_it_goes_through(parts):
     intake.put(assignment())
     eventually(lambda: sink.reports, message="reported after the outage")
     assert sink.outage.failed == 5 and len(sink.reports) == 1
+
+
+# --8<-- [end:outage]
 
 
 def test_an_intake_outage_does_not_end_the_worker(parts):
@@ -103,6 +107,7 @@ def test_an_executor_that_raises_ends_the_attempt_failed_with_its_error(parts):
     assert not report.success and "argument list too long" in (report.error or "")
 
 
+# --8<-- [start:superseded]
 def test_a_superseded_attempt_is_killed_and_reported_as_superseded(parts):
     make, intake, sink, control = parts
     make(run_until_cancelled())
@@ -116,6 +121,9 @@ def test_a_superseded_attempt_is_killed_and_reported_as_superseded(parts):
     report = sink.reports[0][1]
     assert report.superseded and not report.cancelled
     assert "superseded by attempt 2" in (report.error or "")
+
+
+# --8<-- [end:superseded]
 
 
 def test_a_cancelled_attempt_is_killed_and_reported_as_cancelled(parts):
@@ -145,6 +153,7 @@ def test_a_stop_lets_running_work_finish_within_the_grace_period(parts):
     assert sink.beats[-1][2] is True and sink.closed
 
 
+# --8<-- [start:stop-past-grace]
 def test_a_stop_past_its_grace_kills_and_hands_back_what_still_runs(parts):
     make, intake, sink, _ = parts
     agent = make(run_until_cancelled(limit=30))
@@ -156,6 +165,9 @@ def test_a_stop_past_its_grace_kills_and_hands_back_what_still_runs(parts):
     assert time.monotonic() - started < 3.0
     assert sink.reports == []  # not reported as finished: it is handed back instead
     assert agent.handed_back == 1 and intake.recover_calls == 2
+
+
+# --8<-- [end:stop-past-grace]
 
 
 def test_a_paused_agent_takes_no_new_work(parts):

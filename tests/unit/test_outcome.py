@@ -31,12 +31,16 @@ def test_a_successful_attempt_is_success_with_its_result_and_no_old_error():
     assert "error" in d.clear
 
 
+# --8<-- [start:retry]
 def test_a_failed_attempt_with_retries_left_goes_back_to_pending_after_a_backoff():
     d = decision(AttemptReport(success=False, exit_code=3, error="boom"), 1, 3)
     assert (d.verdict, d.to) == (Verdict.RETRY, TaskStatus.PENDING)
     assert d.fields["retriesUsed"] == "2" and d.fields["error"] == "boom"
     assert 1.0 <= d.retry_delay <= 2.0  # retry 2: between half and all of base * 2
     assert d.reason.startswith("retry 2/3") and "agentId" in d.clear
+
+
+# --8<-- [end:retry]
 
 
 def test_a_failed_attempt_without_retries_left_is_failed_with_its_error():
@@ -55,9 +59,13 @@ def test_a_cancelled_attempt_writes_nothing_the_cancel_was_the_transition():
     assert d.verdict == Verdict.CANCELLED and not d.writes
 
 
+# --8<-- [start:superseded]
 def test_a_superseded_attempt_writes_nothing_whatever_else_it_says():
     d = decision(AttemptReport(success=True, superseded=True, result="late"))
     assert d.verdict == Verdict.SUPERSEDED and not d.writes
+
+
+# --8<-- [end:superseded]
 
 
 @given(
