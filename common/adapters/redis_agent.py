@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import replace
 
 from redis.exceptions import RedisError
 
@@ -132,16 +133,8 @@ class RedisEventSink(EventSink):
     def finished(self, assignment: Assignment, report: AttemptReport, lines: list[str]) -> None:
         try:
             decision = self.writer.decide(assignment.task, report, assignment.retries_used)
-            result = self.writer.write(
-                assignment.task,
-                decision,
-                attempt=assignment.attempt,
-                epoch=assignment.epoch,
-                agent_id=self.agent_id,
-                actor=self.agent_id,
-                entry=assignment.entry if self.tracked else "",
-                lines=lines,
-            )
+            attempt = assignment if self.tracked else replace(assignment, entry="")
+            result = self.writer.write(attempt, decision, self.agent_id, lines)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         log_refused(result, assignment)
@@ -205,16 +198,7 @@ class RedisChainedReport(ChainedReport):
             if not decision.writes:
                 self.sink.finished(assignment, report, lines)
                 return None
-            all_keys, arg = writer.request(
-                assignment.task,
-                decision,
-                attempt=assignment.attempt,
-                epoch=assignment.epoch,
-                agent_id=agent_id,
-                actor=agent_id,
-                entry=assignment.entry,
-                lines=lines,
-            )
+            all_keys, arg = writer.request(assignment, decision, agent_id, lines)
             result, moved = queue.finish_and_take(agent_id, all_keys, arg, assignment.entry)
             log_refused(result, assignment)
             # Claimed in its own script, which receives the next task's keys by name.

@@ -22,6 +22,7 @@ from common.adapters.redis_store import RedisTaskStore, as_result, named_effects
 from common.domain.backoff import ExponentialBackoff
 from common.domain.outcome import AttemptReport, Decision, decide
 from common.domain.task import Task
+from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
 
 # At most this many output lines are kept per task: a task that prints forever must not make
@@ -57,20 +58,12 @@ class RedisOutcomeWriter:
         )
 
     def request(
-        self,
-        task: Task,
-        decision: Decision,
-        *,
-        attempt: int,
-        epoch: int,
-        agent_id: str,
-        actor: str,
-        entry: str = "",
-        lines: list[str] | None = None,
+        self, attempt: Assignment, decision: Decision, agent_id: str, lines: list[str] | None = None
     ) -> tuple[list[str], str]:
-        """(KEYS, ARGV[1]) of transition.lua for this decision: also the first half of
-        finish_take.lua's arguments."""
+        """(KEYS, ARGV[1]) of transition.lua for this decision about `attempt`, run by
+        `agent_id` (also its actor): also the first half of finish_take.lua's arguments."""
         assert decision.to is not None
+        task, entry = attempt.task, attempt.entry
         effects: list[dict] = []
         if entry:
             effects.append({"op": "lrem", "key": "processing", "v": entry})
@@ -94,9 +87,9 @@ class RedisOutcomeWriter:
         )
         arg = transition_arg(
             decision.to,
-            attempt=attempt,
-            epoch=epoch,
-            actor=actor,
+            attempt=attempt.attempt,
+            epoch=attempt.epoch,
+            actor=agent_id,
             fields=decision.fields,
             clear=decision.clear,
             reason=decision.reason,
@@ -105,34 +98,16 @@ class RedisOutcomeWriter:
         return all_keys, arg
 
     def write(
-        self,
-        task: Task,
-        decision: Decision,
-        *,
-        attempt: int,
-        epoch: int,
-        agent_id: str,
-        actor: str,
-        entry: str = "",
-        lines: list[str] | None = None,
+        self, attempt: Assignment, decision: Decision, agent_id: str, lines: list[str] | None = None
     ) -> TransitionResult:
         """Carry out a decision; a decision that writes nothing only drops the entry."""
         if not decision.writes:
-            if entry:
-                self.client.lrem(keys.processing(agent_id), 1, entry)
-            return TransitionResult(True, "ok", decision.verdict.value, attempt)
-        all_keys, arg = self.request(
-            task,
-            decision,
-            attempt=attempt,
-            epoch=epoch,
-            agent_id=agent_id,
-            actor=actor,
-            entry=entry,
-            lines=lines,
-        )
+            if attempt.entry:
+                self.client.lrem(keys.processing(agent_id), 1, attempt.entry)
+            return TransitionResult(True, "ok", decision.verdict.value, attempt.attempt)
+        all_keys, arg = self.request(attempt, decision, agent_id, lines)
         result = as_result(self.store.scripts.transition(keys=all_keys, args=[arg]))
-        if not result.accepted and entry:
+        if not result.accepted and attempt.entry:
             # Refused (a late report, a cancel won): the entry is stale either way.
-            self.client.lrem(keys.processing(agent_id), 1, entry)
+            self.client.lrem(keys.processing(agent_id), 1, attempt.entry)
         return result

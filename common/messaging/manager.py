@@ -36,6 +36,7 @@ from common.messaging.consumer import NotYet, Unprocessable
 from common.messaging.heartbeat_monitor import HeartbeatMonitor
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
 from common.observability import bind, get_logger
+from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.manager")
@@ -139,16 +140,9 @@ class TaskEventManager:
         # The agent reported how the attempt ended; what that means (retry or not) is the
         # domain's decision, the same one a stage 1 agent makes, written the same way.
         decision = self.writer.decide(task, _report_of(event))
-        result = self.writer.write(
-            task,
-            decision,
-            attempt=event.attempt,
-            epoch=event.epoch,
-            agent_id=event.agent_id,
-            actor=event.agent_id,
-            entry=self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
-            or "",
-        )
+        entry = self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
+        attempt = Assignment(task, event.attempt, event.epoch, entry or "")
+        result = self.writer.write(attempt, decision, event.agent_id)
         self._waiting_for_logs.pop(key, None)
         if result.accepted:
             self.stats.count("status_applied")
