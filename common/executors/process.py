@@ -50,22 +50,39 @@ LINE_CUT_MARK = " [line truncated]"
 
 
 class _Log:
-    """The lines kept for the task's log: at most `max_lines`, at most `max_bytes` in all."""
+    """The lines kept for the task's log, and how many a listener was given.
+
+    The log keeps at most `max_lines` lines and `max_bytes` bytes. A listener is given the
+    first `max_lines` lines and then one marker, and no more: a `yes` flood must not cost the
+    agent a Python call per line (CPU, and the GIL its heartbeat thread needs) nor a store
+    write per line.
+    """
 
     def __init__(self, max_lines: int, max_bytes: int) -> None:
         self.lines: list[str] = []
         self.max_lines = max_lines
         self.max_bytes = max_bytes
         self.used = 0
+        self.streamed = 0
 
     @property
     def full(self) -> bool:
         return len(self.lines) >= self.max_lines or self.used >= self.max_bytes
 
+    @property
+    def streaming(self) -> bool:
+        return self.streamed <= self.max_lines
+
     def add(self, line: str, size: int) -> None:
         if not self.full:
             self.lines.append(line)
             self.used += size
+
+    def stream(self, listener: LineListener, name: str, line: str) -> None:
+        self.streamed += 1
+        if self.streamed > self.max_lines:
+            line = f"[log truncated after {self.max_lines} lines]"
+        listener(name, line)
 
 
 class _Capture:
@@ -75,7 +92,7 @@ class _Capture:
     for the result stops at `cap`, and a line longer than `max_line` bytes is cut there and
     marked; the rest of it is discarded as it arrives, never accumulated (a task printing
     200 MB without a newline costs `max_line` bytes here, not 200 MB). The listener gets the
-    same cut lines, every one of them: deciding how many to forward is the listener's business.
+    same cut lines, up to the log's line limit (see _Log).
     """
 
     def __init__(
@@ -97,7 +114,7 @@ class _Capture:
             self.kept += chunk[:room]
         if len(chunk) > room:
             self.truncated = True
-        if self.listener is None and self.log.full:
+        if self.log.full and (self.listener is None or not self.log.streaming):
             return  # nobody will see another line: a `yes` flood costs no splitting
         *complete, tail = chunk.split(b"\n")
         for i, raw in enumerate(complete):
@@ -126,13 +143,31 @@ class _Capture:
             self.cut = False
 
     def _line(self, raw: bytes, cut: bool) -> None:
-        line = raw.decode(errors="replace") + (LINE_CUT_MARK if cut else "")
+        line = _bounded_text(raw, self.max_line)
+        if cut or len(line) < len(raw):
+            line += LINE_CUT_MARK
         self.log.add(line if self.name == "stdout" else f"[stderr] {line}", len(raw))
-        if self.listener is not None:
-            self.listener(self.name, line)
+        if self.listener is not None and self.log.streaming:
+            self.log.stream(self.listener, self.name, line)
 
     def text(self) -> str:
-        return self.kept.decode(errors="replace")
+        text = _bounded_text(self.kept, self.cap)
+        if len(text) < len(self.kept):
+            self.truncated = True
+        return text
+
+
+def _bounded_text(raw: bytes | bytearray, limit: int) -> str:
+    """`raw` as text of at most `limit` UTF-8 bytes.
+
+    Each byte that is not UTF-8 becomes U+FFFD, three bytes long: binary output would triple
+    in size on its way to a store. Text already within the limit is returned as decoded (the
+    check costs nothing for a line shorter than a third of the limit).
+    """
+    text = raw.decode(errors="replace")
+    if len(text) * 3 > limit and len(encoded := text.encode()) > limit:
+        text = encoded[:limit].decode(errors="ignore")
+    return text
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
