@@ -6,7 +6,12 @@ exit). Each test records the pids of the escaped processes in a file and checks 
 pid, in /proc, within two seconds.
 """
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +166,31 @@ def test_without_warm_fork_a_setsid_child_of_a_running_task_is_killed_on_timeout
 
     assert out.timed_out
     assert_all_gone(escaped(pids, 1))
+
+
+def test_an_agent_killed_minus_9_takes_its_task_and_the_task_escapees_with_it(tmp_path):
+    # The "agent" is a child Python process running one task through a zygote; the zygote
+    # sees the agent's socket close and kills the task, and as subreaper, what escaped it.
+    pids = tmp_path / "pids"
+    pids.touch()
+    script = f"echo $$ > {pids}; setsid sleep 300 & echo $! >> {pids}; sleep 300"
+    agent_code = (
+        "from common.domain.task import Task, TaskSpec, TaskType\n"
+        "from common.executors import default_factory\n"
+        f"spec = TaskSpec(task_type=TaskType.SHELL, payload={script!r}, execution_timeout=60)\n"
+        "default_factory().create(TaskType.SHELL).run(Task.new(spec))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    agent = subprocess.Popen([sys.executable, "-c", agent_code], cwd=root)
+    try:
+        task_pids = eventually(
+            lambda: len(pids.read_text().split()) == 2 and pids.read_text().split(),
+            timeout=15,
+            message="task started",
+        )
+        os.kill(agent.pid, signal.SIGKILL)
+    finally:
+        agent.kill()
+        agent.wait()
+
+    assert_all_gone([int(pid) for pid in task_pids])
