@@ -23,6 +23,15 @@ from common.testing import eventually, process_alive
 LIMITS = ExecutorLimits(kill_grace_seconds=0.3)
 
 
+def alive(pid):
+    # process_alive reads /proc/<pid>/stat; a process that exits between the open and the
+    # read makes the read fail with ESRCH: that process is gone.
+    try:
+        return process_alive(pid)
+    except ProcessLookupError:
+        return False
+
+
 def task(task_type, payload, timeout=10):
     return Task.new(TaskSpec(task_type=task_type, payload=payload, execution_timeout=timeout))
 
@@ -156,10 +165,11 @@ def test_a_zygote_killed_mid_task_fails_that_attempt_and_the_next_task_gets_a_ne
     executor = ShellTaskExecutor(LIMITS, pool=pool)
     pidfile = tmp_path / "sleep.pid"
     first_line = []
-    long_task = task(TaskType.SHELL, f"echo $PPID; sleep 300 & echo $! > {pidfile}; wait", 60)
+    # The background pid is written before the first line, so both are known once it arrives.
+    long_task = task(TaskType.SHELL, f"sleep 300 & echo $! > {pidfile}; echo $PPID; wait", 60)
     thread, results = run_in_background(executor, long_task, first_line)
     zygote = int(first_line[0])
-    sleeper = int(eventually(pidfile.read_text, timeout=5, message="background pid written"))
+    sleeper = int(pidfile.read_text())
 
     os.kill(zygote, signal.SIGKILL)
     thread.join(10)
@@ -169,7 +179,7 @@ def test_a_zygote_killed_mid_task_fails_that_attempt_and_the_next_task_gets_a_ne
     assert not out.success and out.exit_code == -9
     assert out.error == "the zygote running the task died; its exit status is lost"
     # The agent still killed the task's process group: nothing of it runs on.
-    eventually(lambda: not process_alive(sleeper), timeout=2, message="task group killed")
+    eventually(lambda: not alive(sleeper), timeout=2, message="task group killed")
     assert shell_parent(executor) not in (zygote, os.getpid())
 
 
@@ -193,7 +203,7 @@ def test_a_zygote_whose_socket_breaks_mid_task_fails_that_attempt_and_kills_the_
     (out,) = results
     assert not out.success
     assert out.error == "the zygote running the task died; its exit status is lost"
-    eventually(lambda: not process_alive(task_pid), timeout=2, message="task killed")
+    eventually(lambda: not alive(task_pid), timeout=2, message="task killed")
     assert executor.run(task(TaskType.PYTHON_SCRIPT, "print('next')")).result == "next\n"
 
 
