@@ -17,6 +17,7 @@ import pytest
 
 from common.domain.task import Task, TaskSpec, TaskType
 from common.executors import ExecutorLimits, PythonScriptExecutor, ShellTaskExecutor
+from common.executors.process import SpawnError
 from common.executors.zygote import ZygotePool
 from common.testing import eventually, process_alive
 
@@ -218,3 +219,12 @@ def test_the_interrupted_attempt_ends_within_its_deadline_not_at_the_next_poll(p
         )
     )
     assert not out.success and time.monotonic() - started < 5
+
+
+def test_a_request_the_zygote_cannot_start_is_refused_and_the_zygote_serves_the_next(pool):
+    zygote = shell_parent(ShellTaskExecutor(LIMITS, pool=pool))
+
+    with pytest.raises(SpawnError, match="KeyError: 'argv'"):
+        pool._start({"op": "exec"})
+
+    assert shell_parent(ShellTaskExecutor(LIMITS, pool=pool)) == zygote
