@@ -29,9 +29,19 @@ log = get_logger("tasklab.executor")
 
 @dataclass(frozen=True)
 class ExecutorLimits:
+    """What one attempt may keep of its output, and how long a kill is polite.
+
+    `ExecutionResult.result` holds at most `output_cap_bytes` of stdout; `.lines` at most
+    `max_log_lines` lines and `max_log_bytes` bytes, each line cut at `max_line_bytes` and
+    marked; `on_line` listeners get the same cut lines. Whatever a task prints, the agent's
+    memory for it stays within these (plus one 64 KiB read buffer per stream).
+    """
+
     output_cap_bytes: int = 64 * 1024
     max_log_lines: int = 1000
     kill_grace_seconds: float = 1.0
+    max_line_bytes: int = 8 * 1024
+    max_log_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,12 +77,20 @@ class TaskExecutor(ABC):
         on_line: LineListener | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> ExecutionResult:
-        """The template method. Subclasses do not override this."""
+        """The template method. Subclasses do not override this.
+
+        It never raises for a task's sake: a payload the OS or the compiler refuses, a zygote
+        that dies under the task, even a bug below, end this attempt FAILED with the reason.
+        """
         problem = self.validate(task)
         if problem:
             return ExecutionResult(False, None, "", problem, [])
-        argv = self.prepare(task)
-        outcome = self.execute(task, argv, on_line, should_cancel)
+        try:
+            argv = self.prepare(task)
+            outcome = self.execute(task, argv, on_line, should_cancel)
+        except Exception as exc:  # noqa: BLE001 - the agent must live on to run the next task
+            log.exception("executor failed on task %s", task.task_id)
+            return ExecutionResult(False, None, "", f"executor error: {exc}", [])
         return self.report(task, outcome)
 
     def validate(self, task: Task) -> str | None:
@@ -101,6 +119,8 @@ class TaskExecutor(ABC):
             should_cancel=should_cancel,
             kill_grace=self.limits.kill_grace_seconds,
             spawn=self.spawner(task, argv),
+            max_line_bytes=self.limits.max_line_bytes,
+            max_log_bytes=self.limits.max_log_bytes,
         )
 
     def spawner(self, task: Task, argv: list[str]) -> Spawner | None:
@@ -138,7 +158,9 @@ class TaskExecutor(ABC):
 
     def report(self, task: Task, outcome: ProcessOutcome) -> ExecutionResult:
         error = None
-        if outcome.timed_out:
+        if outcome.error:
+            error = outcome.error
+        elif outcome.timed_out:
             error = f"timed out after {task.execution_timeout}s; process group killed"
         elif outcome.cancelled:
             error = "cancelled; process group killed"

@@ -4,6 +4,11 @@ Why a process group: `sh -c 'sleep 100 & sleep 100'` leaves children behind. Kil
 shell's PID would orphan them and they would run on, holding the output pipes open. The child is
 started with `start_new_session=True`, so its PID is also its group id, and `os.killpg` reaches
 every process it spawned that did not deliberately escape into a session of its own.
+
+Why more than a group: a task can leave it (`setsid sleep 300 &`, a daemon's double fork). On
+a timeout or a cancel the leader's descendants are found in /proc and killed too, and a task
+forked by a zygote (the default spawner) has a subreaper above it that kills whatever the task
+left, even after a normal exit (see zygote_server.py, and the limits written there).
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
+from common.executors.zygote_server import descendants
+
 LineListener = Callable[[str, str], None]  # (stream name, line)
+
+
+class SpawnError(Exception):
+    """The child could not be started for a reason of the task's own (the OS refused it)."""
 
 
 @dataclass
@@ -30,22 +41,72 @@ class ProcessOutcome:
     truncated: bool = False
     duration: float = 0.0
     lines: list[str] = field(default_factory=list)
+    # Why the attempt failed when no exit code can say it: the child never started, or the
+    # process that ran it died and took the exit status with it.
+    error: str | None = None
+
+
+LINE_CUT_MARK = " [line truncated]"
+
+
+class _Log:
+    """The lines kept for the task's log, and how many a listener was given.
+
+    The log keeps at most `max_lines` lines and `max_bytes` bytes. A listener is given the
+    first `max_lines` lines and then one marker, and no more: a `yes` flood must not cost the
+    agent a Python call per line (CPU, and the GIL its heartbeat thread needs) nor a store
+    write per line.
+    """
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.lines: list[str] = []
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.streamed = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.lines) >= self.max_lines or self.used >= self.max_bytes
+
+    @property
+    def streaming(self) -> bool:
+        return self.streamed <= self.max_lines
+
+    def add(self, line: str, size: int) -> None:
+        if not self.full:
+            self.lines.append(line)
+            self.used += size
+
+    def stream(self, listener: LineListener, name: str, line: str) -> None:
+        self.streamed += 1
+        if self.streamed > self.max_lines:
+            line = f"[log truncated after {self.max_lines} lines]"
+        listener(name, line)
 
 
 class _Capture:
-    """Keeps the first `cap` bytes of a stream, and hands complete lines to a listener."""
+    """Keeps the first `cap` bytes of a stream, and hands its lines to a listener.
+
+    Memory stays bounded whatever the task prints: the stream is read in chunks, the text kept
+    for the result stops at `cap`, and a line longer than `max_line` bytes is cut there and
+    marked; the rest of it is discarded as it arrives, never accumulated (a task printing
+    200 MB without a newline costs `max_line` bytes here, not 200 MB). The listener gets the
+    same cut lines, up to the log's line limit (see _Log).
+    """
 
     def __init__(
-        self, name: str, cap: int, listener: LineListener | None, lines: list[str], max_lines: int
+        self, name: str, cap: int, listener: LineListener | None, log: _Log, max_line: int
     ) -> None:
         self.name = name
         self.cap = cap
         self.kept = bytearray()
         self.truncated = False
-        self.partial = b""
+        self.partial = bytearray()  # the current line so far, at most max_line bytes
+        self.cut = False  # the current line went past max_line: the rest is being discarded
         self.listener = listener
-        self.lines = lines
-        self.max_lines = max_lines
+        self.log = log
+        self.max_line = max_line
 
     def feed(self, chunk: bytes) -> None:
         room = self.cap - len(self.kept)
@@ -53,25 +114,60 @@ class _Capture:
             self.kept += chunk[:room]
         if len(chunk) > room:
             self.truncated = True
-        data = self.partial + chunk
-        *complete, self.partial = data.split(b"\n")
-        for raw in complete:
-            self._line(raw)
+        if self.log.full and (self.listener is None or not self.log.streaming):
+            return  # nobody will see another line: a `yes` flood costs no splitting
+        *complete, tail = chunk.split(b"\n")
+        for i, raw in enumerate(complete):
+            if i == 0 and (self.partial or self.cut):
+                self._grow(raw)
+                raw, cut = bytes(self.partial), self.cut
+                self.partial.clear()
+                self.cut = False
+            else:
+                cut = len(raw) > self.max_line
+                raw = raw[: self.max_line] if cut else raw
+            self._line(raw, cut)
+        self._grow(tail)
+
+    def _grow(self, piece: bytes) -> None:
+        room = self.max_line - len(self.partial)
+        if room > 0:
+            self.partial += piece[:room]
+        if len(piece) > room:
+            self.cut = True
 
     def close(self) -> None:
-        if self.partial:
-            self._line(self.partial)
-            self.partial = b""
+        if self.partial or self.cut:
+            self._line(bytes(self.partial), self.cut)
+            self.partial.clear()
+            self.cut = False
 
-    def _line(self, raw: bytes) -> None:
-        line = raw.decode(errors="replace")
-        if len(self.lines) < self.max_lines:
-            self.lines.append(line if self.name == "stdout" else f"[stderr] {line}")
-        if self.listener is not None:
-            self.listener(self.name, line)
+    def _line(self, raw: bytes, cut: bool) -> None:
+        line = _bounded_text(raw, self.max_line)
+        if cut or len(line) < len(raw):
+            line += LINE_CUT_MARK
+        self.log.add(line if self.name == "stdout" else f"[stderr] {line}", len(raw))
+        if self.listener is not None and self.log.streaming:
+            self.log.stream(self.listener, self.name, line)
 
     def text(self) -> str:
-        return self.kept.decode(errors="replace")
+        text = _bounded_text(self.kept, self.cap)
+        if len(text) < len(self.kept):
+            self.truncated = True
+        return text
+
+
+def _bounded_text(raw: bytes | bytearray, limit: int) -> str:
+    """`raw` as text of at most `limit` UTF-8 bytes.
+
+    Each byte that is not UTF-8 becomes U+FFFD, three bytes long: binary output would triple
+    in size on its way to a store. Text already within the limit is returned as decoded (the
+    check costs nothing for a line shorter than a third of the limit).
+    """
+    text = raw.decode(errors="replace")
+    if len(text) * 3 > limit and len(encoded := text.encode()) > limit:
+        text = encoded[:limit].decode(errors="ignore")
+    return text
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -139,24 +235,36 @@ def run_process(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     spawn: Spawner | None = None,
+    max_line_bytes: int = 8 * 1024,
+    max_log_bytes: int = 256 * 1024,
 ) -> ProcessOutcome:
     started = time.monotonic()
     deadline = started + timeout
-    proc: Child = spawn() if spawn is not None else popen_child(argv, env=env, cwd=cwd)
+    try:
+        proc: Child = spawn() if spawn is not None else popen_child(argv, env=env, cwd=cwd)
+    except Exception as exc:  # noqa: BLE001 - whatever refused it, no child exists to clean up
+        # A NUL byte or a lone surrogate in argv, an argument list too long, an exec that
+        # failed: the attempt fails with the reason; the caller (an agent) carries on.
+        return ProcessOutcome(
+            exit_code=None,
+            error=f"could not start the task: {exc}",
+            duration=time.monotonic() - started,
+        )
     pgid = proc.pid
-    lines: list[str] = []
+    log = _Log(max_lines, max_log_bytes)
     captures = {
-        proc.stdout: _Capture("stdout", output_cap, on_line, lines, max_lines),
-        proc.stderr: _Capture("stderr", output_cap, on_line, lines, max_lines),
+        proc.stdout: _Capture("stdout", output_cap, on_line, log, max_line_bytes),
+        proc.stderr: _Capture("stderr", output_cap, on_line, log, max_line_bytes),
     }
     sel = selectors.DefaultSelector()
-    for stream in captures:
-        os.set_blocking(stream.fileno(), False)
-        sel.register(stream, selectors.EVENT_READ)
     timed_out = cancelled = False
-    next_cancel_check = started + cancel_poll
-    exited_at: float | None = None
+    finished = False
     try:
+        for stream in captures:
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ)
+        next_cancel_check = started + cancel_poll
+        exited_at: float | None = None
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
@@ -180,17 +288,10 @@ def run_process(
                     captures[key.fileobj].feed(chunk)
                 else:
                     sel.unregister(key.fileobj)
-        if timed_out or cancelled:
-            # Polite first (lets a task clean up), then certain.
-            kill_group(pgid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=kill_grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of the group (background children, a TERM-ignoring leader) dies now.
-        kill_group(pgid, signal.SIGKILL)
-        proc.wait()
+        finished = not (timed_out or cancelled)
     finally:
+        # Also on an exception (a listener that raised): no child outlives this call.
+        _end(proc, pgid, polite=not finished, kill_grace=kill_grace)
         sel.close()
         for stream, cap in captures.items():
             cap.close()
@@ -209,8 +310,40 @@ def run_process(
         cancelled=cancelled,
         truncated=out.truncated or err.truncated,
         duration=time.monotonic() - started,
-        lines=lines,
+        lines=log.lines,
+        error=getattr(proc, "error", None),
     )
+
+
+def _end(proc: Child, pgid: int, *, polite: bool, kill_grace: float) -> None:
+    """Kill what is left of the task: its process group, and on a kill every descendant.
+
+    A descendant that called setsid is in no group of ours, so a timeout or a cancel also
+    walks /proc for the leader's descendants (only then: never per task that just ended).
+    A zygote's child has more: the zygote is its subreaper and kills whatever the task left,
+    even below a parent that already exited, once released (zygote_server.py).
+    """
+    strays = descendants([pgid])[1:] if polite and proc.poll() is None else []
+    if polite:
+        # Polite first (lets a task clean up), then certain.
+        kill_group(pgid, signal.SIGTERM)
+        _signal_each(strays, signal.SIGTERM)
+        try:
+            proc.wait(timeout=kill_grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # Whatever is left of the group (background children, a TERM-ignoring leader) dies now.
+    kill_group(pgid, signal.SIGKILL)
+    _signal_each(strays, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_each(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # --8<-- [end:run-process]

@@ -26,7 +26,10 @@ class PythonScriptExecutor(TaskExecutor):
         try:
             compile(task.payload, f"<task {task.task_id}>", "exec")
         except SyntaxError as exc:
-            return f"syntax error in payload line {exc.lineno}: {exc.msg}"
+            where = f" line {exc.lineno}" if exc.lineno else ""
+            return f"syntax error in payload{where}: {exc.msg}"
+        except Exception as exc:  # noqa: BLE001 - NUL byte, lone surrogate, nesting too deep
+            return f"payload cannot be compiled: {type(exc).__name__}: {exc}"
         return None
 
     def prepare(self, task: Task) -> list[str]:

@@ -11,7 +11,14 @@ PYTHON_SCRIPT children run the source in the forked interpreter; SHELL children 
 /bin/sh. Either way the zygote kills the child's group if the agent dies while it runs.
 
 If a zygote cannot be started or dies, the executor falls back to a fresh process, so a task
-never fails because of this optimisation.
+never fails because of this optimisation. A child the zygote could not start for a reason of
+the task's own (a payload the OS refuses) raises `SpawnError`: the zygote goes back to the
+pool, and the attempt fails with the reason. A zygote that dies under a running task (killed,
+or its socket broken) ends that attempt FAILED with that reason and is replaced: the next task
+gets a fresh one.
+
+The zygote is also the subreaper of what its tasks start (zygote_server.py): what a task leaves
+behind, even after setsid, is killed when the attempt ends.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import threading
 import time
 import weakref
 from pathlib import Path
+
+from common.executors.process import SpawnError
 
 SERVER = Path(__file__).with_name("zygote_server.py")
 
@@ -146,6 +155,8 @@ class Zygote:
         if reply is None or "pid" not in reply:
             os.close(out_r)
             os.close(err_r)
+            if reply is not None and "error" in reply:
+                raise SpawnError(str(reply["error"]))
             raise ZygoteError("zygote exited before starting the task")
         return ZygoteChild(self, int(reply["pid"]), out_r, err_r, pool)
 
@@ -170,18 +181,22 @@ class ZygoteChild:
         self.stdout = os.fdopen(out_r, "rb", buffering=0)
         self.stderr = os.fdopen(err_r, "rb", buffering=0)
         self.returncode: int | None = None
+        # Why the attempt failed when the exit code cannot say (read by run_process).
+        self.error: str | None = None
         self.pool = pool
         self._released = False
 
     def _take_exit(self, timeout: float | None) -> None:
         msg = self.zygote.reader.read(timeout)
-        if msg is None:
-            # The zygote died under the task (killed, or the task killed its parent): the exit
-            # status is lost. Report a failure rather than pretend.
+        if msg is None or not isinstance(msg.get("exit"), int):
+            # The zygote died under the task (killed, its socket broken, or the task killed its
+            # parent): the exit status is lost. Report a failure rather than pretend; the pool
+            # replaces this zygote (release sees it is not healthy).
             self.returncode = -9
+            self.error = "the zygote running the task died; its exit status is lost"
             self.zygote.close()
         else:
-            self.returncode = int(msg["exit"])
+            self.returncode = msg["exit"]
 
     def poll(self) -> int | None:
         if self.returncode is None and self.zygote.reader.ready():
@@ -261,6 +276,9 @@ class ZygotePool:
             zygote = self.get()
             try:
                 return zygote.start(request, self)
+            except SpawnError:
+                self.put(zygote)  # the task's fault, not the zygote's: it serves the next one
+                raise
             except ZygoteError:
                 zygote.close()
                 if attempt:

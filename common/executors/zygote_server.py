@@ -17,10 +17,27 @@ big-endian length and a JSON object; file descriptors travel with a message (SCM
 The child is observed with waitid(WNOWAIT) and reaped only on "reap": until then its pid, and
 so its process group id, cannot be reused by an unrelated process the agent might signal.
 
+  zygote -> agent  {"error": text}            instead of a pid: the child could not start
+                                               (a NUL byte or lone surrogate in argv, E2BIG,
+                                               exec failed, fork refused); the zygote lives on
+
 A task dies with its agent. While a child runs, the zygote also watches the socket: if the
 agent's end closes (the agent exited, even by kill -9), the zygote kills the child's whole
 process group before it goes. Without this, a task of a killed agent ran on as an orphan while
 its re-queued attempt ran elsewhere: two attempts at once instead of one after the other.
+
+A task cannot outlive its attempt by leaving its process group. The zygote is a child
+subreaper (prctl PR_SET_CHILD_SUBREAPER, Linux): a process the task leaves behind, even one
+that called setsid and whose parent exited (the classic daemon double fork), is reparented to
+the zygote rather than to init. The zygote runs one task at a time, so every process below it
+other than the current child belongs to a task; `sweep` kills them all when the attempt ends:
+at "reap" (after a timeout, a cancel, and also after a normal exit: a task's daemonized
+leftovers are killed, so a finished attempt holds no processes, ports or files and a re-run
+never meets its predecessor) and when the agent goes away. What still escapes: a process
+started on the task's behalf by another service (systemd-run, at, a container daemon, ssh to
+this host), one the zygote may not signal (a setuid program while the agent is not root), and
+everything the task started if the zygote itself is killed -9 (its orphans go to init; the
+agent still kills the task's process group).
 """
 
 # Everything a child needs is imported here, once: an import in the child would be paid by
@@ -35,10 +52,105 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 import types
 
 MAX_FDS = 3
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+# How often a zygote with a running task reaps the task's exited orphans (reparented to it as
+# the subreaper): often enough that zombies cannot pile up, rare enough to cost nothing.
+ORPHAN_REAP_INTERVAL = 1.0
+# A sweep kills level by level (a killed parent's children are reparented to the zygote); a
+# fork bomb could outpace it forever, so it gives up after this long and says so.
+SWEEP_SECONDS = 5.0
+
+
+def become_subreaper():
+    """Make this process the reaper of its descendants' orphans; False where Linux says no."""
+    try:
+        import ctypes  # noqa: PLC0415 - once per zygote, only on the platform that has prctl
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids(pid):
+    """The children of `pid` (of all its threads, zombies too) from /proc; [] without a list."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    pids = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            pass  # the thread ended meanwhile, or no CONFIG_PROC_CHILDREN
+    return pids
+
+
+def descendants(pids, limit=100_000):
+    """`pids` and every process below them, parents first (a bounded walk of /proc)."""
+    seen = []
+    todo = list(pids)
+    while todo and len(seen) < limit:
+        pid = todo.pop()
+        seen.append(pid)
+        todo.extend(child_pids(pid))
+    return seen
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def sweep():
+    """Kill and reap every descendant of this zygote (its task child is already reaped).
+
+    Killing a process reparents its own children here (the zygote is their subreaper), so the
+    loop goes on until no child is left. A direct child's pid cannot be reused before this
+    process reaps it; a deeper one is signalled within microseconds of being listed.
+    """
+    me = os.getpid()
+    deadline = time.monotonic() + SWEEP_SECONDS
+    while True:
+        kids = child_pids(me)
+        if not kids:
+            return True
+        _signal_all(descendants(kids), signal.SIGKILL)
+        reaped = False
+        for pid in kids:
+            try:
+                reaped |= os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                reaped = True
+        if time.monotonic() > deadline:
+            # Inherited from the agent: the line lands in its log, next to the task it follows.
+            print(
+                f"zygote: {len(kids)} task processes outlived a {SWEEP_SECONDS}s sweep",
+                file=sys.stderr,
+            )
+            return False
+        if not reaped:
+            time.sleep(0.002)  # SIGKILL is asynchronous: give the kernel a moment to finish
+
+
+def _reap_orphans(keep):
+    """Reap descendants that ended and were reparented here, while the task `keep` runs."""
+    for pid in child_pids(os.getpid()):
+        if pid != keep:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def _send(sock, obj):
@@ -146,8 +258,11 @@ def _exec_child(sock, fds, argv):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
         os.execv(argv[0], argv)
-    except BaseException:  # noqa: BLE001 - exec failed: the shell's own code for "not found"
-        pass
+    except BaseException as exc:  # noqa: BLE001 - exec failed: say why, exit as a shell would
+        try:
+            os.write(2, f"cannot run {argv[0]!r}: {exc}\n".encode(errors="replace"))
+        except BaseException:  # noqa: BLE001 - no stderr to tell: the exit code must do
+            pass
     os._exit(127)
 
 
@@ -178,9 +293,10 @@ def _spawn(sock, fds, argv):
             setsid=True,
             setsigdef=[s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s],
         )
-    except (OSError, NotImplementedError, AttributeError):
-        # No posix_spawn here, or the exec itself failed: the fork path reports it as the
-        # shell would (exit 127) instead of failing the task without an exit code.
+    except (NotImplementedError, AttributeError):
+        # No posix_spawn here: fork and exec (an exec failure then exits 127 with the reason
+        # on the task's stderr). An OSError (E2BIG, ENOENT, ...) or a ValueError (a NUL byte)
+        # from posix_spawn goes up to serve, which tells the agent why the task did not start.
         pid = os.fork()
         if pid == 0:
             _exec_child(sock, fds, argv)
@@ -211,7 +327,13 @@ def _await_child(sock, pid):
     if pidfd is not None:
         watched = [pidfd, sock]
         try:
-            while pidfd not in select.select(watched, [], [])[0]:
+            while True:
+                readable = select.select(watched, [], [], ORPHAN_REAP_INTERVAL)[0]
+                if pidfd in readable:
+                    break
+                if not readable:
+                    _reap_orphans(pid)
+                    continue
                 # Readable socket while the child runs: only EOF is expected (the agent sends
                 # nothing until the exit status). Data would be a protocol error: stop watching.
                 if sock.recv(1, socket.MSG_PEEK) == b"":
@@ -241,13 +363,26 @@ def _fork_script(sock, fds, msg):
     return pid
 
 
+def _start(sock, fds, msg):
+    """The child's pid, or the reason it could not start (the zygote itself carries on)."""
+    try:
+        if msg["op"] == "exec":
+            return _spawn(sock, fds, msg["argv"]), None
+        return _fork_script(sock, fds, msg), None
+    except Exception as exc:  # noqa: BLE001 - any refusal ends this task only, not the zygote
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def serve(sock):
     reader = _Reader(sock)
     while True:
         msg = reader.read()
         if msg is None:
             return
-        op = msg.get("op")
+        op = msg.get("op") if isinstance(msg, dict) else None
         if op not in ("run", "exec"):
             continue
         fds = reader.take_fds(MAX_FDS)
@@ -255,12 +390,10 @@ def serve(sock):
             for fd in fds:
                 os.close(fd)
             continue
-        if op == "exec":
-            pid = _spawn(sock, fds, msg["argv"])
-        else:
-            pid = _fork_script(sock, fds, msg)
-        for fd in fds:
-            os.close(fd)
+        pid, error = _start(sock, fds, msg)
+        if pid is None:
+            _send(sock, {"error": error})
+            continue
         _send(sock, {"pid": pid})
         info, gone = _await_child(sock, pid)
         if gone:
@@ -272,6 +405,8 @@ def serve(sock):
         # gone: until then the zombie keeps its pid, and its group id, from being reused.
         msg = reader.read()
         os.waitpid(pid, 0)
+        # The attempt is over: whatever it left running dies now (see the module docstring).
+        sweep()
         if msg is None:
             return
 
@@ -285,7 +420,12 @@ def main():
     # The zygote's own objects are never collected: no collection can dirty their pages
     # while a child shares them.
     gc.freeze()
-    serve(sock)
+    become_subreaper()
+    try:
+        serve(sock)
+    finally:
+        # The agent has gone (or the protocol broke): no task process outlives this zygote.
+        sweep()
 
 
 if __name__ == "__main__":
