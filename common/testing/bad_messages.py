@@ -34,7 +34,7 @@ class BadMessage:
     raw: Callable[[str], bytes]
 
 
-def _json(base: dict, **fields: object) -> Callable[[str], bytes]:
+def with_fields(base: dict, **fields: object) -> Callable[[str], bytes]:
     body = json.dumps({**base, **fields}).encode()
     return lambda _existing: body
 
@@ -73,20 +73,20 @@ def task_messages() -> list[BadMessage]:
         BadMessage("nul-escape", _replace(t, "payload", b'"echo \\u0000 bad"')),
         BadMessage("array", _bytes(b'[{"taskType":"SHELL","payload":"echo bad"}]')),
         BadMessage("number", _bytes(b"42")),
-        BadMessage("number-for-string", _json(t, taskName=5)),
-        BadMessage("object-for-string", _json(t, payload={"cmd": "echo bad"})),
-        BadMessage("array-for-string", _json(t, taskType=["SHELL"])),
-        BadMessage("boolean-for-int", _json(t, executionTimeout=True)),
-        BadMessage("float-1e308", _json(t, retryCount=1e308)),
+        BadMessage("number-for-string", with_fields(t, taskName=5)),
+        BadMessage("object-for-string", with_fields(t, payload={"cmd": "echo bad"})),
+        BadMessage("array-for-string", with_fields(t, taskType=["SHELL"])),
+        BadMessage("boolean-for-int", with_fields(t, executionTimeout=True)),
+        BadMessage("float-1e308", with_fields(t, retryCount=1e308)),
         BadMessage("nan", _replace(t, "executionTimeout", b"NaN")),
         BadMessage("infinity", _replace(t, "retryCount", b"-Infinity")),
         BadMessage("overflow-1e999", _replace(t, "executionTimeout", b"1e999")),
-        BadMessage("payload-10mb", _json(t, payload="echo " + "x" * 10_000_000)),
-        BadMessage("task-name-100kb", _json(t, taskName="n" * 100_000)),
-        BadMessage("task-id-dotdot", _json(t, taskId="../x")),
-        BadMessage("task-id-history", _json(t, taskId="x:history")),
-        BadMessage("task-id-uuid-junk", _json(t, taskId=UUID + "}junk")),
-        BadMessage("task-id-10kb", _json(t, taskId="a" * 10_000)),
+        BadMessage("payload-10mb", with_fields(t, payload="echo " + "x" * 10_000_000)),
+        BadMessage("task-name-100kb", with_fields(t, taskName="n" * 100_000)),
+        BadMessage("task-id-dotdot", with_fields(t, taskId="../x")),
+        BadMessage("task-id-history", with_fields(t, taskId="x:history")),
+        BadMessage("task-id-uuid-junk", with_fields(t, taskId=UUID + "}junk")),
+        BadMessage("task-id-10kb", with_fields(t, taskId="a" * 10_000)),
         # A taskId that, put after `task:`, names an existing task's history list.
         BadMessage(
             "task-id-names-a-key",
@@ -94,8 +94,8 @@ def task_messages() -> list[BadMessage]:
         ),
         BadMessage("deep-nesting", _deep(t, "payload")),
         BadMessage("duplicate-keys", _duplicate(t, "payload", "echo second")),
-        BadMessage("attempt-boolean", _json(t, taskId=UUID, attempt=True, epoch=1)),
-        BadMessage("epoch-1e308", _json(t, taskId=UUID, attempt=1, epoch=1e308)),
+        BadMessage("attempt-boolean", with_fields(t, taskId=UUID, attempt=True, epoch=1)),
+        BadMessage("epoch-1e308", with_fields(t, taskId=UUID, attempt=1, epoch=1e308)),
     ]
 
 
@@ -155,24 +155,24 @@ def bus_messages(base: dict, text_field: str, int_field: str) -> list[BadMessage
         BadMessage("array", _bytes(json.dumps([b]).encode())),
         BadMessage("number", _bytes(b"42")),
         BadMessage("null-json", _bytes(b"null")),
-        BadMessage("number-for-string", _json(b, **{text_field: 5})),
-        BadMessage("object-for-string", _json(b, **{text_field: {"a": "b"}})),
-        BadMessage("boolean-for-int", _json(b, **{int_field: True})),
-        BadMessage("float-1e308", _json(b, **{int_field: 1e308})),
+        BadMessage("number-for-string", with_fields(b, **{text_field: 5})),
+        BadMessage("object-for-string", with_fields(b, **{text_field: {"a": "b"}})),
+        BadMessage("boolean-for-int", with_fields(b, **{int_field: True})),
+        BadMessage("float-1e308", with_fields(b, **{int_field: 1e308})),
         BadMessage("nan", _replace(b, int_field, b"NaN")),
         BadMessage("infinity", _replace(b, int_field, b"Infinity")),
         BadMessage("overflow-1e999", _replace(b, int_field, b"1e999")),
-        BadMessage("field-100kb", _json(b, **{text_field: "n" * 100_000})),
-        BadMessage("agent-id-10kb", _json(b, agentId="a" * 10_000)),
+        BadMessage("field-100kb", with_fields(b, **{text_field: "n" * 100_000})),
+        BadMessage("agent-id-10kb", with_fields(b, agentId="a" * 10_000)),
         BadMessage("deep-nesting", _deep(b, text_field)),
         BadMessage("duplicate-keys", _duplicate(b, int_field, 2)),
     ]
     if "taskId" in b:
         cases += [
-            BadMessage("task-id-dotdot", _json(b, taskId="../x")),
-            BadMessage("task-id-history", _json(b, taskId="x:history")),
-            BadMessage("task-id-uuid-junk", _json(b, taskId=UUID + "junk")),
-            BadMessage("task-id-10kb", _json(b, taskId="a" * 10_000)),
+            BadMessage("task-id-dotdot", with_fields(b, taskId="../x")),
+            BadMessage("task-id-history", with_fields(b, taskId="x:history")),
+            BadMessage("task-id-uuid-junk", with_fields(b, taskId=UUID + "junk")),
+            BadMessage("task-id-10kb", with_fields(b, taskId="a" * 10_000)),
         ]
     return cases
 
