@@ -8,6 +8,7 @@ dead-letters the message instead of guessing, and says so in the dead letter's e
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal, TypeVar
@@ -70,7 +71,7 @@ def decode(model: type[M], raw: bytes | None, *, max_payload_bytes: int | None =
     if not isinstance(data, dict):
         raise MalformedMessage(f"not a JSON object but {type(data).__name__}")
     # Output is the one free text a NUL may appear in: a task can print one, and Redis stores it.
-    problems = text_problems(data, nul_ok=_OUTPUT_FIELDS)
+    problems = text_problems(data, nul_ok=_OUTPUT_FIELDS, raw=raw)
     if problems:
         raise MalformedMessage(f"not a valid {model.__name__}: {'; '.join(problems)}")
     context = None if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
@@ -103,11 +104,14 @@ def _time(**kw: Any) -> Any:
     return Field(strict=True, allow_inf_nan=False, **kw)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _identifier(v: str) -> str:
     """An agent id: the name of keys and ZooKeeper nodes, so printable and bounded."""
     if not v or len(v) > 256:
         raise ValueError("must be 1 to 256 characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+    if _CONTROL.search(v):
         raise ValueError("must not contain control characters")
     return v
 
