@@ -48,6 +48,14 @@ class BusMessage(BaseModel):
 
     v: Literal[1] = SCHEMA_VERSION
 
+    @field_validator("v", mode="before")
+    @classmethod
+    def _an_integer(cls, v: Any) -> Any:
+        # A Literal takes True for 1 and 1.0 for 1; a version is an integer or it is wrong.
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"must be an integer version, got {type(v).__name__}")
+        return v
+
     def encode(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 

@@ -340,6 +340,7 @@ NAMED_BUS_CASES = [
     ("boolean for an int", Heartbeat, bus_json(Heartbeat, load=True), "load"),
     ("float for an int", DispatchMessage, bus_json(DispatchMessage, epoch=1e308), "epoch"),
     ("int for a boolean", StatusEvent, bus_json(StatusEvent, timedOut=1), "timedOut"),
+    ("boolean for the version", Heartbeat, bus_json(Heartbeat, v=True), "v: must be an integer"),
     ("NaN token", Heartbeat, b'{"agentId":"a","load":0,"capacity":1,"seq":1,"at":NaN}', "NaN"),
     (
         "overflow to inf",
