@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hypothesis import strategies as st
 from redis import Redis
 
 from common import keys
@@ -26,6 +27,34 @@ from common.testing.wait import eventually
 
 UUID = "123e4567-e89b-42d3-a456-426614174000"
 DEEP = 100_000  # far past Python's recursion limit (1000) and cjson's nesting limit (1000)
+
+
+# -- generated: any JSON value, with the characters that have broken parsers --------------------
+# NUL, lone surrogates (both halves), a byte-order mark, a Unicode line separator, JSON's own
+# metacharacters, an escape sequence opener.
+AWKWARD = ["\x00", "\ud800", "\udfff", "\udc80", "\ufeff", "\u2028", '"', "\\", "\n", "\x1b"]
+
+text = st.lists(
+    st.one_of(st.characters(exclude_categories=()), st.sampled_from(AWKWARD)), max_size=30
+).map("".join)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),  # NaN and +-inf included: json.dumps writes them as NaN / Infinity tokens
+    text,
+)
+
+json_ish = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(text, children, max_size=5),
+    ),
+    max_leaves=12,
+)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ known failure stays one xfail instead of poisoning the cases after it.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common import keys
 from common.adapters.redis_store import RedisTaskStore
@@ -23,6 +27,7 @@ from common.testing.bad_messages import (
     RoleSet,
     dead_letter_for,
     flushed_redis,
+    json_ish,
     remove_everywhere,
     run_valid_task,
     task_messages,
@@ -134,5 +139,76 @@ def test_a_bad_message_on_queue_pending_is_dead_lettered_and_the_agents_carry_on
             10,
             message="the tasks that kept the agents busy SUCCESS",
         )
+    finally:
+        remove_everywhere(redis, raw)
+
+
+# -- fuzzing the real entry point ------------------------------------------------------------------
+# Generated messages run on real agents, so a payload is never generated text: it is `true`, or
+# not a string at all. Bytes that are not UTF-8 are left to the named cases above, which know
+# that they fail today; here they would only hide every other finding behind that one.
+FIELDS_AROUND_A_SAFE_PAYLOAD = st.fixed_dictionaries(
+    {},
+    optional={
+        "taskType": st.one_of(st.sampled_from(["SHELL", "shell", "PYTHON", ""]), json_ish),
+        "payload": st.one_of(st.just("true"), json_ish.filter(lambda v: not isinstance(v, str))),
+        "executionTimeout": json_ish,
+        "retryCount": json_ish,
+        "taskName": json_ish,
+        "requestId": json_ish,
+        "taskId": st.one_of(st.uuids().map(str), json_ish),
+        "attempt": json_ish,
+        "epoch": json_ish,
+        "status": json_ish,
+    },
+)
+
+
+def utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+messages = st.one_of(
+    st.binary(max_size=80).filter(utf8),
+    FIELDS_AROUND_A_SAFE_PAYLOAD.map(lambda d: json.dumps(d).encode()),
+    FIELDS_AROUND_A_SAFE_PAYLOAD.map(
+        lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    ).filter(utf8),
+)
+
+
+def settled(redis, raw: bytes, letters_before: int, tasks_before: int) -> bool:
+    """The message was dead-lettered, or became a task; nothing is left on a list."""
+    lists = [keys.PENDING_QUEUE, *(keys.processing(a) for a in AGENTS)]
+    if any(raw in redis.lrange(key, 0, -1) for key in lists):
+        return False
+    return dead_letter_for(redis, raw, letters_before) is not None or (
+        redis.zcard(keys.TASK_INDEX) > tasks_before
+    )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(raw=messages)
+def test_any_message_on_queue_pending_is_run_or_dead_lettered_and_no_agent_dies(stage1, raw):
+    roles, redis, tasks, _ = stage1
+    letters_before = redis.llen(keys.DEAD_LETTER)
+    tasks_before = redis.zcard(keys.TASK_INDEX)
+    try:
+        redis.lpush(keys.PENDING_QUEUE, raw)
+        eventually(
+            lambda: settled(redis, raw, letters_before, tasks_before),
+            10,
+            interval=0.05,
+            message=f"{raw[:80]!r} run or dead-lettered",
+        )
+        roles.assert_alive()
     finally:
         remove_everywhere(redis, raw)

@@ -35,6 +35,7 @@ from common.messaging.schemas import (
     StatusEvent,
     decode,
 )
+from common.testing.bad_messages import json_ish, text
 
 FUZZ = settings(
     max_examples=200,
@@ -44,32 +45,6 @@ FUZZ = settings(
 
 # A small limit, so that generated payloads cross it and the size checks are fuzzed too.
 SMALL_LIMIT = 64
-
-# Characters that have broken parsers: NUL, lone surrogates (both halves), a byte-order mark,
-# Unicode line separators, JSON's own metacharacters, an escape sequence opener.
-AWKWARD = ["\x00", "\ud800", "\udfff", "\udc80", "\ufeff", "\u2028", '"', "\\", "\n", "\x1b"]
-
-text = st.lists(
-    st.one_of(st.characters(exclude_categories=()), st.sampled_from(AWKWARD)), max_size=30
-).map("".join)
-
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.integers(min_value=-(10**400), max_value=10**400),
-    st.floats(),  # NaN and +-inf included: json.dumps writes them as NaN / Infinity tokens
-    text,
-)
-
-json_ish = st.recursive(
-    scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=5),
-        st.dictionaries(text, children, max_size=5),
-    ),
-    max_leaves=12,
-)
 
 # Values a task field plausibly holds, mixed in so that generated objects are often valid.
 PLAUSIBLE = ["SHELL", "python_script", "echo hi", 60, 0, 3, "123e4567-e89b-42d3-a456-426614174000"]
