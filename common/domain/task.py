@@ -395,8 +395,9 @@ def parse_task_message(
     limit = max_message_bytes(max_payload_bytes)
     if size > limit:
         # Refused before parsing: no valid task is this large, so there is nothing to decode.
+        unit = "characters" if isinstance(raw, str) else "bytes"
         raise TaskValidationError(
-            [f"message: {size} bytes is over the {limit} a task message can take"],
+            [f"message: {size} {unit} is over the {limit} bytes a task message can take"],
             too_large=True,
         )
     try:

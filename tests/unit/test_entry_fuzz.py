@@ -268,7 +268,7 @@ NAMED_TASK_CASES = [
     ("NaN token", '{"taskType":"SHELL","payload":"x","executionTimeout":NaN}', "NaN"),
     ("Infinity token", '{"taskType":"SHELL","payload":"x","retryCount":-Infinity}', "Infinity"),
     ("overflowing number", '{"taskType":"SHELL","payload":"x","retryCount":1e999}', "range"),
-    ("10 MB payload", task_json(payload="x" * 10_000_000), "bytes is over"),
+    ("10 MB payload", task_json(payload="x" * 10_000_000), "a task message can take"),
     ("100 KB taskName", task_json(taskName="n" * 100_000), "taskName"),
     ("taskId ../x", task_json(taskId="../x"), "taskId"),
     ("taskId x:history", task_json(taskId="x:history"), "taskId"),
