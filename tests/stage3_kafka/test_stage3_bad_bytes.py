@@ -12,7 +12,7 @@ so only the reason shows that the bad part was what got caught.
 
 A 10 MB value cannot enter a topic at all: the producer and the broker refuse anything over
 Kafka's message size (1 MB by default), which `check_transport_limits` sizes the payload
-limit against. The oversized cases here are the largest that Kafka carries.
+limit against. The oversized cases here (100 KB fields) are ones Kafka carries.
 
 The roles start once for the module; the topics live in a namespace of the module's own.
 """
