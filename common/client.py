@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from common.domain.task import Task, validate_spec
+from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, validate_spec
 from common.domain.transitions import TaskStatus
 from common.ports.task_store import CancelResult, TaskStore
 
@@ -21,7 +21,9 @@ class TaskNotFound(LookupError):
 
 
 class TaskClient:
-    def __init__(self, store: TaskStore, max_payload_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self, store: TaskStore, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
 

@@ -37,7 +37,8 @@ from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent
 from common.agent.options import agent_options, executors_for
-from common.config import Settings
+from common.config import ConfigError, Settings
+from common.config.settings import check_transport_limits
 from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
 from common.coordination.election import LeaderElection
@@ -66,6 +67,12 @@ log = get_logger("tasklab.stage3")
 
 def connect_bus(settings: Settings) -> Bus:
     """The bus, with its topics created; exits with one line if Kafka cannot be reached."""
+    try:
+        # The payload limit must fit what Kafka carries; refuse to start otherwise.
+        check_transport_limits(settings, 3)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     bus = Bus.from_settings(settings)
     try:
         ensure_topics(bus.bootstrap, bus.namespace)

@@ -21,7 +21,12 @@ from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS, RedisFailo
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import DispatchEntry
-from common.domain.task import Task, TaskValidationError, parse_task_message
+from common.domain.task import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Task,
+    TaskValidationError,
+    parse_task_message,
+)
 from common.domain.transitions import TaskStatus
 from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
 from common.ports.task_store import TransitionResult
@@ -32,7 +37,7 @@ class RedisDispatcher(Dispatcher):
         self,
         client: Redis,
         store: RedisTaskStore,
-        max_payload_bytes: int = 64 * 1024,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         dead_letter_max: int | None = None,
     ) -> None:

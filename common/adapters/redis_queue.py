@@ -30,7 +30,12 @@ from common.adapters.redis_failover import (
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import dispatch_stamp, entry_ref
-from common.domain.task import Task, TaskValidationError, parse_task_message
+from common.domain.task import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Task,
+    TaskValidationError,
+    parse_task_message,
+)
 from common.observability import get_logger
 from common.ports.task_store import TransitionResult
 
@@ -64,7 +69,7 @@ class RedisWorkQueue:
         client: Redis,
         store: RedisTaskStore,
         source: str = keys.PENDING_QUEUE,
-        max_payload_bytes: int = 64 * 1024,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         requeue_to: str | None = None,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         dead_letter_max: int | None = None,

@@ -24,6 +24,11 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.config.durations import parse_duration
+from common.domain.task import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    ESCAPED_PAYLOAD_FACTOR,
+    MESSAGE_ENVELOPE_BYTES,
+)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -145,7 +150,7 @@ class Settings(BaseSettings):
     manager_log_wait: float = Field(default=3.0, ge=0)
     dispatch_republish_after: float = Field(default=5.0, gt=0)
 
-    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)
 
@@ -192,12 +197,45 @@ def _one_line(err: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(parts)
 
 
+# What each transport carries at most, as shipped: librdkafka's producer refuses a message over
+# its `message.max.bytes` (1000000; the broker's own default, 1048588, is a little larger), and a
+# Redis string is at most `proto-max-bulk-len` (512 MiB).
+KAFKA_MESSAGE_MAX_BYTES = 1_000_000
+REDIS_VALUE_MAX_BYTES = 512 * 1024 * 1024
+
+
+def check_transport_limits(settings: Settings, stage: int | None = None) -> None:
+    """Raise ConfigError (one line) if a task within `max_payload_bytes` cannot travel.
+
+    A task is checked against the limit once, when it enters; after that every transport must
+    carry it, or it is accepted and then stranded (DISPATCHED, with a dispatch the producer
+    refuses). The largest message a task makes is its payload escaped for JSON (at most
+    ESCAPED_PAYLOAD_FACTOR times the limit, which validation enforces) plus its envelope.
+    Stage 3 on, it rides on Kafka too. Checked at start-up, for `stage` or `settings.stage`.
+    """
+    stage = settings.stage if stage is None else stage
+    largest = ESCAPED_PAYLOAD_FACTOR * settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
+    carriers = [("a Redis value", REDIS_VALUE_MAX_BYTES)]
+    if stage >= 3:
+        carriers.append(("a Kafka message (message.max.bytes)", KAFKA_MESSAGE_MAX_BYTES))
+    for name, capacity in carriers:
+        if largest > capacity:
+            fits = (capacity - MESSAGE_ENVELOPE_BYTES) // ESCAPED_PAYLOAD_FACTOR
+            raise ConfigError(
+                f"invalid configuration: max_payload_bytes (TASKLAB_MAX_PAYLOAD_BYTES) is "
+                f"{settings.max_payload_bytes}, but {name} carries at most {capacity} bytes, "
+                f"which fits a payload of up to {fits} bytes in stage {stage}"
+            )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build a fresh Settings; raise ConfigError (one line) if anything is invalid."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    check_transport_limits(settings)
+    return settings
 
 
 # --8<-- [start:get-settings]

@@ -1,7 +1,7 @@
 """The one domain every stage shares: tasks, their states and the legal transitions."""
 
 from common.domain.task import (
-    MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_PAYLOAD_BYTES,
     Task,
     TaskSpec,
     TaskType,
@@ -16,8 +16,8 @@ from common.domain.transitions import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "LEGAL_TRANSITIONS",
-    "MAX_PAYLOAD_BYTES",
     "TERMINAL_STATES",
     "Task",
     "TaskSpec",

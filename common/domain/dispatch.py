@@ -16,7 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from common.domain.task import MAX_PAYLOAD_BYTES, Task, TaskValidationError, parse_task_message
+from common.domain.task import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Task,
+    TaskValidationError,
+    parse_task_message,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,9 @@ class DispatchEntry:
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def parse(cls, raw: str | bytes, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> DispatchEntry:
+    def parse(
+        cls, raw: str | bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> DispatchEntry:
         """Parse an entry; TaskValidationError if it is not one (no stamp, no id, bad task)."""
         stamp = dispatch_stamp(raw)
         if stamp is None:

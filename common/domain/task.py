@@ -8,6 +8,8 @@ reports *every* problem at once, so a user fixes a bad task in one round trip.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from enum import StrEnum
@@ -18,7 +20,19 @@ from pydantic.alias_generators import to_camel
 
 from common.domain.transitions import TaskStatus
 
-MAX_PAYLOAD_BYTES = 64 * 1024
+# The default of `max_payload_bytes` in the settings; every check reads the configured value.
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+# Room a queue message needs around its payload: the id, the name (200 characters, each up to a
+# six-byte JSON escape), the request id, the numbers and the dispatch stamp, with headroom.
+MESSAGE_ENVELOPE_BYTES = 16 * 1024
+
+# JSON escaping grows text: a quote, a backslash or a newline to two bytes, any other control
+# character to six. A payload may take at most twice its limit once escaped, so a transport
+# sized for `2 * max_payload_bytes + MESSAGE_ENVELOPE_BYTES` carries every task that passed.
+ESCAPED_PAYLOAD_FACTOR = 2
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class TaskType(StrEnum):
@@ -34,6 +48,126 @@ class TaskValidationError(ValueError):
         # Callers map this to 413 rather than 422.
         self.too_large = too_large
         super().__init__("invalid task: " + "; ".join(problems))
+
+
+# -- reading bytes from outside ---------------------------------------------------------------
+# A message enters from Redis lists and Kafka topics that anyone can write to. Python's json
+# module accepts more than the platform can carry on: NaN and Infinity, numbers that overflow
+# to inf, duplicate keys (the last silently wins), lone surrogates (text that no Redis client
+# can encode again), and nesting deep enough to exhaust the stack. These helpers refuse all of
+# it with a ValueError, so each parser maps every bad input to its own one validation error.
+
+
+class NotStrictJSON(ValueError):
+    """Bytes that are not one strict JSON document of valid Unicode text."""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """`value` fit for an error message: ASCII, quoted, cut short (never a NUL or surrogate)."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def field_label(key: object) -> str:
+    """A field name as an error message names it: unquoted if it is text, always ASCII."""
+    return shown(key)[1:-1] if isinstance(key, str) and len(ascii(key)) <= 40 else shown(key)
+
+
+def error_text(error: Any) -> str:
+    """A pydantic error's message, without the "Value error, " our own validators get."""
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
+    return error["msg"]
+
+
+def text_problem(value: str, nul_ok: bool = False) -> str | None:
+    """Why `value` cannot be stored and passed on as text, or None if it can."""
+    if not nul_ok and "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate at character {exc.start} (not valid Unicode)"
+    return None
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        # json.loads would turn 1e999 into inf without a word.
+        raise ValueError(f"number {shown(number)} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {shown(key)}")
+            seen.add(key)
+    return out
+
+
+def strict_json(raw: str | bytes | bytearray | memoryview) -> Any:
+    """Parse one JSON document, refusing what JSON tolerates but the platform cannot carry."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotStrictJSON(f"invalid UTF-8 at byte {exc.start} ({exc.reason})") from None
+    elif isinstance(raw, str):
+        text = raw
+        problem = text_problem(text, nul_ok=True)
+        if problem:
+            raise NotStrictJSON(f"text that {problem}")
+    else:
+        raise NotStrictJSON(f"{type(raw).__name__}, not bytes or text")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
+    except RecursionError:
+        raise NotStrictJSON("nested too deeply") from None
+    except ValueError as exc:
+        # JSONDecodeError, an integer of more than 4300 digits, or one of the hooks above.
+        raise NotStrictJSON(str(exc)) from None
+
+
+def text_problems(
+    data: dict[Any, Any], nul_ok: frozenset[str] = frozenset(), raw: object = None
+) -> list[str]:
+    """Every top-level key and string value of `data` that is not valid text.
+
+    Only the top level: every field of a message is a scalar, so a nested value is refused by
+    its type already, and a field's error never quotes the value back. Given the `raw` text
+    `data` was parsed from (by strict_json), the common case costs one substring search: strict
+    UTF-8 holds no surrogate and a JSON string no raw NUL, so only a \\u escape brings either in.
+    """
+    if isinstance(raw, (bytes, bytearray)) and b"\\u" not in raw:
+        return []
+    if isinstance(raw, str) and "\\u" not in raw:
+        return []
+    problems = []
+    for key, value in data.items():
+        if isinstance(key, str):
+            problem = text_problem(key)
+            if problem:
+                problems.append(f"message: a field name {problem}")
+                continue
+        if isinstance(value, str):
+            problem = text_problem(value, nul_ok=key in nul_ok)
+            if problem:
+                problems.append(f"{field_label(key)}: {problem}")
+    return problems
 
 
 class _Wire(BaseModel):
@@ -63,6 +197,24 @@ class TaskSpec(_Wire):
     def _payload_not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be blank")
+        return v
+
+    @field_validator("task_name", "payload", "request_id")
+    @classmethod
+    def _storable_text(cls, v: str | None) -> str | None:
+        # A NUL cannot reach a command line (execve refuses it), and a lone surrogate cannot
+        # be encoded to UTF-8 again by any Redis or Kafka client further down the line.
+        problem = None if v is None else text_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("execution_timeout", "retry_count", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v: Any) -> Any:
+        # Python counts True as 1; a task whose timeout is `true` is a mistake, not a second.
+        if isinstance(v, bool):
+            raise ValueError("must be an integer, not a boolean")
         return v
 
     def with_default_name(self) -> TaskSpec:
@@ -150,7 +302,7 @@ class Task(_Wire):
 def _problems(err: ValidationError) -> list[str]:
     problems = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "task"
+        field = ".".join(field_label(p) for p in e["loc"]) or "task"
         msg = e["msg"]
         if e["type"] == "enum":
             msg = "must be one of " + ", ".join(t.value for t in TaskType)
@@ -158,6 +310,8 @@ def _problems(err: ValidationError) -> list[str]:
             msg = "unknown field"
         elif e["type"] == "missing":
             msg = "is required"
+        elif e["type"] == "value_error":
+            msg = error_text(e)
         problems.append(f"{field}: {msg}")
     return problems
 
@@ -165,7 +319,7 @@ def _problems(err: ValidationError) -> list[str]:
 _WIRE_NAMES = {f.alias or n for n, f in TaskSpec.model_fields.items()}
 
 
-def validate_spec(data: Any, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> TaskSpec:
+def validate_spec(data: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> TaskSpec:
     """Check a submission; raise TaskValidationError naming every problem."""
     if not isinstance(data, dict):
         raise TaskValidationError([f"task: must be a JSON object, got {type(data).__name__}"])
@@ -177,37 +331,93 @@ def validate_spec(data: Any, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Task
         problems.extend(_problems(err))
     payload = data.get("payload")
     too_large = False
-    if isinstance(payload, str):
+    if isinstance(payload, str) and text_problem(payload) is None:
         size = len(payload.encode())
+        # Escaping grows a string six-fold at most: only a large payload needs measuring.
+        escaped = size
+        if 6 * size > ESCAPED_PAYLOAD_FACTOR * max_payload_bytes:
+            escaped = len(json.dumps(payload, ensure_ascii=False).encode()) - 2
         if size > max_payload_bytes:
             too_large = True
             problems.append(f"payload: {size} bytes is over the {max_payload_bytes}-byte limit")
+        elif escaped > ESCAPED_PAYLOAD_FACTOR * max_payload_bytes:
+            # Only a payload made mostly of control characters gets here; refused so that the
+            # transports, sized at start-up for twice the limit, carry every task accepted.
+            too_large = True
+            problems.append(
+                f"payload: {escaped} bytes once escaped for JSON (control characters take six "
+                f"each), over {ESCAPED_PAYLOAD_FACTOR} x the {max_payload_bytes}-byte limit"
+            )
     if problems:
         raise TaskValidationError(problems, too_large=too_large)
     assert spec is not None
     return spec
 
 
+def max_message_bytes(max_payload_bytes: int) -> int:
+    """The largest queue message a task within the payload limit can be, however it is
+    escaped (a hand-written message may spell every character as a six-byte \\u escape)."""
+    return 6 * max_payload_bytes + MESSAGE_ENVELOPE_BYTES
+
+
+# Fields the platform writes into a queue message: a dispatch names the attempt and the epoch it
+# belongs to, and the claim scripts compare them as integers.
+_STAMP_BOUNDS = {"attempt": (1, 2**31 - 1), "epoch": (0, 2**63 - 1)}
+
+
+def _stamp_problems(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, (low, high) in _STAMP_BOUNDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name}: must be an integer, got {type(value).__name__}")
+        elif not low <= value <= high:
+            problems.append(f"{name}: must be between {low} and {high}")
+    return problems
+
+
 def parse_task_message(
-    raw: str | bytes, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    raw: str | bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 ) -> tuple[str | None, TaskSpec]:
-    """Parse a queue message into (taskId or None, spec).
+    """Parse a queue message into (taskId or None, spec), or raise TaskValidationError.
 
     A message pushed by hand (`redis-cli LPUSH queue:pending '{"taskType":"SHELL",...}'`) may
-    carry nothing but a type and a payload; the platform fills in the rest.
+    carry nothing but a type and a payload; the platform fills in the rest. Whatever the bytes,
+    the answer is a spec or a TaskValidationError: never another exception, so one bad message
+    is dead-lettered with its reason and cannot take down the process that read it.
     """
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        size = len(raw)
+    except TypeError:
+        raise TaskValidationError([f"message: must be text, got {type(raw).__name__}"]) from None
+    limit = max_message_bytes(max_payload_bytes)
+    if size > limit:
+        # Refused before parsing: no valid task is this large, so there is nothing to decode.
+        unit = "characters" if isinstance(raw, str) else "bytes"
+        raise TaskValidationError(
+            [f"message: {size} {unit} is over the {limit} bytes a task message can take"],
+            too_large=True,
+        )
+    try:
+        data = strict_json(raw)
+    except NotStrictJSON as exc:
         raise TaskValidationError([f"message: not valid JSON ({exc})"]) from None
     if not isinstance(data, dict):
         raise TaskValidationError([f"message: must be a JSON object, got {type(data).__name__}"])
+    problems = text_problems(data, raw=raw) + _stamp_problems(data)
     task_id = data.pop("taskId", None)
     if task_id is not None:
-        try:
-            task_id = str(uuid.UUID(str(task_id)))
-        except ValueError:
-            raise TaskValidationError(["taskId: must be a UUID"]) from None
+        if isinstance(task_id, str) and _UUID.fullmatch(task_id):
+            task_id = task_id.lower()
+        else:
+            problems.append(
+                f"taskId: must be a UUID such as 123e4567-e89b-42d3-a456-426614174000, "
+                f"got {shown(task_id)}"
+            )
+    if problems:
+        raise TaskValidationError(problems)
     # Fields the platform owns may appear in a message (a re-queued task); they are not part of
     # what a client can set, so they are dropped rather than rejected.
     spec_data = {k: v for k, v in data.items() if k in _WIRE_NAMES or k not in _PLATFORM_FIELDS}

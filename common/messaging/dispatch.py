@@ -27,7 +27,7 @@ from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.dispatch import DispatchEntry
-from common.domain.task import TaskValidationError
+from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, TaskValidationError
 from common.messaging.clients import EventPublisher
 from common.messaging.schemas import DispatchMessage
 from common.messaging.topics import DISPATCH
@@ -48,7 +48,7 @@ class KafkaDispatcher(RedisDispatcher):
         store: RedisTaskStore,
         publisher: EventPublisher,
         republish_after: float = 5.0,
-        max_payload_bytes: int = 64 * 1024,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         dead_letter_max: int | None = None,
     ) -> None:
@@ -66,7 +66,11 @@ class KafkaDispatcher(RedisDispatcher):
         result = super().dispatch(scheduled, agent_id, epoch, actor)
         if result.accepted:
             task, attempt = scheduled.task, scheduled.attempt
-            self._publish(DispatchMessage.for_task(task, attempt, epoch, agent_id))
+            self._publish(
+                DispatchMessage.for_task(
+                    task, attempt, epoch, agent_id, max_payload_bytes=self.max_payload_bytes
+                )
+            )
         return result
 
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
@@ -85,7 +89,7 @@ class KafkaDispatcher(RedisDispatcher):
         count = 0
         for agent_id in sorted(self.agents_with_work()):
             for entry in self.ledger.inbox(agent_id):
-                message = _from_entry(entry, agent_id)
+                message = _from_entry(entry, agent_id, self.max_payload_bytes)
                 if message is None:
                     continue
                 key = (message.task_id, message.attempt)
@@ -121,11 +125,13 @@ class KafkaDispatcher(RedisDispatcher):
 
 
 # --8<-- [end:dispatcher]
-def _from_entry(entry: str, agent_id: str) -> DispatchMessage | None:
+def _from_entry(entry: str, agent_id: str, max_payload_bytes: int) -> DispatchMessage | None:
     """Rebuild the dispatch message of an inbox entry (`DispatchEntry`)."""
     try:
-        parsed = DispatchEntry.parse(entry)
+        parsed = DispatchEntry.parse(entry, max_payload_bytes)
     except TaskValidationError:
         log.warning("inbox of %s holds an entry that is not a dispatch: %.80r", agent_id, entry)
         return None
-    return DispatchMessage.for_task(parsed.task, parsed.attempt, parsed.epoch, agent_id)
+    return DispatchMessage.for_task(
+        parsed.task, parsed.attempt, parsed.epoch, agent_id, max_payload_bytes=max_payload_bytes
+    )

@@ -8,15 +8,31 @@ dead-letters the message instead of guessing, and says so in the dead letter's e
 
 from __future__ import annotations
 
-import json
+import re
 import time
 import uuid
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from common.domain.task import MAX_PAYLOAD_BYTES, Task, TaskType
+from common.domain.task import (
+    NotStrictJSON,
+    Task,
+    TaskType,
+    error_text,
+    field_label,
+    strict_json,
+    text_problem,
+    text_problems,
+)
 
 SCHEMA_VERSION = 1
 
@@ -32,6 +48,14 @@ class BusMessage(BaseModel):
 
     v: Literal[1] = SCHEMA_VERSION
 
+    @field_validator("v", mode="before")
+    @classmethod
+    def _an_integer(cls, v: Any) -> Any:
+        # A Literal takes True for 1 and 1.0 for 1; a version is an integer or it is wrong.
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"must be an integer version, got {type(v).__name__}")
+        return v
+
     def encode(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
@@ -39,33 +63,88 @@ class BusMessage(BaseModel):
 M = TypeVar("M", bound=BusMessage)
 
 
-def decode(model: type[M], raw: bytes | None) -> M:
-    """Parse a message value, or raise MalformedMessage with every problem on one line."""
+def decode(model: type[M], raw: bytes | None, *, max_payload_bytes: int | None = None) -> M:
+    """Parse a message value, or raise MalformedMessage with every problem on one line.
+
+    Whatever the bytes, the answer is a message or MalformedMessage, never another exception:
+    a consumer dead-letters what it cannot read and carries on with the next message.
+    `max_payload_bytes` caps a dispatch's payload; without it, the configured limit applies.
+    """
     if raw is None:
         raise MalformedMessage("empty message (no value)")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = strict_json(raw)
+    except NotStrictJSON as exc:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedMessage(f"not a JSON object but {type(data).__name__}")
+    # Output is the one free text a NUL may appear in: a task can print one, and Redis stores it.
+    problems = text_problems(data, nul_ok=_OUTPUT_FIELDS, raw=raw)
+    if problems:
+        raise MalformedMessage(f"not a valid {model.__name__}: {'; '.join(problems)}")
+    context = None if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in err.errors()
-        )
-        raise MalformedMessage(f"not a valid {model.__name__}: {problems}") from None
+        problems = [
+            f"{'.'.join(field_label(p) for p in e['loc']) or 'message'}: {error_text(e)}"
+            for e in err.errors()
+        ]
+        raise MalformedMessage(f"not a valid {model.__name__}: {'; '.join(problems)}") from None
+
+
+_OUTPUT_FIELDS = frozenset({"line", "result", "error"})
+
+# Bounds for the numbers on the bus: wide enough for any real value, narrow enough that Redis,
+# Lua (doubles) and every reader's integer parsing take them as they are.
+_ATTEMPT_MAX = 2**31 - 1
+_COUNT_MAX = 2**53
+_EPOCH_MAX = 2**63 - 1
+
+
+def _strict_int(**bounds: Any) -> Any:
+    # strict: a boolean or a float is not an integer here (Python would read `true` as 1).
+    return Field(strict=True, **bounds)
+
+
+def _time(**kw: Any) -> Any:
+    # json.loads reads 1e999 as inf; a time that is not a finite number means nothing.
+    return Field(strict=True, allow_inf_nan=False, **kw)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _identifier(v: str) -> str:
+    """An agent id: the name of keys and ZooKeeper nodes, so printable and bounded."""
+    if not v or len(v) > 256:
+        raise ValueError("must be 1 to 256 characters")
+    if _CONTROL.search(v):
+        raise ValueError("must not contain control characters")
+    return v
+
+
+def configured_max_payload_bytes() -> int:
+    """The payload limit this process was configured with (`max_payload_bytes`)."""
+    # Imported here: the settings are read once a message is checked, not when this is imported.
+    from common.config.settings import get_settings
+
+    return get_settings().max_payload_bytes
 
 
 class _TaskRef(BusMessage):
-    task_id: str
-    attempt: int = Field(ge=1)
+    task_id: str = Field(max_length=36)
+    attempt: int = _strict_int(ge=1, le=_ATTEMPT_MAX)
 
     @field_validator("task_id")
     @classmethod
     def _uuid(cls, v: str) -> str:
-        return str(uuid.UUID(v))
+        # The canonical form only: uuid.UUID also takes braces, a urn: prefix or no dashes,
+        # and the id names Redis keys, so one task must have exactly one spelling.
+        canonical = str(uuid.UUID(v))
+        if canonical != v.lower():
+            raise ValueError("must be a UUID in its canonical form")
+        return canonical
 
 
 class DispatchMessage(_TaskRef):
@@ -75,28 +154,58 @@ class DispatchMessage(_TaskRef):
     that placed it travels on to the status events, where the store checks it.
     """
 
-    epoch: int = Field(ge=0)
-    agent_id: str = Field(min_length=1)
-    task_name: str = ""
+    epoch: int = _strict_int(ge=0, le=_EPOCH_MAX)
+    agent_id: str
+    task_name: str = Field(default="", max_length=200)
     task_type: TaskType
-    payload: str = Field(min_length=1, max_length=MAX_PAYLOAD_BYTES)
-    execution_timeout: int = Field(ge=1, le=86400)
-    retry_count: int = Field(default=0, ge=0, le=10)
-    dispatched_at: float = Field(default_factory=time.time)
+    payload: str = Field(min_length=1)
+    execution_timeout: int = _strict_int(ge=1, le=86400)
+    retry_count: int = _strict_int(default=0, ge=0, le=10)
+    dispatched_at: float = _time(default_factory=time.time)
+
+    _agent = field_validator("agent_id")(_identifier)
+
+    @field_validator("task_name", "payload")
+    @classmethod
+    def _runnable_text(cls, v: str) -> str:
+        problem = text_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("payload")
+    @classmethod
+    def _within_limit(cls, v: str, info: ValidationInfo) -> str:
+        # The one limit, `max_payload_bytes`: the same the task passed when it was submitted,
+        # so a task that was accepted is never refused on its way to an agent.
+        limit = (info.context or {}).get("max_payload_bytes") or configured_max_payload_bytes()
+        size = len(v.encode())
+        if size > limit:
+            raise ValueError(f"{size} bytes is over the {limit}-byte limit")
+        return v
 
     @classmethod
-    def for_task(cls, task: Task, attempt: int, epoch: int, agent_id: str) -> DispatchMessage:
-        return cls(
-            task_id=task.task_id,
-            attempt=attempt,
-            epoch=epoch,
-            agent_id=agent_id,
-            task_name=task.task_name,
-            task_type=task.task_type,
-            payload=task.payload,
-            execution_timeout=task.execution_timeout,
-            retry_count=task.retry_count,
-        )
+    def for_task(
+        cls,
+        task: Task,
+        attempt: int,
+        epoch: int,
+        agent_id: str,
+        max_payload_bytes: int | None = None,
+    ) -> DispatchMessage:
+        fields = {
+            "task_id": task.task_id,
+            "attempt": attempt,
+            "epoch": epoch,
+            "agent_id": agent_id,
+            "task_name": task.task_name,
+            "task_type": task.task_type,
+            "payload": task.payload,
+            "execution_timeout": task.execution_timeout,
+            "retry_count": task.retry_count,
+        }
+        context = None if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
+        return cls.model_validate(fields, context=context)
 
     def task(self) -> Task:
         return Task(
@@ -123,16 +232,18 @@ class StatusEvent(_TaskRef):
     final state, and must not stop before the last line.
     """
 
-    epoch: int = Field(ge=0)
-    agent_id: str = Field(min_length=1)
+    epoch: int = _strict_int(ge=0, le=_EPOCH_MAX)
+    agent_id: str
     status: StatusValue
-    exit_code: int | None = None
+    exit_code: int | None = _strict_int(default=None, ge=-(2**31), le=2**31 - 1)
     result: str | None = None
     error: str | None = None
-    timed_out: bool = False
-    duration: float | None = None
-    log_lines: int = Field(default=0, ge=0)
-    at: float = Field(default_factory=time.time)
+    timed_out: bool = Field(default=False, strict=True)
+    duration: float | None = _time(default=None, ge=0)
+    log_lines: int = _strict_int(default=0, ge=0, le=_COUNT_MAX)
+    at: float = _time(default_factory=time.time)
+
+    _agent = field_validator("agent_id")(_identifier)
 
     @property
     def is_final(self) -> bool:
@@ -146,10 +257,10 @@ class LogLine(_TaskRef):
     past the last one it appended, which makes a redelivered line harmless.
     """
 
-    seq: int = Field(ge=1)
+    seq: int = _strict_int(ge=1, le=_COUNT_MAX)
     stream: Literal["stdout", "stderr"] = "stdout"
     line: str
-    agent_id: str = ""
+    agent_id: str = Field(default="", max_length=256)
 
     def text(self) -> str:
         # The same form the stage 1 agent stores: stderr lines are marked, stdout ones are not.
@@ -163,11 +274,13 @@ class Heartbeat(BusMessage):
     agent read, and how many of them were addressed to it.
     """
 
-    agent_id: str = Field(min_length=1)
-    load: int = Field(ge=0)
-    capacity: int = Field(ge=1)
-    seq: int = Field(ge=1)
-    at: float = Field(default_factory=time.time)
-    dispatch_read: int = 0
-    dispatch_mine: int = 0
-    stopping: bool = False
+    agent_id: str
+    load: int = _strict_int(ge=0, le=_COUNT_MAX)
+    capacity: int = _strict_int(ge=1, le=_COUNT_MAX)
+    seq: int = _strict_int(ge=1, le=_COUNT_MAX)
+    at: float = _time(default_factory=time.time)
+    dispatch_read: int = _strict_int(default=0, ge=0, le=_COUNT_MAX)
+    dispatch_mine: int = _strict_int(default=0, ge=0, le=_COUNT_MAX)
+    stopping: bool = Field(default=False, strict=True)
+
+    _agent = field_validator("agent_id")(_identifier)
