@@ -128,3 +128,20 @@ def test_a_hand_pushed_message_carrying_platform_fields_still_runs(platform):
     task = eventually(lambda: platform.client.store.list_tasks(limit=1), message="created")[0]
     done = finished(platform, task.task_id)
     assert (done.status, done.attempt, done.result) == (TaskStatus.SUCCESS, 1, "mine\n")
+
+
+def test_a_payload_the_compiler_refuses_fails_its_attempt_and_the_next_task_runs(platform):
+    # Given Python payloads that cannot compile: a syntax error, and nesting deeper than the
+    # compiler's recursion limit
+    broken = [
+        platform.client.submit({"taskType": "PYTHON_SCRIPT", "payload": source})[0]
+        for source in ("def (:\n", "x = " + "(" * 5000 + "1" + ")" * 5000 + "\n")
+    ]
+    # Then each attempt ends FAILED with the compiler's reason, never stuck RUNNING
+    for task in broken:
+        done = finished(platform, task.task_id)
+        assert (done.status, done.attempt) == (TaskStatus.FAILED, 1)
+        assert done.error
+    # And the warm workers that refused them still run the next task
+    ok, _ = platform.client.submit({"taskType": "PYTHON_SCRIPT", "payload": "print('still here')"})
+    assert finished(platform, ok.task_id).result == "still here\n"
