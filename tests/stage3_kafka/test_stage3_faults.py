@@ -106,11 +106,9 @@ def test_an_agent_frozen_past_the_heartbeat_timeout_is_failed_over_before_zookee
     finally:
         agents[victim].resume()
 
-    # And when the frozen agent wakes up, it kills its now superseded run, whose report the
-    # store rejects: the task keeps the one result of attempt 2
-    eventually(
-        lambda: "superseded by attempt 2" in agents[victim].log_text(), 10, message="old run killed"
-    )
+    # And when the frozen agent wakes up, it kills its now superseded run (or, if the run
+    # ended while the agent was frozen, reports it), and the manager finds that report stale:
+    # the task keeps the one result of attempt 2
     eventually(lambda: probe.event_stats()["status_stale"] >= 1, 10, message="stale report read")
     assert probe.tasks.get(task.task_id).attempt == 2
     assert [h["state"] for h in probe.history(task.task_id)].count("SUCCESS") == 1
