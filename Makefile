@@ -17,12 +17,13 @@ export NO_MKDOCS_2_WARNING := 1
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-system-deps: ## Install the Debian packages the native stack needs (redis-server, zookeeper, JDK)
+system-deps: ## Install the Debian packages the native stack needs (redis-server, zookeeper, JDK), and node
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/share/zookeeper/bin/zkServer.sh ] || missing="$$missing zookeeper"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -36,7 +37,13 @@ $(STAMP): pyproject.toml common/devstack/kafka_pom/pom.xml
 	$(BIN)/python -m common.devstack.kafka fetch
 	touch $@
 
-setup: system-deps $(STAMP) ## Create .venv and install everything from nothing
+# Mermaid's own parser, run on every diagram by tests/unit/test_diagrams.py (locked versions).
+MERMAID_STAMP := tools/mermaid/node_modules/.installed
+$(MERMAID_STAMP): tools/mermaid/package.json tools/mermaid/package-lock.json
+	cd tools/mermaid && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: system-deps $(STAMP) $(MERMAID_STAMP) ## Create .venv and install everything from nothing
 
 test: setup ## Lint, unit + integration tests on real services, strict docs build
 	$(MAKE) lint
