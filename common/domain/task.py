@@ -312,6 +312,9 @@ def _problems(err: ValidationError) -> list[str]:
             msg = "is required"
         elif e["type"] == "value_error":
             msg = error_text(e)
+        elif e["type"] == "string_unicode":
+            # Bytes that were not UTF-8, carried as lone surrogates (a shell argument, stdin).
+            msg = "not valid UTF-8 text"
         problems.append(f"{field}: {msg}")
     return problems
 
