@@ -73,6 +73,7 @@ class TaskServiceProxy:
         self._next = 0
         self._changed = threading.Condition(self._lock)
         self.failovers = 0  # calls retried on another provider (for tests and logs)
+        self.last_provider = ""  # the provider the latest attempt went to (likewise)
 
     # -- discovery -------------------------------------------------------------------------
     def start(self) -> TaskServiceProxy:
@@ -162,6 +163,7 @@ class TaskServiceProxy:
                 tried.clear()
                 continue
             tried.add(address)
+            self.last_provider = address
             yield address, deadline - time.monotonic()
 
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:

@@ -92,7 +92,9 @@ class Provider:
             (SERVICE_FULL_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         host, port = split_address(settings.rpc_address)
-        bound = self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        bound = self.server.add_insecure_port(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        )
         if bound == 0:
             raise OSError(f"cannot listen on {settings.rpc_address}")
         self.host, self.port = host, bound
@@ -123,8 +125,11 @@ class Provider:
             if ok != serving:
                 serving = ok
                 self._set_serving(ok)
-                log.warning("Redis %s: health %s", "back" if ok else "down",
-                            "SERVING" if ok else "NOT_SERVING")
+                log.warning(
+                    "Redis %s: health %s",
+                    "back" if ok else "down",
+                    "SERVING" if ok else "NOT_SERVING",
+                )
 
     def stop(self, grace: float) -> None:
         self._stopping.set()
