@@ -6,6 +6,8 @@
     python -m common.rpc.call call 127.0.0.1:50051 tasklab.v1.TaskService/Submit \\
         '{"taskType": "SHELL", "payload": "echo hi"}'
     python -m common.rpc.call health 127.0.0.1:50051          # exit 0 if SERVING
+    python -m common.rpc.call submit 'echo hi'                # through the proxy (ZooKeeper)
+    python -m common.rpc.call watch TASK_ID                   # likewise, failing over
 
 It knows nothing of tasklab's messages: request and response types come from the server's
 reflection service, JSON is converted with protobuf's json_format (proto3 JSON: camelCase
@@ -74,6 +76,47 @@ def _unpacked(detail, pool):
     return msg
 
 
+def _through_zookeeper(args: argparse.Namespace) -> int:
+    """The subcommands that find providers in ZooKeeper (TASKLAB_ZK_HOSTS, _ZK_CHROOT)."""
+    from common.config import get_settings
+    from common.coordination.zk import close_zk, get_zk
+    from common.rpc.gen import task_service_pb2 as pb
+    from common.rpc.proxy import TaskServiceProxy
+    from common.rpc.registry import TASK_SERVICE
+
+    settings = get_settings()
+    zk = get_zk(settings)
+    try:
+        if args.cmd == "providers":
+            for child in sorted(zk.get_children(TASK_SERVICE)):
+                data, _ = zk.get(f"{TASK_SERVICE}/{child}")
+                print(child, data.decode())
+            return 0
+        proxy = TaskServiceProxy(zk).start()
+        try:
+            if args.cmd == "submit":
+                answer = proxy.submit(pb.SubmitRequest(task_type=pb.SHELL, payload=args.payload))
+                print(answer.task.task_id, f"(via {proxy.last_provider})")
+                return 0
+            for event in proxy.watch(args.task_id, timeout=args.timeout):
+                kind = event.WhichOneof("event")
+                if kind == "transition":
+                    what = pb.TaskStatus.Name(event.transition.state)
+                elif kind == "log":
+                    what = event.log.line
+                else:
+                    what = pb.TaskStatus.Name(event.final.status)
+                print(f"{kind:<10} {event.sequence:>4}  {what}  (via {proxy.last_provider})")
+            return 0
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        finally:
+            proxy.close()
+    finally:
+        close_zk(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.rpc.call", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -88,25 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("method")
     p.add_argument("body", nargs="?", default="{}")
     p.add_argument("--timeout", type=float, default=30.0)
+    p = sub.add_parser("submit", help="submit a SHELL task through the proxy")
+    p.add_argument("payload")
+    p = sub.add_parser("watch", help="watch a task through the proxy, failing over")
+    p.add_argument("task_id")
+    p.add_argument("--timeout", type=float, default=300.0)
     p = sub.add_parser("health", help="grpc.health.v1 Check; exit 0 if SERVING")
     p.add_argument("address")
     p.add_argument("service", nargs="?", default="")
     args = parser.parse_args(argv)
 
-    if args.cmd == "providers":
-        from common.config import get_settings
-        from common.coordination.zk import close_zk, get_zk
-        from common.rpc.registry import TASK_SERVICE
-
-        settings = get_settings()
-        zk = get_zk(settings)
-        try:
-            for child in sorted(zk.get_children(TASK_SERVICE)):
-                data, _ = zk.get(f"{TASK_SERVICE}/{child}")
-                print(child, data.decode())
-        finally:
-            close_zk(settings)
-        return 0
+    if args.cmd in ("providers", "submit", "watch"):
+        return _through_zookeeper(args)
     if args.cmd == "call":
         return call(args.address, args.method, args.body, args.timeout)
     channel = grpc.insecure_channel(args.address)
