@@ -10,7 +10,6 @@ fixture touches this module's platform.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from rpc_support import free_port
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.integration
 # The platform under the front door, smaller than the stage's topology to spare two cores.
 PLATFORM_ROLES = (("scheduler", 1), ("agent", 2), ("manager", 1))
 STAGE4_DB = 4  # other suites flush database 0 per test; this module's platform lives on
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
 from common.rpc.proxy import TaskServiceProxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stub(address: str) -> pb_grpc.TaskServiceStub:

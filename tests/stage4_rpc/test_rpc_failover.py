@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 import uuid
 
+import grpc
 import pytest
-from rpc_support import shell
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rpc_support import free_port, shell, stub
 
+from common.rpc.errors import details_of
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.proxy import TaskServiceProxy
 from common.rpc.registry import TASK_SERVICE
@@ -118,3 +121,32 @@ def test_a_killed_providers_node_vanishes_and_a_new_provider_is_found_without_a_
         assert used == {alive, newcomer}
     finally:
         stage4.providers[newcomer].stop()
+
+
+def test_a_provider_whose_redis_is_down_answers_unavailable_and_reports_not_serving(stage4):
+    # A real provider pointed at a port where no Redis listens: the store is down for it.
+    address = f"127.0.0.1:{free_port()}"
+    name = f"rpc-noredis-{uuid.uuid4().hex[:4]}"
+    proc = stage4.start(
+        "rpc",
+        name,
+        TASKLAB_RPC_ADDRESS=address,
+        TASKLAB_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    try:
+        eventually(lambda: address in stage4.zk.get_children(TASK_SERVICE), 20, message=name)
+        with pytest.raises(grpc.RpcError) as err:
+            stub(address).Submit(shell("true"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert any(d.DESCRIPTOR.name == "RetryInfo" for d in details_of(err.value))
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+        eventually(
+            lambda: (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
+            10,
+            message="health follows Redis",
+        )
+    finally:
+        proc.stop()

@@ -196,6 +196,20 @@ def test_a_watch_ends_at_its_deadline_when_the_task_does_not_finish(proxy, provi
     proxy.cancel(task_id)
 
 
+def test_each_provider_registers_an_ephemeral_node_with_its_metadata(stage4, providers):
+    import json
+
+    from common.rpc.registry import provider_node
+
+    for address in providers:
+        data, stat = stage4.zk.get(provider_node(address))
+        meta = json.loads(data)
+        assert f"{meta['host']}:{meta['port']}" == address
+        assert meta["pid"] == stage4.providers[address].pid
+        assert meta["version"] and meta["startedAt"] > 0
+        assert stat.ephemeralOwner != 0, "ephemeral: it lives as long as the provider's session"
+
+
 def test_health_and_reflection_answer_on_every_provider(providers):
     for address in providers:
         channel = grpc.insecure_channel(address)
