@@ -60,13 +60,13 @@ def call(address: str, method: str, body: str, timeout: float) -> int:
         out = {"code": exc.code().name, "message": exc.details()}
         status = rpc_status.from_call(exc)
         if status is not None and status.details:
-            out["details"] = [json_format.MessageToDict(_unpacked(d, pool)) for d in status.details]
+            out["details"] = [json_format.MessageToDict(_unpacked(d)) for d in status.details]
         print(json.dumps(out, indent=2), file=sys.stderr)
         return 1
     return 0
 
 
-def _unpacked(detail, pool):
+def _unpacked(detail):
     from google.rpc import error_details_pb2  # noqa: F401 - registers the detail types
 
     kind = detail.type_url.rsplit("/", 1)[-1]

@@ -69,7 +69,6 @@ class Provider:
         self.servicer = TaskServicer(
             TaskClient(RedisTaskStore(client), settings.max_payload_bytes),
             client,
-            actor=f"rpc:{settings.rpc_address}",
             watch_poll=settings.rpc_watch_poll,
             watch_max=settings.rpc_watch_max,
         )
@@ -98,6 +97,8 @@ class Provider:
         if bound == 0:
             raise OSError(f"cannot listen on {settings.rpc_address}")
         self.host, self.port = host, bound
+        # The history names the provider by the port it really got (port 0 = the OS chose).
+        self.servicer.actor = f"rpc:{host}:{bound}"
         self._stopping = threading.Event()
 
     def start(self) -> None:
