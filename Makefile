@@ -12,7 +12,8 @@ export NO_MKDOCS_2_WARNING := 1
 .PHONY: help setup system-deps test test-fast unit lint docs docs-serve demo clean \
         stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check \
         stage2-local stage2-up stage2-down stage2-logs stage2-test \
-        stage3-local stage3-up stage3-down stage3-logs stage3-test stage3-measure
+        stage3-local stage3-up stage3-down stage3-logs stage3-test stage3-measure \
+        stage4-local stage4-up stage4-down stage4-logs stage4-test
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,7 +34,7 @@ system-deps: ## Install the Debian packages the native stack needs (redis-server
 $(STAMP): pyproject.toml common/devstack/kafka_pom/pom.xml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[stage2,stage3,dev]'
+	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,dev]'
 	$(BIN)/python -m common.devstack.kafka fetch
 	touch $@
 
@@ -43,7 +44,13 @@ $(MERMAID_STAMP): tools/mermaid/package.json tools/mermaid/package-lock.json
 	cd tools/mermaid && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: system-deps $(STAMP) $(MERMAID_STAMP) ## Create .venv and install everything from nothing
+# The gRPC code is generated from proto/ (gitignored, never edited), again whenever the .proto
+# or the generator changes.
+GEN_STAMP := common/rpc/gen/__init__.py
+$(GEN_STAMP): $(STAMP) proto/tasklab/v1/task_service.proto common/rpc/codegen.py
+	$(BIN)/python -m common.rpc.codegen
+
+setup: system-deps $(STAMP) $(GEN_STAMP) $(MERMAID_STAMP) ## Create .venv and install everything from nothing
 
 test: setup ## Lint, unit + integration tests on real services, strict docs build
 	$(MAKE) lint
@@ -54,10 +61,10 @@ test-fast: setup ## Everything `make test` runs but the slow fault tests (pytest
 	$(MAKE) lint
 	CI=$${CI:-} $(BIN)/pytest -q -m "not slow"
 
-unit: $(STAMP) ## Unit tests only (no services)
+unit: $(STAMP) $(GEN_STAMP) ## Unit tests only (no services)
 	$(BIN)/pytest -q tests/unit
 
-lint: $(STAMP) ## ruff lint + format check, import layering (contracts in pyproject.toml)
+lint: $(STAMP) $(GEN_STAMP) ## ruff lint + format check, import layering (contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo --no-cache
@@ -127,11 +134,27 @@ stage3-test: setup ## Stage 3 integration tests (real Kafka + ZooKeeper + Redis,
 stage3-measure: setup ## What dispatch routing costs with 1, 3 and 6 agents (a markdown table)
 	$(BIN)/python -m stage3_kafka.measure_dispatch --agents 1 3 6 --tasks 300
 
+# ---- stage 4 -------------------------------------------------------------------------------
+stage4-local: setup ## Stage 4 natively: the stage 3 platform plus 2 gRPC TaskService providers
+	$(BIN)/python -m common.demo --stage 4 --serve
+
+stage4-up: ## Stage 4 with Docker Compose (needs a Docker engine)
+	docker compose -f stage4_rpc/compose.yaml up -d --build
+
+stage4-down: ## Stop the stage 4 compose stack
+	docker compose -f stage4_rpc/compose.yaml down -v
+
+stage4-logs: ## Follow the stage 4 compose logs
+	docker compose -f stage4_rpc/compose.yaml logs -f
+
+stage4-test: setup ## Stage 4 integration tests (gRPC providers killed mid-call, on real services)
+	$(BIN)/pytest -q tests/stage4_rpc tests/unit/test_rpc_codegen.py tests/unit/test_rpc_mapping.py
+
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install -q -e '.[stage2,stage3,dev,bench]'
+	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,dev,bench]'
 	touch $@
 
 .PHONY: bench bench-quick

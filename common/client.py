@@ -20,6 +20,20 @@ class TaskNotFound(LookupError):
         self.task_id = task_id
 
 
+class NotRetryable(ValueError):
+    """A retry of a task that is not FAILED or CANCELLED (a 409 / FAILED_PRECONDITION)."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(
+            f"task {task_id} is {status}: only a FAILED or CANCELLED task can be retried"
+        )
+        self.task_id = task_id
+        self.status = status
+
+
+RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
 class TaskClient:
     def __init__(
         self, store: TaskStore, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -53,12 +67,21 @@ class TaskClient:
         self.get(task_id)
         return self.store.cancel(task_id, actor=actor)
 
-    def retry(self, task_id: str, actor: str = "client") -> Task:
-        """A new task with the same spec (a terminal task is never re-opened)."""
+    def retry(
+        self, task_id: str, actor: str = "client", request_id: str | None = None
+    ) -> tuple[Task, bool]:
+        """A new task with the spec of a FAILED or CANCELLED one; returns (task, created).
+
+        A terminal task is never re-opened: the new one records what it retries (`retryOf`).
+        `request_id` makes the retry itself idempotent (a client retrying the call after a
+        lost reply gets the same new task). Terminal states are final, so the check and the
+        submit need no atomicity between them.
+        """
         old = self.get(task_id)
-        spec = old.spec.model_copy(update={"request_id": None})
-        task, _ = self.store.submit(spec, actor=f"{actor} (retry of {task_id})")
-        return task
+        if old.status not in RETRYABLE:
+            raise NotRetryable(task_id, old.status.value)
+        spec = old.spec.model_copy(update={"request_id": request_id})
+        return self.store.submit(spec, actor=f"{actor} (retry of {task_id})", retry_of=task_id)
 
     def follow_logs(self, task_id: str, poll: float = 0.2, timeout: float = 3600) -> Iterator[str]:
         """Yield log lines as they arrive until the task is terminal and nothing is left."""
@@ -76,4 +99,4 @@ class TaskClient:
                 time.sleep(poll)
 
 
-__all__ = ["TaskClient", "TaskNotFound", "TaskStatus"]
+__all__ = ["NotRetryable", "TaskClient", "TaskNotFound", "TaskStatus"]

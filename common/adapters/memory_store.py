@@ -27,11 +27,13 @@ class InMemoryTaskStore(TaskStore):
         self.counters: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def submit(self, spec: TaskSpec, actor: str = "client") -> tuple[Task, bool]:
+    def submit(
+        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+    ) -> tuple[Task, bool]:
         with self._lock:
             if spec.request_id and spec.request_id in self.requests:
                 return Task.from_hash(self.tasks[self.requests[spec.request_id]]), False
-            task = Task.new(spec)
+            task = Task.new(spec, retry_of=retry_of)
             self.tasks[task.task_id] = task.to_hash()
             self.histories[task.task_id] = [
                 {

@@ -25,8 +25,10 @@ class RedisTaskStore(TaskStore):
         self.client = client
         self.scripts = Scripts(client)
 
-    def submit(self, spec: TaskSpec, actor: str = "client") -> tuple[Task, bool]:
-        task = Task.new(spec)
+    def submit(
+        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+    ) -> tuple[Task, bool]:
+        task = Task.new(spec, retry_of=retry_of)
         request_key = keys.request(spec.request_id) if spec.request_id else keys.request("-")
         task_id, created = self.scripts.submit(
             keys=[

@@ -94,7 +94,7 @@ def _guard(fn):
     """Turn the errors a user can cause into one line and an exit code."""
     import functools
 
-    from common.client import TaskNotFound
+    from common.client import NotRetryable, TaskNotFound
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -102,7 +102,7 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except TaskValidationError as exc:
             fail(str(exc), 2)
-        except TaskNotFound as exc:
+        except (TaskNotFound, NotRetryable) as exc:
             fail(str(exc), 1)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             fail(
@@ -230,8 +230,8 @@ def cancel(task_id: str) -> None:
 @app.command()
 @_guard
 def retry(task_id: str) -> None:
-    """Submit a new task with the same spec as TASK_ID; prints the new id."""
-    typer.echo(client().retry(task_id, actor="cli").task_id)
+    """Submit a new task with the spec of a FAILED or CANCELLED TASK_ID; prints the new id."""
+    typer.echo(client().retry(task_id, actor="cli")[0].task_id)
 
 
 @app.command()

@@ -150,6 +150,17 @@ class Settings(BaseSettings):
     manager_log_wait: float = Field(default=3.0, ge=0)
     dispatch_republish_after: float = Field(default=5.0, gt=0)
 
+    # Stage 4: the gRPC TaskService provider. Port 0 = a free port the OS picks; clients find
+    # the real one in ZooKeeper (/services/TaskService/{host:port}), so providers on one host
+    # never collide. A wildcard host (0.0.0.0) is advertised as rpc_advertise_host, else as
+    # this machine's hostname.
+    rpc_address: str = Field(default="127.0.0.1:0", pattern=r"^\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}$")
+    rpc_advertise_host: str = ""
+    rpc_workers: int = Field(default=16, ge=1, le=1024)
+    rpc_watch_poll: float = Field(default=0.1, gt=0, le=10)
+    rpc_watch_max: float = Field(default=3600.0, gt=0)  # a Watch with no deadline ends then
+    rpc_stop_grace: float = Field(default=5.0, ge=0)  # in-flight calls finish within this
+
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)

@@ -250,9 +250,11 @@ class Task(_Wire):
     exit_code: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # The task this one retries (a retry by hand makes a new task; terminal ones stay final).
+    retry_of: str | None = None
 
     @classmethod
-    def new(cls, spec: TaskSpec, task_id: str | None = None) -> Task:
+    def new(cls, spec: TaskSpec, task_id: str | None = None, retry_of: str | None = None) -> Task:
         spec = spec.with_default_name()
         now = time.time()
         return cls(
@@ -260,6 +262,7 @@ class Task(_Wire):
             **spec.model_dump(),
             created_at=now,
             updated_at=now,
+            retry_of=retry_of,
         )
 
     @property

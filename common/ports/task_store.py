@@ -34,8 +34,12 @@ class CancelResult(NamedTuple):
 
 class TaskStore(ABC):
     @abstractmethod
-    def submit(self, spec: TaskSpec, actor: str = "client") -> tuple[Task, bool]:
-        """Store and enqueue a new task; return (task, created). Same requestId = same task."""
+    def submit(
+        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+    ) -> tuple[Task, bool]:
+        """Store and enqueue a new task; return (task, created). Same requestId = same task.
+
+        `retry_of`: the id of the finished task this one retries, kept on the new task."""
 
     @abstractmethod
     def get(self, task_id: str) -> Task | None: ...

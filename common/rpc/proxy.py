@@ -1,0 +1,253 @@
+"""TaskServiceProxy: the client-side stub that finds, balances and fails over providers.
+
+Pattern: Proxy (stage 4; the stage 2 one is `RetryingClient` in common/coordination/zk.py).
+It has the TaskService's methods, and callers use it as if it were one server; behind it:
+- discovery: a ChildrenWatch on `/services/TaskService` keeps the set of providers current (a
+  provider's ephemeral node vanishes when it dies; a new one appears when it starts), so no
+  client is restarted or reconfigured when providers come and go;
+- balancing: round robin over the providers, in address order;
+- failover: a call answered UNAVAILABLE (the provider died, is stopping, or its Redis is down)
+  is tried again on the next provider, until it succeeds or the call's own deadline passes.
+  Any other status is the answer, not a failure of the provider, and is raised at once.
+
+Retrying is only safe for calls that cannot apply twice, so the proxy makes them so: Submit and
+Retry always carry a requestId (one is generated when the caller gave none), and the store maps
+one requestId to one task, so a Submit the dead provider applied before it could answer returns
+that same task on the next provider. Cancel is idempotent already (a cancelled task accepts a
+cancel again); GetTaskInfo and List only read. Watch resumes on the next provider from the
+sequence numbers it last delivered, so the caller sees every event once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from kazoo.recipe.watchers import ChildrenWatch
+
+from common.observability import get_logger
+from common.rpc.gen import task_service_pb2 as pb
+from common.rpc.gen import task_service_pb2_grpc as pb_grpc
+from common.rpc.registry import TASK_SERVICE
+
+log = get_logger("tasklab.rpc.proxy")
+
+DEFAULT_TIMEOUT = 10.0
+# A provider that answered UNAVAILABLE is passed over for this long (unless it is the only
+# one): its node may linger for a session timeout after it died.
+SUSPECT_FOR = 2.0
+CLIENT_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+class NoProvider(grpc.RpcError):
+    """No provider answered within the deadline (none registered, or all unavailable)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class TaskServiceProxy:
+    def __init__(self, zk: Any, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        # A RetryingClient (common.coordination.zk) or a plain KazooClient: recipes need the raw.
+        self._zk = getattr(zk, "raw", zk)
+        self.default_timeout = default_timeout
+        self._lock = threading.Lock()
+        self._providers: list[str] = []
+        self._channels: dict[str, tuple[grpc.Channel, pb_grpc.TaskServiceStub]] = {}
+        self._suspect: dict[str, float] = {}
+        self._next = 0
+        self._changed = threading.Condition(self._lock)
+        self.failovers = 0  # calls retried on another provider (for tests and logs)
+        self.last_provider = ""  # the provider the latest attempt went to (likewise)
+
+    # -- discovery -------------------------------------------------------------------------
+    def start(self) -> TaskServiceProxy:
+        self._zk.ensure_path(TASK_SERVICE)
+        ChildrenWatch(self._zk, TASK_SERVICE, self._on_children)
+        return self
+
+    def providers(self) -> list[str]:
+        with self._lock:
+            return list(self._providers)
+
+    def _on_children(self, children: list[str]) -> None:
+        # kazoo's event thread: no blocking work here (closing a channel does not block).
+        with self._lock:
+            current = sorted(children)
+            gone = set(self._providers) - set(current)
+            joined = set(current) - set(self._providers)
+            self._providers = current
+            closing = [self._channels.pop(a)[0] for a in gone if a in self._channels]
+            for address in gone:
+                self._suspect.pop(address, None)
+            self._changed.notify_all()
+        for channel in closing:
+            channel.close()
+        if joined:
+            log.info("TaskService providers joined: %s", ", ".join(sorted(joined)))
+        if gone:
+            log.info("TaskService providers left: %s", ", ".join(sorted(gone)))
+
+    def close(self) -> None:
+        with self._lock:
+            channels = [c for c, _ in self._channels.values()]
+            self._channels.clear()
+        for channel in channels:
+            channel.close()
+
+    # -- choosing a provider ---------------------------------------------------------------
+    def _pick(self, tried: set[str], deadline: float) -> str | None:
+        """The next provider in round-robin order not tried by this call (healthy ones first);
+        waits for one to register, until the deadline; None when every one was tried."""
+        with self._lock:
+            while not self._providers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(min(remaining, 0.5))
+            now = time.monotonic()
+            fresh = [a for a in self._providers if a not in tried]
+            healthy = [a for a in fresh if self._suspect.get(a, 0) <= now]
+            choices = healthy or fresh
+            if not choices:
+                return None
+            address = choices[self._next % len(choices)]
+            self._next += 1
+            return address
+
+    def _stub(self, address: str) -> pb_grpc.TaskServiceStub:
+        with self._lock:
+            if address not in self._channels:
+                channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
+                self._channels[address] = (channel, pb_grpc.TaskServiceStub(channel))
+            return self._channels[address][1]
+
+    def _unavailable(self, address: str, error: grpc.RpcError) -> None:
+        with self._lock:
+            self._suspect[address] = time.monotonic() + SUSPECT_FOR
+        self.failovers += 1
+        log.warning("provider %s unavailable (%s); trying another", address, error.details())
+
+    def _attempts(self, timeout: float | None) -> Iterator[tuple[str, float]]:
+        """(provider, seconds left) for each attempt of one call, until its deadline."""
+        deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
+        tried: set[str] = set()
+        pause = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            address = self._pick(tried, deadline)
+            if address is None:
+                if not tried:
+                    return  # none registered before the deadline
+                # Every provider failed once: give them a moment (a restart, Redis coming
+                # back), then go round again. Bounded by the deadline.
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                tried.clear()
+                continue
+            tried.add(address)
+            self.last_provider = address
+            yield address, deadline - time.monotonic()
+
+    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        last: grpc.RpcError | None = None
+        for address, remaining in self._attempts(timeout):
+            try:
+                return getattr(self._stub(address), method)(request, timeout=remaining)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                last = exc
+                self._unavailable(address, exc)
+        if last is not None:
+            raise NoProvider(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no TaskService provider answered {method} in time: {last.details()}",
+            )
+        raise NoProvider(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no TaskService provider registered under {TASK_SERVICE}",
+        )
+
+    # -- the TaskService -------------------------------------------------------------------
+    def submit(self, request: pb.SubmitRequest, timeout: float | None = None) -> pb.SubmitResponse:
+        # A requestId makes the failover below safe: a provider may die after storing the task.
+        return self._call("Submit", _with_request_id(request), timeout)
+
+    def get_task_info(self, task_id: str, timeout: float | None = None) -> pb.TaskInfo:
+        return self._call("GetTaskInfo", pb.GetTaskInfoRequest(task_id=task_id), timeout)
+
+    def cancel(self, task_id: str, timeout: float | None = None) -> pb.CancelResponse:
+        return self._call("Cancel", pb.CancelRequest(task_id=task_id), timeout)
+
+    def retry(
+        self, task_id: str, request_id: str = "", timeout: float | None = None
+    ) -> pb.RetryResponse:
+        request = pb.RetryRequest(task_id=task_id, request_id=request_id or str(uuid.uuid4()))
+        return self._call("Retry", request, timeout)
+
+    def list(self, request: pb.ListRequest, timeout: float | None = None) -> pb.ListResponse:
+        return self._call("List", request, timeout)
+
+    def watch(
+        self,
+        task_id: str,
+        from_transition: int = 0,
+        from_log: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[pb.WatchEvent]:
+        """Every transition and log line of the task from the given positions, then the final
+        task; across providers, each event once, in order within its kind."""
+        next_transition, next_log = from_transition, from_log
+        last: grpc.RpcError | None = None
+        for address, remaining in self._attempts(timeout):
+            request = pb.WatchRequest(
+                task_id=task_id, from_transition=next_transition, from_log=next_log
+            )
+            try:
+                for event in self._stub(address).Watch(request, timeout=remaining):
+                    kind = event.WhichOneof("event")
+                    if kind == "transition":
+                        next_transition = event.sequence + 1
+                    elif kind == "log":
+                        next_log = event.sequence + 1
+                    yield event
+                    if kind == "final":
+                        return
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                last = exc
+                self._unavailable(address, exc)
+        raise NoProvider(
+            grpc.StatusCode.UNAVAILABLE if last else grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"watch of {task_id} could not continue: "
+            + (last.details() if last else "no provider registered"),
+        )
+
+
+def _with_request_id(request: pb.SubmitRequest) -> pb.SubmitRequest:
+    if request.request_id:
+        return request
+    copy = pb.SubmitRequest()
+    copy.CopyFrom(request)
+    copy.request_id = str(uuid.uuid4())
+    return copy

@@ -1,0 +1,216 @@
+"""The TaskService servicer: the task API (TaskClient) behind gRPC.
+
+Pattern: Facade, seen from the wire (stage 4). Each method is a thin translation: the request
+becomes a call on `TaskClient` (the same facade the CLI uses, over the same RedisTaskStore), and
+the answer or the domain error becomes the response or a status code (`common.rpc.errors`).
+No rule about tasks lives here; a rule added to the domain holds for gRPC at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+import grpc
+from redis import Redis
+
+from common.client import TaskClient
+from common.domain.task import TaskValidationError
+from common.observability import get_logger
+from common.rpc import convert, errors
+from common.rpc.gen import task_service_pb2 as pb
+from common.rpc.gen import task_service_pb2_grpc as pb_grpc
+from common.rpc.listing import MAX_PAGE, BadCursor, TaskFilter, list_page
+
+log = get_logger("tasklab.rpc")
+
+
+def _fail(method: Callable, exc: Exception, context: grpc.ServicerContext) -> None:
+    status = errors.status_of(exc)
+    if status is None:
+        # A bug, not bad input: logged with its traceback, answered INTERNAL, never a crash.
+        log.exception("%s failed", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    errors.abort(context, status)
+
+
+def _deadline_passed(context: grpc.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+def _mapped(method: Callable) -> Callable:
+    """Run a servicer method, turning domain and Redis errors into their status codes."""
+
+    @wraps(method)
+    def wrapper(self: TaskServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        if _deadline_passed(context):
+            # Queued behind other calls past the caller's deadline: doing the work now would
+            # apply a command the caller has already given up on.
+            errors.abort(context, errors.deadline_exceeded("deadline passed before the call ran"))
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a crash
+            _fail(method, exc, context)
+
+    return wrapper
+
+
+def _watched(method: Callable) -> Callable:
+    """_mapped for a server-streaming method (a generator)."""
+
+    @wraps(method)
+    def wrapper(self: TaskServicer, request: Any, context: grpc.ServicerContext) -> Iterator:
+        try:
+            yield from method(self, request, context)
+        except Exception as exc:  # noqa: BLE001
+            _fail(method, exc, context)
+
+    return wrapper
+
+
+class TaskServicer(pb_grpc.TaskServiceServicer):
+    def __init__(
+        self,
+        tasks: TaskClient,
+        redis: Redis,
+        *,
+        actor: str = "rpc",
+        watch_poll: float = 0.1,
+        watch_max: float = 3600.0,
+    ) -> None:
+        self.tasks = tasks
+        self.redis = redis
+        self.actor = actor
+        self.watch_poll = watch_poll
+        self.watch_max = watch_max
+
+    @_mapped
+    def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:  # noqa: N802
+        task, created = self.tasks.submit(convert.submit_data(request), actor=self.actor)
+        return pb.SubmitResponse(task=convert.task(task), created=created)
+
+    @_mapped
+    def GetTaskInfo(self, request: pb.GetTaskInfoRequest, context) -> pb.TaskInfo:  # noqa: N802
+        task = self.tasks.get(_task_id(request.task_id))
+        store = self.tasks.store
+        return pb.TaskInfo(
+            task=convert.task(task),
+            timeline=[convert.timeline_entry(e) for e in store.history(task.task_id)],
+            logs=store.logs(task.task_id),
+        )
+
+    @_mapped
+    def Cancel(self, request: pb.CancelRequest, context) -> pb.CancelResponse:  # noqa: N802
+        task_id = _task_id(request.task_id)
+        result = self.tasks.cancel(task_id, actor=self.actor)
+        if result.reason == "missing":
+            raise errors.Failure(errors.not_found(task_id))
+        if not result.accepted:
+            raise errors.Failure(
+                errors.precondition(
+                    task_id,
+                    result.status,
+                    f"task {task_id} is {result.status}: a finished task cannot be cancelled",
+                )
+            )
+        return pb.CancelResponse(
+            task_id=task_id,
+            status=convert.status(result.status),
+            cancelled_from=convert.status(result.cancelled_from),
+            already_cancelled=result.reason == "already_cancelled",
+            message="Cancel request accepted.",
+        )
+
+    @_mapped
+    def Retry(self, request: pb.RetryRequest, context) -> pb.RetryResponse:  # noqa: N802
+        task_id = _task_id(request.task_id)
+        task, created = self.tasks.retry(
+            task_id, actor=self.actor, request_id=request.request_id or None
+        )
+        return pb.RetryResponse(
+            new_task_id=task.task_id,
+            status=convert.status(task.status.value),
+            retry_of=task.retry_of or task_id,
+            created=created,
+        )
+
+    @_mapped
+    def List(self, request: pb.ListRequest, context) -> pb.ListResponse:  # noqa: N802
+        problems = []
+        if not 0 <= request.page_size <= MAX_PAGE:
+            problems.append(f"pageSize: must be between 1 and {MAX_PAGE} (0 = 50)")
+        if request.status and request.status not in pb.TaskStatus.values():
+            problems.append("status: not a TaskStatus")
+        if request.task_type and request.task_type not in pb.TaskType.values():
+            problems.append("taskType: not a TaskType")
+        if problems:
+            raise TaskValidationError(problems)
+        after, before = request.created_after, request.created_before
+        flt = TaskFilter(
+            status=pb.TaskStatus.Name(request.status) if request.status else None,
+            task_type=pb.TaskType.Name(request.task_type) if request.task_type else None,
+            agent_id=request.agent_id or None,
+            name=request.name or None,
+            created_after=convert.seconds(after) if request.HasField("created_after") else None,
+            created_before=convert.seconds(before) if request.HasField("created_before") else None,
+        )
+        try:
+            tasks, cursor = list_page(self.redis, flt, request.page_size or 50, request.cursor)
+        except BadCursor as exc:
+            raise TaskValidationError([str(exc)]) from None
+        return pb.ListResponse(tasks=[convert.task(t) for t in tasks], next_cursor=cursor)
+
+    @_watched
+    def Watch(self, request: pb.WatchRequest, context) -> Iterator[pb.WatchEvent]:  # noqa: N802
+        """Poll the task's history and log lists from the caller's positions; stream what is
+        new; end with the final task once it is terminal and both lists are drained.
+
+        Both lists are append-only (a history entry per accepted transition; log lines pushed
+        at the end), so a position in each is a stable sequence number: a client that lost its
+        stream resumes with the next positions, on any provider, without gaps or repeats.
+        """
+        task_id = _task_id(request.task_id)
+        problems = []
+        if request.from_transition < 0:
+            problems.append("fromTransition: must be 0 or more")
+        if request.from_log < 0:
+            problems.append("fromLog: must be 0 or more")
+        if problems:
+            raise TaskValidationError(problems)
+        self.tasks.get(task_id)  # NOT_FOUND before the stream starts
+        store = self.tasks.store
+        next_transition, next_log = request.from_transition, request.from_log
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + min(
+            self.watch_max, remaining if remaining is not None else self.watch_max
+        )
+        while context.is_active() and time.monotonic() < deadline:
+            task = self.tasks.get(task_id)  # read first: entries after it are drained below
+            for entry in store.history(task_id)[next_transition:]:
+                yield pb.WatchEvent(
+                    sequence=next_transition, transition=convert.timeline_entry(entry)
+                )
+                next_transition += 1
+            for line in store.logs(task_id, start=next_log):
+                yield pb.WatchEvent(sequence=next_log, log=pb.LogLine(line=line))
+                next_log += 1
+            if task.is_terminal:
+                yield pb.WatchEvent(final=convert.task(task))
+                return
+            time.sleep(min(self.watch_poll, max(0.0, deadline - time.monotonic())))
+        if context.is_active():
+            raise errors.Failure(
+                errors.deadline_exceeded(
+                    f"task {task_id} did not finish within the watch; resume from transition "
+                    f"{next_transition}, log {next_log}"
+                )
+            )
+
+
+def _task_id(value: str) -> str:
+    if not value:
+        raise TaskValidationError(["taskId: is required"])
+    return value

@@ -1,0 +1,119 @@
+"""Stage 4 fixtures: the stage 3 platform started once per test module (its roles take
+seconds to start), TaskService providers as real `tasklab run rpc --stage 4` processes on
+ports the test chooses (so a test knows which process serves which address), and the client
+proxy discovering them in the module's own ZooKeeper chroot.
+
+Each module gets its own Redis database, ZooKeeper chroot and Kafka namespace, so modules
+share the session's services without seeing each other, and no per-test flush of another
+fixture touches this module's platform.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from rpc_support import free_port
+
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.client import TaskClient
+from common.messaging.topics import ensure_topics
+from common.rpc.proxy import TaskServiceProxy
+from common.rpc.registry import TASK_SERVICE
+from common.testing import eventually
+from common.testing.processes import RoleProcess
+
+pytestmark = pytest.mark.integration
+
+# The platform under the front door, smaller than the stage's topology to spare two cores.
+PLATFORM_ROLES = (("scheduler", 1), ("agent", 2), ("manager", 1))
+STAGE4_DB = 4  # other suites flush database 0 per test; this module's platform lives on
+
+
+@dataclass
+class Stage4:
+    env: dict[str, str]
+    log_dir: Path
+    tasks: TaskClient
+    zk: KazooClient
+    processes: list[RoleProcess] = field(default_factory=list)
+    providers: dict[str, RoleProcess] = field(default_factory=dict)
+
+    def start(self, role: str, name: str, **extra: str) -> RoleProcess:
+        env = {
+            **self.env,
+            "TASKLAB_AGENT_ID": name,
+            "TASKLAB_SCHEDULER_ID": name,
+            "TASKLAB_MANAGER_ID": name,
+            **extra,
+        }
+        proc = RoleProcess(role, 4, env, self.log_dir, name=name).start()
+        self.processes.append(proc)
+        return proc
+
+    def start_provider(self, name: str) -> str:
+        """A provider on a port chosen here; returns its address once it is registered."""
+        address = f"127.0.0.1:{free_port()}"
+        self.providers[address] = self.start("rpc", name, TASKLAB_RPC_ADDRESS=address)
+        eventually(
+            lambda: address in self.zk.get_children(TASK_SERVICE),
+            20,
+            message=f"provider {name} registered as {address}",
+        )
+        return address
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        for proc in self.processes:
+            text = proc.log_text()
+            if text:
+                print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{text[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stage4(redis_service, zookeeper_service, kafka_service, tmp_path_factory) -> Iterator[Stage4]:
+    url = redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{STAGE4_DB}"
+    client = redis_client(url)
+    client.flushdb()
+    chroot = f"/tasklab-s4-{uuid.uuid4().hex[:8]}"
+    namespace = f"s4{uuid.uuid4().hex[:8]}"
+    env = {
+        "TASKLAB_REDIS_URL": url,
+        **zookeeper_service.env,
+        "TASKLAB_ZK_CHROOT": chroot,
+        **kafka_service.env,
+        "TASKLAB_KAFKA_NAMESPACE": namespace,
+    }
+    ensure_topics(env["TASKLAB_KAFKA_BOOTSTRAP"], namespace)
+    hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
+    bootstrap = KazooClient(hosts=hosts)
+    bootstrap.start(timeout=10)
+    bootstrap.ensure_path(chroot + TASK_SERVICE)
+    bootstrap.stop()
+    bootstrap.close()
+    zk = KazooClient(hosts=hosts + chroot)
+    zk.start(timeout=10)
+    log_dir = tmp_path_factory.mktemp("stage4-roles")
+    platform = Stage4(env, log_dir, TaskClient(RedisTaskStore(client)), zk)
+    try:
+        for role, count in PLATFORM_ROLES:
+            for n in range(count):
+                platform.start(role, f"{role}-{n + 1}")
+        yield platform
+    finally:
+        platform.stop_all()
+        zk.stop()
+        zk.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(stage4: Stage4) -> Iterator[TaskServiceProxy]:
+    proxy = TaskServiceProxy(stage4.zk, default_timeout=20.0).start()
+    yield proxy
+    proxy.close()
