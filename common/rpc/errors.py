@@ -66,6 +66,7 @@ def deadline_exceeded(message: str) -> status_pb2.Status:
     return _status(code_pb2.DEADLINE_EXCEEDED, message)
 
 
+# --8<-- [start:status-of]
 def status_of(exc: BaseException) -> status_pb2.Status | None:
     """The status a domain or backing-service error maps to; None if it is not one of ours."""
     if isinstance(exc, Failure):
@@ -84,6 +85,9 @@ def status_of(exc: BaseException) -> status_pb2.Status | None:
         retry.retry_delay.FromMilliseconds(500)
         return _status(code_pb2.UNAVAILABLE, f"the task store is unavailable: {exc}", retry)
     return None
+
+
+# --8<-- [end:status-of]
 
 
 def abort(context: grpc.ServicerContext, status: status_pb2.Status) -> None:

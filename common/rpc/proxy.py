@@ -85,6 +85,7 @@ class TaskServiceProxy:
         with self._lock:
             return list(self._providers)
 
+    # --8<-- [start:discover]
     def _on_children(self, children: list[str]) -> None:
         # kazoo's event thread: no blocking work here (closing a channel does not block).
         with self._lock:
@@ -103,6 +104,8 @@ class TaskServiceProxy:
         if gone:
             log.info("TaskService providers left: %s", ", ".join(sorted(gone)))
 
+    # --8<-- [end:discover]
+
     def close(self) -> None:
         with self._lock:
             channels = [c for c, _ in self._channels.values()]
@@ -111,6 +114,7 @@ class TaskServiceProxy:
             channel.close()
 
     # -- choosing a provider ---------------------------------------------------------------
+    # --8<-- [start:pick]
     def _pick(self, tried: set[str], deadline: float) -> str | None:
         """The next provider in round-robin order not tried by this call (healthy ones first);
         waits for one to register, until the deadline; None when every one was tried."""
@@ -130,6 +134,8 @@ class TaskServiceProxy:
             self._next += 1
             return address
 
+    # --8<-- [end:pick]
+
     def _stub(self, address: str) -> pb_grpc.TaskServiceStub:
         with self._lock:
             if address not in self._channels:
@@ -143,6 +149,7 @@ class TaskServiceProxy:
         self.failovers += 1
         log.warning("provider %s unavailable (%s); trying another", address, error.details())
 
+    # --8<-- [start:attempts]
     def _attempts(self, timeout: float | None) -> Iterator[tuple[str, float]]:
         """(provider, seconds left) for each attempt of one call, until its deadline."""
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
@@ -186,10 +193,15 @@ class TaskServiceProxy:
             f"no TaskService provider registered under {TASK_SERVICE}",
         )
 
+    # --8<-- [end:attempts]
+
     # -- the TaskService -------------------------------------------------------------------
+    # --8<-- [start:submit]
     def submit(self, request: pb.SubmitRequest, timeout: float | None = None) -> pb.SubmitResponse:
         # A requestId makes the failover below safe: a provider may die after storing the task.
         return self._call("Submit", _with_request_id(request), timeout)
+
+    # --8<-- [end:submit]
 
     def get_task_info(self, task_id: str, timeout: float | None = None) -> pb.TaskInfo:
         return self._call("GetTaskInfo", pb.GetTaskInfoRequest(task_id=task_id), timeout)
@@ -206,6 +218,7 @@ class TaskServiceProxy:
     def list(self, request: pb.ListRequest, timeout: float | None = None) -> pb.ListResponse:
         return self._call("List", request, timeout)
 
+    # --8<-- [start:watch]
     def watch(
         self,
         task_id: str,
@@ -242,6 +255,8 @@ class TaskServiceProxy:
             f"watch of {task_id} could not continue: "
             + (last.details() if last else "no provider registered"),
         )
+
+    # --8<-- [end:watch]
 
 
 def _with_request_id(request: pb.SubmitRequest) -> pb.SubmitRequest:

@@ -113,6 +113,7 @@ class ProviderRegistration:
                 self._wake.set()
                 self._stopping.wait(0.2)
 
+    # --8<-- [start:publish]
     def _publish(self) -> None:
         stat = self.zk.exists(self.path)
         if stat is not None and stat.ephemeralOwner == self.zk.session_id:
@@ -131,3 +132,5 @@ class ProviderRegistration:
             stat = self.zk.exists(self.path)
             if stat is None or stat.ephemeralOwner != self.zk.session_id:
                 raise
+
+    # --8<-- [end:publish]

@@ -88,9 +88,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self.watch_max = watch_max
 
     @_mapped
+    # --8<-- [start:submit]
     def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:  # noqa: N802
         task, created = self.tasks.submit(convert.submit_data(request), actor=self.actor)
         return pb.SubmitResponse(task=convert.task(task), created=created)
+
+    # --8<-- [end:submit]
 
     @_mapped
     def GetTaskInfo(self, request: pb.GetTaskInfoRequest, context) -> pb.TaskInfo:  # noqa: N802
@@ -163,6 +166,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             raise TaskValidationError([str(exc)]) from None
         return pb.ListResponse(tasks=[convert.task(t) for t in tasks], next_cursor=cursor)
 
+    # --8<-- [start:watch]
     @_watched
     def Watch(self, request: pb.WatchRequest, context) -> Iterator[pb.WatchEvent]:  # noqa: N802
         """Poll the task's history and log lists from the caller's positions; stream what is
@@ -208,6 +212,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     f"{next_transition}, log {next_log}"
                 )
             )
+
+    # --8<-- [end:watch]
 
 
 def _task_id(value: str) -> str:
