@@ -44,6 +44,7 @@ def _version() -> str:
         return "0+unknown"
 
 
+# --8<-- [start:provider-info]
 @dataclass(frozen=True)
 class ProviderInfo:
     host: str
@@ -62,6 +63,9 @@ class ProviderInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> ProviderInfo:
         return cls(**json.loads(raw))
+
+
+# --8<-- [end:provider-info]
 
 
 class ProviderRegistration:
