@@ -54,3 +54,17 @@ def process_alive(pid: int) -> bool:
         # Gone before, or between opening and reading its stat file (the read fails with
         # ESRCH): dead either way.
         return False
+
+
+# A PYTHON_SCRIPT payload that kills the zygote it runs in, and nothing else: if the script was
+# not started by a zygote (a fresh-exec fallback, whose parent is the process running the
+# test), it refuses, so a fault test can never kill the test runner itself.
+KILL_MY_ZYGOTE = (
+    "import os, signal, time\n"
+    "parent = os.getppid()\n"
+    "with open(f'/proc/{parent}/cmdline', 'rb') as fh:\n"
+    "    cmdline = fh.read()\n"
+    "if b'zygote_server' not in cmdline:\n"
+    "    raise SystemExit('not started by a zygote; refusing to kill pid %d' % parent)\n"
+    "os.kill(parent, signal.SIGKILL)\n"
+)

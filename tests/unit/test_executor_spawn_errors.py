@@ -20,6 +20,7 @@ from common.executors import ExecutorLimits, PythonScriptExecutor, ShellTaskExec
 from common.executors.process import SpawnError
 from common.executors.zygote import ZygotePool
 from common.testing import eventually, process_alive
+from common.testing.processes import KILL_MY_ZYGOTE
 
 LIMITS = ExecutorLimits(kill_grace_seconds=0.3)
 
@@ -213,12 +214,9 @@ def test_the_interrupted_attempt_ends_within_its_deadline_not_at_the_next_poll(p
     # kill): run() must notice the death itself, not wait for the task's timeout.
     executor = PythonScriptExecutor(LIMITS, pool=pool)
     started = time.monotonic()
-    out = executor.run(
-        task(
-            TaskType.PYTHON_SCRIPT, "import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(60)", 60
-        )
-    )
+    out = executor.run(task(TaskType.PYTHON_SCRIPT, KILL_MY_ZYGOTE + "time.sleep(60)\n", 60))
     assert not out.success and time.monotonic() - started < 5
+    assert "not started by a zygote" not in (out.error or "")
 
 
 def test_a_request_the_zygote_cannot_start_is_refused_and_the_zygote_serves_the_next(pool):

@@ -7,6 +7,7 @@ import pytest
 from common.domain.task import Task, TaskSpec, TaskType
 from common.executors import ExecutorLimits, PythonScriptExecutor
 from common.testing import eventually, process_alive
+from common.testing.processes import KILL_MY_ZYGOTE
 
 
 def make(payload, timeout=20):
@@ -137,8 +138,9 @@ def test_two_tasks_run_at_the_same_time(executor, tmp_path):
 
 
 def test_a_script_that_kills_its_zygote_fails_and_the_next_task_still_runs(executor):
-    out = executor.run(make("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"))
+    out = executor.run(make(KILL_MY_ZYGOTE))
     assert not out.success
+    assert "not started by a zygote" not in (out.error or "")
     assert executor.run(make("print('ok')")).result == "ok\n"
 
 
