@@ -49,9 +49,7 @@ def build_agent(settings: Settings) -> Agent:
     writer = RedisOutcomeWriter(
         client, store, ExponentialBackoff(settings.retry_backoff_base, settings.retry_backoff_max)
     )
-    sink = RedisEventSink(
-        queue, writer, settings.agent_id, settings.heartbeat_ttl, tracked=claim.tracked
-    )
+    sink = RedisEventSink(queue, writer, settings.agent_id, settings.heartbeat_ttl)
     reaper = RedisReaper(queue, sink, settings.agent_id)
     retention = retention_of(client, settings)
     return Agent(

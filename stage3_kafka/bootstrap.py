@@ -31,7 +31,7 @@ from common.adapters.redis_agent import RedisControl
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
-from common.adapters.redis_failover import reap_list
+from common.adapters.redis_failover import RedisFailover
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
@@ -131,23 +131,15 @@ def run_scheduler(settings: Settings) -> None:
 # --8<-- [start:build-agent]
 def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
     client = redis_client(settings.redis_url)
-    store = RedisTaskStore(client)
     agent_id = settings.agent_id
     executors = executors_for(settings)
+    failover = RedisFailover(client, settings.max_lost_attempts)
 
     def recover() -> int:
-        # What a previous run of this id left: running first, then not yet started.
-        requeued = 0
-        for work_list in (keys.processing(agent_id), keys.agent_tasks(agent_id)):
-            requeued += reap_list(
-                store,
-                work_list,
-                agent_id,
-                keys.PENDING_QUEUE,
-                agent_id,
-                max_lost_attempts=settings.max_lost_attempts,
-            )[0]
-        return requeued
+        # What a previous run of this id left, running first, then not yet started: one reap
+        # of both lists, as a stage 2 agent's, so its incarnation is bumped once.
+        lists = [keys.processing(agent_id), keys.agent_tasks(agent_id)]
+        return failover.reap(agent_id, lists, keys.PENDING_QUEUE, agent_id, "own").requeued
 
     publisher = EventPublisher(bus, client_id=f"agent-{agent_id}")
     intake = KafkaDispatchIntake(agent_id, bus, DispatchLedger(client), publisher, recover)

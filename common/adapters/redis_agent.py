@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import replace
 
 from redis.exceptions import RedisError
 
@@ -67,12 +66,13 @@ class ReliableClaim(ClaimStrategy):
 # --8<-- [end:claim-strategy]
 
 
-def _assignment(claim: Claim) -> Assignment:
+def _assignment(claim: Claim, tracked: bool) -> Assignment:
     return Assignment(
         task=claim.task,
         attempt=claim.attempt,
         epoch=claim.epoch,
-        entry=claim.message,
+        # Untracked (the naive claim): nothing of it sits on a processing list.
+        entry=claim.message if tracked else "",
         retries_used=claim.retries_used,
     )
 
@@ -106,7 +106,7 @@ class RedisListIntake(WorkIntake):
             self.rejected += 1
             log.info("skipped a message: %s", got.reason)
             return None
-        return None if got is None else _assignment(got)
+        return None if got is None else _assignment(got, self.claim.tracked)
 
 
 # --8<-- [start:event-sink]
@@ -119,13 +119,11 @@ class RedisEventSink(EventSink):
         writer: RedisOutcomeWriter,
         agent_id: str,
         heartbeat_ttl: float,
-        tracked: bool = True,
     ) -> None:
         self.queue = queue
         self.writer = writer
         self.agent_id = agent_id
         self.heartbeat_ttl = heartbeat_ttl
-        self.tracked = tracked
         self._lock = threading.Lock()
         self._last_beat = float("-inf")
         self._fresh_since = float("inf")
@@ -133,8 +131,7 @@ class RedisEventSink(EventSink):
     def finished(self, assignment: Assignment, report: AttemptReport, lines: list[str]) -> None:
         try:
             decision = self.writer.decide(assignment.task, report, assignment.retries_used)
-            attempt = assignment if self.tracked else replace(assignment, entry="")
-            result = self.writer.write(attempt, decision, self.agent_id, lines)
+            result = self.writer.write(assignment, decision, self.agent_id, lines)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         log_refused(result, assignment)

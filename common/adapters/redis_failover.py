@@ -204,22 +204,6 @@ def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
     return ordered
 
 
-def reap_list(
-    store,
-    work_list: str,
-    agent_id: str,
-    requeue_to: str,
-    actor: str,
-    force: bool = True,
-    max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
-) -> tuple[int, int]:
-    """One list of `agent_id`'s, given back by the agent itself at start-up (force) or by a
-    heartbeat-fenced reaper; (requeued, dropped + failed). The stage 3 agent's recovery."""
-    failover = RedisFailover(store.client, max_lost_attempts)
-    done = failover.reap(agent_id, [work_list], requeue_to, actor, "own" if force else "heartbeat")
-    return done.requeued, done.dropped + done.failed
-
-
 def reap_dead_agents(client: Redis, reap, actor: str) -> int:
     """The stage 1 reaper: give back the work of every agent whose heartbeat key expired.
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import strategies as st
 from redis import Redis
 
@@ -129,6 +130,15 @@ def task_messages() -> list[BadMessage]:
 
 
 # -- bus messages (one valid base per topic) ------------------------------------------------------
+def task_message_params(paths: list[str]) -> list:
+    """pytest params: every bad task message on every path a message can reach the parser by."""
+    return [
+        pytest.param(case, path, id=f"{case.name}-{path}")
+        for case in task_messages()
+        for path in paths
+    ]
+
+
 def dispatch_base(agent_id: str) -> dict:
     return {
         "v": 1,

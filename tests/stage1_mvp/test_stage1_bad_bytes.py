@@ -5,8 +5,8 @@ two real agents run as processes. Then: the message is on `queue:dead-letter` wi
 both agents are still running, and a valid task submitted after it runs to SUCCESS.
 
 The agents start once for the module (starting them per case would dominate the run); a case
-that kills one restarts it for the next case, and takes its own bytes out of every list, so a
-known failure stays one xfail instead of poisoning the cases after it.
+that kills one restarts it for the next case, and takes its own bytes out of every list, so one
+failing case cannot poison the cases after it.
 """
 
 from __future__ import annotations
@@ -30,29 +30,17 @@ from common.testing.bad_messages import (
     json_ish,
     remove_everywhere,
     run_valid_task,
-    task_messages,
+    task_message_params,
 )
 from common.testing.processes import RoleProcess
 
 pytestmark = pytest.mark.integration
 
 # (case, path) -> why it fails, for a case that is known to; "*" = on both paths. None now.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
-
 # How a message reaches the parser: an idle agent blocks in BLMOVE and claims in Python; a
 # busy one moves its next message in the same Lua call that reports its last task, then
 # claims it in claim.lua.
 PATHS = ["idle", "busy"]
-
-
-def cases() -> list:
-    params = []
-    for case in task_messages():
-        for path in PATHS:
-            reason = KNOWN_FAILURES.get((case.name, path)) or KNOWN_FAILURES.get((case.name, "*"))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(case, path, id=f"{case.name}-{path}", marks=marks))
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +85,7 @@ def keep_every_agent_busy(tasks: TaskClient) -> list[str]:
     return slow
 
 
-@pytest.mark.parametrize(("case", "path"), cases())
+@pytest.mark.parametrize(("case", "path"), task_message_params(PATHS))
 def test_a_bad_message_on_queue_pending_is_dead_lettered_and_the_agents_carry_on(
     stage1, case: BadMessage, path: str
 ):

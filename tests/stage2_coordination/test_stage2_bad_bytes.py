@@ -7,7 +7,7 @@ came from, both processes are still running, and a valid task submitted after it
 SUCCESS (placed by the same scheduler, run by the same agent).
 
 The roles start once for the module; a case that kills one restarts it for the next case, and
-takes its own bytes out of every list, so one known failure stays one xfail.
+takes its own bytes out of every list, so one failing case cannot poison the others.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from common.testing.bad_messages import (
     flushed_redis,
     remove_everywhere,
     run_valid_task,
-    task_messages,
+    task_message_params,
 )
 from common.testing.processes import RoleProcess
 
@@ -38,21 +38,6 @@ pytestmark = pytest.mark.integration
 
 AGENT = "agent-1"
 INBOX = keys.agent_tasks(AGENT)
-
-# (entry, case, path) -> why it fails, for a case that is known to. None now.
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
-
-
-def cases(entry: str, paths: list[str]) -> list:
-    params = []
-    for case in task_messages():
-        for path in paths:
-            reason = KNOWN_FAILURES.get((entry, case.name, path)) or KNOWN_FAILURES.get(
-                (entry, case.name, "*")
-            )
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(case, path, id=f"{case.name}-{path}", marks=marks))
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +117,7 @@ def check_dead_lettered(stage2, case: BadMessage, push, source: str, busy: bool)
         remove_everywhere(redis, raw)
 
 
-@pytest.mark.parametrize(("case", "path"), cases("pending", ["idle"]))
+@pytest.mark.parametrize(("case", "path"), task_message_params(["idle"]))
 def test_a_bad_message_on_queue_pending_is_dead_lettered_by_the_scheduler_which_carries_on(
     stage2, case: BadMessage, path: str
 ):
@@ -141,7 +126,7 @@ def test_a_bad_message_on_queue_pending_is_dead_lettered_by_the_scheduler_which_
     )
 
 
-@pytest.mark.parametrize(("case", "path"), cases("inbox", ["idle", "busy"]))
+@pytest.mark.parametrize(("case", "path"), task_message_params(["idle", "busy"]))
 def test_a_bad_message_in_an_agent_inbox_is_dead_lettered_by_the_agent_which_carries_on(
     stage2, case: BadMessage, path: str
 ):

@@ -21,15 +21,6 @@ from common.testing import eventually, process_alive
 LIMITS = ExecutorLimits(kill_grace_seconds=0.3)
 
 
-def alive(pid):
-    # process_alive reads /proc/<pid>/stat; a process that exits between the open and the
-    # read makes the read fail with ESRCH: that process is gone.
-    try:
-        return process_alive(pid)
-    except ProcessLookupError:
-        return False
-
-
 # A setsid'd child of the shell, and a daemon whose parent exits at once (`( ... &)`: the
 # subshell is gone before the kill, so only a subreaper still has the daemon below it).
 SHELL_ESCAPES = (
@@ -77,7 +68,7 @@ def escaped(pids_file, expected):
 
 def assert_all_gone(pids):
     eventually(
-        lambda: not [pid for pid in pids if alive(pid)],
+        lambda: not [pid for pid in pids if process_alive(pid)],
         timeout=2,
         message=f"escaped descendants {pids} killed",
     )

@@ -25,15 +25,6 @@ from common.testing.processes import KILL_MY_ZYGOTE
 LIMITS = ExecutorLimits(kill_grace_seconds=0.3)
 
 
-def alive(pid):
-    # process_alive reads /proc/<pid>/stat; a process that exits between the open and the
-    # read makes the read fail with ESRCH: that process is gone.
-    try:
-        return process_alive(pid)
-    except ProcessLookupError:
-        return False
-
-
 def task(task_type, payload, timeout=10):
     return Task.new(TaskSpec(task_type=task_type, payload=payload, execution_timeout=timeout))
 
@@ -181,7 +172,7 @@ def test_a_zygote_killed_mid_task_fails_that_attempt_and_the_next_task_gets_a_ne
     assert not out.success and out.exit_code == -9
     assert out.error == "the zygote running the task died; its exit status is lost"
     # The agent still killed the task's process group: nothing of it runs on.
-    eventually(lambda: not alive(sleeper), timeout=2, message="task group killed")
+    eventually(lambda: not process_alive(sleeper), timeout=2, message="task group killed")
     assert shell_parent(executor) not in (zygote, os.getpid())
 
 
@@ -205,7 +196,7 @@ def test_a_zygote_whose_socket_breaks_mid_task_fails_that_attempt_and_kills_the_
     (out,) = results
     assert not out.success
     assert out.error == "the zygote running the task died; its exit status is lost"
-    eventually(lambda: not alive(task_pid), timeout=2, message="task killed")
+    eventually(lambda: not process_alive(task_pid), timeout=2, message="task killed")
     assert executor.run(task(TaskType.PYTHON_SCRIPT, "print('next')")).result == "next\n"
 
 
