@@ -25,9 +25,10 @@ import time
 from dataclasses import replace
 
 from kazoo.client import KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError
 
 from common.coordination.agent_info import AgentInfo
+from common.coordination.ephemeral import EphemeralRegistration
 from common.coordination.paths import agent_node
 from common.coordination.zk import RetryingClient
 from common.observability import get_logger
@@ -39,17 +40,15 @@ class AgentAlreadyRegistered(RuntimeError):
     """Another live session holds `/live-agents/{agentId}`: two agents share one id."""
 
 
-class AgentRegistry:
+class AgentRegistry(EphemeralRegistration):
+    retry_on = (AgentAlreadyRegistered,)
+
     def __init__(self, zk: RetryingClient, info: AgentInfo, paused: threading.Event) -> None:
-        self.zk = zk
-        self.path = agent_node(info.agent_id)
+        super().__init__(zk, agent_node(info.agent_id), f"registry-{info.agent_id}")
         self._info = info
         self._info_lock = threading.Lock()
         self.paused = paused
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._published: bytes | None = None
-        self._thread: threading.Thread | None = None
+        self._data: bytes | None = None  # what our node holds, as last written
         self.registrations = 0  # how many times a node was created (1 + re-registrations)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -83,32 +82,6 @@ class AgentRegistry:
                 )
             time.sleep(0.1)
 
-    def start(self) -> None:
-        """Register now, then keep the node current and re-register after a session loss."""
-        self._publish()
-        self.paused.clear()
-        self.zk.add_listener(self._on_state)
-        self._thread = threading.Thread(
-            target=self._maintain, name=f"registry-{self._info.agent_id}", daemon=True
-        )
-        self._thread.start()
-        log.info("registered %s", self.path)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self.zk.remove_listener(self._on_state)
-        try:
-            self.zk.delete(self.path)
-        except NoNodeError:
-            pass
-        except KazooException as exc:
-            # The session close that follows deletes the node anyway.
-            log.warning("could not delete %s: %s", self.path, exc)
-        log.info("deregistered %s", self.path)
-
     # -- what the agent reports ------------------------------------------------------------
     @property
     def info(self) -> AgentInfo:
@@ -125,40 +98,28 @@ class AgentRegistry:
         with self._info_lock:
             self._info = replace(self._info, **changes)
         # Writes are coalesced: a burst of load changes becomes one write of the latest value.
-        self._wake.set()
+        self.wake()
 
     # -- internals ------------------------------------------------------------------------
     # --8<-- [start:session-states]
-    def _on_state(self, state: str) -> None:
+    def _state_changed(self, state: str) -> None:
         if state == KazooState.SUSPENDED:
             self.paused.set()
             log.warning("ZooKeeper connection SUSPENDED: taking no new work until reconnected")
         elif state == KazooState.LOST:
             self.paused.set()
-            self._published = None
+            self._data = None
             log.warning("ZooKeeper session LOST: %s is gone; will re-register", self.path)
         else:
             log.info("ZooKeeper connection back (CONNECTED)")
-        self._wake.set()
 
     # --8<-- [end:session-states]
 
-    def _maintain(self) -> None:
-        while not self._stopping.is_set():
-            # The timeout is a safety net for a missed wake-up, not the pace of the loop.
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self._stopping.is_set() or self.zk.state != KazooState.CONNECTED:
-                continue
-            try:
-                self._publish()
-                if self.paused.is_set():
-                    self.paused.clear()
-                    log.info("%s is registered; taking work again", self.path)
-            except (KazooException, AgentAlreadyRegistered) as exc:
-                log.warning("registry update failed (%s: %s); retrying", type(exc).__name__, exc)
-                self._wake.set()
-                self._stopping.wait(0.2)
+    def _published(self) -> None:
+        if self.paused.is_set():
+            self.paused.clear()
+            if self._thread is not None:  # not at start: registering is the start
+                log.info("%s is registered; taking work again", self.path)
 
     # --8<-- [start:publish]
     def _publish(self) -> None:
@@ -179,8 +140,8 @@ class AgentRegistry:
                 self.zk.set(self.path, data)
         elif stat.ephemeralOwner != self.zk.session_id:
             raise AgentAlreadyRegistered(f"{self.path} belongs to another session")
-        elif data != self._published:
+        elif data != self._data:
             self.zk.set(self.path, data)
-        self._published = data
+        self._data = data
 
     # --8<-- [end:publish]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from kazoo.client import KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
+from common.coordination.ephemeral import EphemeralRegistration
 from common.coordination.zk import RetryingClient
 from common.observability import get_logger
 
@@ -68,54 +67,10 @@ class ProviderInfo:
 # --8<-- [end:provider-info]
 
 
-class ProviderRegistration:
+class ProviderRegistration(EphemeralRegistration):
     def __init__(self, zk: RetryingClient, info: ProviderInfo) -> None:
-        self.zk = zk
+        super().__init__(zk, provider_node(info.address), "rpc-registry", log)
         self.info = info
-        self.path = provider_node(info.address)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._publish()
-        self.zk.add_listener(self._on_state)
-        self._thread = threading.Thread(target=self._maintain, name="rpc-registry", daemon=True)
-        self._thread.start()
-        log.info("registered %s", self.path)
-
-    def stop(self) -> None:
-        """Leave the registry first, so clients stop choosing this provider before it stops."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self.zk.remove_listener(self._on_state)
-        try:
-            self.zk.delete(self.path)
-        except NoNodeError:
-            pass
-        except KazooException as exc:
-            log.warning("could not delete %s: %s (the session close removes it)", self.path, exc)
-        log.info("deregistered %s", self.path)
-
-    def _on_state(self, state: str) -> None:
-        if state == KazooState.LOST:
-            log.warning("ZooKeeper session LOST: %s is gone; will re-register", self.path)
-        self._wake.set()
-
-    def _maintain(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(1.0)  # a safety net for a missed wake-up, not the pace
-            self._wake.clear()
-            if self._stopping.is_set() or self.zk.state != KazooState.CONNECTED:
-                continue
-            try:
-                self._publish()
-            except KazooException as exc:
-                log.warning("re-registering %s failed (%s); retrying", self.path, exc)
-                self._wake.set()
-                self._stopping.wait(0.2)
 
     # --8<-- [start:publish]
     def _publish(self) -> None:
