@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -37,6 +37,8 @@ from common.rpc.registry import TASK_SERVICE
 log = get_logger("tasklab.rpc.proxy")
 
 DEFAULT_TIMEOUT = 10.0
+# Per-call gRPC metadata, e.g. the caller's credentials the REST API passes on.
+Metadata = Sequence[tuple[str, str]] | None
 # A provider that answered UNAVAILABLE is passed over for this long (unless it is the only
 # one): its node may linger for a session timeout after it died.
 SUSPECT_FOR = 2.0
@@ -173,11 +175,14 @@ class TaskServiceProxy:
             self.last_provider = address
             yield address, deadline - time.monotonic()
 
-    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+    def _call(
+        self, method: str, request: Any, timeout: float | None, metadata: Metadata = None
+    ) -> Any:
         last: grpc.RpcError | None = None
         for address, remaining in self._attempts(timeout):
             try:
-                return getattr(self._stub(address), method)(request, timeout=remaining)
+                stub = self._stub(address)
+                return getattr(stub, method)(request, timeout=remaining, metadata=metadata)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -197,26 +202,39 @@ class TaskServiceProxy:
 
     # -- the TaskService -------------------------------------------------------------------
     # --8<-- [start:submit]
-    def submit(self, request: pb.SubmitRequest, timeout: float | None = None) -> pb.SubmitResponse:
+    def submit(
+        self, request: pb.SubmitRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.SubmitResponse:
         # A requestId makes the failover below safe: a provider may die after storing the task.
-        return self._call("Submit", _with_request_id(request), timeout)
+        return self._call("Submit", _with_request_id(request), timeout, metadata)
 
     # --8<-- [end:submit]
 
-    def get_task_info(self, task_id: str, timeout: float | None = None) -> pb.TaskInfo:
-        return self._call("GetTaskInfo", pb.GetTaskInfoRequest(task_id=task_id), timeout)
+    def get_task_info(
+        self, task_id: str, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.TaskInfo:
+        request = pb.GetTaskInfoRequest(task_id=task_id)
+        return self._call("GetTaskInfo", request, timeout, metadata)
 
-    def cancel(self, task_id: str, timeout: float | None = None) -> pb.CancelResponse:
-        return self._call("Cancel", pb.CancelRequest(task_id=task_id), timeout)
+    def cancel(
+        self, task_id: str, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.CancelResponse:
+        return self._call("Cancel", pb.CancelRequest(task_id=task_id), timeout, metadata)
 
     def retry(
-        self, task_id: str, request_id: str = "", timeout: float | None = None
+        self,
+        task_id: str,
+        request_id: str = "",
+        timeout: float | None = None,
+        metadata: Metadata = None,
     ) -> pb.RetryResponse:
         request = pb.RetryRequest(task_id=task_id, request_id=request_id or str(uuid.uuid4()))
-        return self._call("Retry", request, timeout)
+        return self._call("Retry", request, timeout, metadata)
 
-    def list(self, request: pb.ListRequest, timeout: float | None = None) -> pb.ListResponse:
-        return self._call("List", request, timeout)
+    def list(
+        self, request: pb.ListRequest, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ListResponse:
+        return self._call("List", request, timeout, metadata)
 
     # --8<-- [start:watch]
     def watch(
@@ -225,6 +243,7 @@ class TaskServiceProxy:
         from_transition: int = 0,
         from_log: int = 0,
         timeout: float | None = None,
+        metadata: Metadata = None,
     ) -> Iterator[pb.WatchEvent]:
         """Every transition and log line of the task from the given positions, then the final
         task; across providers, each event once, in order within its kind."""
@@ -235,7 +254,9 @@ class TaskServiceProxy:
                 task_id=task_id, from_transition=next_transition, from_log=next_log
             )
             try:
-                for event in self._stub(address).Watch(request, timeout=remaining):
+                for event in self._stub(address).Watch(
+                    request, timeout=remaining, metadata=metadata
+                ):
                     kind = event.WhichOneof("event")
                     if kind == "transition":
                         next_transition = event.sequence + 1
