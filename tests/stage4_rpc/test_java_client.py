@@ -56,27 +56,35 @@ def jar() -> Path:
     return JAR
 
 
+def _command(jar: Path, stage4, args: tuple[str, ...], chroot: str = "") -> list[str]:
+    """The jar as a user runs it: ZooKeeper and the chroot on the command line."""
+    where = ["--zk", stage4.env["TASKLAB_ZK_HOSTS"]]
+    where += ["--chroot", chroot or stage4.env["TASKLAB_ZK_CHROOT"]]
+    return ["java", "-jar", str(jar), *where, *args]
+
+
+def _env() -> dict[str, str]:
+    # No TASKLAB_* from the caller's environment: the flags alone say where to look.
+    return {k: v for k, v in os.environ.items() if not k.startswith("TASKLAB_")}
+
+
 def run_client(
     jar: Path, stage4, *args: str, chroot: str = "", timeout: float = 90
 ) -> subprocess.CompletedProcess:
-    """The jar as a user runs it: ZooKeeper and the chroot on the command line."""
-    zk = ["--zk", stage4.env["TASKLAB_ZK_HOSTS"]]
-    chroot = ["--chroot", chroot or stage4.env["TASKLAB_ZK_CHROOT"]]
-    command = ["java", "-jar", str(jar), *zk, *chroot, *args]
-    # No TASKLAB_* from the caller's environment: the flags alone say where to look.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLAB_")}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    command = _command(jar, stage4, args, chroot)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
 class JavaClient:
     """The jar running in the background, its output read as it comes."""
 
     def __init__(self, jar: Path, stage4, *args: str) -> None:
-        command = ["java", "-jar", str(jar), "--zk", stage4.env["TASKLAB_ZK_HOSTS"]]
-        command += ["--chroot", stage4.env["TASKLAB_ZK_CHROOT"], *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLAB_")}
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            _command(jar, stage4, args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
         )
         self._out: list[str] = []
         self._err: list[str] = []
@@ -159,6 +167,7 @@ def test_the_java_client_submits_to_the_python_providers_and_watches_the_task_to
     assert out[0].rsplit(" ", 1)[1] in pair
 
 
+@pytest.mark.slow
 def test_the_java_client_fails_over_from_a_provider_killed_before_the_call_and_drops_its_node(
     stage4, proxy, pair, jar, tmp_path
 ):
@@ -210,3 +219,12 @@ def test_the_java_client_says_in_one_line_that_no_provider_is_registered(stage4,
         "error: UNAVAILABLE: no TaskService provider registered under "
         f"{stage4.env['TASKLAB_ZK_HOSTS']}{empty}{TASK_SERVICE}"
     ]
+
+
+def test_the_java_client_reports_bad_input_from_a_provider_in_one_line_with_exit_code_2(
+    stage4, pair, jar
+):
+    result = run_client(jar, stage4, "submit", "--type", "SHELL", "--payload", "")
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: INVALID_ARGUMENT: ") and "payload" in line, line

@@ -17,7 +17,10 @@ import dev.tasklab.v1.WatchEvent;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.protobuf.StatusProto;
+import java.io.IOException;
 import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
 import java.time.ZoneOffset;
@@ -30,7 +33,8 @@ import java.util.Map;
  * The command line: submit a task to the Python providers and watch it to its final state.
  *
  * <pre>
- * java -jar target/tasklab-client.jar --zk 127.0.0.1:2181 submit --type SHELL --payload 'echo hi' --wait
+ * java -jar target/tasklab-client.jar --zk 127.0.0.1:2181 \
+ *     submit --type SHELL --payload 'echo hi' --wait
  * </pre>
  *
  * <p>Exit codes, as the Python CLI has them: 0 the task ended SUCCESS (or, without --wait, was
@@ -47,11 +51,12 @@ public final class Main {
       calls them over gRPC.
 
       commands:
-        submit --payload TEXT [--type SHELL|PYTHON_SCRIPT] [--name NAME]
+        submit --payload TEXT|- [--type SHELL|PYTHON_SCRIPT] [--name NAME]
                [--execution-timeout SECONDS] [--retries N] [--request-id ID]
                [--wait] [--wait-timeout SECONDS]
-                        submit a task; prints its id, or with --wait watches it to its final
-                        state (transitions and log lines as they happen) and prints it
+                        submit a task (--payload - reads it from stdin); prints its id, or
+                        with --wait watches it to its final state (transitions and log
+                        lines as they happen) and prints it
         watch TASK_ID [--wait-timeout SECONDS]
                         watch a task to its final state
         get TASK_ID     a task with its timeline and log lines
@@ -146,6 +151,13 @@ public final class Main {
     if (args.retries != null) {
       request.setRetryCount(args.retries);
     }
+    if (args.payload.equals("-")) {
+      try {
+        request.setPayload(new String(System.in.readAllBytes(), StandardCharsets.UTF_8));
+      } catch (IOException e) {
+        throw new UncheckedIOException("cannot read the payload from stdin", e);
+      }
+    }
     SubmitResponse response = client.submit(request.build(), args.timeout);
     Task task = response.getTask();
     if (!args.wait) {
@@ -192,12 +204,11 @@ public final class Main {
 
   private int cancel(TaskServiceClient client, Args args) {
     CancelResponse response = client.cancel(args.taskId, args.timeout);
-    out.printf(
-        "%s %s (from %s)%s%n",
-        response.getTaskId(),
-        response.getStatus(),
-        response.getCancelledFrom(),
-        response.getAlreadyCancelled() ? ", already cancelled" : "");
+    String how =
+        response.getAlreadyCancelled()
+            ? "already cancelled"
+            : "from " + response.getCancelledFrom();
+    out.printf("%s %s (%s)%n", response.getTaskId(), response.getStatus(), how);
     return 0;
   }
 
@@ -205,7 +216,8 @@ public final class Main {
 
   private void printEvent(WatchEvent event) {
     switch (event.getEventCase()) {
-      case TRANSITION -> out.printf("[%d] %s%n", event.getSequence(), describe(event.getTransition()));
+      case TRANSITION ->
+          out.printf("[%d] %s%n", event.getSequence(), describe(event.getTransition()));
       case LOG -> out.printf("log | %s%n", event.getLog().getLine());
       default -> {} // FINAL: printed in full by watch()
     }
@@ -270,7 +282,8 @@ public final class Main {
       for (Any detail : rich.getDetailsList()) {
         try {
           if (detail.is(BadRequest.class)) {
-            for (BadRequest.FieldViolation v : detail.unpack(BadRequest.class).getFieldViolationsList()) {
+            BadRequest badRequest = detail.unpack(BadRequest.class);
+            for (BadRequest.FieldViolation v : badRequest.getFieldViolationsList()) {
               details.add(v.getField() + ": " + v.getDescription());
             }
           } else if (detail.is(PreconditionFailure.class)) {
@@ -285,6 +298,8 @@ public final class Main {
       }
     }
     String description = status.getDescription() == null ? "" : ": " + status.getDescription();
+    // The providers' descriptions usually name the violations already: add only the others.
+    details.removeIf(description::contains);
     String violations = details.isEmpty() ? "" : " [" + String.join("; ", details) + "]";
     err.println("error: " + status.getCode() + description + violations);
     return status.getCode() == Status.Code.INVALID_ARGUMENT ? 2 : 1;
