@@ -100,6 +100,9 @@ class JavaClient:
         for line in stream:  # ends at EOF, when the process exits
             lines.append(line)
 
+    def stdout(self) -> str:
+        return "".join(self._out)
+
     def stderr(self) -> str:
         return "".join(self._err)
 
@@ -206,6 +209,35 @@ def test_the_java_client_fails_over_from_a_provider_killed_before_the_call_and_d
     assert f"via {alive}" in out.splitlines()[0], "and the submit went to the live one"
     assert "status:   SUCCESS" in out.splitlines() and f"  {marker}" in out.splitlines()
     assert len(stored(proxy, marker)) == 1, "submitted once"
+
+
+@pytest.mark.slow
+def test_a_java_watch_whose_provider_is_killed_mid_stream_resumes_without_gaps_or_repeats(
+    stage4, pair, jar, tmp_path
+):
+    # One run of the CLI sends its Submit to the first provider and its Watch to the next.
+    submit_to, watch_on = pair
+    release = tmp_path / "release"
+    wait = f"for i in $(seq 1 400); do [ -e {release} ] && break; sleep 0.1; done"
+    payload = f"seq -f line-%g 1 5; {wait}; seq -f line-%g 6 10"
+    client = JavaClient(
+        jar, stage4, "submit", "--payload", payload, "--execution-timeout", "120", "--wait"
+    )
+    try:
+        eventually(lambda: "log | line-5" in client.stdout(), 30, message="half the log watched")
+        stage4.providers[watch_on].kill()
+    finally:
+        release.touch()
+    code, out, err = client.result(60)
+    assert code == 0, out + err
+    assert f"via {submit_to}" in out.splitlines()[0]
+    assert f"provider {watch_on} unavailable" in err, "the stream broke and moved provider"
+    lines = out.splitlines()
+    logs = [line.removeprefix("log | ") for line in lines if line.startswith("log | ")]
+    assert logs == [f"line-{i}" for i in range(1, 11)], "every line once, in order"
+    sequences = [int(line[1 : line.index("]")]) for line in lines if TRANSITION.match(line)]
+    assert sequences == [0, 1, 2, 3, 4], "every transition once"
+    assert "status:   SUCCESS" in lines
 
 
 def test_the_java_client_says_in_one_line_that_no_provider_is_registered(stage4, jar):
