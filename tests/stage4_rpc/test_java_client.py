@@ -140,9 +140,19 @@ def pair(stage4):
     JVM's start: the client must meet a killed provider's node, not find it already gone."""
     tag = uuid.uuid4().hex[:4]
     addresses = sorted(start_provider(stage4, f"rpc-java-{tag}-{n}", 10.0) for n in "ab")
+    # The tests count on the order of attempts (round robin over these two, in address order):
+    # no other provider may be registered.
+    assert sorted(stage4.zk.get_children(TASK_SERVICE)) == addresses
     yield addresses
     for address in addresses:
         stage4.providers[address].stop()
+    # A provider killed by the test leaves its node for a session timeout: the next test waits
+    # here until it is gone rather than meet it.
+    eventually(
+        lambda: not set(addresses) & set(stage4.zk.get_children(TASK_SERVICE)),
+        20,
+        message="the providers' nodes gone",
+    )
 
 
 def stored(proxy, name: str) -> list[pb.Task]:
