@@ -70,8 +70,10 @@ def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
 def _when(ts: float | str | None) -> str:
     if not ts:
         return "-"
-    t = float(ts)
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+    # Whole milliseconds, truncated; the nudge keeps a time that came back from the API as
+    # "…21:40:00.123Z" (the float 0.12299999…) at .123, as the same time read from Redis shows.
+    millis = int(float(ts) * 1000 + 1e-3)
+    return time.strftime("%H:%M:%S", time.localtime(millis // 1000)) + f".{millis % 1000:03d}"
 
 
 def _print_task(task: Task, history: list[dict] | None = None) -> None:
