@@ -258,27 +258,25 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 def openapi_document() -> dict[str, Any]:
-    """The REST API's OpenAPI document, from its code; SourceUnavailable if there is none."""
+    """The REST API's OpenAPI document, built from its code without connecting to anything
+    (`common.api.app.openapi_document()`); SourceUnavailable while there is no such code."""
     try:
-        module = importlib.import_module("common.api.openapi")
-        if hasattr(module, "openapi_document"):
-            return module.openapi_document()
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("common.api.openapi", "common.api"):
-            raise
-    try:
-        app_module = importlib.import_module("common.api.app")
+        app = importlib.import_module("common.api.app")
     except ModuleNotFoundError as exc:
         if exc.name not in ("common.api.app", "common.api"):
-            raise
+            raise  # the API's code is there but needs something missing: a real error
         raise SourceUnavailable(
-            "the REST reference needs the API's code: neither common.api.openapi."
-            "openapi_document() nor common.api.app.create_app() exists yet"
+            "the REST reference needs the API's code, and common.api.app does not exist yet"
         ) from exc
-    create_app = getattr(app_module, "create_app", None)
-    if create_app is None:
-        raise SourceUnavailable("common.api.app has no create_app(): cannot build the document")
-    return create_app().openapi()
+    if hasattr(app, "openapi_document"):
+        return app.openapi_document()
+    if hasattr(app, "create_app"):
+        from common.config import Settings
+
+        return app.create_app(Settings()).openapi()
+    raise SourceUnavailable(
+        "common.api.app has neither openapi_document() nor create_app(): no OpenAPI document"
+    )
 
 
 def render_rest(doc: dict[str, Any]) -> str:

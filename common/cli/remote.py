@@ -13,6 +13,7 @@ answer was lost is the caller's to repeat, with a `--request-id` if it must not 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -230,8 +231,9 @@ class ApiTaskClient(TaskBackend):
 
     def follow_logs(self, task_id: str) -> Iterator[str]:
         """The log's Server-Sent Events: `log` lines are yielded, `transition`s skipped, `end`
-        ends. A stream that breaks or goes silent is reopened from the lines already yielded
-        (`fromLog`), so each line is printed once; the whole follow is bounded in time."""
+        ends, `error` (a problem) is raised. A stream that breaks or goes silent is reopened
+        from the lines already yielded (`fromLog`), so each line is printed once; the whole
+        follow is bounded in time."""
         path = f"{API}/tasks/{_segment(task_id)}/logs"
         seen = 0
         broken = 0
@@ -260,6 +262,10 @@ class ApiTaskClient(TaskBackend):
                             yield event.data
                         elif event.event == "end":
                             return
+                        elif event.event == "error":
+                            # The API ended the stream with a problem (the task vanished, no
+                            # provider answered): said once, not retried.
+                            raise CliError(_event_problem(event.data))
             except httpx.ReadTimeout as exc:
                 if not opened:
                     raise self._unreachable(exc) from exc
@@ -315,6 +321,20 @@ class ApiTaskClient(TaskBackend):
 
     def close(self) -> None:
         self.http.close()
+
+
+def _event_problem(data: str) -> str:
+    """The one-line message of an `error` event, whose data is a problem's JSON."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return f"the log stream ended with an error: {data}"
+    title, detail = body.get("title"), body.get("detail")
+    parts = [f"{title}: {detail}" if title and detail else str(title or detail or data)]
+    parts += [f"{e.get('field')}: {e.get('detail')}" for e in body.get("errors") or []]
+    return "; ".join(parts)
 
 
 def _segment(task_id: str) -> str:

@@ -411,6 +411,32 @@ def test_a_follow_whose_stream_breaks_resumes_after_the_last_line_it_printed():
     assert asked == [{"follow": "true"}, {"follow": "true", "fromLog": "2"}]
 
 
+def test_a_stream_that_ends_with_an_error_event_is_a_one_line_error_not_a_reconnect():
+    asked: list[httpx.Request] = []
+
+    def no_provider(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        problem_json = json.dumps(
+            {
+                "type": "/problems/service-unavailable",
+                "title": "Service unavailable",
+                "status": 503,
+                "detail": "no TaskService provider answered",
+            }
+        )
+        body = f"event: log\nid: 0\ndata: l0\n\nevent: error\ndata: {problem_json}\n\n"
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=body.encode()
+        )
+
+    lines = ApiTaskClient(URL, transport=httpx.MockTransport(no_provider)).follow_logs("t")
+    assert next(lines) == "l0"
+    with pytest.raises(CliError) as caught:
+        next(lines)
+    assert str(caught.value) == "Service unavailable: no TaskService provider answered"
+    assert len(asked) == 1
+
+
 def test_agents_prints_the_same_columns_as_over_redis(api):
     result = cli("agents")
     lines = result.stdout.splitlines()
