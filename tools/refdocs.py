@@ -357,7 +357,7 @@ def render_rest(doc: dict[str, Any]) -> str:
     def example_blocks(items: Iterable[tuple[str, Any]], what: str) -> list[str]:
         lines: list[str] = []
         for title, value in items:
-            label = f"Example {what}" + (f": {title}" if title else "")
+            label = " ".join(w for w in ("Example", what) if w) + (f": {title}" if title else "")
             lines += [f"*{label}*", "", "```json", json.dumps(value, indent=2), "```", ""]
         return lines
 
@@ -517,4 +517,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, Python puts tools/ first on the path: the sources are this checkout's.
+    sys.path.insert(0, str(ROOT))
     sys.exit(main(sys.argv[1:]))

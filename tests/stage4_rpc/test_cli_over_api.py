@@ -148,7 +148,7 @@ def test_problems_from_the_api_are_one_line_errors_with_the_clis_exit_codes(api_
     unknown = tasklab(api_url, "status", "no-such-task")
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: ") and len(unknown.stderr.splitlines()) == 1
-    invalid = tasklab(api_url, "submit", "   ", "--timeout", "0")
+    invalid = tasklab(api_url, "submit", "", "--timeout", "0")
     assert invalid.returncode == 2
     assert "payload" in invalid.stderr and "executionTimeout" in invalid.stderr
     keyless = tasklab(api_url, "list", key=None)

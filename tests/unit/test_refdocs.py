@@ -221,7 +221,7 @@ def test_the_rest_page_shows_paths_parameters_bodies_responses_problems_and_exam
     assert "| `createdAt` | `string` (date-time) | no |   |" in page
     assert "| `agentId` | `string` or `null` | no |   |" in page
     assert "| `errors` | array of [`FieldError`](#schema-fielderror) | no |   |" in page
-    assert '  "type": "/problems/task-not-found",' in page
+    assert '*Example*\n\n```json\n{\n  "type": "/problems/task-not-found",' in page
     assert dangling_links(page) == set()
 
 
