@@ -46,6 +46,7 @@ app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
 
 
+# --8<-- [start:choose]
 def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
     """What the task verbs talk to, chosen here and nowhere else: the REST API when
     TASKLAB_API_URL is set (with TASKLAB_API_KEY, if set, as its key), else Redis. Redis
@@ -65,6 +66,9 @@ def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
             2,
         ) from exc
     return ApiTaskClient(url, api_key=env.get(API_KEY_ENV) or None)
+
+
+# --8<-- [end:choose]
 
 
 def _when(ts: float | str | None) -> str:

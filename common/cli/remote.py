@@ -69,6 +69,7 @@ def sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
             event_id = value
 
 
+# --8<-- [start:to-domain]
 def epoch(value: Any) -> float:
     """An RFC 3339 time (or epoch seconds) as epoch seconds; 0.0 for none, as the store has."""
     if value in (None, ""):
@@ -97,6 +98,9 @@ def history_entry(entry: dict[str, Any]) -> dict[str, Any]:
     if entry.get("reason"):
         out["reason"] = entry["reason"]
     return out
+
+
+# --8<-- [end:to-domain]
 
 
 def problem_line(response: httpx.Response) -> str:
