@@ -309,6 +309,28 @@ def test_submit_wait_exits_1_on_failure_and_on_a_task_still_running(api):
     assert running.stderr.strip() == "still PENDING after 1s"
 
 
+def test_a_wait_longer_than_the_apis_limit_waits_the_rest_by_reading_the_task(api):
+    # Given an API that waits at most 300 s and answers 202 with the task still running
+    task, _ = api.tasks.submit({"taskType": "SHELL", "payload": "sleep 400"}, actor="cli")
+    polls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            assert request.url.params["wait"] == "300"
+            return httpx.Response(202, json=api.view(api.tasks.get(task.task_id)))
+        polls.append(request)
+        if len(polls) == 2:  # the task finishes between the first and the second read
+            api.run(task.task_id, ["done"])
+        return api.handle(request)
+
+    client = ApiTaskClient(URL, api_key=KEY, transport=httpx.MockTransport(handle))
+    # When the CLI is asked to wait longer than that
+    final, _ = client.submit({"taskType": "SHELL", "payload": "sleep 400"}, wait=400)
+    # Then it reads the task until it is final, within its own deadline
+    assert final.status == TaskStatus.SUCCESS
+    assert [p.url.path for p in polls] == [f"/api/v1/tasks/{task.task_id}"] * 2
+
+
 def test_submit_wait_json_carries_the_final_task_and_its_timeline(api):
     result = cli("submit", "echo j", "--wait", "--json")
     data = json.loads(result.stdout)
