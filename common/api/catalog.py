@@ -145,5 +145,6 @@ def task_not_found(task_id: str) -> Problem:
     return problem("task-not-found", f"no task {task_id}")
 
 
-def unavailable(detail: str, retry_after: int = 1) -> Problem:
-    return problem("service-unavailable", detail, headers={"Retry-After": str(retry_after)})
+def unavailable(detail: str, retry_after: int = 1, **extensions) -> Problem:
+    headers = {"Retry-After": str(retry_after)}
+    return problem("service-unavailable", detail, headers=headers, **extensions)

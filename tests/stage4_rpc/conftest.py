@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from kazoo.client import KazooClient
-from rpc_support import free_port
+from rpc_support import free_port, wait_for_api
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
@@ -119,17 +119,6 @@ def stage4(redis_service, zookeeper_service, kafka_service, tmp_path_factory) ->
         platform.stop_all()
         zk.stop()
         zk.close()
-
-
-def wait_for_api(proc: RoleProcess, url: str, timeout: float = 30.0) -> None:
-    def answers() -> bool:
-        assert proc.alive(), f"{proc.name} exited:\n{proc.log_text()[-2000:]}"
-        try:
-            return httpx.get(url + "/health", timeout=1.0).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    eventually(answers, timeout, message=f"{proc.name} answers on {url}")
 
 
 @pytest.fixture(scope="module")
