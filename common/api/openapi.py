@@ -16,13 +16,29 @@ from fastapi.openapi.utils import get_openapi
 PROBLEM_JSON = "application/problem+json"
 
 
+FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDetails"}
+
+
 def _problems_as_problem_json(document: dict[str, Any]) -> dict[str, Any]:
     for path in document.get("paths", {}).values():
         for operation in path.values():
-            for response in operation.get("responses", {}).values():
+            for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if PROBLEM_JSON in content and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")
+                elif (
+                    content.get("application/json", {}).get("schema", {}).get("$ref") == FASTAPI_422
+                ):
+                    # FastAPI's own 422 entry, where a route did not list 422 itself: the API
+                    # answers it as a problem like every other error.
+                    operation["responses"][status] = {
+                        "description": "A problem (RFC 9457).",
+                        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+                    }
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
     return document
 
 
