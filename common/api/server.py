@@ -10,8 +10,11 @@ The providers are found in ZooKeeper by the first request that needs them.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -23,6 +26,7 @@ from common.rpc.server import split_address
 log = get_logger("tasklab.api")
 
 STOP_GRACE = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def bind(address: str) -> socket.socket:
@@ -46,6 +50,20 @@ def api_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own version raises the signal again once it has stopped gracefully, so the
+        # process ends "killed by SIGTERM"; a tasklab role that stopped cleanly exits 0, as the
+        # providers and agents do, which is what a supervisor reads as a clean stop.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def run_api(settings: Settings) -> None:
     try:
         sock = bind(settings.api_address)
@@ -58,7 +76,7 @@ def run_api(settings: Settings) -> None:
         timeout_graceful_shutdown=STOP_GRACE,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     url = api_url(sock)
     log.info("REST API serving on %s", url)
     # Printed as well as logged: a script starting `tasklab run api` reads the address here.

@@ -389,3 +389,69 @@ def test_the_openapi_document_has_every_path_of_the_contract_with_examples(http)
     problem = document["paths"]["/api/v1/tasks"]["post"]["responses"]["422"]["content"]
     assert list(problem) == [PROBLEM]
     assert http.get("/docs").status_code == 200
+
+
+def test_the_servicer_adds_each_live_agents_capacity_from_zookeeper_when_given_a_client(stage4):
+    # Given the servicer over the platform's Redis, with the ZooKeeper client of the chroot
+    # the agents registered in
+    from common.rpc.gen import task_service_pb2 as pb
+    from common.rpc.service import TaskServicer
+
+    class Context:
+        def time_remaining(self):
+            return None
+
+    servicer = TaskServicer(stage4.tasks, stage4.tasks.store.client, zk=stage4.zk)
+
+    def listed():
+        agents = servicer.ListAgents(pb.ListAgentsRequest(), Context()).agents
+        by_id = {a.agent_id: a for a in agents}
+        return by_id if {"agent-1", "agent-2"} <= set(by_id) else None
+
+    # Then both agents are listed alive, with the capacity they registered
+    agents = eventually(listed, 15, message="both agents listed")
+    for agent_id in ("agent-1", "agent-2"):
+        assert agents[agent_id].alive and agents[agent_id].HasField("capacity")
+        assert agents[agent_id].capacity >= 1
+
+
+# -- the process -----------------------------------------------------------------------------
+def test_sigterm_lets_a_request_in_flight_finish_then_the_api_exits_cleanly(stage4, http):
+    # Given a second API process with a synchronous submit in flight
+    url = stage4.start_api(f"api-term-{uuid.uuid4().hex[:4]}")
+    proc = stage4.processes[-1]
+    answers: list[httpx.Response] = []
+    name = marker()
+
+    def slow_submit() -> None:
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            body = shell("sleep 1; echo done", taskName=name)
+            answers.append(submit(client, body, params={"wait": 20}))
+
+    thread = threading.Thread(target=slow_submit)
+    thread.start()
+    eventually(
+        lambda: http.get("/api/v1/tasks", params={"name": name}).json()["items"],
+        10,
+        message="the submit reached the platform",
+    )
+
+    # When it is told to stop
+    proc.terminate()
+
+    # Then the request in flight is answered, and the process exits 0, refusing new ones
+    thread.join(30)
+    assert answers and answers[0].status_code == 200, answers
+    assert answers[0].json()["result"] == "done\n"
+    eventually(lambda: not proc.alive(), 15, message="the API exited")
+    assert proc.proc.returncode == 0, proc.log_text()[-2000:]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)
+
+
+def test_an_address_already_in_use_fails_the_start_with_one_line(stage4, rest):
+    address = rest.removeprefix("http://")
+    proc = stage4.start("api", f"api-taken-{uuid.uuid4().hex[:4]}", TASKLAB_API_ADDRESS=address)
+    eventually(lambda: not proc.alive(), 20, message="the second API gave up")
+    assert proc.proc.returncode != 0
+    assert f"error: cannot serve the REST API on {address}" in proc.log_text()

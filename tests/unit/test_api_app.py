@@ -207,3 +207,15 @@ def test_the_openapi_document_is_built_offline_with_problems_as_problem_json():
                         ["application/problem+json"],
                         [],
                     ), (method, path, status)
+
+
+def test_the_dev_stack_chooses_the_apis_address_once_and_prints_it_for_both_sides(tmp_path):
+    from common.devstack import DevStack
+
+    stack = DevStack(tmp_path / "devstack")
+    env = stack.role_env(4)
+    assert env["TASKLAB_API_URL"] == "http://" + env["TASKLAB_API_ADDRESS"]
+    assert env["TASKLAB_API_ADDRESS"].startswith("127.0.0.1:")
+    assert DevStack(tmp_path / "devstack").role_env(4) == env, "the same address every time"
+    assert stack.role_env(3) == {}, "a stage without an api role has no API address"
+    assert f"TASKLAB_API_URL={env['TASKLAB_API_URL']}" in DevStack.env_lines([], env)
