@@ -33,8 +33,16 @@ _WRITE_ERRORS = dto.problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 50
 
 
 def credentials(request: Request) -> list[tuple[str, str]]:
-    """The caller's credential headers, passed on to the providers as gRPC metadata."""
-    return [(name, request.headers[name]) for name in CREDENTIAL_HEADERS if name in request.headers]
+    """The caller's credential headers, passed on to the providers as gRPC metadata.
+
+    gRPC metadata values are printable ASCII; a header value that is not cannot be a valid
+    credential either, and is left out rather than failing the call on the way out.
+    """
+    return [
+        (name, value)
+        for name in CREDENTIAL_HEADERS
+        if (value := request.headers.get(name)) and value.isascii() and value.isprintable()
+    ]
 
 
 def answer(outcome: Outcome) -> JSONResponse:

@@ -162,6 +162,12 @@ def test_a_rule_only_the_domain_knows_comes_back_from_the_provider_as_422_with_i
     assert "blank" in problem["errors"][0]["detail"]
 
 
+def test_a_payload_over_the_size_limit_is_413(http):
+    # Over max_payload_bytes (64 KiB in tests): the provider answers RESOURCE_EXHAUSTED.
+    response = submit(http, shell("x" * (64 * 1024 + 1)))
+    assert_problem(response, 413, "payload-too-large")
+
+
 def test_a_body_that_is_not_json_is_400(http):
     response = http.post(
         "/api/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
