@@ -15,11 +15,14 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
 from common.api import errors, links, openapi, routes_system, routes_tasks
 from common.api.backends import Backends
 from common.config import Settings
+
+WORKER_THREADS = 256
 
 DESCRIPTION = """\
 The tasklab REST API (stage 4): submit, watch, cancel and retry tasks.
@@ -35,6 +38,10 @@ def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Routes block on the stub in worker threads, and a synchronous submit or a log follow
+        # holds one for as long as it waits: more threads than anyio's default 40, so forty
+        # waiting clients cannot starve every other request. (/health needs none.)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         yield
         backends.close()
 

@@ -24,7 +24,7 @@ from redis import Redis
 from common.adapters.redis_client import redis_client
 from common.api import catalog
 from common.config import Settings
-from common.coordination.zk import CoordinationUnavailable, get_zk
+from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.observability import get_logger
 from common.rpc.proxy import TaskServiceProxy
 
@@ -75,6 +75,9 @@ class Backends:
         for channel, _ in self._health.values():
             channel.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._zk is not None:
+            # Closed, not left to expire: ZooKeeper forgets this session (and its watches) now.
+            close_zk(self.settings)
 
     # -- readiness -------------------------------------------------------------------------
     def check_all(self) -> dict[str, CheckResult]:

@@ -34,7 +34,8 @@ def _checks(results: dict[str, CheckResult]) -> dict[str, dto.Check]:
 
 
 @router.get("/health", response_model=dto.Liveness, summary="Liveness: the process answers")
-def health() -> dto.Liveness:
+async def health() -> dto.Liveness:
+    # async: answered on the event loop, even when every worker thread is busy waiting.
     return dto.Liveness(status="ok")
 
 
