@@ -340,11 +340,17 @@ def dev_up(
     stack = DevStack(state_dir)
     try:
         running = stack.up(stage)
+        roles = stack.role_env(stage)
     except (ServiceUnavailable, ValueError) as exc:
         fail(str(exc), 2)
     for svc in running:
         typer.echo(f"# {svc.name}: pid {svc.pid}, log {svc.log}", err=True)
-    for line in DevStack.env_lines(running):
+    if roles.get("TASKLAB_API_ADDRESS"):
+        typer.echo(
+            f"# api: `tasklab run api --stage {stage}` serves on {roles['TASKLAB_API_ADDRESS']}",
+            err=True,
+        )
+    for line in DevStack.env_lines(running, roles):
         typer.echo(line)
 
 

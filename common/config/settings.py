@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     rpc_watch_poll: float = Field(default=0.1, gt=0, le=10)
     rpc_watch_max: float = Field(default=3600.0, gt=0)  # a Watch with no deadline ends then
     rpc_stop_grace: float = Field(default=5.0, ge=0)  # in-flight calls finish within this
+    # Stage 4: the REST API (`tasklab run api --stage 4`), a gRPC client of the providers.
+    # A fixed port, unlike rpc_address: people and scripts reach the API by this address.
+    api_address: str = Field(default="127.0.0.1:8080", pattern=r"^\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}$")
 
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
