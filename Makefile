@@ -148,8 +148,9 @@ stage4-down: ## Stop the stage 4 compose stack
 stage4-logs: ## Follow the stage 4 compose logs
 	docker compose -f stage4_rpc/compose.yaml logs -f
 
-stage4-test: setup ## Stage 4 integration tests (gRPC providers killed mid-call, on real services)
-	$(BIN)/pytest -q tests/stage4_rpc tests/unit/test_rpc_codegen.py tests/unit/test_rpc_mapping.py
+stage4-test: setup ## Stage 4 tests on real services: providers killed mid-call, auth, rate and size limits
+	$(BIN)/pytest -q tests/stage4_rpc tests/unit/test_rpc_codegen.py tests/unit/test_rpc_mapping.py \
+	  tests/unit/test_authenticator.py tests/unit/test_security_config.py
 
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed
