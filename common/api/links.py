@@ -44,6 +44,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Reachable without a credential: probes, the API's own description and its problem pages.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/redoc", "/metrics"})
 PUBLIC_PREFIXES = ("/problems/", "/docs/")
+# RFC 9457: a problem type's title is the same on every occurrence; these are the API's
+# catalogue titles for the kinds the links answer with.
+TITLES = {
+    "unauthenticated": "Authentication is required",
+    "forbidden": "Not allowed for this caller",
+    "payload-too-large": "Request too large",
+    "uri-too-long": "Request URI too long",
+    "headers-too-large": "Request headers too large",
+    "rate-limited": "Too many requests",
+}
 PRINCIPAL = "principal"  # the key in scope["state"] (request.state.principal)
 AUTH_ENABLED = "tasklab_auth_enabled"  # on app.state, set by install_links
 
@@ -79,7 +89,7 @@ class AuthLink:
             problem = Problem(
                 401,
                 "unauthenticated",
-                "Unauthenticated",
+                TITLES["unauthenticated"],
                 exc.reason,
                 headers={"WWW-Authenticate": exc.challenge()},
             )
@@ -120,7 +130,7 @@ class RateLimitLink:
         problem = Problem(
             429,
             "rate-limited",
-            "Too many requests",
+            TITLES["rate-limited"],
             f"{principal.name} may make {self.limiter.rate:g} requests per second with bursts "
             f"of {self.limiter.burst}; retry in {wait} s",
             headers={"Retry-After": str(wait)},
@@ -196,7 +206,7 @@ class BodyLimitLink:
             return Problem(
                 414,
                 "uri-too-long",
-                "URI too long",
+                TITLES["uri-too-long"],
                 f"the path and query are {url} bytes; the limit is {self.max_url}",
             )
         size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])  # "k: v\r\n"
@@ -204,7 +214,7 @@ class BodyLimitLink:
             return Problem(
                 431,
                 "headers-too-large",
-                "Request header fields too large",
+                TITLES["headers-too-large"],
                 f"the headers are {size} bytes; the limit is {self.max_headers}",
             )
         return None
@@ -213,7 +223,7 @@ class BodyLimitLink:
         return Problem(
             413,
             "payload-too-large",
-            "Payload too large",
+            TITLES["payload-too-large"],
             f"the request body may be at most {self.max_body} bytes; {what}",
         )
 
@@ -294,7 +304,7 @@ def require(role: Role):
                 raise Problem(
                     401,
                     "unauthenticated",
-                    "Unauthenticated",
+                    TITLES["unauthenticated"],
                     "this call needs a credential",
                     headers={"WWW-Authenticate": Unauthenticated("", error="").challenge()},
                 )
@@ -304,7 +314,7 @@ def require(role: Role):
             raise Problem(
                 403,
                 "forbidden",
-                "Forbidden",
+                TITLES["forbidden"],
                 f"this call needs the {role.value} role; {principal.name} has {held}",
             )
         return principal
