@@ -25,6 +25,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -107,20 +108,34 @@ class RateLimitLink:
     issue's "per-key rate limiting"; turn auth on to flood a key into 429s).
     """
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, timeout: float = 0.5) -> None:
         self.app = app
         self.limiter = limiter
+        self.timeout = timeout
+        # Checks on a sync client run in threads of their own: while Redis hangs, the threads
+        # waiting on it are these, not the ones the app's routes need.
+        self._threads = anyio.CapacityLimiter(16)
+
+    async def _take(self, name: str):
+        if self.limiter.is_async:
+            return await self.limiter.take_async(name)
+        # A sync client would block the event loop for a round trip: run it in a thread. If
+        # the wait is cut short (below), the thread finishes on its own, within the client's
+        # socket timeout, and its answer is dropped.
+        return await anyio.to_thread.run_sync(
+            self.limiter.take, name, abandon_on_cancel=True, limiter=self._threads
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = principal_of(scope) if scope["type"] == "http" else None
         if principal is None or principal is ANONYMOUS:
             await self.app(scope, receive, send)
             return
-        if self.limiter.is_async:
-            decision = await self.limiter.take_async(principal.name)
-        else:
-            # A sync client would block the event loop for a round trip: run it in a thread.
-            decision = await anyio.to_thread.run_sync(self.limiter.take, principal.name)
+        decision = None
+        with anyio.move_on_after(self.timeout):
+            decision = await self._take(principal.name)
+        if decision is None:  # Redis hangs: the same outage as Redis refusing, fail open
+            decision = self.limiter.unchecked(f"no answer within {self.timeout:g} s")
         if decision.allowed:
             await self.app(scope, receive, send)
             return
@@ -350,7 +365,11 @@ def install_links(app: Any, settings: Any, redis: Any) -> None:
     if limits.enabled and authenticator.enabled:
         if redis is None:
             raise ValueError("rate limiting is on: install_links needs a Redis client")
-        app.add_middleware(RateLimitLink, limiter=RateLimiter.from_settings(settings, redis))
+        app.add_middleware(
+            RateLimitLink,
+            limiter=RateLimiter.from_settings(settings, redis),
+            timeout=limits.redis_timeout,
+        )
     app.add_middleware(AuthLink, authenticator=authenticator)
     # Always installed, even with no origins: a preflight is then refused by CORS (400), not
     # asked for a key it cannot carry (401).

@@ -156,7 +156,6 @@ _PLACEHOLDER_SECRET_WORDS = (
     "default",
     "insecure",
     "password",
-    "tasklab",
 )
 
 
@@ -252,6 +251,9 @@ class RateLimitConfig(_Section):
     enabled: bool = True
     requests_per_second: float = Field(default=50.0, gt=0, le=1_000_000)
     burst: int = Field(default=100, ge=1, le=10_000_000)
+    # A check Redis has not answered within this many seconds lets the call through (fail
+    # open, see common/security/ratelimit.py), so a hung Redis does not hold every request.
+    redis_timeout: float = Field(default=0.5, gt=0, le=30)
 
 
 class SecurityConfig(_Section):

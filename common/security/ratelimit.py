@@ -14,7 +14,9 @@ logged (at most every few seconds). Why open:
   well-behaved clients into backoff and hides the outage;
 - one store's hiccup should not become a total outage of the front door, reads included.
 The cost: during an outage no caller is limited. The providers' own bounds (worker threads,
-maximum concurrent calls) still cap what reaches them.
+maximum concurrent calls) still cap what reaches them. A Redis that hangs rather than refuses
+(paused, cut off) is the same outage: the REST link waits at most `redis_timeout` for an
+answer, then lets the call through (`unchecked`).
 """
 
 from __future__ import annotations
@@ -83,8 +85,12 @@ class RateLimiter:
         return Decision(bool(allowed), wait_ms / 1000.0, remaining)
 
     def _failed_open(self, exc: Exception) -> Decision:
+        return self.unchecked(str(exc))
+
+    def unchecked(self, why: str) -> Decision:
+        """Let a call through without a check (fail open), logging it now and then."""
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            log.warning("rate limit not checked, Redis did not answer (letting calls in): %s", exc)
+            log.warning("rate limit not checked, Redis did not answer (letting calls in): %s", why)
         return Decision(True, degraded=True)

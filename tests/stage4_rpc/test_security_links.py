@@ -7,6 +7,8 @@ handlers record what reached them, so a test can say the app never saw a refused
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -24,6 +26,7 @@ from common.adapters.redis_client import redis_client
 from common.api.links import install_links, require
 from common.api.problems import PROBLEM_JSON, Problem
 from common.config import load_settings
+from common.devstack.redis import RedisService
 from common.security import Principal, Role
 from common.security.authenticator import fingerprint
 from common.testing import eventually
@@ -276,6 +279,44 @@ def test_an_unknown_caller_costs_no_token(servers, redis_service):
         assert get(servers["a"], **{"X-API-Key": "nope"}).status_code == 401
     redis = redis_client(redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{LINKS_DB}")
     assert redis.keys("ratelimit:*") == [], "auth refuses before the rate limit counts"
+
+
+@pytest.fixture
+def over_own_redis(tmp_path) -> Iterator[tuple[Served, int]]:
+    """A server whose buckets are in a Redis of its own (burst 1), which a test may pause."""
+    service = RedisService()
+    running = service.start(tmp_path)
+    limits = {"requests_per_second": 0.01, "burst": 1, "redis_timeout": 0.5}
+    settings = load_settings(api_keys=KEYS, api={"rate_limiting": limits})
+    served = serve(settings, redis_client(running.env["TASKLAB_REDIS_URL"]))
+    try:
+        yield served, running.pid
+    finally:
+        served.server.should_exit = True
+        served.thread.join(10)
+        os.kill(running.pid, signal.SIGCONT)
+        service.stop(running)
+
+
+def test_with_redis_hung_the_rate_limit_lets_calls_through_within_its_timeout(over_own_redis):
+    served, redis_pid = over_own_redis
+    # Given a key that has spent its burst of 1
+    assert get(served, **{"X-API-Key": READER}).status_code == 200
+    assert get(served, **{"X-API-Key": READER}).status_code == 429
+    # When Redis hangs (SIGSTOP): no answer, no refusal
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answers = [get(served, **{"X-API-Key": READER}).status_code for _ in range(3)]
+        took = time.monotonic() - started
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    # Then the calls go through (fail open), each held at most about the 0.5 s timeout
+    assert answers == [200, 200, 200] and took < 3 * 0.5 + 1.5, took
+    # And once Redis answers again, the key is limited again without a restart
+    eventually(
+        lambda: get(served, **{"X-API-Key": READER}).status_code == 429, 15, message="limited"
+    )
 
 
 # -- sizes ---------------------------------------------------------------------------------
