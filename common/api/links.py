@@ -33,7 +33,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from common.api.problems import Problem
 from common.security import ANONYMOUS, Principal, Role
-from common.security.authenticator import Authenticator, Unauthenticated
+from common.security.authenticator import Authenticator, Unauthenticated, credential_metadata
 from common.security.ratelimit import RateLimiter
 
 Scope = MutableMapping[str, Any]
@@ -56,6 +56,7 @@ TITLES = {
     "rate-limited": "Too many requests",
 }
 PRINCIPAL = "principal"  # the key in scope["state"] (request.state.principal)
+CREDENTIALS = "credentials"  # scope["state"]: the credential to pass on as gRPC metadata
 AUTH_ENABLED = "tasklab_auth_enabled"  # on app.state, set by install_links
 
 
@@ -65,6 +66,17 @@ def is_public(path: str) -> bool:
 
 def principal_of(scope: Scope) -> Principal | None:
     return scope.get("state", {}).get(PRINCIPAL)
+
+
+def forwarded_credentials(scope: Scope) -> list[tuple[str, str]]:
+    """The caller's credential as gRPC metadata for the providers (`metadata=` of the proxy):
+    the header the caller was authenticated by, or [] when there is none gRPC can carry.
+    Pass `request.scope`."""
+    state = scope.get("state", {})
+    if CREDENTIALS in state:
+        return list(state[CREDENTIALS])
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+    return credential_metadata(headers)  # the links are not installed (a bare app)
 
 
 async def _answer(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,7 +108,9 @@ class AuthLink:
             )
             await _answer(problem, scope, receive, send)
             return
-        scope.setdefault("state", {})[PRINCIPAL] = principal
+        state = scope.setdefault("state", {})
+        state[PRINCIPAL] = principal
+        state[CREDENTIALS] = credential_metadata(headers)
         await self.app(scope, receive, send)
 
 

@@ -198,8 +198,10 @@ def parse_api_keys(raw: object) -> dict[str, tuple[str, ...]]:
     keys: dict[str, tuple[str, ...]] = {}
     for n, (key, roles) in enumerate(raw.items(), start=1):
         where = f"API_KEYS entry {n}"
-        if not isinstance(key, str) or not key.strip() or key != key.strip():
-            raise ValueError(f"{where}: a key must be non-empty text without surrounding spaces")
+        # Printable ASCII without spaces: the key travels in an HTTP header and in gRPC
+        # metadata, which carry nothing else intact.
+        if not isinstance(key, str) or not re.fullmatch(r"[!-~]+", key):
+            raise ValueError(f"{where}: a key must be printable ASCII without spaces")
         if isinstance(roles, str):
             roles = [roles]
         if not isinstance(roles, list) or not roles:

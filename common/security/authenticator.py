@@ -50,6 +50,27 @@ class Unauthenticated(Exception):
         return f'{bearer}, ApiKey realm="{realm}", header="X-API-Key"'
 
 
+def _metadata_safe(value: str) -> bool:
+    # What a gRPC metadata value may hold (printable ASCII); nothing else can be a credential.
+    return all(" " <= ch <= "~" for ch in value)
+
+
+def credential_metadata(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The credential to pass on to the gRPC providers: the one `authenticate` decides by
+    (X-API-Key if present, else Authorization), as lower-case metadata, or nothing.
+
+    A value gRPC metadata cannot carry is dropped instead of failing the call: with auth on,
+    such a value was already refused (no key or token has it); with auth off, a client's
+    stray header is no credential.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in (API_KEY_HEADER, AUTHORIZATION_HEADER):
+        value = lowered.get(name)
+        if value is not None:
+            return [(name, value)] if value and _metadata_safe(value) else []
+    return []
+
+
 def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 

@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from common.adapters.redis_client import redis_client
-from common.api.links import install_links, require
+from common.api.links import forwarded_credentials, install_links, require
 from common.api.problems import PROBLEM_JSON, Problem
 from common.config import load_settings
 from common.devstack.redis import RedisService
@@ -77,6 +77,10 @@ def tiny_app(seen: list[int]) -> FastAPI:
         body = await request.body()
         seen.append(len(body))
         return {"principal": principal.name, "bytes": len(body)}
+
+    @app.get("/api/v1/credentials")
+    def passed_on(request: Request, _: Principal = Depends(require(Role.TASK_READ))) -> list:
+        return forwarded_credentials(request.scope)
 
     @app.delete("/api/v1/system")
     def admin(principal: Principal = Depends(require(Role.ADMIN))) -> dict:
@@ -239,6 +243,20 @@ def test_with_auth_off_anyone_is_the_anonymous_admin_and_nothing_is_limited(serv
     answers = [get(servers["off"]).status_code for _ in range(BURST + 3)]
     assert answers == [200] * (BURST + 3)
     assert get(servers["off"]).json() == {"principal": "anonymous"}
+
+
+def test_the_credential_that_authenticated_is_what_goes_on_to_the_providers(servers):
+    answer = httpx.get(
+        servers["a"].url + "/api/v1/credentials",
+        headers={"X-API-Key": READER, "Authorization": f"Bearer {token()}"},
+    )
+    assert answer.json() == [["x-api-key", READER]]
+    # With auth off, a header gRPC metadata cannot carry is dropped, not passed on to fail
+    stray = httpx.get(
+        servers["off"].url + "/api/v1/credentials",
+        headers={"Authorization": "Bearer caf\xe9".encode("latin-1")},
+    )
+    assert stray.status_code == 200 and stray.json() == []
 
 
 def test_the_openapi_document_declares_both_schemes_on_protected_routes(servers):

@@ -13,7 +13,12 @@ import pytest
 from common.rpc.auth import METHOD_ROLES, TASK_SERVICE_PREFIX, required_role
 from common.rpc.gen import task_service_pb2 as pb
 from common.security import ANONYMOUS, Principal, Role
-from common.security.authenticator import Authenticator, Unauthenticated, fingerprint
+from common.security.authenticator import (
+    Authenticator,
+    Unauthenticated,
+    credential_metadata,
+    fingerprint,
+)
 
 SECRET = "0f4c9a8e7b6d5c4b3a29181706f5e4d3c2b1a09f8e7d6c5b"
 KEYS = {
@@ -165,3 +170,18 @@ def test_every_task_service_method_needs_a_role_reads_read_and_commands_write():
     assert required_role(TASK_SERVICE_PREFIX + "Purge") is Role.ADMIN
     assert required_role("/grpc.health.v1.Health/Check") is None
     assert required_role("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") is None
+
+
+def test_the_credential_passed_on_to_the_providers_is_the_one_auth_decides_by():
+    both = {"Authorization": "Bearer t.o.k", "X-API-Key": "k-1"}
+    assert credential_metadata(both) == [("x-api-key", "k-1")]
+    assert credential_metadata({"Authorization": "Bearer t.o.k"}) == [
+        ("authorization", "Bearer t.o.k")
+    ]
+    assert credential_metadata({"Accept": "*/*"}) == []
+
+
+def test_a_credential_grpc_metadata_cannot_carry_is_not_passed_on():
+    assert credential_metadata({"X-API-Key": "k\u00e9y"}) == []
+    assert credential_metadata({"Authorization": "Bearer \x00"}) == []
+    assert credential_metadata({"X-API-Key": ""}) == []

@@ -107,6 +107,7 @@ def test_the_body_limit_by_default_fits_the_largest_legal_task(monkeypatch):
         ('{"sekrit-key-1": ["Admn"]}', "entry 1: unknown role 'Admn'"),
         ('{"sekrit-key-1": []}', "entry 1: roles must be a non-empty list"),
         ('{"ok-key": ["Admin"], " sekrit-key-2": ["Admin"]}', "entry 2: a key must be"),
+        ('{"sekrit-k\u00e9y": ["Admin"]}', "entry 1: a key must be printable ASCII"),
     ],
 )
 def test_bad_api_keys_are_one_line_naming_the_problem_and_never_the_key(monkeypatch, raw, expected):
