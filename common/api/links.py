@@ -304,12 +304,15 @@ _BEARER_SCHEME = HTTPBearer(
     auto_error=False,
 )
 
-# For a route's `responses=`: what the links may answer instead of the route.
+# For a route's `responses=`: what the links may answer instead of the route, on any path
+# (414 and 431 as well: a generated long query string must find its answer documented).
 SECURITY_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No credential, or one that does not check out (problem+json)."},
     403: {"description": "The caller lacks the role this call needs (problem+json)."},
     413: {"description": "The request body is over the limit (problem+json)."},
+    414: {"description": "The path and query are over the limit (problem+json)."},
     429: {"description": "The caller's rate limit is spent; see Retry-After (problem+json)."},
+    431: {"description": "The request's headers are over the limit (problem+json)."},
 }
 
 
