@@ -35,6 +35,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from common.config.durations import parse_duration
@@ -261,12 +262,26 @@ class RateLimitConfig(_Section):
 class SecurityConfig(_Section):
     """[api.security]: CORS and the sizes a request may have."""
 
-    cors_origins: list[str] = Field(default_factory=list)
+    # From the environment as JSON (["https://a", "https://b"]) or comma-separated.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # 0 = just enough for the largest legal task: a payload at max_payload_bytes with every
     # character sent as a six-byte \\u escape, plus the rest of the body.
     max_body_bytes: int = Field(default=0, ge=0)
     max_url_bytes: int = Field(default=8192, ge=256)
     max_header_bytes: int = Field(default=16384, ge=1024)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list ({exc.msg})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
 
 
 class ApiConfig(_Section):
@@ -498,6 +513,11 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    except SettingsError as err:
+        # A list or table given in the environment that is not JSON.
+        raise ConfigError(
+            f"invalid configuration: {err}; a list or table in the environment must be JSON"
+        ) from None
     check_transport_limits(settings)
     return settings
 

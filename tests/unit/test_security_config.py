@@ -184,3 +184,17 @@ def test_a_production_provider_without_credentials_exits_2_with_one_line(tmp_pat
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "neither API_KEYS nor JWT_SECRET is set" in proc.stderr
+
+
+def test_cors_origins_may_be_given_comma_separated_or_as_json(monkeypatch):
+    monkeypatch.setenv(
+        "TASKLAB_API__SECURITY__CORS_ORIGINS", "https://a.example, https://b.example"
+    )
+    assert load_settings().api.security.cors_origins == ["https://a.example", "https://b.example"]
+    monkeypatch.setenv("TASKLAB_API__SECURITY__CORS_ORIGINS", '["https://c.example"]')
+    assert load_settings().api.security.cors_origins == ["https://c.example"]
+
+
+def test_a_table_in_the_environment_that_is_not_json_is_one_line(monkeypatch):
+    monkeypatch.setenv("TASKLAB_API__AUTH", "{not json")
+    assert "a list or table in the environment must be JSON" in refusal()
