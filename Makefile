@@ -161,9 +161,10 @@ stage4-down: ## Stop the stage 4 compose stack
 stage4-logs: ## Follow the stage 4 compose logs
 	docker compose -f stage4_rpc/compose.yaml logs -f
 
-stage4-test: setup ## Stage 4 on real services: providers killed mid-call, the REST API, schemathesis, the Java client
+stage4-test: setup ## Stage 4 on real services: providers killed mid-call, the REST API, auth and limits, schemathesis, the Java client
 	$(BIN)/pytest -q tests/stage4_rpc tests/unit/test_rpc_codegen.py tests/unit/test_rpc_mapping.py \
-	  tests/unit/test_api_app.py tests/unit/test_cli_remote.py tests/unit/test_refdocs.py
+	  tests/unit/test_api_app.py tests/unit/test_cli_remote.py tests/unit/test_refdocs.py \
+	  tests/unit/test_authenticator.py tests/unit/test_security_config.py
 
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed

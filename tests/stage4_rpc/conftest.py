@@ -57,10 +57,11 @@ class Stage4:
         self.processes.append(proc)
         return proc
 
-    def start_provider(self, name: str) -> str:
-        """A provider on a port chosen here; returns its address once it is registered."""
+    def start_provider(self, name: str, **extra: str) -> str:
+        """A provider on a port chosen here; returns its address once it is registered.
+        `extra` is more environment (e.g. TASKLAB_API_KEYS: auth is off unless a test says)."""
         address = f"127.0.0.1:{free_port()}"
-        self.providers[address] = self.start("rpc", name, TASKLAB_RPC_ADDRESS=address)
+        self.providers[address] = self.start("rpc", name, TASKLAB_RPC_ADDRESS=address, **extra)
         eventually(
             lambda: address in self.zk.get_children(TASK_SERVICE),
             20,
