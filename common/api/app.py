@@ -32,6 +32,7 @@ Errors are `application/problem+json` (RFC 9457); each `type` is described at it
 """
 
 
+# --8<-- [start:create-app]
 def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
     """The app; `tasks` is a TaskService stub to use instead of discovering providers."""
     backends = Backends(settings, tasks)
@@ -61,6 +62,9 @@ def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
     app.add_middleware(errors.ProblemGuard)
     openapi.install(app)
     return app
+
+
+# --8<-- [end:create-app]
 
 
 def openapi_document() -> dict[str, Any]:

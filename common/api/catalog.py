@@ -92,6 +92,18 @@ CATALOG: dict[str, ProblemType] = {
             "The body, or the task's payload, is over the configured limit.",
         ),
         ProblemType(
+            "uri-too-long",
+            414,
+            "Request URI too long",
+            "The path and query string are over the configured limit (api.security.max_url_bytes).",
+        ),
+        ProblemType(
+            "headers-too-large",
+            431,
+            "Request headers too large",
+            "The request's headers are over the configured limit (api.security.max_header_bytes).",
+        ),
+        ProblemType(
             "unsupported-media-type",
             415,
             "Unsupported media type",

@@ -50,6 +50,7 @@ class _Response(BaseModel):
     )
 
 
+# --8<-- [start:submit-task]
 class SubmitTask(_Request):
     """A task to run. Only taskType and payload are required."""
 
@@ -83,6 +84,9 @@ class SubmitTask(_Request):
         max_length=200,
         description="Idempotency key (as the Idempotency-Key header): one key, one task.",
     )
+
+
+# --8<-- [end:submit-task]
 
 
 class TaskView(_Response):

@@ -31,6 +31,7 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.middleware.cors import CORSMiddleware
 
+from common.api.catalog import problem
 from common.api.problems import Problem
 from common.security import ANONYMOUS, Principal, Role
 from common.security.authenticator import Authenticator, Unauthenticated, credential_metadata
@@ -45,16 +46,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Reachable without a credential: probes, the API's own description and its problem pages.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/redoc", "/metrics"})
 PUBLIC_PREFIXES = ("/problems/", "/docs/")
-# RFC 9457: a problem type's title is the same on every occurrence; these are the API's
-# catalogue titles for the kinds the links answer with.
-TITLES = {
-    "unauthenticated": "Authentication is required",
-    "forbidden": "Not allowed for this caller",
-    "payload-too-large": "Request too large",
-    "uri-too-long": "Request URI too long",
-    "headers-too-large": "Request headers too large",
-    "rate-limited": "Too many requests",
-}
 PRINCIPAL = "principal"  # the key in scope["state"] (request.state.principal)
 CREDENTIALS = "credentials"  # scope["state"]: the credential to pass on as gRPC metadata
 AUTH_ENABLED = "tasklab_auth_enabled"  # on app.state, set by install_links
@@ -83,6 +74,7 @@ async def _answer(problem: Problem, scope: Scope, receive: Receive, send: Send) 
     await problem.response(instance=scope.get("path", ""))(scope, receive, send)
 
 
+# --8<-- [start:auth-link]
 class AuthLink:
     """401 unless the request carries a valid credential; the principal goes to
     scope["state"]["principal"] for the links and routes behind."""
@@ -99,19 +91,18 @@ class AuthLink:
         try:
             principal = self.authenticator.authenticate(headers)
         except Unauthenticated as exc:
-            problem = Problem(
-                401,
-                "unauthenticated",
-                TITLES["unauthenticated"],
-                exc.reason,
-                headers={"WWW-Authenticate": exc.challenge()},
+            refusal = problem(
+                "unauthenticated", exc.reason, headers={"WWW-Authenticate": exc.challenge()}
             )
-            await _answer(problem, scope, receive, send)
+            await _answer(refusal, scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state[PRINCIPAL] = principal
         state[CREDENTIALS] = credential_metadata(headers)
         await self.app(scope, receive, send)
+
+
+# --8<-- [end:auth-link]
 
 
 class RateLimitLink:
@@ -156,15 +147,13 @@ class RateLimitLink:
         # RFC 9110 10.2.3: delay-seconds is a whole number; round up so a caller that waits
         # exactly that long finds a token.
         wait = max(1, math.ceil(decision.retry_after))
-        problem = Problem(
-            429,
+        refusal = problem(
             "rate-limited",
-            TITLES["rate-limited"],
             f"{principal.name} may make {self.limiter.rate:g} requests per second with bursts "
             f"of {self.limiter.burst}; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-        await _answer(problem, scope, receive, send)
+        await _answer(refusal, scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -232,27 +221,21 @@ class BodyLimitLink:
     def _check_head(self, scope: Scope) -> Problem | None:
         url = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
         if url > self.max_url:
-            return Problem(
-                414,
+            return problem(
                 "uri-too-long",
-                TITLES["uri-too-long"],
                 f"the path and query are {url} bytes; the limit is {self.max_url}",
             )
         size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])  # "k: v\r\n"
         if size > self.max_headers:
-            return Problem(
-                431,
+            return problem(
                 "headers-too-large",
-                TITLES["headers-too-large"],
                 f"the headers are {size} bytes; the limit is {self.max_headers}",
             )
         return None
 
     def _too_large(self, what: str) -> Problem:
-        return Problem(
-            413,
+        return problem(
             "payload-too-large",
-            TITLES["payload-too-large"],
             f"the request body may be at most {self.max_body} bytes; {what}",
         )
 
@@ -333,20 +316,16 @@ def require(role: Role):
         principal = principal_of(request.scope)
         if principal is None:
             if getattr(request.app.state, AUTH_ENABLED, False):
-                raise Problem(
-                    401,
+                raise problem(
                     "unauthenticated",
-                    TITLES["unauthenticated"],
                     "this call needs a credential",
                     headers={"WWW-Authenticate": Unauthenticated("", error="").challenge()},
                 )
             principal = ANONYMOUS
         if not principal.may(role):
             held = ", ".join(sorted(principal.roles)) or "no roles"
-            raise Problem(
-                403,
+            raise problem(
                 "forbidden",
-                TITLES["forbidden"],
                 f"this call needs the {role.value} role; {principal.name} has {held}",
             )
         return principal
@@ -360,6 +339,7 @@ CORS_HEADERS = ("X-API-Key", "Authorization", "Content-Type", "Idempotency-Key",
 CORS_EXPOSED = ("Location", "Retry-After", "WWW-Authenticate")
 
 
+# --8<-- [start:install-links]
 def install_links(app: Any, settings: Any, redis: Any) -> None:
     """Add the links to `app` (a FastAPI/Starlette app, before it starts), outermost first:
     CORS -> auth -> rate limit -> size. Raises ConfigError if auth is required but neither
@@ -400,3 +380,6 @@ def install_links(app: Any, settings: Any, redis: Any) -> None:
         allow_credentials=False,
         max_age=600,
     )
+
+
+# --8<-- [end:install-links]

@@ -1,4 +1,4 @@
-"""`/api/v1/tasks...`: the task endpoints of the REST contract (/work's REST_CONTRACT.md).
+"""`/api/v1/tasks...`: the task endpoints (docs/reference/rest.md).
 
 Each route is the same short chain after the ASGI links (auth, rate limit, size): FastAPI
 validates the input (422 with every problem), `Idempotency` resolves the key, and a command
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from common.api import commands, dto, sse, views
 from common.api.commands import Outcome
 from common.api.idempotency import Idempotency
-from common.api.links import require
+from common.api.links import forwarded_credentials, require
 from common.rpc.gen import task_service_pb2 as pb
 from common.security import Principal, Role
 
@@ -26,23 +26,15 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 TaskId = Annotated[str, Path(alias="taskId", min_length=1, max_length=200)]
 Reader = Annotated[Principal, Depends(require(Role.TASK_READ))]
 Writer = Annotated[Principal, Depends(require(Role.TASK_WRITE))]
-CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 
 _READ_ERRORS = dto.problem_responses(401, 403, 404, 422, 429, 503)
 _WRITE_ERRORS = dto.problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
 def credentials(request: Request) -> list[tuple[str, str]]:
-    """The caller's credential headers, passed on to the providers as gRPC metadata.
-
-    gRPC metadata values are printable ASCII; a header value that is not cannot be a valid
-    credential either, and is left out rather than failing the call on the way out.
-    """
-    return [
-        (name, value)
-        for name in CREDENTIAL_HEADERS
-        if (value := request.headers.get(name)) and value.isascii() and value.isprintable()
-    ]
+    """The caller's credential, passed on to the providers as gRPC metadata: the one the
+    auth link authenticated (or, with auth off, whatever gRPC can carry of it)."""
+    return forwarded_credentials(request.scope)
 
 
 def answer(outcome: Outcome) -> JSONResponse:
@@ -50,6 +42,7 @@ def answer(outcome: Outcome) -> JSONResponse:
     return JSONResponse(body, status_code=outcome.status, headers=outcome.headers)
 
 
+# --8<-- [start:submit]
 @router.post(
     "/tasks",
     status_code=201,
@@ -73,6 +66,9 @@ def submit_task(
 ) -> JSONResponse:
     command = commands.SubmitTask(body, idempotency.key(body.request_id), wait)
     return answer(command.execute(_tasks(request), credentials(request)))
+
+
+# --8<-- [end:submit]
 
 
 @router.get(

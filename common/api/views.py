@@ -36,6 +36,7 @@ def _optional(message, name: str):
     return getattr(message, name) if message.HasField(name) else None
 
 
+# --8<-- [start:task-view]
 def task_view(task: pb.Task) -> dto.TaskView:
     return dto.TaskView(**_task_fields(task))
 
@@ -60,6 +61,9 @@ def _task_fields(task: pb.Task) -> dict:
         "updated_at": rfc3339(task.updated_at),
         "retry_of": task.retry_of or None,
     }
+
+
+# --8<-- [end:task-view]
 
 
 def timeline_entry(entry: pb.TimelineEntry) -> dto.TimelineEntry:

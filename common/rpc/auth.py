@@ -27,6 +27,7 @@ METHOD_ROLES: dict[str, Role] = {
     "GetTaskInfo": Role.TASK_READ,
     "List": Role.TASK_READ,
     "Watch": Role.TASK_READ,
+    "ListAgents": Role.TASK_READ,
     "Submit": Role.TASK_WRITE,
     "Cancel": Role.TASK_WRITE,
     "Retry": Role.TASK_WRITE,

@@ -78,6 +78,9 @@ class Provider:
             client,
             watch_poll=settings.rpc_watch_poll,
             watch_max=settings.rpc_watch_max,
+            # The cached client the registration uses too: ListAgents reads each live agent's
+            # capacity from its /live-agents node.
+            zk=get_zk(settings),
         )
         limit = max_message_bytes(settings)
         self.server = grpc.server(
