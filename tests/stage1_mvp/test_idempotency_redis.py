@@ -26,9 +26,7 @@ def test_the_same_key_and_body_return_the_first_task_without_a_second(redis_clie
     assert task_count(redis_client) == 1 and redis_client.llen(keys.PENDING_QUEUE) == 1
 
 
-def test_a_different_body_under_a_used_key_is_refused_naming_the_first_task(
-    redis_client, client
-):
+def test_a_different_body_under_a_used_key_is_refused_naming_the_first_task(redis_client, client):
     first, _ = client.submit(BODY)
     with pytest.raises(IdempotencyConflict) as err:
         client.submit({**BODY, "payload": "echo other"})
@@ -47,9 +45,7 @@ def test_a_key_stored_before_fingerprints_existed_still_returns_its_task(redis_c
     assert not created and again.task_id == first.task_id
 
 
-def test_a_fingerprint_left_from_an_older_owner_of_the_key_is_not_compared(
-    redis_client, client
-):
+def test_a_fingerprint_left_from_an_older_owner_of_the_key_is_not_compared(redis_client, client):
     # Given a key re-pointed by hand at another task, its fingerprint still naming the first
     first, _ = client.submit(BODY)
     other, _ = client.submit({"taskType": "SHELL", "payload": "echo other"})
