@@ -80,8 +80,8 @@ class TaskClient:
         A terminal task is never re-opened: the new one records what it retries (`retryOf`).
         `request_id` makes the retry itself idempotent (a client retrying the call after a
         lost reply gets the same new task); the same id used to retry another task, or used
-        before for a submit, raises IdempotencyConflict. Terminal states are final, so the check and the
-        submit need no atomicity between them.
+        before for a submit, raises IdempotencyConflict. Terminal states are final, so the
+        check and the submit need no atomicity between them.
         """
         old = self.get(task_id)
         if old.status not in RETRYABLE:
