@@ -8,21 +8,9 @@
 --       7 fingerprint of this request (common/domain/idempotency.py)
 -- Returns {taskId, 1} created; {existing taskId, 0} the same request again;
 -- {existing taskId, 0, 'conflict'} the key names a task created from a different request.
-if ARGV[6] == '1' then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then
-    local stored = redis.call('HMGET', KEYS[6], 'taskId', 'fingerprint')
-    -- Compared only if it was written for the task the key names: a key set before
-    -- fingerprints were stored (or by a hand-pushed message) has none and still matches any
-    -- request, as it always did; a fingerprint left from an older owner of the key is stale.
-    if stored[1] == existing and stored[2] and stored[2] ~= ARGV[7] then
-      return {existing, 0, 'conflict'}
-    end
-    return {existing, 0}
-  end
-  redis.call('SET', KEYS[5], ARGV[1])
-  redis.call('HSET', KEYS[6], 'taskId', ARGV[1], 'fingerprint', ARGV[7])
-end
+local verdict, existing = claim_request(KEYS[5], ARGV[6], ARGV[1], KEYS[6], ARGV[7])
+if verdict == 'conflict' then return {existing, 0, 'conflict'} end
+if verdict == 'duplicate' then return {existing, 0} end
 create_task(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[4], ARGV[5], '')
 redis.call('LPUSH', KEYS[3], ARGV[3])
 return {ARGV[1], 1}
