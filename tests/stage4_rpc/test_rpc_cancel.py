@@ -26,7 +26,7 @@ from common.messaging.schemas import StatusEvent
 from common.messaging.topics import STATUS
 from common.rpc.errors import details_of
 from common.rpc.gen import task_service_pb2 as pb
-from common.testing import eventually
+from common.testing import eventually, process_alive
 
 PLATFORM_ROLES = (("scheduler", 1), ("manager", 1))
 AGENT = "agent-1"
@@ -74,15 +74,9 @@ def live_in_group(pgid: int) -> list[int]:
     return members
 
 
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_a_task_cancelled_before_it_was_placed_never_starts(proxy, providers, request, tmp_path):
+def test_a_task_cancelled_before_it_was_placed_never_starts(
+    stage4, proxy, providers, request, tmp_path
+):
     # Given a task submitted while no agent is running, whose command would leave a mark
     mark = tmp_path / "ran"
     task_id = proxy.submit(shell(f"touch {mark}")).task.task_id
@@ -92,7 +86,15 @@ def test_a_task_cancelled_before_it_was_placed_never_starts(proxy, providers, re
     assert answer.cancelled_from in (pb.PENDING, pb.SCHEDULED)
     # And an agent starts only now, and runs other work (the fixture waits for that)
     request.getfixturevalue("agent")
-    # Then the cancelled task never ran: no mark, never placed, still CANCELLED
+    # Then the scheduler dropped it from its queues, and it never ran: no mark, never placed,
+    # still CANCELLED
+    redis = stage4.tasks.store.client
+
+    def queued() -> list[bytes]:
+        lists = (keys.PENDING_QUEUE, keys.SCHEDULING_QUEUE, keys.agent_tasks(AGENT))
+        return [m for q in lists for m in redis.lrange(q, 0, -1) if task_id.encode() in m]
+
+    eventually(lambda: not queued(), 20, message="the cancelled task left every queue")
     assert not mark.exists()
     timeline = states(proxy, task_id)
     assert pb.RUNNING not in timeline and pb.DISPATCHED not in timeline
@@ -122,7 +124,7 @@ def test_cancelling_a_running_task_kills_its_whole_process_group_within_a_second
 
     pid = eventually(pids, 30, message="the task printed its PIDs")
     group = pid["shell"]
-    assert running(pid["child"]) and running(pid["shell"])
+    assert process_alive(pid["child"]) and process_alive(pid["shell"])
     assert set(pid.values()) <= set(live_in_group(group)), "both in the task's group"
     assert proxy.get_task_info(task_id).task.status == pb.RUNNING
     reported = duplicates()
@@ -132,7 +134,7 @@ def test_cancelling_a_running_task_kills_its_whole_process_group_within_a_second
     assert answer.status == pb.CANCELLED and answer.cancelled_from == pb.RUNNING
     # Then within a second nothing of its group runs any more, the background child included
     eventually(
-        lambda: not live_in_group(group) and not any(running(p) for p in pid.values()),
+        lambda: not live_in_group(group) and not any(process_alive(p) for p in pid.values()),
         KILL_WITHIN,
         interval=0.01,
         message="the task's process group killed",
