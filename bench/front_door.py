@@ -2,16 +2,20 @@
 
     python -m bench.front_door [--quick]        # make bench-stage4 / make bench-stage4-quick
 
-One run starts Redis and ZooKeeper natively (and Kafka, when the REST API runs: its readiness
-names Kafka), two TaskService providers (`tasklab run rpc --stage 4`) and, once stage 4 has
-it, the REST API (`tasklab run api --stage 4`), each as a user would start it. Then every path,
-in one shuffled order repeated `--reps` times so that the machine's drift spreads over them:
+Needs the bench extra (psutil, for the CPU of the providers and the API). One run starts
+Redis and ZooKeeper natively (and Kafka, when the REST API runs: its readiness names Kafka),
+two TaskService providers (`tasklab run rpc --stage 4`) and, once stage 4 has it, the REST API
+(`tasklab run api --stage 4`), each as a user would start it. Then every path, in one shuffled
+order repeated `--reps` times so that the machine's drift spreads over them:
 
 1. throughput: `--threads` client threads submit `n` tasks, each thread as fast as its calls
    return; submits per second over the wall time, and p50/p99 of the calls' latencies.
 2. fixed rate: `--rate` submits per second (100) for `--seconds`, on an open-loop schedule: a
    call's latency counts from when it was *due*, so a path that falls behind is charged for
    the wait instead of quietly sending less (no coordinated omission).
+3. CPU per submit over the throughput phase: the client process, the server side (providers,
+   API) and Redis. Where cores are short, throughput is CPU-bound: these say why a ratio is
+   what it is, and what a machine with cores to spare would do with it.
 
 The paths, each submitting the same small SHELL task:
 - direct: `TaskClient.submit` on `RedisTaskStore` (validation, one Lua script), the floor;
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import front_door_report as report
+from bench.measure import redis_counters, tree_cpu_seconds
 from bench.run import Context
 from bench.systems import REPO
 
@@ -159,6 +164,7 @@ class FrontDoor:
         self.log_dir = log_dir
         self.log_level = log_level
         self.procs: list = []
+        self.kinds: dict[str, list] = {"rpc": [], "api": []}
         self.chroot = f"/bench-{uuid.uuid4().hex[:8]}"
         self.zk = None
         self.proxy = None
@@ -188,7 +194,13 @@ class FrontDoor:
 
         proc = RoleProcess(role, 4, {**self.env(stage), **extra}, self.log_dir, name).start()
         self.procs.append(proc)
+        self.kinds.setdefault(role, []).append(proc)
         return proc
+
+    def server_pids(self, path: str) -> list[int]:
+        """The processes a path's submits run through besides the client and Redis."""
+        roles = {"direct": (), "grpc": ("rpc",), "rest": ("rpc", "api")}[path]
+        return [p.pid for role in roles for p in self.kinds.get(role, []) if p.alive()]
 
     def start_grpc(self, providers: int) -> None:
         from kazoo.client import KazooClient
@@ -373,7 +385,18 @@ def main(argv: list[str] | None = None) -> int:
             ctx.flush()  # every trial on an empty Redis: no path pays for another's keys
             t = time.monotonic()
             result = {"path": name, "rep": rep}
+            servers = door.server_pids(name)
+            cpu0, red0, client0 = (
+                tree_cpu_seconds(servers),
+                redis_counters(ctx.redis),
+                time.process_time(),
+            )
             result["throughput"] = throughput(submitters[name], mode.n, args.threads)
+            client_s = time.process_time() - client0
+            red1, cpu1 = redis_counters(ctx.redis), tree_cpu_seconds(servers)
+            result["cpu"] = report.cpu_per_submit(
+                mode.n, client_s, cpu1 - cpu0, red1.minus(red0).cpu
+            )
             result["fixed_rate"] = fixed_rate(
                 submitters[name], args.rate, mode.seconds, workers=args.threads
             )

@@ -24,6 +24,12 @@ METRICS: list[tuple[str, tuple[str, str], str, str]] = [
     ("rate_p50_ms", ("fixed_rate", "p50_ms"), "@rate p50", "{:.2f}"),
     ("rate_p99_ms", ("fixed_rate", "p99_ms"), "@rate p99", "{:.2f}"),
     ("rate_max_ms", ("fixed_rate", "max_ms"), "@rate max", "{:.2f}"),
+    # CPU per submit during the throughput phase: on a machine short of cores, throughput is
+    # CPU-bound, and these say where a path spends what the direct client does not.
+    ("client_cpu_ms", ("cpu", "client_ms"), "cCPU ms", "{:.3f}"),
+    ("server_cpu_ms", ("cpu", "server_ms"), "sCPU ms", "{:.3f}"),
+    ("redis_cpu_ms", ("cpu", "redis_ms"), "rCPU ms", "{:.3f}"),
+    ("total_cpu_ms", ("cpu", "total_ms"), "CPU ms", "{:.3f}"),
 ]
 
 # The targets of the issue ("Measured"): a front door may cost something, not everything.
@@ -42,6 +48,17 @@ def latency_figures(latencies_s: list[float]) -> dict[str, float]:
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms) if ms else float("nan"),
     }
+
+
+def cpu_per_submit(n: int, client_s: float, server_s: float, redis_s: float) -> dict:
+    """CPU milliseconds per submit: the client process, the server side (providers, API),
+    Redis, and their sum."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    out = {"client_ms": client_s, "server_ms": server_s, "redis_ms": redis_s}
+    out = {k: v / n * 1e3 for k, v in out.items()}
+    out["total_ms"] = sum(out.values())
+    return out
 
 
 def schedule(rate: float, seconds: float) -> list[float]:

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bench.front_door import fixed_rate, throughput
-from bench.front_door_report import latency_figures, schedule, summarize, table
+from bench.front_door_report import cpu_per_submit, latency_figures, schedule, summarize, table
 
 
 def trial(path, rep, per_s, p99, rate_p99, errors=0):
@@ -91,3 +91,10 @@ def test_the_phases_count_every_call_and_report_errors_without_stopping():
     assert result["first_error"] == "RuntimeError: refused"
     paced = fixed_rate(lambda: None, 200.0, 0.1, workers=2)
     assert paced["n"] == 20 and paced["errors"] == 0 and paced["p99_ms"] >= 0
+
+
+def test_cpu_per_submit_is_milliseconds_per_submit_of_each_side_and_their_sum():
+    cpu = cpu_per_submit(1000, client_s=0.5, server_s=1.0, redis_s=0.25)
+    assert cpu == {"client_ms": 0.5, "server_ms": 1.0, "redis_ms": 0.25, "total_ms": 1.75}
+    with pytest.raises(ValueError):
+        cpu_per_submit(0, 1.0, 1.0, 1.0)
