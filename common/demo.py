@@ -64,6 +64,7 @@ def run(stage: int, serve: bool) -> int:
         for svc in services:
             env.update(svc.env)
             say(f"   {svc.name:<10} pid {svc.pid:<7} {svc.host}:{svc.port}")
+        env.update(stack.role_env(stage))
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )

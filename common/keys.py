@@ -59,3 +59,9 @@ def incarnation(agent_id: str) -> str:
 def log_cursor(task_id: str) -> str:
     """Hash: attempt -> sequence number of the last log line appended (stage 3 dedupe)."""
     return f"task:{task_id}:logs:seq"
+
+
+def rate_limit(principal: str) -> str:
+    """Hash (tokens, at): the caller's token bucket, shared by every API replica (stage 4).
+    `principal` is a key's fingerprint or a token's subject, never a key."""
+    return f"ratelimit:{principal}"

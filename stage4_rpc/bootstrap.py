@@ -7,6 +7,8 @@ Roles:
   same TaskClient/RedisTaskStore as the CLI, registered in ZooKeeper as
   `/services/TaskService/{host:port}`. Two or more run; clients (the REST API, the Java client,
   tests) reach them through `common.rpc.proxy.TaskServiceProxy`.
+- api (born in this stage): `common.api.server.run_api`, the REST API on `api_address`, itself
+  a TaskService client through that proxy (API = consumer, core = provider).
 
 How stage 3's roles are reused, and why this way. Stages never import each other (checked by
 tests/unit/test_layering.py), and stage 3's role functions live in its own bootstrap. Two ways
@@ -37,10 +39,16 @@ def run_rpc(settings: Settings) -> None:
     run_provider(settings)
 
 
+def run_api(settings: Settings) -> None:
+    from common.api.server import run_api as serve
+
+    serve(settings)
+
+
 STAGE = StageSpec(
     number=4,
-    title="The front door: the gRPC TaskService, discovered through ZooKeeper",
-    roles={**PLATFORM.roles, "rpc": run_rpc},
+    title="The front door: a REST API over the gRPC TaskService, discovered through ZooKeeper",
+    roles={**PLATFORM.roles, "rpc": run_rpc, "api": run_api},
     services=PLATFORM.services,
-    topology=(*PLATFORM.topology, ("rpc", 2)),
+    topology=(*PLATFORM.topology, ("rpc", 2), ("api", 1)),
 )

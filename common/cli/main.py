@@ -1,6 +1,10 @@
 """`tasklab`: submit / status / list / logs / cancel / retry / agents, `run ROLE`, `dev up|down`,
 `bus` (stage 3 on).
 
+The task verbs talk to Redis, or to the REST API when TASKLAB_API_URL is set (stage 4). The
+choice is made once, in `tasks()`; the two backends (common/cli/backend.py, remote.py) answer
+in the same domain objects, so each verb is written once and prints the same either way.
+
 Errors a user can cause (bad task, unknown id, Redis not reachable, invalid config) print one
 line to stderr and exit non-zero (2 for invalid input or config); never a traceback.
 """
@@ -8,8 +12,10 @@ line to stderr and exit non-zero (2 for invalid input or config); never a traceb
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +23,7 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.cli.backend import API_KEY_ENV, API_URL_ENV, CliError, RedisBackend, TaskBackend
 from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
@@ -39,20 +46,38 @@ app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
 
 
-def client():
-    from common.adapters.redis_client import redis_client
-    from common.adapters.redis_store import RedisTaskStore
-    from common.client import TaskClient
+# --8<-- [start:choose]
+def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
+    """What the task verbs talk to, chosen here and nowhere else: the REST API when
+    TASKLAB_API_URL is set (with TASKLAB_API_KEY, if set, as its key), else Redis. Redis
+    settings are read only for Redis: a CLI pointed at an API needs none."""
+    env = os.environ if environ is None else environ
+    url = env.get(API_URL_ENV, "").strip()
+    if not url:
+        return RedisBackend.from_settings(settings())
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"{API_URL_ENV}={url!r}: expected http://host:port", 2)
+    try:
+        from common.cli.remote import ApiTaskClient
+    except ImportError as exc:  # httpx comes with the stage4 extra
+        raise CliError(
+            f"{API_URL_ENV} is set, but the HTTP client is missing ({exc}); "
+            "install tasklab with its stage4 extra (`make setup` does)",
+            2,
+        ) from exc
+    return ApiTaskClient(url, api_key=env.get(API_KEY_ENV) or None)
 
-    s = settings()
-    return TaskClient(RedisTaskStore(redis_client(s.redis_url)), s.max_payload_bytes)
+
+# --8<-- [end:choose]
 
 
 def _when(ts: float | str | None) -> str:
     if not ts:
         return "-"
-    t = float(ts)
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+    # Whole milliseconds, truncated; the nudge keeps a time that came back from the API as
+    # "…21:40:00.123Z" (the float 0.12299999…) at .123, as the same time read from Redis shows.
+    millis = int(float(ts) * 1000 + 1e-3)
+    return time.strftime("%H:%M:%S", time.localtime(millis // 1000)) + f".{millis % 1000:03d}"
 
 
 def _print_task(task: Task, history: list[dict] | None = None) -> None:
@@ -100,6 +125,8 @@ def _guard(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except CliError as exc:
+            fail(str(exc), exc.code)
         except TaskValidationError as exc:
             fail(str(exc), 2)
         except (TaskNotFound, NotRetryable, IdempotencyConflict) as exc:
@@ -141,9 +168,9 @@ def submit(
     }
     if request_id:
         data["requestId"] = request_id
-    c = client()
-    task, created = c.submit(data, actor="cli")
+    backend = tasks()
     if not wait:
+        task, created = backend.submit(data)
         if as_json:
             typer.echo(
                 json.dumps(
@@ -153,9 +180,9 @@ def submit(
         else:
             typer.echo(task.task_id)
         return
-    final = c.wait(task.task_id, wait_timeout)
+    final, _ = backend.submit(data, wait=wait_timeout)
     if as_json:
-        typer.echo(json.dumps(_task_json(final, c.store.history(task.task_id))))
+        typer.echo(json.dumps(_task_json(final, backend.info(final.task_id).timeline)))
     else:
         _print_task(final)
     if final.status != TaskStatus.SUCCESS:
@@ -171,13 +198,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a task: state, result, and its timeline of transitions."""
-    c = client()
-    task = c.get(task_id)
-    history = c.store.history(task_id)
+    info = tasks().info(task_id)
     if as_json:
-        typer.echo(json.dumps(_task_json(task, history, c.store.logs(task_id))))
+        typer.echo(json.dumps(_task_json(info.task, info.timeline, info.logs)))
     else:
-        _print_task(task, history)
+        _print_task(info.task, info.timeline)
 
 
 @app.command("list")
@@ -191,12 +216,12 @@ def list_tasks(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List tasks, newest first."""
-    tasks = client().store.list_tasks(status_filter, offset=offset, limit=limit)
+    found = tasks().list_tasks(status_filter, offset=offset, limit=limit)
     if as_json:
-        typer.echo(json.dumps([_task_json(t) for t in tasks]))
+        typer.echo(json.dumps([_task_json(t) for t in found]))
         return
     typer.echo(f"{'TASK ID':<36}  {'STATUS':<10} {'TYPE':<13} {'ATT':>3}  {'CREATED':<12} NAME")
-    for t in tasks:
+    for t in found:
         typer.echo(
             f"{t.task_id:<36}  {t.status.value:<10} {t.task_type.value:<13} {t.attempt:>3}  "
             f"{_when(t.created_at):<12} {t.task_name[:40]}"
@@ -210,9 +235,8 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
 ) -> None:
     """Print a task's output lines (--follow: until it finishes)."""
-    c = client()
-    c.get(task_id)
-    lines = c.follow_logs(task_id) if follow else c.store.logs(task_id)
+    backend = tasks()
+    lines = backend.follow_logs(task_id) if follow else backend.logs(task_id)
     for line in lines:
         typer.echo(line)
 
@@ -221,9 +245,7 @@ def logs(
 @_guard
 def cancel(task_id: str) -> None:
     """Cancel a task; a running one is killed with its whole process group."""
-    result = client().cancel(task_id, actor="cli")
-    if not result.accepted:
-        fail(f"cannot cancel task {task_id}: it is {result.status}", 1)
+    tasks().cancel(task_id)
     typer.echo("Cancel request accepted.")
 
 
@@ -231,29 +253,14 @@ def cancel(task_id: str) -> None:
 @_guard
 def retry(task_id: str) -> None:
     """Submit a new task with the spec of a FAILED or CANCELLED TASK_ID; prints the new id."""
-    typer.echo(client().retry(task_id, actor="cli")[0].task_id)
+    typer.echo(tasks().retry(task_id))
 
 
 @app.command()
 @_guard
 def agents(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List agents that are heartbeating."""
-    from common import keys
-    from common.adapters.redis_client import redis_client
-
-    r = redis_client(settings().redis_url)
-    rows = []
-    for member in sorted(r.smembers(keys.AGENTS_SEEN)):
-        agent_id = member.decode()
-        beat = r.get(keys.heartbeat(agent_id))
-        rows.append(
-            {
-                "agentId": agent_id,
-                "alive": beat is not None,
-                "lastHeartbeat": float(beat) if beat else None,
-                "processing": r.llen(keys.processing(agent_id)),
-            }
-        )
+    rows = tasks().agents()
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -333,11 +340,17 @@ def dev_up(
     stack = DevStack(state_dir)
     try:
         running = stack.up(stage)
+        roles = stack.role_env(stage)
     except (ServiceUnavailable, ValueError) as exc:
         fail(str(exc), 2)
     for svc in running:
         typer.echo(f"# {svc.name}: pid {svc.pid}, log {svc.log}", err=True)
-    for line in DevStack.env_lines(running):
+    if roles.get("TASKLAB_API_ADDRESS"):
+        typer.echo(
+            f"# api: `tasklab run api --stage {stage}` serves on {roles['TASKLAB_API_ADDRESS']}",
+            err=True,
+        )
+    for line in DevStack.env_lines(running, roles):
         typer.echo(line)
 
 

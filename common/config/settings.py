@@ -12,22 +12,38 @@ singleton class would make awkward.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from common.config.durations import parse_duration
 from common.domain.task import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     ESCAPED_PAYLOAD_FACTOR,
     MESSAGE_ENVELOPE_BYTES,
+    max_message_bytes,
 )
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -85,8 +101,18 @@ def read_toml_layers(env_name: str) -> dict[str, Any]:
                 data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        merged.update(_substitute_tree(data))
+        _deep_merge(merged, _substitute_tree(data))
     return merged
+
+
+def _deep_merge(into: dict[str, Any], layer: dict[str, Any]) -> None:
+    # A table ([api.auth]) in config/production.toml overrides only the keys it names: the
+    # rest of base.toml's table stays.
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
 
 
 class _TomlLayers(PydanticBaseSettingsSource):
@@ -104,12 +130,176 @@ class _TomlLayers(PydanticBaseSettingsSource):
 PLACEMENT_STRATEGIES: tuple[str, ...] = ("least-load", "round-robin", "random")
 
 
+# The roles an API key or a token may grant. common.security.Role is the model the API and the
+# providers check; it sits above configuration in the layering, so the names are repeated here
+# for validation, and tests/unit/test_security_config.py checks the two agree.
+ROLE_NAMES: tuple[str, ...] = ("TaskRead", "TaskWrite", "Admin")
+
+# RFC 7518 section 3.2: an HS256 key MUST be at least as long as the hash output (256 bits).
+MIN_JWT_SECRET_BYTES = 32
+
+# A secret copied from an example, a tutorial or a compose file is known to everyone who read
+# it: a token signed with it proves nothing. Compared after lower-casing and dropping every
+# character that is not a letter or a digit, so "Change-Me!" is caught as "changeme".
+_PLACEHOLDER_SECRET_WORDS = (
+    "changeme",
+    "changeit",
+    "replaceme",
+    "placeholder",
+    "yoursecret",
+    "mysecret",
+    "supersecret",
+    "secretkey",
+    "jwtsecret",
+    "donotuse",
+    "notasecret",
+    "example",
+    "default",
+    "insecure",
+    "password",
+)
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why `secret` must not sign tokens, or None if it may."""
+    if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        return (
+            f"is {len(secret.encode())} bytes; HS256 needs at least {MIN_JWT_SECRET_BYTES} "
+            f"(RFC 7518 3.2), e.g. `openssl rand -hex 32`"
+        )
+    folded = re.sub(r"[^a-z0-9]", "", secret.lower())
+    for word in _PLACEHOLDER_SECRET_WORDS:
+        if word in folded:
+            return f"looks like a placeholder (it contains {word!r}); generate a random one"
+    if len(set(folded)) < 8:
+        return "repeats too few characters to be random; generate a random one"
+    return None
+
+
+def parse_api_keys(raw: object) -> dict[str, tuple[str, ...]]:
+    """API_KEYS as JSON text ({"KEY": ["Admin"]}) or a mapping, checked; never echoes a key.
+
+    Error messages name the key by its position only: the key is the secret, and the message
+    goes to a terminal and to logs.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"API_KEYS is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                f'{exc.colno}); expected an object like {{"KEY": ["Admin"]}}'
+            ) from None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"API_KEYS must be a JSON object of key -> list of roles, got {type(raw).__name__}"
+        )
+    keys: dict[str, tuple[str, ...]] = {}
+    for n, (key, roles) in enumerate(raw.items(), start=1):
+        where = f"API_KEYS entry {n}"
+        # Printable ASCII without spaces: the key travels in an HTTP header and in gRPC
+        # metadata, which carry nothing else intact.
+        if not isinstance(key, str) or not re.fullmatch(r"[!-~]+", key):
+            raise ValueError(f"{where}: a key must be printable ASCII without spaces")
+        if isinstance(roles, str):
+            roles = [roles]
+        if not isinstance(roles, list) or not roles:
+            raise ValueError(f'{where}: roles must be a non-empty list, e.g. ["TaskRead"]')
+        for role in roles:
+            if role not in ROLE_NAMES:
+                raise ValueError(
+                    f"{where}: unknown role {str(role)[:40]!r}; roles are {', '.join(ROLE_NAMES)}"
+                )
+        keys[key] = tuple(dict.fromkeys(roles))
+    return keys
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(_Section):
+    """[api.auth]: who may call the REST API and the gRPC providers."""
+
+    # "auto": on as soon as API_KEYS or JWT_SECRET is set, off otherwise (the local profile).
+    # true: required; a role that checks credentials refuses to start without any to check.
+    enabled: bool | Literal["auto"] = "auto"
+    # Clock skew tolerated when checking a token's exp/nbf/iat, in seconds.
+    jwt_leeway: float = Field(default=0.0, ge=0, le=300)
+    # When set, a token must carry this `aud` / `iss` (checked by pyjwt).
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _tri_state(cls, v: object) -> object:
+        # One clear message for a bad value, rather than one per member of the union.
+        if isinstance(v, str):
+            folded = v.strip().lower()
+            if folded in ("true", "1", "yes", "on"):
+                return True
+            if folded in ("false", "0", "no", "off"):
+                return False
+            if folded == "auto":
+                return "auto"
+            raise ValueError(f"must be auto, true or false, got {v[:40]!r}")
+        return v
+
+
+class RateLimitConfig(_Section):
+    """[api.rate_limiting]: a token bucket per caller, shared by every API replica in Redis."""
+
+    enabled: bool = True
+    requests_per_second: float = Field(default=50.0, gt=0, le=1_000_000)
+    burst: int = Field(default=100, ge=1, le=10_000_000)
+    # A check Redis has not answered within this many seconds lets the call through (fail
+    # open, see common/security/ratelimit.py), so a hung Redis does not hold every request.
+    redis_timeout: float = Field(default=0.5, gt=0, le=30)
+
+
+class SecurityConfig(_Section):
+    """[api.security]: CORS and the sizes a request may have."""
+
+    # From the environment as JSON (["https://a", "https://b"]) or comma-separated.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # 0 = just enough for the largest legal task: a payload at max_payload_bytes with every
+    # character sent as a six-byte \\u escape, plus the rest of the body.
+    max_body_bytes: int = Field(default=0, ge=0)
+    max_url_bytes: int = Field(default=8192, ge=256)
+    max_header_bytes: int = Field(default=16384, ge=1024)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list ({exc.msg})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+
+class ApiConfig(_Section):
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limiting: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+
+
 def _default_agent_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TASKLAB_", extra="forbid")
+    # A nested value is overridden as TASKLAB_API__RATE_LIMITING__BURST=20 (two underscores
+    # between levels, so the single underscores inside names stay unambiguous).
+    model_config = SettingsConfigDict(
+        env_prefix="TASKLAB_", extra="forbid", env_nested_delimiter="__"
+    )
 
     env: str = "local"
     stage: int = Field(default=1, ge=1, le=5)
@@ -160,6 +350,9 @@ class Settings(BaseSettings):
     rpc_watch_poll: float = Field(default=0.1, gt=0, le=10)
     rpc_watch_max: float = Field(default=3600.0, gt=0)  # a Watch with no deadline ends then
     rpc_stop_grace: float = Field(default=5.0, ge=0)  # in-flight calls finish within this
+    # Stage 4: the REST API (`tasklab run api --stage 4`), a gRPC client of the providers.
+    # A fixed port, unlike rpc_address: people and scripts reach the API by this address.
+    api_address: str = Field(default="127.0.0.1:8080", pattern=r"^\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}$")
 
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
@@ -175,6 +368,52 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Stage 4: the front doors' security ([api.auth], [api.rate_limiting], [api.security]).
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    # The credentials come from the environment only (never a file in the repository), under
+    # the deployment guide's names or tasklab's prefixed ones; the prefixed one wins. Kept out
+    # of the settings' repr, so a logged Settings does not carry them.
+    api_keys: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("TASKLAB_API_KEYS", "API_KEYS", "api_keys"),
+        repr=False,
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TASKLAB_JWT_SECRET", "JWT_SECRET", "jwt_secret"),
+        repr=False,
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        enabled = self.api.auth.enabled
+        if enabled == "auto":
+            return bool(self.api_keys or self.jwt_secret)
+        return enabled
+
+    @property
+    def max_body_bytes(self) -> int:
+        configured = self.api.security.max_body_bytes
+        return configured or max_message_bytes(self.max_payload_bytes)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, v: object) -> object:
+        return parse_api_keys(v)
+
+    @field_validator("jwt_secret", mode="before")
+    @classmethod
+    def _jwt_secret(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if v is None or (isinstance(v, str) and not v):
+            return None
+        if isinstance(v, str):
+            reason = weak_secret_reason(v)
+            if reason:
+                raise ValueError(f"JWT_SECRET {reason}")
+        return v
 
     @field_validator("scheduler_strategy")
     @classmethod
@@ -199,12 +438,27 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlLayers(settings_cls))
 
 
+# Fields read under an alias (the deployment guide's names): how an error names them.
+_ALIASED = {
+    "tasklab_api_keys": ("api_keys", "TASKLAB_API_KEYS or API_KEYS"),
+    "api_keys": ("api_keys", "TASKLAB_API_KEYS or API_KEYS"),
+    "tasklab_jwt_secret": ("jwt_secret", "TASKLAB_JWT_SECRET or JWT_SECRET"),
+    "jwt_secret": ("jwt_secret", "TASKLAB_JWT_SECRET or JWT_SECRET"),
+}
+
+
 def _one_line(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"])
-        env_name = f"TASKLAB_{field.upper()}"
-        parts.append(f"{field} ({env_name}): {e['msg']}")
+        loc = [str(p) for p in e["loc"]]
+        if loc and loc[0].lower() in _ALIASED:
+            # Only the field: anything deeper would be a key of API_KEYS, i.e. a secret.
+            field, env_name = _ALIASED[loc[0].lower()]
+        else:
+            field = ".".join(loc)
+            env_name = "TASKLAB_" + "__".join(loc).upper()
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{field} ({env_name}): {msg}")
     return "invalid configuration: " + "; ".join(parts)
 
 
@@ -239,12 +493,34 @@ def check_transport_limits(settings: Settings, stage: int | None = None) -> None
             )
 
 
+def check_auth(settings: Settings) -> None:
+    """Raise ConfigError (one line) if auth is required but there is nothing to check against.
+
+    Called by the roles that check credentials (the REST API and the gRPC providers) when they
+    build their Authenticator, not by every role: an agent or a scheduler never sees a caller,
+    so a production agent needs neither the keys nor the secret in its environment.
+    (A weak JWT_SECRET is refused by every role, when the settings are read.)
+    """
+    if settings.api.auth.enabled is True and not (settings.api_keys or settings.jwt_secret):
+        raise ConfigError(
+            "invalid configuration: api.auth.enabled is true (as in the production profile) "
+            "but neither API_KEYS nor JWT_SECRET is set: no caller could be let in; set one "
+            '(TASKLAB_API_KEYS=\'{"KEY": ["Admin"]}\', TASKLAB_JWT_SECRET=$(openssl rand '
+            "-hex 32)) or set TASKLAB_API__AUTH__ENABLED=false"
+        )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build a fresh Settings; raise ConfigError (one line) if anything is invalid."""
     try:
         settings = Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    except SettingsError as err:
+        # A list or table given in the environment that is not JSON.
+        raise ConfigError(
+            f"invalid configuration: {err}; a list or table in the environment must be JSON"
+        ) from None
     check_transport_limits(settings)
     return settings
 

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from common.devstack.base import NativeService, RunningService, stop_process_group
+from common.devstack.base import NativeService, RunningService, free_port, stop_process_group
 from common.stages import load_stage
 
 # name -> "module:Class"; loaded lazily so stage 1 never needs a JDK.
@@ -62,9 +62,15 @@ class DevStack:
         data = json.loads(self.state_file.read_text())
         return [RunningService.from_dict(d) for d in data.get("services", [])]
 
-    def _save(self, services: list[RunningService]) -> None:
+    def _roles(self) -> dict[str, str]:
+        if not self.state_file.exists():
+            return {}
+        return dict(json.loads(self.state_file.read_text()).get("roles", {}))
+
+    def _save(self, services: list[RunningService], roles: dict[str, str] | None = None) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        payload = {"services": [s.to_dict() for s in services]}
+        roles = self._roles() if roles is None else roles
+        payload = {"services": [s.to_dict() for s in services], "roles": roles}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(self.state_file)
@@ -83,6 +89,22 @@ class DevStack:
         finally:
             self._save(running)
         return running
+
+    def role_env(self, stage: int) -> dict[str, str]:
+        """TASKLAB_* lines for the stage's roles that serve on a fixed address (the REST API).
+
+        A provider binds port 0 and is found in ZooKeeper; people and scripts reach the API by
+        its address, so the dev stack chooses a free port once, keeps it in its state file
+        (every later `up` prints the same one) and prints it for both sides: the API serves on
+        TASKLAB_API_ADDRESS, clients use TASKLAB_API_URL.
+        """
+        if "api" not in load_stage(stage).roles:
+            return {}
+        roles = self._roles()
+        if "api" not in roles:
+            roles["api"] = f"127.0.0.1:{free_port()}"
+            self._save(self.load(), roles)
+        return {"TASKLAB_API_ADDRESS": roles["api"], "TASKLAB_API_URL": f"http://{roles['api']}"}
 
     def restart(self, name: str, grace: float = 10.0) -> RunningService:
         """Stop one service (if it still runs) and start it on the same port with its data.
@@ -110,11 +132,12 @@ class DevStack:
         return stopped
 
     @staticmethod
-    def env_lines(services: list[RunningService]) -> list[str]:
+    def env_lines(services: list[RunningService], extra: dict[str, str] | None = None) -> list[str]:
         lines = []
         for svc in services:
             for key, value in svc.env.items():
                 lines.append(f"{key}={value}")
+        lines.extend(f"{key}={value}" for key, value in (extra or {}).items())
         return lines
 
 

@@ -236,6 +236,11 @@ class TaskServiceProxy:
     ) -> pb.ListResponse:
         return self._call("List", request, timeout, metadata)
 
+    def list_agents(
+        self, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ListAgentsResponse:
+        return self._call("ListAgents", pb.ListAgentsRequest(), timeout, metadata)
+
     # --8<-- [start:watch]
     def watch(
         self,

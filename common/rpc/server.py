@@ -4,6 +4,8 @@
 1. serve TaskService on `rpc_address` (port 0 = a free port), with the standard health service
    (grpc.health.v1) and server reflection, and a receive limit derived from max_payload_bytes
    so an oversized request is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed;
+   every TaskService call checked by the AuthInterceptor (the REST API's keys and tokens, one
+   role per method; health and reflection open; with auth off, everything passes);
 2. register `/services/TaskService/{host:port}` in ZooKeeper, where clients find it;
 3. on SIGTERM: leave ZooKeeper, report NOT_SERVING, let calls in flight finish
    (rpc_stop_grace), stop.
@@ -31,10 +33,12 @@ from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.task import MESSAGE_ENVELOPE_BYTES
 from common.observability import get_logger
+from common.rpc.auth import AuthInterceptor
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
 from common.rpc.registry import ProviderInfo, ProviderRegistration
 from common.rpc.service import TaskServicer
+from common.security.authenticator import Authenticator
 
 SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name  # tasklab.v1...
 
@@ -64,6 +68,9 @@ class Provider:
     """A started gRPC server with its servicer and health service (no registration)."""
 
     def __init__(self, settings: Settings) -> None:
+        # First: a provider that must check credentials and has none to check against refuses
+        # to start (ConfigError, one line) before it opens a port.
+        self.authenticator = Authenticator.from_settings(settings)
         client = redis_client(settings.redis_url)
         self.redis = client
         self.servicer = TaskServicer(
@@ -71,6 +78,9 @@ class Provider:
             client,
             watch_poll=settings.rpc_watch_poll,
             watch_max=settings.rpc_watch_max,
+            # The cached client the registration uses too: ListAgents reads each live agent's
+            # capacity from its /live-agents node.
+            zk=get_zk(settings),
         )
         limit = max_message_bytes(settings)
         self.server = grpc.server(
@@ -83,6 +93,7 @@ class Provider:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=settings.rpc_workers * 4,
+            interceptors=[AuthInterceptor(self.authenticator)],
         )
         pb_grpc.add_TaskServiceServicer_to_server(self.servicer, self.server)
         self.health = health.HealthServicer()

@@ -14,9 +14,14 @@ from functools import wraps
 from typing import Any
 
 import grpc
+from kazoo.exceptions import NoNodeError
 from redis import Redis
 
+from common import keys
+from common.adapters.redis_client import as_text
 from common.client import TaskClient
+from common.coordination.agent_info import AgentInfo
+from common.coordination.paths import LIVE_AGENTS, agent_node
 from common.domain.task import TaskValidationError
 from common.observability import get_logger
 from common.rpc import convert, errors
@@ -80,9 +85,13 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         actor: str = "rpc",
         watch_poll: float = 0.1,
         watch_max: float = 3600.0,
+        zk: Any = None,
     ) -> None:
         self.tasks = tasks
         self.redis = redis
+        # Optional: with a ZooKeeper client, ListAgents adds each live agent's capacity from
+        # its /live-agents node; without one it answers from Redis alone (capacity unknown).
+        self.zk = zk
         self.actor = actor
         self.watch_poll = watch_poll
         self.watch_max = watch_max
@@ -214,6 +223,53 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             )
 
     # --8<-- [end:watch]
+
+    @_mapped
+    def ListAgents(self, request: pb.ListAgentsRequest, context) -> pb.ListAgentsResponse:  # noqa: N802
+        """Every agent the platform has heard from, from what it records about them.
+
+        Redis is the record every stage writes: `agents:seen` (ids that heartbeated and were
+        not reaped), `agent:{id}:heartbeat` (the time of the last beat, expiring after the
+        TTL: present = alive) and `processing:{id}` (the attempts it runs: its load). The
+        capacity is only in the agent's ZooKeeper registration, read when this servicer has
+        a ZooKeeper client; a registered agent not yet in `agents:seen` is listed too.
+        """
+        seen = {as_text(m) for m in self.redis.smembers(keys.AGENTS_SEEN)}
+        registered = self._registered_agents()
+        ids = sorted(seen | set(registered))
+        pipe = self.redis.pipeline(transaction=False)
+        for agent_id in ids:
+            pipe.get(keys.heartbeat(agent_id))
+            pipe.llen(keys.processing(agent_id))
+        replies = pipe.execute()
+        out = pb.ListAgentsResponse()
+        for i, agent_id in enumerate(ids):
+            beat, load = replies[2 * i], replies[2 * i + 1]
+            agent = out.agents.add(agent_id=agent_id, alive=beat is not None, load=int(load))
+            if beat is not None:
+                agent.last_heartbeat.CopyFrom(convert.timestamp(as_text(beat)))
+            if agent_id in registered:
+                agent.capacity = registered[agent_id].capacity
+        return out
+
+    def _registered_agents(self) -> dict[str, AgentInfo]:
+        if self.zk is None:
+            return {}
+        out: dict[str, AgentInfo] = {}
+        try:
+            children = self.zk.get_children(LIVE_AGENTS)
+        except NoNodeError:
+            return out
+        for agent_id in children:
+            try:
+                raw, _ = self.zk.get(agent_node(agent_id))
+            except NoNodeError:
+                continue  # left between the two reads
+            try:
+                out[agent_id] = AgentInfo.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable /live-agents node %s", agent_id)
+        return out
 
 
 def _task_id(value: str) -> str:

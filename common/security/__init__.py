@@ -1,7 +1,11 @@
 """Who is calling and what they may do: API keys with roles, HS256 JWT bearer tokens, and a
 per-key token bucket shared through Redis. One authority for both front doors: the REST API's
 links (common.api.links) and the gRPC providers' interceptor (common.rpc) ask the same
-`Authenticator`, so a key means the same thing on either path."""
+`Authenticator`, so a key means the same thing on either path.
+
+- `common.security.authenticator`: Authenticator (keys and tokens -> a Principal), Unauthenticated
+- `common.security.ratelimit`: RateLimiter, the token bucket in Redis (fails open, and why)
+This module: the roles, what each implies, and the Principal both front doors pass along."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import pytest
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
+from common.devstack.base import free_port
 from common.stages import installed_stages, load_stage
 from common.testing.processes import RoleProcess
 
@@ -67,6 +68,10 @@ def platform(request, start_role):
         if service not in SERVICE_ENV:
             pytest.fail(f"stage {spec.number} needs {service!r}, which the contract suite lacks")
         env.update(SERVICE_ENV[service](request))
+    if "api" in spec.roles:
+        # A role serving on a fixed address (the REST API) gets a free port per test, so
+        # parallel runs never fight over the configured default.
+        env["TASKLAB_API_ADDRESS"] = f"127.0.0.1:{free_port()}"
     processes = {
         name: start_role(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, name=name)
         for role, name in spec.processes()

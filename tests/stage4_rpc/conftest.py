@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from kazoo.client import KazooClient
-from rpc_support import free_port
+from rpc_support import free_port, wait_for_api
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
@@ -57,16 +58,25 @@ class Stage4:
         self.processes.append(proc)
         return proc
 
-    def start_provider(self, name: str) -> str:
-        """A provider on a port chosen here; returns its address once it is registered."""
+    def start_provider(self, name: str, **extra: str) -> str:
+        """A provider on a port chosen here; returns its address once it is registered.
+        `extra` is more environment (e.g. TASKLAB_API_KEYS: auth is off unless a test says)."""
         address = f"127.0.0.1:{free_port()}"
-        self.providers[address] = self.start("rpc", name, TASKLAB_RPC_ADDRESS=address)
+        self.providers[address] = self.start("rpc", name, TASKLAB_RPC_ADDRESS=address, **extra)
         eventually(
             lambda: address in self.zk.get_children(TASK_SERVICE),
             20,
             message=f"provider {name} registered as {address}",
         )
         return address
+
+    def start_api(self, name: str, **extra: str) -> str:
+        """`tasklab run api --stage 4` on a port chosen here; its base URL once it answers."""
+        address = f"127.0.0.1:{free_port()}"
+        proc = self.start("api", name, TASKLAB_API_ADDRESS=address, **extra)
+        url = f"http://{address}"
+        wait_for_api(proc, url)
+        return url
 
     def stop_all(self) -> None:
         for proc in self.processes:
@@ -113,6 +123,20 @@ def stage4(
         platform.stop_all()
         zk.stop()
         zk.close()
+
+
+@pytest.fixture(scope="module")
+def rest(stage4: Stage4) -> str:
+    """The REST API (a real `tasklab run api` process) over two providers: its base URL."""
+    stage4.start_provider("rpc-rest-a")
+    stage4.start_provider("rpc-rest-b")
+    return stage4.start_api("api-1")
+
+
+@pytest.fixture(scope="module")
+def http(rest: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=rest, timeout=30.0) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -282,4 +282,5 @@ def test_health_and_reflection_answer_on_every_provider(providers):
             "Retry",
             "List",
             "Watch",
+            "ListAgents",
         ]

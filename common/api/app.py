@@ -1,0 +1,72 @@
+"""The REST API's composition: `create_app(settings)` builds it, connecting to nothing.
+
+Pattern: Facade (stage 4). The API is a facade over the TaskService providers, which are a
+facade over the task store: one HTTP call, one gRPC call through the discovering stub.
+
+Request handling, outermost first (a chain of responsibility; each link answers or passes on):
+    ProblemGuard (last resort: never a 500)
+    -> the links: auth -> rate limit -> size (common.api.links)
+    -> FastAPI: routing, validation (422 with every problem)
+    -> Idempotency (common.api.idempotency) -> a command (common.api.commands) -> the stub
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+
+from common.api import errors, links, openapi, routes_system, routes_tasks
+from common.api.backends import Backends
+from common.config import Settings
+
+WORKER_THREADS = 256
+
+DESCRIPTION = """\
+The tasklab REST API (stage 4): submit, watch, cancel and retry tasks.
+
+It is a client of the gRPC TaskService: every call goes to a provider found in ZooKeeper.
+Errors are `application/problem+json` (RFC 9457); each `type` is described at its own URL.
+"""
+
+
+# --8<-- [start:create-app]
+def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
+    """The app; `tasks` is a TaskService stub to use instead of discovering providers."""
+    backends = Backends(settings, tasks)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Routes block on the stub in worker threads, and a synchronous submit or a log follow
+        # holds one for as long as it waits: more threads than anyio's default 40, so forty
+        # waiting clients cannot starve every other request. (/health needs none.)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        yield
+        backends.close()
+
+    app = FastAPI(
+        title="tasklab",
+        version="v1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.backends = backends
+    errors.install_handlers(app)
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_system.router)
+    # Added last = outermost: the links see a request before the app does; the guard sees
+    # every exception, the links' included.
+    links.install_links(app, settings, backends.redis)
+    app.add_middleware(errors.ProblemGuard)
+    openapi.install(app)
+    return app
+
+
+# --8<-- [end:create-app]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, built without connecting to anything (for the docs)."""
+    return create_app(Settings()).openapi()

@@ -1,0 +1,170 @@
+"""What the API process talks to, built on first use, and the checks `/ready` runs on them.
+
+Nothing connects when the app is built (the OpenAPI document is produced offline, and an API
+started before ZooKeeper must still answer `/health`): the TaskService proxy and its ZooKeeper
+client are made by the first request that needs them, and made again by a later one if that
+failed. Redis is only a connection pool until used (the readiness check and the links' rate
+limiter use it); the API never reads or writes tasks there: tasks go through the providers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kazoo.protocol.states import KazooState
+from redis import Redis
+
+from common.adapters.redis_client import redis_client
+from common.api import catalog
+from common.config import Settings
+from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
+from common.observability import get_logger
+from common.rpc.proxy import TaskServiceProxy
+
+log = get_logger("tasklab.api")
+
+CHECK_TIMEOUT = 2.0  # seconds each readiness check may take; they run side by side
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+class Backends:
+    def __init__(self, settings: Settings, tasks: Any = None) -> None:
+        self.settings = settings
+        self.redis: Redis = redis_client(settings.redis_url)  # a pool: no connection yet
+        self._tasks = tasks
+        self._zk: Any = None
+        self._kafka: Any = None
+        self._health: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-ready")
+
+    # -- the TaskService -------------------------------------------------------------------
+    @property
+    def tasks(self) -> TaskServiceProxy:
+        """The discovering, retrying TaskService stub (Problem 503 while ZooKeeper is away)."""
+        if self._tasks is not None:
+            return self._tasks
+        with self._lock:
+            if self._tasks is None:
+                try:
+                    self._zk = get_zk(self.settings)
+                except CoordinationUnavailable as exc:
+                    raise catalog.unavailable(f"ZooKeeper: {exc}", retry_after=2) from None
+                self._tasks = TaskServiceProxy(self._zk).start()
+            return self._tasks
+
+    def providers(self) -> list[str]:
+        return self._tasks.providers() if self._tasks is not None else []
+
+    def close(self) -> None:
+        if self._tasks is not None and hasattr(self._tasks, "close"):
+            self._tasks.close()
+        for channel, _ in self._health.values():
+            channel.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._zk is not None:
+            # Closed, not left to expire: ZooKeeper forgets this session (and its watches) now.
+            close_zk(self.settings)
+
+    # -- readiness -------------------------------------------------------------------------
+    def check_all(self) -> dict[str, CheckResult]:
+        """Redis, ZooKeeper, Kafka and the providers, checked side by side, each bounded."""
+        checks: dict[str, Callable[[], str]] = {
+            "redis": self._check_redis,
+            "zookeeper": self._check_zookeeper,
+            "kafka": self._check_kafka,
+            "providers": self._check_providers,
+        }
+        started = {
+            name: (self._pool.submit(_timed, fn), time.monotonic()) for name, fn in checks.items()
+        }
+        out = {}
+        for name, (future, t0) in started.items():
+            try:
+                out[name] = future.result(
+                    timeout=max(0.1, CHECK_TIMEOUT + 0.5 - (time.monotonic() - t0))
+                )
+            except TimeoutError:
+                out[name] = CheckResult(False, "no answer in time", CHECK_TIMEOUT * 1000)
+        return out
+
+    def _check_redis(self) -> str:
+        self.redis.ping()
+        return "PING answered"
+
+    def _zookeeper(self) -> Any:
+        self.tasks  # noqa: B018 - builds the proxy and its ZooKeeper client if not yet
+        if self._zk is None:  # a proxy given to create_app (tests): no client of our own
+            self._zk = get_zk(self.settings)
+        return self._zk
+
+    def _check_zookeeper(self) -> str:
+        zk = self._zookeeper()
+        raw = getattr(zk, "raw", zk)
+        if raw.state != KazooState.CONNECTED:
+            raise ConnectionError(f"session {raw.state.lower()}")
+        raw.exists_async("/").get(timeout=CHECK_TIMEOUT)
+        return "session connected"
+
+    def _check_kafka(self) -> str:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        if self._kafka is None:
+            self._kafka = AdminClient(
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "logger": get_logger("tasklab.kafka"),
+                }
+            )
+        try:
+            metadata = self._kafka.list_topics(timeout=CHECK_TIMEOUT)
+        except KafkaException as exc:
+            raise ConnectionError(str(exc.args[0] if exc.args else exc)) from None
+        return f"{len(metadata.brokers)} broker(s)"
+
+    def _check_providers(self) -> str:
+        self.tasks  # noqa: B018 - discovery starts with the proxy
+        addresses = self.providers()
+        if not addresses:
+            raise ConnectionError("no TaskService provider registered in ZooKeeper")
+        serving = [a for a in addresses if self._serving(a)]
+        if not serving:
+            raise ConnectionError(f"none of {len(addresses)} provider(s) reports SERVING")
+        return f"{len(serving)} of {len(addresses)} SERVING"
+
+    def _serving(self, address: str) -> bool:
+        if address not in self._health:
+            channel = grpc.insecure_channel(address)
+            self._health[address] = (channel, health_pb2_grpc.HealthStub(channel))
+        try:
+            answer = self._health[address][1].Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=CHECK_TIMEOUT / 2
+            )
+        except grpc.RpcError:
+            return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _timed(check: Callable[[], str]) -> CheckResult:
+    t0 = time.monotonic()
+    try:
+        detail = check()
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - any failure is "down", said in the detail
+        detail = getattr(exc, "detail", "") or f"{type(exc).__name__}: {exc}"
+        ok = False
+    return CheckResult(ok, detail, round((time.monotonic() - t0) * 1000, 1))

@@ -1,0 +1,339 @@
+"""What travels over REST: request and response bodies as pydantic models (DTOs).
+
+Pattern: Data Transfer Object (stage 4). These shapes are the REST contract, camelCase as the
+domain names its fields, with the examples the OpenAPI document shows. They know nothing of
+gRPC: `common.api.views` turns the providers' messages into them. Request DTOs check shape and
+ranges (every problem at once); the domain's own rules (a blank payload, a payload over the
+size limit) are checked again by the provider, whose field violations come back as the same
+422 problem.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic.alias_generators import to_camel
+
+
+class TaskType(StrEnum):
+    SHELL = "SHELL"
+    PYTHON_SCRIPT = "PYTHON_SCRIPT"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    DISPATCHED = "DISPATCHED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+# RFC 3339 in UTC with milliseconds, e.g. "2026-11-29T21:40:00.123Z".
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+TASK_ID_EXAMPLE = "3f1c9a52-7a0e-4c55-9f0c-6d2b8e1f4a10"
+
+
+class _Request(BaseModel):
+    # Only the contract's camelCase names; an unknown field is a mistake worth naming.
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+# --8<-- [start:submit-task]
+class SubmitTask(_Request):
+    """A task to run. Only taskType and payload are required."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "taskName": "hello",
+                    "taskType": "SHELL",
+                    "payload": "echo hello from $(hostname)",
+                    "executionTimeout": 60,
+                    "retryCount": 0,
+                    "requestId": "order-42-hello",
+                }
+            ]
+        }
+    )
+
+    task_name: str | None = Field(
+        default=None, max_length=200, description="Defaults to the payload's first line."
+    )
+    task_type: TaskType
+    payload: str = Field(
+        min_length=1, description="A shell command line, or Python source for PYTHON_SCRIPT."
+    )
+    execution_timeout: StrictInt = Field(default=60, ge=1, le=86400, description="Seconds.")
+    retry_count: StrictInt = Field(default=0, ge=0, le=10, description="Automatic retries.")
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Idempotency key (as the Idempotency-Key header): one key, one task.",
+    )
+
+
+# --8<-- [end:submit-task]
+
+
+class TaskView(_Response):
+    """A task as every endpoint returns it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "taskId": TASK_ID_EXAMPLE,
+                    "taskName": "hello",
+                    "taskType": "SHELL",
+                    "payload": "echo hello",
+                    "executionTimeout": 60,
+                    "retryCount": 0,
+                    "requestId": None,
+                    "status": "SUCCESS",
+                    "attempt": 1,
+                    "epoch": 12,
+                    "agentId": "agent-1",
+                    "result": "hello\n",
+                    "error": None,
+                    "exitCode": 0,
+                    "createdAt": "2026-11-29T21:40:00.123Z",
+                    "updatedAt": "2026-11-29T21:40:00.456Z",
+                    "retryOf": None,
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    task_name: str
+    task_type: TaskType
+    payload: str
+    execution_timeout: int
+    retry_count: int
+    request_id: str | None
+    status: TaskStatus
+    attempt: int
+    epoch: int
+    agent_id: str | None
+    result: str | None
+    error: str | None
+    exit_code: int | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    retry_of: str | None
+
+
+class TimelineEntry(_Response):
+    """One accepted transition of a task, as its history recorded it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": "RUNNING",
+                    "fromState": "DISPATCHED",
+                    "at": "2026-11-29T21:40:00.301Z",
+                    "actor": "agent:agent-1",
+                    "epoch": 12,
+                    "attempt": 1,
+                    "reason": "",
+                }
+            ]
+        }
+    )
+
+    state: TaskStatus
+    from_state: TaskStatus | None
+    at: Timestamp
+    actor: str
+    epoch: int
+    attempt: int
+    reason: str
+
+
+class TaskDetail(TaskView):
+    """A task with its log lines and its timeline."""
+
+    logs: list[str]
+    timeline: list[TimelineEntry]
+
+
+class CancelResult(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "Cancel request accepted.",
+                    "taskId": TASK_ID_EXAMPLE,
+                    "status": "CANCELLED",
+                    "cancelledFrom": "RUNNING",
+                    "alreadyCancelled": False,
+                }
+            ]
+        }
+    )
+
+    message: str
+    task_id: str
+    status: TaskStatus
+    cancelled_from: TaskStatus | None
+    already_cancelled: bool
+
+
+class RetryResult(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "newTaskId": "9b2e4d1c-55aa-4f0b-8c61-0e7d3a9f2b44",
+                    "status": "PENDING",
+                    "retryOf": TASK_ID_EXAMPLE,
+                }
+            ]
+        }
+    )
+
+    new_task_id: str
+    status: TaskStatus
+    retry_of: str
+
+
+class TaskPage(_Response):
+    """One page of tasks, newest first; `nextCursor` fetches the next (null: no more)."""
+
+    items: list[TaskView]
+    next_cursor: str | None
+
+
+class TaskLogs(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"taskId": TASK_ID_EXAMPLE, "lines": ["hello"]}]}
+    )
+
+    task_id: str
+    lines: list[str]
+
+
+class Agent(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "agentId": "agent-1",
+                    "alive": True,
+                    "load": 1,
+                    "capacity": 2,
+                    "lastHeartbeat": "2026-11-29T21:40:01.000Z",
+                }
+            ]
+        }
+    )
+
+    agent_id: str
+    alive: bool
+    load: int = Field(description="Attempts it runs now.")
+    capacity: int | None = Field(description="Tasks it runs at once; null when not known.")
+    last_heartbeat: Timestamp | None
+
+
+class AgentList(_Response):
+    items: list[Agent]
+
+
+class Liveness(_Response):
+    status: str = Field(examples=["ok"])
+
+
+class Check(_Response):
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+class Readiness(_Response):
+    """Every backing service the API needs, checked now."""
+
+    status: str = Field(examples=["ready"])
+    checks: dict[str, Check]
+
+
+class SystemInfo(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "tasklab",
+                    "version": "0.1.0",
+                    "stage": 4,
+                    "apiVersion": "v1",
+                    "providers": ["127.0.0.1:40123", "127.0.0.1:40125"],
+                }
+            ]
+        }
+    )
+
+    name: str
+    version: str
+    stage: int
+    api_version: str
+    providers: list[str]
+
+
+class DetailedHealth(_Response):
+    status: str = Field(examples=["ok", "degraded"])
+    checks: dict[str, Check]
+    providers: list[str]
+
+
+class ProblemDoc(_Response):
+    """What a problem `type` means."""
+
+    type: str
+    title: str
+    status: int
+    description: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    detail: str
+    pointer: str | None = None
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route: these statuses answer problem+json."""
+    return {
+        status: {
+            "model": ProblemDetails,
+            "content": {"application/problem+json": {}},
+            "description": "A problem (RFC 9457).",
+        }
+        for status in statuses
+    }

@@ -1,0 +1,206 @@
+"""`/api/v1/tasks...`: the task endpoints (docs/reference/rest.md).
+
+Each route is the same short chain after the ASGI links (auth, rate limit, size): FastAPI
+validates the input (422 with every problem), `Idempotency` resolves the key, and a command
+(common.api.commands) or a read goes to the TaskService stub with the caller's credentials.
+Routes are plain `def`s: the stub blocks, so FastAPI runs them on its thread pool.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from common.api import commands, dto, sse, views
+from common.api.commands import Outcome
+from common.api.idempotency import Idempotency
+from common.api.links import forwarded_credentials, require
+from common.rpc.gen import task_service_pb2 as pb
+from common.security import Principal, Role
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+TaskId = Annotated[str, Path(alias="taskId", min_length=1, max_length=200)]
+Reader = Annotated[Principal, Depends(require(Role.TASK_READ))]
+Writer = Annotated[Principal, Depends(require(Role.TASK_WRITE))]
+
+_READ_ERRORS = dto.problem_responses(401, 403, 404, 422, 429, 503)
+_WRITE_ERRORS = dto.problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+
+def credentials(request: Request) -> list[tuple[str, str]]:
+    """The caller's credential, passed on to the providers as gRPC metadata: the one the
+    auth link authenticated (or, with auth off, whatever gRPC can carry of it)."""
+    return forwarded_credentials(request.scope)
+
+
+def answer(outcome: Outcome) -> JSONResponse:
+    body = outcome.body.model_dump(by_alias=True, mode="json")
+    return JSONResponse(body, status_code=outcome.status, headers=outcome.headers)
+
+
+# --8<-- [start:submit]
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=dto.TaskView,
+    summary="Submit a task",
+    responses={
+        200: {"model": dto.TaskView, "description": "Replayed (same key), or final (wait)."},
+        202: {"model": dto.TaskView, "description": "wait ran out: the task as it is now."},
+        **_WRITE_ERRORS,
+    },
+)
+def submit_task(
+    body: dto.SubmitTask,
+    request: Request,
+    _: Writer,
+    idempotency: Annotated[Idempotency, Depends()],
+    wait: Annotated[
+        float | None,
+        Query(gt=0, le=300, description="Answer when the task is final, waiting this long."),
+    ] = None,
+) -> JSONResponse:
+    command = commands.SubmitTask(body, idempotency.key(body.request_id), wait)
+    return answer(command.execute(_tasks(request), credentials(request)))
+
+
+# --8<-- [end:submit]
+
+
+@router.get(
+    "/tasks",
+    response_model=dto.TaskPage,
+    summary="List tasks, newest first",
+    responses=dto.problem_responses(401, 403, 422, 429, 503),
+)
+def list_tasks(
+    request: Request,
+    _: Reader,
+    status: dto.TaskStatus | None = None,
+    task_type: Annotated[dto.TaskType | None, Query(alias="type")] = None,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    created_after: Annotated[datetime | None, Query(alias="createdAfter")] = None,
+    created_before: Annotated[datetime | None, Query(alias="createdBefore")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> dto.TaskPage:
+    query = pb.ListRequest(
+        status=pb.TaskStatus.Value(status.value) if status else 0,
+        task_type=pb.TaskType.Value(task_type.value) if task_type else 0,
+        agent_id=agent or "",
+        name=name or "",
+        page_size=limit,
+        cursor=cursor or "",
+    )
+    if created_after is not None:
+        query.created_after.CopyFrom(views.to_timestamp(created_after))
+    if created_before is not None:
+        query.created_before.CopyFrom(views.to_timestamp(created_before))
+    page = _tasks(request).list(query, timeout=commands.CALL_TIMEOUT, metadata=credentials(request))
+    return dto.TaskPage(
+        items=[views.task_view(t) for t in page.tasks], next_cursor=page.next_cursor or None
+    )
+
+
+@router.get(
+    "/tasks/{taskId}",
+    response_model=dto.TaskDetail,
+    summary="A task with its logs and timeline",
+    responses=_READ_ERRORS,
+)
+def get_task(task_id: TaskId, request: Request, _: Reader) -> dto.TaskDetail:
+    info = _tasks(request).get_task_info(
+        task_id, timeout=commands.CALL_TIMEOUT, metadata=credentials(request)
+    )
+    return views.task_detail(info)
+
+
+@router.delete(
+    "/tasks/{taskId}",
+    response_model=dto.CancelResult,
+    summary="Cancel a task",
+    responses=_WRITE_ERRORS,
+)
+def cancel_task(task_id: TaskId, request: Request, _: Writer) -> JSONResponse:
+    return answer(commands.CancelTask(task_id).execute(_tasks(request), credentials(request)))
+
+
+@router.post(
+    "/tasks/{taskId}/retry",
+    status_code=201,
+    response_model=dto.RetryResult,
+    summary="Retry a FAILED or CANCELLED task as a new task",
+    responses={
+        200: {"model": dto.RetryResult, "description": "Replayed (same Idempotency-Key)."},
+        **_WRITE_ERRORS,
+    },
+)
+def retry_task(
+    task_id: TaskId,
+    request: Request,
+    _: Writer,
+    idempotency: Annotated[Idempotency, Depends()],
+) -> JSONResponse:
+    command = commands.RetryTask(task_id, idempotency.key())
+    return answer(command.execute(_tasks(request), credentials(request)))
+
+
+@router.get(
+    "/tasks/{taskId}/logs",
+    response_model=dto.TaskLogs,
+    summary="A task's log lines; follow=true streams them (Server-Sent Events)",
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "The lines; with follow, a stream of log, transition and end events.",
+        },
+        **_READ_ERRORS,
+    },
+)
+def task_logs(
+    task_id: TaskId,
+    request: Request,
+    _: Reader,
+    follow: bool = False,
+    from_log: Annotated[int, Query(alias="fromLog", ge=0, le=2**31)] = 0,
+    from_transition: Annotated[int, Query(alias="fromTransition", ge=0, le=2**31)] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+):
+    tasks, metadata = _tasks(request), credentials(request)
+    # 404 (or 503) before a stream starts: once it has, the status is already 200.
+    info = tasks.get_task_info(task_id, timeout=commands.CALL_TIMEOUT, metadata=metadata)
+    streaming = follow or "text/event-stream" in request.headers.get("accept", "")
+    if not streaming:
+        return dto.TaskLogs(task_id=info.task.task_id, lines=list(info.logs))
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        from_log = max(from_log, int(last_event_id) + 1)
+    stream = sse.follow(tasks, task_id, from_transition, from_log, metadata)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        # No buffering by a proxy in between (nginx honours X-Accel-Buffering), no caching.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/agents",
+    response_model=dto.AgentList,
+    summary="The agents the platform has heard from",
+    tags=["agents"],
+    responses=dto.problem_responses(401, 403, 429, 503),
+)
+def list_agents(request: Request, _: Reader) -> dto.AgentList:
+    answer = _tasks(request).list_agents(
+        timeout=commands.CALL_TIMEOUT, metadata=credentials(request)
+    )
+    return dto.AgentList(items=[views.agent(a) for a in answer.agents])
+
+
+def _tasks(request: Request):
+    return request.app.state.backends.tasks

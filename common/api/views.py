@@ -1,0 +1,125 @@
+"""The providers' protobuf messages -> the REST DTOs (and the few REST values -> protobuf).
+
+The one place that knows both shapes on the API's side, as common/rpc/convert.py is on the
+provider's: "" in a proto string field is "not set" and becomes null; an unset optional is
+null; timestamps become RFC 3339 UTC strings with milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.api import dto
+from common.rpc.gen import task_service_pb2 as pb
+
+
+def rfc3339(ts: Timestamp) -> str:
+    moment = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    ts = Timestamp()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a time without a zone is read as UTC
+    ts.FromDatetime(moment.astimezone(UTC))
+    return ts
+
+
+def status(value: int) -> dto.TaskStatus | None:
+    return dto.TaskStatus(pb.TaskStatus.Name(value)) if value else None
+
+
+def _optional(message, name: str):
+    return getattr(message, name) if message.HasField(name) else None
+
+
+# --8<-- [start:task-view]
+def task_view(task: pb.Task) -> dto.TaskView:
+    return dto.TaskView(**_task_fields(task))
+
+
+def _task_fields(task: pb.Task) -> dict:
+    return {
+        "task_id": task.task_id,
+        "task_name": task.task_name,
+        "task_type": dto.TaskType(pb.TaskType.Name(task.task_type)),
+        "payload": task.payload,
+        "execution_timeout": task.execution_timeout,
+        "retry_count": task.retry_count,
+        "request_id": task.request_id or None,
+        "status": status(task.status),
+        "attempt": task.attempt,
+        "epoch": task.epoch,
+        "agent_id": task.agent_id or None,
+        "result": _optional(task, "result"),
+        "error": _optional(task, "error"),
+        "exit_code": _optional(task, "exit_code"),
+        "created_at": rfc3339(task.created_at),
+        "updated_at": rfc3339(task.updated_at),
+        "retry_of": task.retry_of or None,
+    }
+
+
+# --8<-- [end:task-view]
+
+
+def timeline_entry(entry: pb.TimelineEntry) -> dto.TimelineEntry:
+    return dto.TimelineEntry(
+        state=status(entry.state),
+        from_state=status(entry.from_state),
+        at=rfc3339(entry.at),
+        actor=entry.actor,
+        epoch=entry.epoch,
+        attempt=entry.attempt,
+        reason=entry.reason,
+    )
+
+
+def task_detail(info: pb.TaskInfo) -> dto.TaskDetail:
+    return dto.TaskDetail(
+        **_task_fields(info.task),
+        logs=list(info.logs),
+        timeline=[timeline_entry(e) for e in info.timeline],
+    )
+
+
+def cancel_result(answer: pb.CancelResponse) -> dto.CancelResult:
+    return dto.CancelResult(
+        message=answer.message or "Cancel request accepted.",
+        task_id=answer.task_id,
+        status=status(answer.status) or dto.TaskStatus.CANCELLED,
+        cancelled_from=status(answer.cancelled_from),
+        already_cancelled=answer.already_cancelled,
+    )
+
+
+def retry_result(answer: pb.RetryResponse) -> dto.RetryResult:
+    return dto.RetryResult(
+        new_task_id=answer.new_task_id,
+        status=status(answer.status) or dto.TaskStatus.PENDING,
+        retry_of=answer.retry_of,
+    )
+
+
+def agent(item: pb.Agent) -> dto.Agent:
+    return dto.Agent(
+        agent_id=item.agent_id,
+        alive=item.alive,
+        load=item.load,
+        capacity=_optional(item, "capacity"),
+        last_heartbeat=rfc3339(item.last_heartbeat) if item.HasField("last_heartbeat") else None,
+    )
+
+
+def submit_request(body: dto.SubmitTask, request_id: str | None) -> pb.SubmitRequest:
+    return pb.SubmitRequest(
+        task_name=body.task_name or "",
+        task_type=pb.TaskType.Value(body.task_type.value),
+        payload=body.payload,
+        execution_timeout=body.execution_timeout,
+        retry_count=body.retry_count,
+        request_id=request_id or "",
+    )
