@@ -179,3 +179,10 @@ bench: setup $(BENCH_STAMP) ## tasklab vs Celery, full run (~45 min): table, JSO
 
 bench-quick: setup $(BENCH_STAMP) ## tasklab vs Celery, smoke run (a couple of minutes)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+.PHONY: bench-stage4 bench-stage4-quick
+bench-stage4: setup $(BENCH_STAMP) ## Submit via gRPC and REST next to the direct Redis client (~10 min)
+	$(BIN)/python -m bench.front_door $(BENCH_ARGS)
+
+bench-stage4-quick: setup $(BENCH_STAMP) ## The same, smoke run (under two minutes)
+	$(BIN)/python -m bench.front_door --quick $(BENCH_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, validate_spec
 from common.domain.transitions import TaskStatus
 from common.ports.task_store import CancelResult, TaskStore
@@ -42,7 +43,11 @@ class TaskClient:
         self.max_payload_bytes = max_payload_bytes
 
     def submit(self, data: dict, actor: str = "client") -> tuple[Task, bool]:
-        """Validate (every problem at once) and submit; returns (task, created)."""
+        """Validate (every problem at once) and submit; returns (task, created).
+
+        With a `requestId`: the same request again returns the task the first one created
+        (created False); a different request under the same id raises IdempotencyConflict,
+        naming that task (common/domain/idempotency.py says what "the same" means)."""
         spec = validate_spec(data, self.max_payload_bytes)
         return self.store.submit(spec, actor=actor)
 
@@ -74,8 +79,9 @@ class TaskClient:
 
         A terminal task is never re-opened: the new one records what it retries (`retryOf`).
         `request_id` makes the retry itself idempotent (a client retrying the call after a
-        lost reply gets the same new task). Terminal states are final, so the check and the
-        submit need no atomicity between them.
+        lost reply gets the same new task); the same id used to retry another task, or used
+        before for a submit, raises IdempotencyConflict. Terminal states are final, so the
+        check and the submit need no atomicity between them.
         """
         old = self.get(task_id)
         if old.status not in RETRYABLE:
@@ -99,4 +105,10 @@ class TaskClient:
                 time.sleep(poll)
 
 
-__all__ = ["NotRetryable", "TaskClient", "TaskNotFound", "TaskStatus"]
+__all__ = [
+    "IdempotencyConflict",
+    "NotRetryable",
+    "TaskClient",
+    "TaskNotFound",
+    "TaskStatus",
+]

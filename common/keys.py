@@ -31,6 +31,14 @@ def request(request_id: str) -> str:
     return f"request:{request_id}"
 
 
+def request_fingerprint(request_id: str) -> str:
+    """Hash {taskId, fingerprint}: what the request that created `request:{id}` asked for.
+
+    A prefix of its own, not `request:{id}:...`: a client chooses the id, and the request key
+    of an id ending in ":fingerprint" must never be another id's fingerprint key."""
+    return f"request-fingerprint:{request_id}"
+
+
 def agent_tasks(agent_id: str) -> str:
     return f"agent:{agent_id}:tasks"
 

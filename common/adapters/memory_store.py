@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+from common.domain.idempotency import IdempotencyConflict, request_fingerprint
 from common.domain.task import Task, TaskSpec
 from common.domain.transitions import TaskStatus, is_legal
 from common.ports.task_store import CancelResult, TaskStore, TransitionResult
@@ -22,6 +23,7 @@ class InMemoryTaskStore(TaskStore):
         self.histories: dict[str, list[dict]] = {}
         self.log_lines: dict[str, list[str]] = {}
         self.requests: dict[str, str] = {}
+        self.fingerprints: dict[str, str] = {}  # request id -> what created its task
         self.queue: list[str] = []
         self.fence = 0
         self.counters: dict[str, int] = {}
@@ -30,9 +32,14 @@ class InMemoryTaskStore(TaskStore):
     def submit(
         self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
     ) -> tuple[Task, bool]:
+        fingerprint = request_fingerprint(spec, retry_of)
         with self._lock:
             if spec.request_id and spec.request_id in self.requests:
-                return Task.from_hash(self.tasks[self.requests[spec.request_id]]), False
+                existing = self.requests[spec.request_id]
+                stored = self.fingerprints.get(spec.request_id)
+                if stored is not None and stored != fingerprint:
+                    raise IdempotencyConflict(spec.request_id, existing)
+                return Task.from_hash(self.tasks[existing]), False
             task = Task.new(spec, retry_of=retry_of)
             self.tasks[task.task_id] = task.to_hash()
             self.histories[task.task_id] = [
@@ -46,6 +53,7 @@ class InMemoryTaskStore(TaskStore):
             ]
             if spec.request_id:
                 self.requests[spec.request_id] = task.task_id
+                self.fingerprints[spec.request_id] = fingerprint
             self.queue.insert(0, task.to_message())
             return task, True
 

@@ -21,6 +21,7 @@ from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS, RedisFailo
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import DispatchEntry
+from common.domain.idempotency import IdempotencyConflict, spec_fingerprint
 from common.domain.task import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Task,
@@ -79,29 +80,35 @@ class RedisDispatcher(Dispatcher):
         task = Task.new(spec, task_id=task_id)
         message = task.to_message()
         now = repr(time.time())
-        result = as_result(
-            self._schedule(
-                keys=[
-                    keys.task(task.task_id),
-                    keys.history(task.task_id),
-                    keys.TRANSITION_STATS,
-                    keys.SCHEDULER_FENCE,
-                    keys.SCHEDULING_QUEUE,
-                    keys.TASK_INDEX,
-                    keys.request(spec.request_id or "-"),
-                ],
-                args=[
-                    raw,
-                    message,
-                    json.dumps(task.to_hash()),
-                    epoch,
-                    actor,
-                    now,
-                    task.task_id,
-                    "1" if spec.request_id else "0",
-                ],
-            )
+        reply = self._schedule(
+            keys=[
+                keys.task(task.task_id),
+                keys.history(task.task_id),
+                keys.TRANSITION_STATS,
+                keys.SCHEDULER_FENCE,
+                keys.SCHEDULING_QUEUE,
+                keys.TASK_INDEX,
+                keys.request(spec.request_id or "-"),
+                keys.request_fingerprint(spec.request_id or "-"),
+            ],
+            args=[
+                raw,
+                message,
+                json.dumps(task.to_hash()),
+                epoch,
+                actor,
+                now,
+                task.task_id,
+                "1" if spec.request_id else "0",
+                spec_fingerprint(spec),
+            ],
         )
+        result = as_result(reply)
+        if result.reason == "idempotency_conflict":
+            assert spec.request_id
+            conflict = IdempotencyConflict(spec.request_id, _s(reply[4]))
+            self._dead_letter(raw, str(conflict), actor)
+            return NotScheduled("dead-lettered: " + str(conflict))
         if not result.accepted:
             return NotScheduled(result.reason, result.status, task.task_id)
         stored = self.store.get(task.task_id)

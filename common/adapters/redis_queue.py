@@ -30,6 +30,7 @@ from common.adapters.redis_failover import (
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore, as_result
 from common.domain.dispatch import dispatch_stamp, entry_ref
+from common.domain.idempotency import IdempotencyConflict, spec_fingerprint
 from common.domain.task import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Task,
@@ -121,6 +122,7 @@ class RedisWorkQueue:
                 keys.processing(agent_id),
                 keys.TASK_INDEX,
                 keys.request(spec.request_id or "-"),
+                keys.request_fingerprint(spec.request_id or "-"),
             ],
             args=[
                 raw,
@@ -133,9 +135,15 @@ class RedisWorkQueue:
                 str(dispatched[0]) if dispatched else "",
                 str(dispatched[1]) if dispatched else "",
                 "1" if spec.request_id else "0",
+                spec_fingerprint(spec),
             ],
         )
         result = as_result(raw_result)
+        if result.reason == "idempotency_conflict":
+            assert spec.request_id
+            conflict = IdempotencyConflict(spec.request_id, _s(raw_result[4]))
+            self.dead_letter(agent_id, raw, str(conflict), tracked)
+            return Rejected(f"dead-lettered: {conflict}")
         if not result.accepted:
             if dispatched and result.reason == "missing":
                 # Stamped like a dispatch, but no such task: nothing placed it. It must not
@@ -178,9 +186,10 @@ class RedisWorkQueue:
                 keys.processing(agent_id),
                 keys.TASK_INDEX,
                 keys.request("-"),
+                keys.request_fingerprint("-"),
             ],
             args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
-                  "", "", "0"],
+                  "", "", "0", ""],
         )  # fmt: skip
         result = as_result(reply)
         if result.reason == "not_created":

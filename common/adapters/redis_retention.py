@@ -1,10 +1,11 @@
 """Retention: finished tasks are deleted from Redis once they are old, so nothing grows forever.
 
-A task lives in five keys (`task:{id}`, its history, its logs, its log cursor and, with a
-requestId, `request:{requestId}`) plus its entry in `tasks:index`. Once a task is finished
-(SUCCESS, FAILED or CANCELLED) and has not changed for `task_retention`, a sweep deletes all of
-them together: one Lua script per task, which checks again that the task is still finished and
-still old, so a task that was retried or requeued since the sweep read it is never deleted.
+A task lives in up to six keys (`task:{id}`, its history, its logs, its log cursor and, with a
+requestId, `request:{requestId}` and `request-fingerprint:{requestId}`) plus its entry in
+`tasks:index`. Once a task is finished (SUCCESS, FAILED or CANCELLED) and has not changed for
+`task_retention`, a sweep deletes all of them together: one Lua script per task, which checks
+again that the task is still finished and still old, so a task that was retried or requeued
+since the sweep read it is never deleted.
 A task that is not finished is never touched, however old it is.
 
 Bounded work: one `sweep` looks at no more than `limit` index entries, and `maybe_sweep` runs
@@ -200,8 +201,10 @@ class RedisRetention:
             keys.logs(task_id),
             keys.log_cursor(task_id),
             keys.TASK_INDEX,
-            # Without a requestId the script never reads KEYS[6]; the index stands in for it.
+            # Without a requestId the script never reads KEYS[6] and KEYS[7]; the index stands
+            # in for them.
             keys.request(request_id) if request_id else keys.TASK_INDEX,
+            keys.request_fingerprint(request_id) if request_id else keys.TASK_INDEX,
         ]
 
 

@@ -11,6 +11,7 @@ from redis import Redis
 from common import keys
 from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import Scripts
+from common.domain.idempotency import IdempotencyConflict, request_fingerprint
 from common.domain.task import Task, TaskSpec
 from common.domain.transitions import TaskStatus
 from common.ports.task_store import CancelResult, TaskStore, TransitionResult
@@ -29,14 +30,15 @@ class RedisTaskStore(TaskStore):
         self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
     ) -> tuple[Task, bool]:
         task = Task.new(spec, retry_of=retry_of)
-        request_key = keys.request(spec.request_id) if spec.request_id else keys.request("-")
-        task_id, created = self.scripts.submit(
+        request_id = spec.request_id or "-"
+        task_id, created, *conflict = self.scripts.submit(
             keys=[
                 keys.task(task.task_id),
                 keys.history(task.task_id),
                 keys.PENDING_QUEUE,
                 keys.TASK_INDEX,
-                request_key,
+                keys.request(request_id),
+                keys.request_fingerprint(request_id),
             ],
             args=[
                 task.task_id,
@@ -45,8 +47,12 @@ class RedisTaskStore(TaskStore):
                 repr(task.created_at),
                 actor,
                 "1" if spec.request_id else "0",
+                request_fingerprint(spec, retry_of),
             ],
         )
+        if conflict:
+            assert spec.request_id
+            raise IdempotencyConflict(spec.request_id, _s(task_id))
         if not int(created):
             existing = self.get(_s(task_id))
             assert existing is not None

@@ -119,7 +119,7 @@ def _guard(fn):
     """Turn the errors a user can cause into one line and an exit code."""
     import functools
 
-    from common.client import NotRetryable, TaskNotFound
+    from common.client import IdempotencyConflict, NotRetryable, TaskNotFound
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -129,7 +129,7 @@ def _guard(fn):
             fail(str(exc), exc.code)
         except TaskValidationError as exc:
             fail(str(exc), 2)
-        except (TaskNotFound, NotRetryable) as exc:
+        except (TaskNotFound, NotRetryable, IdempotencyConflict) as exc:
             fail(str(exc), 1)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             fail(

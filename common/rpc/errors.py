@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from redis.exceptions import RedisError
 
-from common.client import NotRetryable, TaskNotFound
+from common.client import IdempotencyConflict, NotRetryable, TaskNotFound
 from common.domain.task import TaskValidationError
 
 DOMAIN = "tasklab.dev"
@@ -54,6 +54,22 @@ def not_found(task_id: str) -> status_pb2.Status:
     return _status(code_pb2.NOT_FOUND, f"no task {task_id}", info)
 
 
+IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+
+
+def idempotency_conflict(exc: IdempotencyConflict) -> status_pb2.Status:
+    """ALREADY_EXISTS: the request id names a task made from a different request.
+
+    ErrorInfo carries the task that owns the key, so a client can fetch it (or see its own
+    mistake) without parsing the message; the REST API turns it into a 409 problem."""
+    info = error_details_pb2.ErrorInfo(
+        reason=IDEMPOTENCY_CONFLICT,
+        domain=DOMAIN,
+        metadata={"taskId": exc.task_id, "requestId": exc.request_id},
+    )
+    return _status(code_pb2.ALREADY_EXISTS, str(exc), info)
+
+
 class Failure(Exception):
     """Raised inside a servicer method to end the call with this status."""
 
@@ -78,6 +94,8 @@ def status_of(exc: BaseException) -> status_pb2.Status | None:
         return not_found(exc.task_id)
     if isinstance(exc, NotRetryable):
         return precondition(exc.task_id, exc.status, str(exc))
+    if isinstance(exc, IdempotencyConflict):
+        return idempotency_conflict(exc)
     if isinstance(exc, RedisError):
         # Redis down or not answering: nothing was half-done (every write is one script), and
         # the call may succeed on retry. RetryInfo tells clients how soon.
@@ -107,6 +125,7 @@ def details_of(error: grpc.RpcError) -> list:
             error_details_pb2.PreconditionFailure,
             error_details_pb2.ResourceInfo,
             error_details_pb2.RetryInfo,
+            error_details_pb2.ErrorInfo,
         ):
             if detail.Is(kind.DESCRIPTOR):
                 msg = kind()

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from common import keys
+from common.client import IdempotencyConflict
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.testing import eventually, process_alive
 
@@ -111,6 +114,44 @@ def test_one_request_id_is_one_task_on_every_entry_path(platform):
     )
     mine = [t for t in platform.client.store.list_tasks(limit=10) if t.request_id == "order-42"]
     assert [t.task_id for t in mine] == [task.task_id]
+
+
+def test_a_request_id_is_one_request_whether_submitted_or_pushed_by_hand(platform):
+    store = platform.client.store
+    # Given a task created from a hand-pushed message with a requestId (no name: it is derived)
+    by_hand = {"taskType": "SHELL", "payload": "echo by hand", "requestId": "hand-1"}
+    store.client.lpush(keys.PENDING_QUEUE, json.dumps(by_hand))
+    task = eventually(
+        lambda: next((t for t in store.list_tasks(limit=10) if t.request_id == "hand-1"), None),
+        message="hand-1 created",
+    )
+    # Then a submit of the same request is that task, and of another request a conflict
+    again, created = platform.client.submit({**by_hand, "taskName": "echo by hand"})
+    assert not created and again.task_id == task.task_id
+    with pytest.raises(IdempotencyConflict) as err:
+        platform.client.submit({**by_hand, "payload": "echo other"})
+    assert err.value.task_id == task.task_id
+    # And a message pushed by hand with a submitted task's requestId but another command is
+    # dead-lettered with the reason, never run and never dropped silently
+    submitted, _ = platform.client.submit(
+        {"taskType": "SHELL", "payload": "true", "requestId": "api-1"}
+    )
+    wrong = {"taskType": "SHELL", "payload": "echo not this", "requestId": "api-1"}
+    store.client.lpush(keys.PENDING_QUEUE, json.dumps(wrong))
+
+    def dead_letter() -> dict:
+        entries = [json.loads(e) for e in store.client.lrange(keys.DEAD_LETTER, 0, -1)]
+        mine = [e for e in entries if json.loads(e["message"]) == wrong]
+        assert mine, entries
+        return mine[0]
+
+    reason = eventually(dead_letter, message="the conflicting message dead-lettered")["reason"]
+    assert "api-1" in reason and submitted.task_id in reason and "different request" in reason
+    assert store.stats().get("idempotency_conflict") == 1
+    assert finished(platform, task.task_id).status == TaskStatus.SUCCESS
+    assert [t.task_id for t in store.list_tasks(limit=10) if t.request_id == "api-1"] == [
+        submitted.task_id
+    ]
 
 
 def test_a_hand_pushed_message_carrying_platform_fields_still_runs(platform):

@@ -64,3 +64,16 @@ def test_an_unreachable_redis_is_one_error_line_on_every_command():
     for args in (["submit", "true"], ["list"], ["data", "cleanup", "--older-than", "1d"]):
         out = tasklab(args, "redis://127.0.0.1:1/0")
         assert "cannot reach Redis" in assert_one_error_line(out, code=1)
+
+
+def test_submit_with_a_used_request_id_and_another_command_is_one_error_line(
+    redis_url, redis_client
+):
+    first = tasklab(["submit", "--request-id", "cli-k", "echo one"], redis_url)
+    again = tasklab(["submit", "--request-id", "cli-k", "echo one"], redis_url)
+    task_id = first.stdout.decode().strip()
+    assert first.returncode == 0 and again.stdout.decode().strip() == task_id
+    out = tasklab(["submit", "--request-id", "cli-k", "echo two"], redis_url)
+    line = assert_one_error_line(out, code=1)
+    assert "cli-k" in line and task_id in line and "different request" in line
+    assert redis_client.zcard(keys.TASK_INDEX) == 1

@@ -170,7 +170,9 @@ def test_an_idempotency_key_goes_only_with_its_own_task(redis_client, client):
     # Then the finished tasks' own key went; the running task's and the re-used key stayed
     assert report.removed == 2
     assert not redis_client.exists(keys.request("r-old"))
+    assert not redis_client.exists(keys.request_fingerprint("r-old"))
     assert redis_client.get(keys.request("r-live")).decode() == live.task_id
+    assert redis_client.hget(keys.request_fingerprint("r-live"), "taskId") == live.task_id.encode()
     assert redis_client.get(keys.request("r-moved")) == b"a-newer-task"
     # And the freed requestId makes a new task next time, as a never-seen one would
     again, created = client.submit({"taskType": "SHELL", "payload": "true", "requestId": "r-old"})

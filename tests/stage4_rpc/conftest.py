@@ -32,6 +32,7 @@ from common.testing.processes import RoleProcess
 pytestmark = pytest.mark.integration
 
 # The platform under the front door, smaller than the stage's topology to spare two cores.
+# A module may declare its own PLATFORM_ROLES (one that starts its agents itself, say).
 PLATFORM_ROLES = (("scheduler", 1), ("agent", 2), ("manager", 1))
 STAGE4_DB = 4  # other suites flush database 0 per test; this module's platform lives on
 
@@ -87,7 +88,9 @@ class Stage4:
 
 
 @pytest.fixture(scope="module")
-def stage4(redis_service, zookeeper_service, kafka_service, tmp_path_factory) -> Iterator[Stage4]:
+def stage4(
+    request, redis_service, zookeeper_service, kafka_service, tmp_path_factory
+) -> Iterator[Stage4]:
     url = redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{STAGE4_DB}"
     client = redis_client(url)
     client.flushdb()
@@ -112,7 +115,7 @@ def stage4(redis_service, zookeeper_service, kafka_service, tmp_path_factory) ->
     log_dir = tmp_path_factory.mktemp("stage4-roles")
     platform = Stage4(env, log_dir, TaskClient(RedisTaskStore(client)), zk)
     try:
-        for role, count in PLATFORM_ROLES:
+        for role, count in getattr(request.module, "PLATFORM_ROLES", PLATFORM_ROLES):
             for n in range(count):
                 platform.start(role, f"{role}-{n + 1}")
         yield platform

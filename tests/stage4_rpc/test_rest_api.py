@@ -130,13 +130,8 @@ def test_an_idempotency_key_in_the_header_and_a_different_one_in_the_body_is_422
     assert [e["field"] for e in body["errors"]] == ["requestId"]
 
 
-# The REST side maps ALREADY_EXISTS to 409 idempotency-conflict (common.api.rpc_problems); the
-# providers' side (the store comparing a reused key's body) is another change. Strict: once it
-# lands this passes, fails as XPASS, and the mark is removed.
-@pytest.mark.xfail(
-    reason="the providers do not yet answer ALREADY_EXISTS for a reused key with another body",
-    strict=True,
-)
+# The providers answer ALREADY_EXISTS for a reused key with another body (submit.lua compares
+# the request's fingerprint); the API maps it to 409 idempotency-conflict.
 def test_the_same_key_with_a_different_body_is_409_idempotency_conflict(http):
     key = marker()
     assert submit(http, shell("echo first"), headers={"Idempotency-Key": key}).status_code == 201

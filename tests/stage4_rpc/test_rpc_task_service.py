@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -11,6 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from rpc_support import final_status, shell
 
+from common import keys
 from common.rpc.errors import details_of
 from common.rpc.gen import task_service_pb2 as pb
 from common.testing import eventually
@@ -57,6 +60,56 @@ def test_the_same_request_id_returns_the_same_task(proxy, providers):
     again = proxy.submit(shell("true", request_id="rpc-idem-1"))
     assert first.created and not again.created
     assert again.task.task_id == first.task.task_id
+
+
+def test_the_same_request_id_with_another_body_is_already_exists_naming_the_task(proxy, providers):
+    first = proxy.submit(shell("echo first", request_id="rpc-idem-2", retry_count=1))
+    with pytest.raises(grpc.RpcError) as err:
+        proxy.submit(shell("echo first", request_id="rpc-idem-2", retry_count=2))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    (info,) = details_of(err.value)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("IDEMPOTENCY_CONFLICT", "tasklab.dev")
+    assert info.metadata["taskId"] == first.task.task_id
+    assert info.metadata["requestId"] == "rpc-idem-2"
+
+
+def test_fifty_simultaneous_submits_with_one_request_id_make_one_task(stage4, proxy, providers):
+    # Given 50 threads released at once, each submitting the same request through the proxy
+    request = shell("echo once", request_id="rpc-idem-50")
+    start = threading.Barrier(50)
+    answers: list[pb.SubmitResponse] = []
+    failures: list[BaseException] = []
+
+    def submit() -> None:
+        start.wait(10)
+        try:
+            answers.append(proxy.submit(request))
+        except grpc.RpcError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # Then every call got the same task, exactly one of them created it, both providers
+    # served some, and Redis holds one task with that requestId (in the index and as a hash)
+    assert not failures and len(answers) == 50
+    assert len({a.task.task_id for a in answers}) == 1
+    assert sum(a.created for a in answers) == 1
+    redis = stage4.tasks.store.client
+    indexed = [
+        t
+        for t in redis.zrange(keys.TASK_INDEX, 0, -1)
+        if redis.hget(keys.task(t.decode()), "requestId") == b"rpc-idem-50"
+    ]
+    hashes = [
+        k
+        for k in redis.scan_iter(match="task:*", count=1000)
+        if redis.type(k) == b"hash" and redis.hget(k, "requestId") == b"rpc-idem-50"
+    ]
+    assert len(indexed) == 1 and len(hashes) == 1
 
 
 def test_a_bad_submit_lists_every_field_violation_in_rich_details(proxy, providers):

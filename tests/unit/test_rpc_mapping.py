@@ -8,7 +8,7 @@ pytest.importorskip("grpc", reason="the stage4 extra is not installed")
 from google.rpc import code_pb2, error_details_pb2  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
-from common.client import NotRetryable, TaskNotFound  # noqa: E402
+from common.client import IdempotencyConflict, NotRetryable, TaskNotFound  # noqa: E402
 from common.domain.task import Task, TaskSpec, TaskType, TaskValidationError  # noqa: E402
 from common.rpc import convert, errors  # noqa: E402
 from common.rpc.gen import task_service_pb2 as pb  # noqa: E402
@@ -48,10 +48,20 @@ def test_a_task_round_trips_its_fields_and_retry_of():
         (TaskNotFound("t1"), code_pb2.NOT_FOUND),
         (NotRetryable("t1", "RUNNING"), code_pb2.FAILED_PRECONDITION),
         (RedisConnectionError("refused"), code_pb2.UNAVAILABLE),
+        (IdempotencyConflict("k", "t1"), code_pb2.ALREADY_EXISTS),
     ],
 )
 def test_each_domain_error_has_its_status_code(error, code):
     assert errors.status_of(error).code == code
+
+
+def test_an_idempotency_conflict_names_the_task_that_owns_the_key_in_error_info():
+    status = errors.status_of(IdempotencyConflict("k-1", "t-1"))
+    (detail,) = status.details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    assert (info.reason, info.domain) == ("IDEMPOTENCY_CONFLICT", "tasklab.dev")
+    assert dict(info.metadata) == {"taskId": "t-1", "requestId": "k-1"}
 
 
 def test_an_unexpected_error_is_not_mapped():

@@ -7,12 +7,13 @@
 -- if that attempt is still the task's current one and the task is still placed on this agent:
 -- a message left over from before a failover, or a restarted agent's stale inbox, is refused.
 -- Returns {accepted, reason, status, attempt[, task fields as HGETALL gives them if accepted]}.
--- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index, 6 request key (or a dummy)
+-- KEYS: 1 task, 2 history, 3 stats, 4 processing list, 5 index, 6 request key (or a dummy),
+--       7 request fingerprint hash (or a dummy)
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON (for creation; '' = only
 --       claim a task that exists), 4 agentId,
 --       5 now, 6 taskId, 7 track (1 = keep the message on the processing list),
 --       8 dispatched attempt ('' for a stage 1 message), 9 dispatched epoch,
---       10 has a requestId (1/0)
+--       10 has a requestId (1/0), 11 the request's fingerprint
 -- --8<-- [start:dispatched]
 local dispatched = ARGV[8] ~= nil and ARGV[8] ~= ''
 if dispatched then
@@ -36,11 +37,17 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   -- The fast path (no fields given) claims only a task that exists; the caller then parses
   -- the message in full and calls again.
   if ARGV[3] == '' then return {0, 'not_created', '', 0} end
-  if not claim_request(KEYS[6], ARGV[10], ARGV[6]) then
+  local verdict, existing = claim_request(KEYS[6], ARGV[10], ARGV[6], KEYS[7], ARGV[11])
+  if verdict == 'duplicate' then
     -- Same requestId as a task that exists: this message is that task, already submitted.
     count(KEYS[3], 'duplicate_request')
     if ARGV[7] == '1' then redis.call('LREM', KEYS[4], 1, ARGV[1]) end
     return {0, 'duplicate_request', '', 0}
+  elseif verdict == 'conflict' then
+    -- The requestId names a task made from another request: a mistake the caller
+    -- dead-letters with the reason (the message stays on the processing list until then).
+    count(KEYS[3], 'idempotency_conflict')
+    return {0, 'idempotency_conflict', '', 0, existing}
   end
   create_task(KEYS[1], KEYS[2], KEYS[5], ARGV[6], ARGV[3], ARGV[5], 'queue:' .. ARGV[4],
               'created from queue message')

@@ -17,13 +17,25 @@ local function create_task(tkey, hkey, index_key, task_id, fields_json, now, act
   redis.call('ZADD', index_key, now, task_id)
 end
 
--- The idempotency key of a task created from a message: true if this message may create the
--- task (no requestId, or the key is now ours), false if the requestId already names one.
+-- The idempotency key of a task about to be created: 'ok' if this request may create it (no
+-- requestId, or the key is now ours, stored with the request's fingerprint); else the task
+-- the key names, and 'duplicate' (the same request again) or 'conflict' (a different one).
 -- Every entry path (submit, a hand-pushed message claimed or scheduled) goes through it, so
--- one requestId is one task whichever way it came in.
-local function claim_request(request_key, has_request, task_id)
-  if has_request ~= '1' then return true end
-  return redis.call('SET', request_key, task_id, 'NX') ~= false
+-- one requestId is one task, and one request, whichever way it came in.
+-- A key with no fingerprint for its task (set before fingerprints were stored, or re-pointed
+-- by hand) matches any request, as every key did before.
+local function claim_request(request_key, has_request, task_id, fp_key, fingerprint)
+  if has_request ~= '1' then return 'ok' end
+  if redis.call('SET', request_key, task_id, 'NX') then
+    redis.call('HSET', fp_key, 'taskId', task_id, 'fingerprint', fingerprint)
+    return 'ok'
+  end
+  local existing = redis.call('GET', request_key)
+  local stored = redis.call('HMGET', fp_key, 'taskId', 'fingerprint')
+  if stored[1] == existing and stored[2] and stored[2] ~= fingerprint then
+    return 'conflict', existing
+  end
+  return 'duplicate', existing
 end
 
 local function count(stats_key, what)

@@ -2,7 +2,8 @@
 -- The caller picked the task from a read a moment ago; in between it may have been retried,
 -- requeued or touched, so both facts are checked again here, atomically with the deletes.
 -- "Finished" is read off LEGAL (generated from the Python table): a state with no way out.
--- KEYS: 1 task, 2 history, 3 logs, 4 log cursor, 5 index, 6 request key (or a dummy)
+-- KEYS: 1 task, 2 history, 3 logs, 4 log cursor, 5 index, 6 request key (or a dummy),
+--       7 request fingerprint hash (or a dummy)
 -- ARGV: 1 taskId, 2 cutoff (updatedAt must be older), 3 requestId the caller read ('' = none)
 -- Returns {removed 0/1, reason, status}.
 local function is_terminal(status)
@@ -31,8 +32,10 @@ if not updated or updated >= cutoff then return {0, 'recent', status} end
 if (cur[3] or '') ~= ARGV[3] then return {0, 'request_mismatch', status} end
 -- The idempotency key goes with its task, and only if it still names this task: a newer task
 -- may own the same requestId (the key was deleted by hand and a client submitted again).
-if ARGV[3] ~= '' and redis.call('GET', KEYS[6]) == ARGV[1] then
-  redis.call('DEL', KEYS[6])
+-- Its fingerprint goes with it on the same condition, read off the fingerprint itself.
+if ARGV[3] ~= '' then
+  if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+  if redis.call('HGET', KEYS[7], 'taskId') == ARGV[1] then redis.call('DEL', KEYS[7]) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])

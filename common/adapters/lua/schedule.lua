@@ -5,9 +5,9 @@
 -- A deposed leader (epoch below the fence) changes nothing at all: the message stays on
 -- queue:scheduling, where the current leader's recovery sweep finds it.
 -- KEYS: 1 task, 2 history, 3 stats, 4 fence, 5 scheduling list, 6 index,
---       7 request key (or a dummy)
+--       7 request key (or a dummy), 8 request fingerprint hash (or a dummy)
 -- ARGV: 1 raw message, 2 normalised message, 3 hash fields JSON, 4 epoch, 5 actor, 6 now,
---       7 taskId, 8 has a requestId (1/0)
+--       7 taskId, 8 has a requestId (1/0), 9 the request's fingerprint
 local epoch = tonumber(ARGV[4])
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
 if epoch < fence then
@@ -15,11 +15,17 @@ if epoch < fence then
   return {0, 'stale_epoch', '', 0}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  if not claim_request(KEYS[7], ARGV[8], ARGV[7]) then
+  local verdict, existing = claim_request(KEYS[7], ARGV[8], ARGV[7], KEYS[8], ARGV[9])
+  if verdict == 'duplicate' then
     -- Same requestId as a task that exists: this message is that task, already submitted.
     count(KEYS[3], 'duplicate_request')
     redis.call('LREM', KEYS[5], 1, ARGV[1])
     return {0, 'duplicate_request', '', 0}
+  elseif verdict == 'conflict' then
+    -- The requestId names a task made from another request: a mistake the caller
+    -- dead-letters with the reason (the message stays on queue:scheduling until then).
+    count(KEYS[3], 'idempotency_conflict')
+    return {0, 'idempotency_conflict', '', 0, existing}
   end
   create_task(KEYS[1], KEYS[2], KEYS[6], ARGV[7], ARGV[3], ARGV[6], ARGV[5],
               'created from queue message')
