@@ -68,12 +68,15 @@ class _Server(uvicorn.Server):
 
 
 def run_api(settings: Settings) -> None:
+    # The app first: a production API without credentials refuses to start (ConfigError, one
+    # line) before it takes a port, whatever the port's state.
+    app = create_app(settings)
     try:
         sock = bind(settings.api_address)
     except (OSError, ValueError) as exc:
         sys.exit(f"error: cannot serve the REST API on {settings.api_address}: {exc}")
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,  # tasklab's logging (configure_logging), not uvicorn's own
         access_log=False,
         timeout_graceful_shutdown=STOP_GRACE,
