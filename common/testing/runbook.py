@@ -532,7 +532,7 @@ def covering_tests_exist(runbook: Runbook, root: Path) -> list[str]:
         for ref in filter(None, re.split(r"[\s,]+", block.covered_by)):
             file, _, test = ref.partition("::")
             source = root / file
-            if not source.is_file():
+            if not (source.is_file() or (source.is_dir() and not test)):
                 problems.append(f"{block.where()}: {file} does not exist")
             elif test and not re.search(rf"def {re.escape(test)}\b", source.read_text()):
                 problems.append(f"{block.where()}: {file} has no test {test}")
