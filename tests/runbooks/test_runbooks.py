@@ -40,6 +40,20 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return work, env
 
 
+def write_transcript(name: str, results: list[runbook.StepResult]) -> None:
+    """With RUNBOOK_TRANSCRIPTS=DIR, what each step printed: the real output to paste into a
+    page that changed on purpose, or to read when a step failed."""
+    transcripts = os.environ.get("RUNBOOK_TRANSCRIPTS")
+    if transcripts:
+        Path(transcripts, f"{name}.txt").write_text(
+            "\n".join(
+                f"## {r.block.name} ({r.seconds:.1f}s)\n"
+                + "\n".join(f"$ {c.command}\n" + "\n".join(c.output) for c in r.ran)
+                for r in results
+            )
+        )
+
+
 def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.StepResult]:
     book = runbook.load(PAGES[name])
     work, env = sandbox(tmp_path)
@@ -50,7 +64,10 @@ def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.Step
         with runbook.RunbookRun(
             book, work, env, rewrites={"/tmp/": f"{work}/tmp/"}, include_slow=include_slow
         ) as run:
-            results = run.run_all()
+            try:
+                results = run.run_all()
+            finally:
+                write_transcript(name, run.results)
     finally:
         # Whatever the runbook started with `tasklab dev up` and did not stop: by the PIDs
         # the dev stack recorded. Nothing to stop is not an error.
@@ -63,16 +80,6 @@ def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.Step
             check=False,
         )
     print(f"{name}: {len(results)} block(s) in {time.monotonic() - started:.1f}s")
-    transcripts = os.environ.get("RUNBOOK_TRANSCRIPTS")
-    if transcripts:
-        # Real output to paste into the page when it changed on purpose.
-        Path(transcripts, f"{name}.txt").write_text(
-            "\n".join(
-                f"## {r.block.name} ({r.seconds:.1f}s)\n"
-                + "\n".join(f"$ {c.command}\n" + "\n".join(c.output) for c in r.ran)
-                for r in results
-            )
-        )
     return results
 
 
