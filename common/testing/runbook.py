@@ -537,3 +537,32 @@ def covering_tests_exist(runbook: Runbook, root: Path) -> list[str]:
             elif test and not re.search(rf"def {re.escape(test)}\b", source.read_text()):
                 problems.append(f"{block.where()}: {file} has no test {test}")
     return problems
+
+
+def _normalised(command: str) -> str:
+    return " ".join(command.replace("\\\n", " ").split())
+
+
+def uncovered_quotes(page: Runbook, runbooks: Iterable[Runbook]) -> list[str]:
+    """A page that quotes a runbook (a tutorial): its unmarked command blocks, each command of
+    which is not in one of `runbooks` (so nothing runs or covers it). Marked blocks are the
+    page's own steps or skips, checked like a runbook's."""
+    known = {_normalised(c.text) for book in runbooks for b in book.blocks for c in b.commands}
+    quoted = parse(page.path.read_text(), page.path)
+    problems = []
+    for line in quoted.unmarked:
+        block = parse_block_at(page.path.read_text(), line)
+        missing = [c.text for c in block if _normalised(c.text) not in known]
+        if missing:
+            problems.append(f"{page.path}: block at line {line} quotes no runbook: {missing[0]!r}")
+    return problems
+
+
+def parse_block_at(text: str, line: int) -> list[Command]:
+    """The commands of the fenced block that opens at `line` (1-based)."""
+    lines = text.splitlines()
+    close = _FENCE.match(lines[line - 1]).group(1)
+    end = line
+    while end < len(lines) and not lines[end].startswith(close):
+        end += 1
+    return _commands(lines[line:end])

@@ -109,3 +109,23 @@ def test_the_runbook_runs_as_written_with_its_slow_break_it_steps(name, tmp_path
         pytest.skip(f"{name} has no slow step: the default run covers it")
     results = run_page(name, tmp_path, include_slow=True)
     assert len(results) == len(book.steps)
+
+
+TUTORIALS = {
+    "stage1": ROOT / "docs/tutorial/stage1.md",
+    "stage2": ROOT / "docs/tutorial/stage2.md",
+    "stage3": ROOT / "docs/tutorial/stage3.md",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TUTORIALS))
+def test_every_command_a_tutorial_quotes_is_run_by_its_runbook_or_marked(name):
+    """A tutorial quotes its stage's runbook: a command block there is covered when each of its
+    commands is one of the runbook's (run, or skipped as covered by a named test); any other
+    block carries its own runbook mark, saying why it is not run."""
+    tutorial = runbook.load(TUTORIALS[name])
+    runbook.check_page(
+        runbook.Runbook(tutorial.path, tutorial.blocks, [])
+    )  # its own marks are well-formed and their tests exist
+    assert runbook.covering_tests_exist(tutorial, ROOT) == []
+    assert runbook.uncovered_quotes(tutorial, [runbook.load(p) for p in PAGES.values()]) == []
