@@ -461,10 +461,13 @@ class RunbookRun:
         return self.results
 
     def _text(self, command: Command) -> str:
-        text = command.text
-        for literal, value in self.substitutions.items():
-            text = text.replace(literal, value)
-        return text
+        if not self.substitutions:
+            return command.text
+        # One pass, longest literal first: a value put in (a real PID) is never itself taken
+        # for a later literal (the page's PID), which would signal some other process.
+        literals = sorted(self.substitutions, key=len, reverse=True)
+        pattern = re.compile("|".join(re.escape(literal) for literal in literals))
+        return pattern.sub(lambda found: self.substitutions[found.group(0)], command.text)
 
     def run_step(self, block: Block) -> StepResult:
         started = time.monotonic()

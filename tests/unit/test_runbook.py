@@ -202,3 +202,23 @@ def test_background_processes_are_stopped_by_pid_when_the_run_ends(tmp_path):
     run(tmp_path, page)
     pid = int((tmp_path / "pid").read_text())
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_value_put_in_for_one_literal_is_never_taken_for_another(tmp_path):
+    # The page printed PIDs 9483 and 9484; the real ones may contain either as a substring.
+    page = textwrap.dedent(
+        """\
+        <!-- runbook: step name="pids"
+        capture: A = re:^a (\\d+)$ replaces 9483
+        capture: B = re:^b (\\d+)$ replaces 9484
+        -->
+        ```console
+        $ echo a 19484; echo b 7
+        a 9483
+        b 9484
+        $ echo 9483 9484
+        9483 9484
+        ```
+        """
+    )
+    assert run(tmp_path, page)[0].output[-1] == "19484 7"
