@@ -166,6 +166,24 @@ stage4-test: setup ## Stage 4 on real services: providers killed mid-call, the R
 	  tests/unit/test_api_app.py tests/unit/test_cli_remote.py tests/unit/test_refdocs.py \
 	  tests/unit/test_authenticator.py tests/unit/test_security_config.py
 
+# ---- runbooks and exercises ------------------------------------------------------------------
+.PHONY: runbooks exercise-stage1 exercise-stage2 exercise-stage3 exercise-solutions
+
+runbooks: setup ## Run the stage READMEs as tests: their marked blocks, in order, on the native stack
+	$(BIN)/pytest -q tests/unit/test_runbook.py tests/runbooks -m "not slow"
+
+exercise-stage1: $(STAMP) ## Stage 1 exercises: tests that fail until your change is right
+	$(BIN)/pytest -q exercises/stage1
+
+exercise-stage2: $(STAMP) ## Stage 2 exercises: tests that fail until your change is right
+	$(BIN)/pytest -q exercises/stage2
+
+exercise-stage3: $(STAMP) ## Stage 3 exercises: tests that fail until your change is right
+	$(BIN)/pytest -q exercises/stage3
+
+exercise-solutions: $(STAMP) ## Every exercise against its reference solution (exercises/solutions/)
+	TASKLAB_EXERCISE_SOLUTIONS=1 $(BIN)/pytest -q exercises
+
 # ---- benchmarks ----------------------------------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed
 

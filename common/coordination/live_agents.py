@@ -39,11 +39,17 @@ class LiveAgentsView:
         self._listeners: list[DepartureListener] = []
         # Set on every change; the scheduler waits on it instead of polling when no agent fits.
         self.changed = threading.Event()
+        self._stopped = False
 
     # --8<-- [start:observer]
     def start(self) -> None:
         self.zk.ensure_path(LIVE_AGENTS)
         ChildrenWatch(self.zk.raw, LIVE_AGENTS, self._on_children)
+
+    def stop(self) -> None:
+        """Stop following /live-agents: a stopped scheduler neither logs nor fails over the
+        agents that leave after it (they often stop together, as in a runbook's clean-up)."""
+        self._stopped = True
 
     def on_departure(self, listener: DepartureListener) -> None:
         """`listener(agent_ids)` runs on kazoo's event thread: it must not block."""
@@ -63,7 +69,9 @@ class LiveAgentsView:
         return self.zk.exists(agent_node(agent_id)) is not None
 
     # -- watch callbacks (kazoo's event thread) ---------------------------------------------
-    def _on_children(self, children: list[str]) -> None:
+    def _on_children(self, children: list[str]) -> bool | None:
+        if self._stopped:
+            return False  # ends the ChildrenWatch
         current = set(children)
         with self._lock:
             joined = current - self._watched

@@ -55,6 +55,10 @@ class Unprocessable(Exception):
     """This message can never be applied (unknown task, impossible transition)."""
 
 
+class ConsumerFailed(Exception):
+    """librdkafka reported a fatal error: this Consumer instance can never consume again."""
+
+
 class NotYet(Exception):
     """This message can be applied later; handle it again after `retry_after` seconds."""
 
@@ -86,7 +90,9 @@ class AtLeastOnceConsumer:
     ) -> None:
         self.bus = bus
         self.group = bus.group(group)
-        self.consumer = Consumer(consumer_config(bus, group, client_id, **config))
+        self._config = consumer_config(bus, group, client_id, **config)
+        self.consumer = Consumer(self._config)
+        self.replaced = 0  # consumers built anew after a fatal error
         # Handlers are registered by base topic name; messages arrive with the full name.
         self.handlers = {bus.topic(topic): handler for topic, handler in handlers.items()}
         self.dead_letters = dead_letters
@@ -111,38 +117,74 @@ class AtLeastOnceConsumer:
     ) -> None:
         """Consume until `stopping` is set; call `tick()` about every `tick_interval` seconds."""
         self._stopping = stopping
+        self._subscribe()
+        try:
+            while not stopping.is_set():
+                try:
+                    self._consume(stopping, tick, tick_interval)
+                except ConsumerFailed as exc:
+                    self._replace(exc)
+        finally:
+            self._store_before_close()
+            # Commits the offsets stored so far. (A static member, with group.instance.id,
+            # does not leave the group: its partitions wait out session.timeout.ms.)
+            self.consumer.close()
+
+    def _subscribe(self) -> None:
         self.consumer.subscribe(
             list(self.handlers),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        next_tick = next_commit = 0.0
+
+    def _replace(self, exc: ConsumerFailed) -> None:
+        """A new Consumer for a dead one. A static member (group.instance.id) whose session
+        timed out while the broker was down is fenced when it rejoins, and librdkafka leaves
+        that consumer hung for good (confluentinc/librdkafka#3437): without this the process
+        lives on and consumes nothing. What it held is forgotten, not committed (a fenced
+        member commits nothing); the new member re-reads from the last committed offsets."""
+        log.error("consumer: %s: starting a new consumer in its place", exc)
         try:
-            while not stopping.is_set():
-                now = time.monotonic()
-                self._resume_due(now)
-                if tick is not None and now >= next_tick:
-                    next_tick = now + tick_interval
-                    tick()
-                if now >= next_commit:
-                    next_commit = now + self.commit_interval
-                    self.store_durable(now)
-                msg = self.consumer.poll(0.1)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    self._on_error(msg.error())
-                    continue
-                if (msg.topic(), msg.partition()) in self._held:
-                    # Fetched before the pause; the seek makes the broker send it again later.
-                    continue
-                self.process(msg)
-        finally:
-            self._store_before_close()
-            # Commits the offsets stored so far. (A static member, with group.instance.id,
-            # does not leave the group: its partitions wait out session.timeout.ms.)
+            partitions = self.consumer.assignment()
+        except KafkaException:
+            partitions = []
+        self._forget(partitions)
+        try:
             self.consumer.close()
+        except (KafkaException, RuntimeError) as err:
+            log.warning("consumer: closing the failed consumer: %s", err)
+        self._stopping.wait(self.retry_backoff)
+        self.consumer = Consumer(self._config)
+        self.replaced += 1
+        self._subscribe()
+
+    def _consume(
+        self,
+        stopping: threading.Event,
+        tick: Callable[[], None] | None,
+        tick_interval: float,
+    ) -> None:
+        next_tick = next_commit = 0.0
+        while not stopping.is_set():
+            now = time.monotonic()
+            self._resume_due(now)
+            if tick is not None and now >= next_tick:
+                next_tick = now + tick_interval
+                tick()
+            if now >= next_commit:
+                next_commit = now + self.commit_interval
+                self.store_durable(now)
+            msg = self.consumer.poll(0.1)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                self._on_error(msg.error())
+                continue
+            if (msg.topic(), msg.partition()) in self._held:
+                # Fetched before the pause; the seek makes the broker send it again later.
+                continue
+            self.process(msg)
 
     def process(self, msg: Message) -> None:
         delay = self._apply(msg)
@@ -298,7 +340,8 @@ class AtLeastOnceConsumer:
             self.on_revoke(partitions)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise KafkaException(err)
+        # A fatal error reaches poll() as code _FATAL, and fatal() is not always set on it.
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            raise ConsumerFailed(str(err))
         # Broker down, leader moving, and the like: librdkafka reconnects by itself.
         log.warning("consumer: %s", err)

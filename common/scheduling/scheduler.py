@@ -88,6 +88,7 @@ class Scheduler:
             self.strategy.name,
         )
         self.election.run(self._lead, self.stopping)
+        self.view.stop()
         log.info("scheduler %s stopped", self.scheduler_id)
 
     def stop(self) -> None:

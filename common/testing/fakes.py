@@ -316,6 +316,9 @@ class InMemoryLiveAgents:
     def start(self) -> None:
         return None
 
+    def stop(self) -> None:
+        return None
+
     def on_departure(self, listener: Callable[[set[str]], None]) -> None:
         self._listeners.append(listener)
 
