@@ -7,7 +7,7 @@ timeline touch several keys and scripts; callers see five verbs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, validate_spec
@@ -35,6 +35,21 @@ class NotRetryable(ValueError):
 RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
+def wait_for_final(
+    get: Callable[[str], Task], task_id: str, timeout: float, poll: float, max_delay: float
+) -> Task:
+    """Poll `get(task_id)` until the task is terminal or `timeout` passes, backing off from
+    `poll` to `max_delay` seconds; the task's latest state either way."""
+    deadline = time.monotonic() + timeout
+    delay = poll
+    while True:
+        task = get(task_id)
+        if task.is_terminal or time.monotonic() >= deadline:
+            return task
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, max_delay)
+
+
 class TaskClient:
     def __init__(
         self, store: TaskStore, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -59,14 +74,7 @@ class TaskClient:
 
     def wait(self, task_id: str, timeout: float, poll: float = 0.05) -> Task:
         """Block until the task is terminal or `timeout` passes; return its latest state."""
-        deadline = time.monotonic() + timeout
-        delay = poll
-        while True:
-            task = self.get(task_id)
-            if task.is_terminal or time.monotonic() >= deadline:
-                return task
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.5)
+        return wait_for_final(self.get, task_id, timeout, poll, max_delay=0.5)
 
     def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
         self.get(task_id)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from common.cli.backend import CliError, TaskBackend, TaskInfo
+from common.client import wait_for_final
 from common.domain.task import Task
 from common.domain.transitions import TaskStatus
 
@@ -213,14 +214,7 @@ class ApiTaskClient(TaskBackend):
 
     def wait(self, task_id: str, timeout: float, poll: float = 0.2) -> Task:
         """Poll the task until it is final or `timeout` passes (beyond the API's own wait)."""
-        deadline = time.monotonic() + timeout
-        delay = poll
-        while True:
-            task = self.get(task_id)
-            if task.is_terminal or time.monotonic() >= deadline:
-                return task
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 2.0)
+        return wait_for_final(self.get, task_id, timeout, poll, max_delay=2.0)
 
     def get(self, task_id: str) -> Task:
         return task_of(self._json("GET", f"/tasks/{_segment(task_id)}"))
