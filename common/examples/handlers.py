@@ -7,6 +7,7 @@ forked for the task from a warm zygote, so it may block, crash or be killed: the
 in that process. This module imports only the standard library: every zygote imports it once.
 """
 
+import os
 import time
 
 
@@ -31,8 +32,15 @@ def fail(message):
     raise ValueError(message)
 
 
-def sleep(seconds):
-    """Sleeps: a timeout or a cancel must kill it, and the pool must serve the next task."""
+def sleep(seconds, pidfile=None):
+    """Sleeps: a timeout or a cancel must kill it, and the pool must serve the next task.
+
+    With `pidfile`, writes the pid of the process it runs in there first, so a test can see
+    that process killed.
+    """
+    if pidfile:
+        with open(pidfile, "w") as fh:
+            fh.write(str(os.getpid()))
     print("sleeping", flush=True)
     time.sleep(seconds)
     return seconds
