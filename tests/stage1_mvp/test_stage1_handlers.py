@@ -39,9 +39,7 @@ def pid_in(path):
     )
 
 
-def test_a_handler_task_returns_the_function_result_as_json_and_its_prints_as_logs(
-    client, agent
-):
+def test_a_handler_task_returns_the_function_result_as_json_and_its_prints_as_logs(client, agent):
     agent()
     added, _ = client.submit(call("add", a=2, b=3))
     echoed, _ = client.submit(call("echo", message="hi"))
@@ -100,9 +98,7 @@ def test_cancelling_a_running_handler_kills_its_process(client, agent, tmp_path)
     assert (done.status, done.result) == (TaskStatus.SUCCESS, "null")
 
 
-def test_a_handler_the_agent_does_not_register_ends_failed_and_the_agent_lives_on(
-    client, agent
-):
+def test_a_handler_the_agent_does_not_register_ends_failed_and_the_agent_lives_on(client, agent):
     role = agent()
     task, _ = client.submit(
         {"taskType": "HANDLER", "payload": '{"handler": "os:system", "args": {"command": "id"}}'}
