@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 from common.domain.task import HANDLER_NAME, Task, TaskType, handler_call
 from common.executors.base import ExecutorLimits, TaskExecutor
-from common.executors.process import Child
+from common.executors.process import Child, LineListener, ProcessOutcome
 from common.executors.zygote import SERVER, ZygotePool
 
 
@@ -97,6 +98,24 @@ class HandlerExecutor(TaskExecutor):
         # Without a zygote: the same call in a fresh interpreter (zygote_server.run_one_call).
         name, args = handler_call(task.payload)
         return [sys.executable, "-I", str(SERVER), "--call", name, json.dumps(args)]
+
+    def execute(
+        self,
+        task: Task,
+        argv: list[str],
+        on_line: LineListener | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> ProcessOutcome:
+        # The child's stdout carries the result alone (the function's prints go to stderr):
+        # it is the task's result, not a log line, and storing it twice cost a write per task.
+        def stderr_only(stream: str, line: str) -> None:
+            if stream != "stdout" and on_line is not None:
+                on_line(stream, line)
+
+        outcome = super().execute(task, argv, stderr_only, should_cancel)
+        # A JSON document never starts with "[stderr] ", so this keeps exactly the log.
+        outcome.lines = [line for line in outcome.lines if line.startswith("[stderr] ")]
+        return outcome
 
     def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
         name, args = handler_call(task.payload)

@@ -50,7 +50,7 @@ def test_a_handler_task_returns_the_function_result_as_json_and_its_prints_as_lo
     assert done.status == TaskStatus.SUCCESS
     # The result is the return value only; what the function printed is in the log.
     assert json.loads(done.result) == "hi"
-    assert "[stderr] echo: hi" in client.store.logs(echoed.task_id)
+    assert client.store.logs(echoed.task_id) == ["[stderr] echo: hi"]
 
 
 def test_a_handler_that_raises_ends_failed_with_the_tracebacks_last_line(client, agent):
