@@ -60,6 +60,8 @@ import traceback
 import types
 
 MAX_FDS = 3
+# A handler's result as strict JSON (no NaN): built once here, not in every child.
+RESULT_ENCODER = json.JSONEncoder(allow_nan=False)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 # How often a zygote with a running task reaps the task's exited orphans (reparented to it as
 # the subreaper): often enough that zombies cannot pile up, rare enough to cost nothing.
@@ -389,14 +391,14 @@ def call_handler(function, args):
     The task's result is the return value, not whatever the function printed: fd 1 is pointed
     at stderr for the call (prints become log lines) and the JSON is written to the real one.
     """
-    sys.stdout.flush()
     result_fd = os.dup(1)
     os.dup2(2, 1)
     value = function(**args)
     sys.stdout.flush()
-    data = json.dumps(value, allow_nan=False).encode()
-    with os.fdopen(result_fd, "wb") as out:
-        out.write(data)
+    data = memoryview(RESULT_ENCODER.encode(value).encode())
+    while data:
+        data = data[os.write(result_fd, data) :]
+    os.close(result_fd)
 
 
 def _fork_call(sock, fds, msg):
