@@ -23,11 +23,15 @@ from redis import Redis
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The same three workloads for every system; tasklab's side as task submissions.
+# The same workloads for every system; tasklab's side as task submissions.
+HANDLER_NOOP = "common.examples.handlers:noop"
 TASKLAB_WORKLOADS: dict[str, dict[str, str]] = {
     "noop": {"taskType": "PYTHON_SCRIPT", "payload": "pass"},
     "shell": {"taskType": "SHELL", "payload": "true"},
     "sleep10ms": {"taskType": "PYTHON_SCRIPT", "payload": "import time\ntime.sleep(0.01)"},
+    # A registered function that does nothing, against Celery's no-op task (also a registered
+    # function): the like-for-like comparison for a Celery user.
+    "handler-noop": {"taskType": "HANDLER", "payload": json.dumps({"handler": HANDLER_NOOP})},
 }
 WORKLOADS = list(TASKLAB_WORKLOADS)
 
@@ -138,7 +142,10 @@ class TasklabSystem(System):
             "TASKLAB_LOG_LEVEL": self.log_level,
             "TASKLAB_LOG_FORMAT": "json",
         }
-        if self.source is not None:
+        if self.source is None:
+            # A baseline checkout may not know the setting (its Settings forbid extra fields).
+            env["TASKLAB_AGENT_HANDLERS"] = json.dumps([HANDLER_NOOP])
+        else:
             # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this
             # checkout) ahead of PYTHONPATH, and the roles would run today's code.
             env["PYTHONPATH"] = str(self.source)
@@ -350,4 +357,4 @@ class CelerySystem(System):
         return out
 
 
-_CELERY_TASK = {"noop": "noop", "shell": "shell", "sleep10ms": "sleep10"}
+_CELERY_TASK = {"noop": "noop", "shell": "shell", "sleep10ms": "sleep10", "handler-noop": "noop"}

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.config import Settings
+from common.config import ConfigError, Settings
 from common.executors import ExecutorLimits, default_factory
 from common.executors.factory import ExecutorFactory
+from common.executors.handler import HandlerRegistrationError, check_handlers
 
 
 def executors_for(settings: Settings) -> ExecutorFactory:
+    handlers = tuple(settings.agent_handlers)
+    try:
+        # A handler that cannot be imported stops the agent at start-up, in one line, rather
+        # than failing every task that names it.
+        check_handlers(handlers)
+    except HandlerRegistrationError as exc:
+        raise ConfigError(str(exc)) from None
     return default_factory(
         ExecutorLimits(
             output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
-        )
+        ),
+        handlers=handlers,
     )
 
 

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 class TaskType(StrEnum):
     SHELL = "SHELL"
     PYTHON_SCRIPT = "PYTHON_SCRIPT"
+    HANDLER = "HANDLER"
 
 
 class TaskStatus(StrEnum):

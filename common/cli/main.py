@@ -144,7 +144,13 @@ def _guard(fn):
 @app.command()
 @_guard
 def submit(
-    payload: Annotated[str, typer.Argument(help="Shell command or Python source ('-' = stdin).")],
+    payload: Annotated[
+        str,
+        typer.Argument(
+            help="Shell command, Python source, or for HANDLER"
+            ' {"handler": "module:function", "args": {...}} (\'-\' = stdin).'
+        ),
+    ],
     task_type: Annotated[TaskType, typer.Option("--type", "-t", case_sensitive=False)] = (
         TaskType.SHELL
     ),

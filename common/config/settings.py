@@ -323,6 +323,9 @@ class Settings(BaseSettings):
     # A task whose runs keep dying with their agent (it exhausts memory, kills its parent)
     # ends FAILED after this many such losses instead of taking agent after agent down.
     max_lost_attempts: int = Field(default=3, ge=1, le=100)
+    # The functions HANDLER tasks may call, as "module:function"; each must be importable by
+    # the agent's Python (its zygotes import them once at start). Checked by `run agent`.
+    agent_handlers: list[str] = Field(default_factory=list)
 
     # Stage 2: the leader-elected scheduler.
     scheduler_id: str = Field(default_factory=_default_agent_id)

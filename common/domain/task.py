@@ -38,6 +38,9 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 class TaskType(StrEnum):
     SHELL = "SHELL"
     PYTHON_SCRIPT = "PYTHON_SCRIPT"
+    # A call of a Python function registered with the agent (`agent_handlers`); the payload is
+    # `{"handler": "module:function", "args": {...}}` (see handler_call).
+    HANDLER = "HANDLER"
 
 
 class TaskValidationError(ValueError):
@@ -170,6 +173,35 @@ def text_problems(
     return problems
 
 
+# `package.module:function`, as the agent's `agent_handlers` setting names a handler.
+HANDLER_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+HANDLER_PAYLOAD_SHAPE = '{"handler": "module:function", "args": {...}}'
+
+
+def handler_call(payload: str) -> tuple[str, dict[str, Any]]:
+    """A HANDLER payload's (handler name, keyword arguments); ValueError saying what is wrong.
+
+    Checked at submit, so a malformed call is refused with a field error rather than failing
+    on an agent; whether the handler is registered is the agent's to say (it fails the task).
+    """
+    try:
+        data = strict_json(payload)
+    except NotStrictJSON as exc:
+        raise ValueError(f"must be JSON {HANDLER_PAYLOAD_SHAPE} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"must be a JSON object {HANDLER_PAYLOAD_SHAPE}")
+    unknown = sorted(set(data) - {"handler", "args"})
+    if unknown:
+        raise ValueError(f"unknown key {shown(unknown[0])} (expected {HANDLER_PAYLOAD_SHAPE})")
+    name = data.get("handler")
+    if not isinstance(name, str) or not HANDLER_NAME.fullmatch(name):
+        raise ValueError(f'"handler" must name a function as module:function, got {shown(name)}')
+    args = data.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError(f'"args" must be a JSON object of keyword arguments, got {shown(args)}')
+    return name, args
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -221,6 +253,11 @@ class TaskSpec(_Wire):
         if self.task_name:
             return self
         first_line = self.payload.strip().splitlines()[0] if self.payload.strip() else "task"
+        if self.task_type == TaskType.HANDLER:
+            try:
+                first_line = handler_call(self.payload)[0]  # the function, not its JSON
+            except ValueError:
+                pass  # refused by validate_spec; this name is never stored
         return self.model_copy(update={"task_name": first_line[:60]})
 
 
@@ -354,6 +391,11 @@ def validate_spec(data: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES)
                 f"payload: {escaped} bytes once escaped for JSON (control characters take six "
                 f"each), over {ESCAPED_PAYLOAD_FACTOR} x the {max_payload_bytes}-byte limit"
             )
+    if spec is not None and spec.task_type == TaskType.HANDLER and not too_large:
+        try:
+            handler_call(spec.payload)
+        except ValueError as exc:
+            problems.append(f"payload: {exc}")
     if problems:
         raise TaskValidationError(problems, too_large=too_large)
     assert spec is not None

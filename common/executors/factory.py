@@ -8,9 +8,11 @@ validation, long before it reaches here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from common.domain.task import TaskType
 from common.executors.base import ExecutorLimits, TaskExecutor
+from common.executors.handler import HandlerExecutor, handler_modules
 from common.executors.python_script import PythonScriptExecutor
 from common.executors.shell import ShellTaskExecutor
 from common.executors.zygote import ZygotePool
@@ -20,11 +22,17 @@ Maker = Callable[..., TaskExecutor]
 
 
 class ExecutorFactory:
-    def __init__(self, limits: ExecutorLimits | None = None, warm_fork: bool = True) -> None:
+    def __init__(
+        self,
+        limits: ExecutorLimits | None = None,
+        warm_fork: bool = True,
+        preload: tuple[str, ...] = (),
+    ) -> None:
         self.limits = limits or ExecutorLimits()
-        # One pool of warm zygotes for every type: a zygote can run a script or exec a shell,
-        # so an agent keeps `capacity` of them, not `capacity` per task type.
-        self.pool = ZygotePool() if warm_fork else None
+        # One pool of warm zygotes for every type: a zygote can run a script, exec a shell or
+        # call a handler, so an agent keeps `capacity` of them, not `capacity` per task type.
+        # Each imports the handlers' modules (`preload`) once, at its start.
+        self.pool = ZygotePool(preload=preload) if warm_fork else None
         self._makers: dict[TaskType, Maker] = {}
         self._cache: dict[TaskType, TaskExecutor] = {}
 
@@ -64,10 +72,14 @@ class ExecutorFactory:
 
 
 def default_factory(
-    limits: ExecutorLimits | None = None, warm_fork: bool = True
+    limits: ExecutorLimits | None = None,
+    warm_fork: bool = True,
+    handlers: tuple[str, ...] = (),
 ) -> ExecutorFactory:
+    """Every task type; HANDLER calls only `handlers` (module:function), and fails the rest."""
     return (
-        ExecutorFactory(limits, warm_fork)
+        ExecutorFactory(limits, warm_fork, preload=handler_modules(handlers))
         .register(TaskType.SHELL, ShellTaskExecutor)
         .register(TaskType.PYTHON_SCRIPT, PythonScriptExecutor)
+        .register(TaskType.HANDLER, partial(HandlerExecutor, handlers=tuple(handlers)))
     )

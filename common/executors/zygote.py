@@ -8,7 +8,9 @@ a pid that is also its process group id, stdout and stderr pipes, `poll` and `wa
 deadline, the cancel, the capped capture and the group kill stay in one place.
 
 PYTHON_SCRIPT children run the source in the forked interpreter; SHELL children exec
-/bin/sh. Either way the zygote kills the child's group if the agent dies while it runs.
+/bin/sh; HANDLER children call a registered function, whose module every zygote of the pool
+imported once at its start (`preload`), so a call costs a fork, not an interpreter or an import.
+Either way the zygote kills the child's group if the agent dies while it runs.
 
 If a zygote cannot be started or dies, the executor falls back to a fresh process, so a task
 never fails because of this optimisation. A child the zygote could not start for a reason of
@@ -108,7 +110,7 @@ class _Reader:
 class Zygote:
     """One zygote process and the socket to it."""
 
-    def __init__(self, start_timeout: float = 30.0) -> None:
+    def __init__(self, start_timeout: float = 30.0, preload: tuple[str, ...] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
         self.reader = _Reader(ours)
@@ -119,7 +121,7 @@ class Zygote:
             # a terminal's Ctrl-C (meant for the agent, which stops gently) away from it; when
             # the agent goes, even by kill -9, the socket closes and the zygote exits.
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(SERVER), str(theirs.fileno())],
+                [sys.executable, "-I", str(SERVER), str(theirs.fileno()), *preload],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -235,8 +237,10 @@ class ZygoteChild:
 class ZygotePool:
     """Idle zygotes, one per task this process runs at once; grows on demand."""
 
-    def __init__(self, start_timeout: float = 30.0) -> None:
+    def __init__(self, start_timeout: float = 30.0, preload: tuple[str, ...] = ()) -> None:
         self.start_timeout = start_timeout
+        # Modules each zygote imports at its start: the registered handlers' (see HANDLER).
+        self.preload = tuple(preload)
         self._idle: list[Zygote] = []
         self._lock = threading.Lock()
 
@@ -247,7 +251,7 @@ class ZygotePool:
                 if zygote.alive():
                     return zygote
                 zygote.close()
-        return Zygote(self.start_timeout)
+        return Zygote(self.start_timeout, self.preload)
 
     def put(self, zygote: Zygote, healthy: bool = True) -> None:
         if not healthy:
@@ -269,6 +273,10 @@ class ZygotePool:
     def exec(self, argv: list[str]) -> ZygoteChild:
         """A child that execs `argv` (it pays the exec, not an interpreter start)."""
         return self._start({"op": "exec", "argv": argv})
+
+    def call(self, handler: str, args: dict) -> ZygoteChild:
+        """A child that calls the registered `handler` (module:function) with `args`."""
+        return self._start({"op": "call", "handler": handler, "args": args})
 
     def _start(self, request: dict) -> ZygoteChild:
         # One retry with a fresh zygote covers one that died while idle.

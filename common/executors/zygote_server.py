@@ -11,6 +11,9 @@ Protocol (one task at a time per zygote, over a Unix stream socket): each messag
 big-endian length and a JSON object; file descriptors travel with a message (SCM_RIGHTS).
   agent -> zygote  {"op": "run", "source": ..., "filename": ...} + fds [stdin, stdout, stderr]
              or  {"op": "exec", "argv": [...]} + the same fds (a SHELL task: fork, then exec)
+             or  {"op": "call", "handler": "module:function", "args": {...}} + the same fds
+                 (a HANDLER task: fork, call the function; its return value, as JSON, is all
+                 the child writes to stdout, and whatever the function prints goes to stderr)
   zygote -> agent  {"pid": N}                 the child exists (its session may not, yet)
   zygote -> agent  {"exit": code}             the child ended; code as Popen.returncode
   agent -> zygote  {"op": "reap"}             the agent is done signalling the child's group
@@ -57,6 +60,8 @@ import traceback
 import types
 
 MAX_FDS = 3
+# A handler's result as strict JSON (no NaN): built once here, not in every child.
+RESULT_ENCODER = json.JSONEncoder(allow_nan=False)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 # How often a zygote with a running task reaps the task's exited orphans (reparented to it as
 # the subreaper): often enough that zombies cannot pile up, rare enough to cost nothing.
@@ -213,7 +218,7 @@ def _enter_task_session(sock, fds):
     sock.close()
 
 
-def _child(sock, fds, main, code, error):
+def _child(sock, fds, main, code, error, call=None):
     # Every object this touches is a copy-on-write page fault (~3 us each here), so the child
     # does only what must happen after the fork; the rest was prepared before it.
     status = 1
@@ -222,7 +227,10 @@ def _child(sock, fds, main, code, error):
         try:
             if error is not None:
                 raise error
-            exec(code, main)
+            if call is not None:
+                call_handler(*call)  # a HANDLER task: (function, args)
+            else:
+                exec(code, main)
             status = 0
         except SystemExit as exc:
             status = _exit_code(exc)
@@ -363,11 +371,58 @@ def _fork_script(sock, fds, msg):
     return pid
 
 
+def resolve_handler(name):
+    """The function `module:function` names, imported (once per zygote: then from sys.modules)."""
+    module_name, _, attr = name.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        import importlib  # noqa: PLC0415 - only a handler the zygote did not preload needs it
+
+        module = importlib.import_module(module_name)
+    function = getattr(module, attr)
+    if not callable(function):
+        raise TypeError(f"{name} is not callable")
+    return function
+
+
+def call_handler(function, args):
+    """Call `function(**args)`, its prints going to stderr; then its result, as JSON, to stdout.
+
+    The task's result is the return value, not whatever the function printed: fd 1 is pointed
+    at stderr for the call (prints become log lines) and the JSON is written to the real one.
+    """
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    value = function(**args)
+    sys.stdout.flush()
+    data = memoryview(RESULT_ENCODER.encode(value).encode())
+    while data:
+        data = data[os.write(result_fd, data) :]
+    os.close(result_fd)
+
+
+def _fork_call(sock, fds, msg):
+    # Resolved before the fork, as a script is compiled: a preloaded handler costs a dict
+    # lookup, and one imported here stays imported for this zygote's next tasks.
+    function = error = None
+    args = msg.get("args") or {}
+    try:
+        function = resolve_handler(msg["handler"])
+    except BaseException as exc:  # noqa: BLE001 - the child reports it as a traceback
+        error = exc
+    pid = os.fork()
+    if pid == 0:
+        _child(sock, fds, None, None, error, (function, args))
+    return pid
+
+
 def _start(sock, fds, msg):
     """The child's pid, or the reason it could not start (the zygote itself carries on)."""
     try:
         if msg["op"] == "exec":
             return _spawn(sock, fds, msg["argv"]), None
+        if msg["op"] == "call":
+            return _fork_call(sock, fds, msg), None
         return _fork_script(sock, fds, msg), None
     except Exception as exc:  # noqa: BLE001 - any refusal ends this task only, not the zygote
         return None, f"{type(exc).__name__}: {exc}"
@@ -383,7 +438,7 @@ def serve(sock):
         if msg is None:
             return
         op = msg.get("op") if isinstance(msg, dict) else None
-        if op not in ("run", "exec"):
+        if op not in ("run", "exec", "call"):
             continue
         fds = reader.take_fds(MAX_FDS)
         if len(fds) != MAX_FDS:
@@ -411,8 +466,60 @@ def serve(sock):
             return
 
 
+def preload(modules):
+    """Import the registered handlers' modules now, once, so no task pays for an import.
+
+    A module that fails here is left out: the agent checked it at start-up, and a task that
+    calls it imports it again in its own child and fails there with the traceback.
+    """
+    import importlib  # noqa: PLC0415 - only a zygote with handlers to preload needs it
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - a bad module must not stop the zygote
+            print(f"zygote: cannot preload {name}: {exc!r}", file=sys.stderr)
+
+
+def run_one_call():
+    """`python -I zygote_server.py --call HANDLER ARGS_JSON`: one handler call, no zygote.
+
+    The fallback when no warm zygote can be had (and with warm forks off): the same call, the
+    same output, in a fresh interpreter.
+    """
+    try:
+        function = resolve_handler(sys.argv[2])
+        call_handler(function, json.loads(sys.argv[3]))
+    except SystemExit:
+        raise
+    except BaseException:  # noqa: BLE001 - reported as the interpreter would
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def check_handlers(names):
+    """`python -I zygote_server.py --check NAME...`: import each; one line about the first bad.
+
+    Run by the agent at start-up in an interpreter of its own, so the agent refuses a bad
+    registration without importing (running) a handler's module in its own process.
+    """
+    for name in names:
+        try:
+            resolve_handler(name)
+        except BaseException as exc:  # noqa: BLE001 - any failure is the registration's fault
+            print(f"{name}: {type(exc).__name__}: {exc}".replace("\n", " "))
+            sys.exit(1)
+
+
 def main():
+    if sys.argv[1] == "--call":
+        run_one_call()
+        return
+    if sys.argv[1] == "--check":
+        check_handlers(sys.argv[2:])
+        return
     sock = socket.socket(fileno=int(sys.argv[1]))
+    preload(sys.argv[2:])
     # What a child sees of `python -I -c SOURCE`: argv, and the signal dispositions of a fresh
     # interpreter (the zygote runs in a session of its own, so a Ctrl-C in the agent's
     # terminal never reaches it and it needs no handler of its own).

@@ -38,6 +38,14 @@ def test_a_python_script_task_runs_to_success(platform):
     assert (done.status, done.result) == (TaskStatus.SUCCESS, "42\n")
 
 
+def test_a_handler_task_runs_to_success_with_the_functions_return_value(platform):
+    # The test profile registers the example handlers with every stage's agents.
+    payload = {"handler": "common.examples.handlers:add", "args": {"a": 40, "b": 2}}
+    task, _ = platform.client.submit({"taskType": "HANDLER", "payload": json.dumps(payload)})
+    done = finished(platform, task.task_id)
+    assert (done.status, json.loads(done.result)) == (TaskStatus.SUCCESS, {"sum": 42})
+
+
 def test_a_failing_task_ends_failed_after_its_retries(platform):
     task, _ = platform.client.submit({"taskType": "SHELL", "payload": "exit 5", "retryCount": 1})
     done = finished(platform, task.task_id)

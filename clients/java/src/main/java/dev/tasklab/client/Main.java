@@ -51,7 +51,7 @@ public final class Main {
       calls them over gRPC.
 
       commands:
-        submit --payload TEXT|- [--type SHELL|PYTHON_SCRIPT] [--name NAME]
+        submit --payload TEXT|- [--type SHELL|PYTHON_SCRIPT|HANDLER] [--name NAME]
                [--execution-timeout SECONDS] [--retries N] [--request-id ID]
                [--wait] [--wait-timeout SECONDS]
                         submit a task (--payload - reads it from stdin); prints its id, or
@@ -417,7 +417,8 @@ public final class Main {
       return switch (text.toUpperCase()) {
         case "SHELL" -> TaskType.SHELL;
         case "PYTHON_SCRIPT" -> TaskType.PYTHON_SCRIPT;
-        default -> throw new UsageError("--type is SHELL or PYTHON_SCRIPT, not " + text);
+        case "HANDLER" -> TaskType.HANDLER;
+        default -> throw new UsageError("--type is SHELL, PYTHON_SCRIPT or HANDLER, not " + text);
       };
     }
   }
