@@ -10,30 +10,16 @@ size limit) are checked again by the provider, whose field violations come back 
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
+from common.domain.task import TaskType
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
-class TaskType(StrEnum):
-    SHELL = "SHELL"
-    PYTHON_SCRIPT = "PYTHON_SCRIPT"
-    HANDLER = "HANDLER"
-
-
-class TaskStatus(StrEnum):
-    PENDING = "PENDING"
-    SCHEDULED = "SCHEDULED"
-    DISPATCHED = "DISPATCHED"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-TERMINAL = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# The domain's own value sets: a new task type or state is one edit, in the domain.
+TERMINAL = TERMINAL_STATES
 
 # RFC 3339 in UTC with milliseconds, e.g. "2026-11-29T21:40:00.123Z".
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
