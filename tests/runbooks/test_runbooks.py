@@ -85,7 +85,9 @@ def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.Step
     try:
         # /tmp/ in a command (a log file, a data directory) is this test's own, so runs
         # side by side never share a file.
-        with runbook.RunbookRun(book, work, env, rewrites=rewrites, include_slow=include_slow) as run:
+        with runbook.RunbookRun(
+            book, work, env, rewrites=rewrites, include_slow=include_slow
+        ) as run:
             try:
                 results = run.run_all()
             finally:
