@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.devstack.base import ServiceUnavailable
+from common.devstack.base import ServiceUnavailable, free_port
 from common.devstack.stack import make_service
 from common.stages import load_stage
 from common.testing import runbook
@@ -27,6 +27,13 @@ PAGES = {
     "stage1": ROOT / "stage1_mvp/README.md",
     "stage2": ROOT / "stage2_coordination/README.md",
     "stage3": ROOT / "stage3_kafka/README.md",
+    "stage4": ROOT / "stage4_rpc/README.md",
+}
+# Fixed loopback addresses a page starts a process on (two providers, a second API): each run
+# gets free ports in their place, so two runs, or a run and a learner's own stack, never fight
+# over one. The page's output shows these numbers; its marks expect any port.
+FIXED_ADDRESSES = {
+    "stage4": ("127.0.0.1:50151", "127.0.0.1:50152", "127.0.0.1:47340", "127.0.0.1:47341"),
 }
 # Tutorial pages quote the runbook's commands; they are checked against it in
 # tests/unit/test_runbook_pages.py rather than run a second time.
@@ -72,12 +79,14 @@ def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.Step
     services_can_run(name)
     book = runbook.load(PAGES[name])
     work, env = sandbox(tmp_path)
+    rewrites = {"/tmp/": f"{work}/tmp/"}
+    rewrites.update({a: f"127.0.0.1:{free_port()}" for a in FIXED_ADDRESSES.get(name, ())})
     started = time.monotonic()
     try:
         # /tmp/ in a command (a log file, a data directory) is this test's own, so runs
         # side by side never share a file.
         with runbook.RunbookRun(
-            book, work, env, rewrites={"/tmp/": f"{work}/tmp/"}, include_slow=include_slow
+            book, work, env, rewrites=rewrites, include_slow=include_slow
         ) as run:
             try:
                 results = run.run_all()
@@ -135,6 +144,7 @@ TUTORIALS = {
     "stage1": ROOT / "docs/tutorial/stage1.md",
     "stage2": ROOT / "docs/tutorial/stage2.md",
     "stage3": ROOT / "docs/tutorial/stage3.md",
+    "stage4": ROOT / "docs/tutorial/stage4.md",
 }
 
 
