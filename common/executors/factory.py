@@ -76,10 +76,15 @@ def default_factory(
     warm_fork: bool = True,
     handlers: tuple[str, ...] = (),
 ) -> ExecutorFactory:
-    """Every task type; HANDLER calls only `handlers` (module:function), and fails the rest."""
-    return (
+    """SHELL and PYTHON_SCRIPT; HANDLER too when the agent has `handlers` (module:function) to
+    call, and only then: an agent advertises the types it can run (stage 2 on, the scheduler
+    places a HANDLER task only on an agent that has handlers), and a HANDLER task naming a
+    function it lacks fails with the list of those it has."""
+    factory = (
         ExecutorFactory(limits, warm_fork, preload=handler_modules(handlers))
         .register(TaskType.SHELL, ShellTaskExecutor)
         .register(TaskType.PYTHON_SCRIPT, PythonScriptExecutor)
-        .register(TaskType.HANDLER, partial(HandlerExecutor, handlers=tuple(handlers)))
     )
+    if handlers:
+        factory.register(TaskType.HANDLER, partial(HandlerExecutor, handlers=tuple(handlers)))
+    return factory

@@ -413,7 +413,8 @@ def _running(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as stat:
             # A zombie (state Z) waits for its parent to reap it: it is no longer running.
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        # Gone before or while its stat was read (reaped between open and read).
         return False
 
 

@@ -78,4 +78,7 @@ def test_a_python_syntax_error_is_reported_without_starting_a_process():
 def test_the_factory_builds_one_executor_per_type_and_rejects_unknown_types():
     factory = default_factory()
     assert factory.create(TaskType.SHELL) is factory.create(TaskType.SHELL)
-    assert set(factory.supported()) == set(TaskType)
+    # HANDLER only for an agent with handlers to call: it advertises what it can run.
+    assert set(factory.supported()) == set(TaskType) - {TaskType.HANDLER}
+    with_handlers = default_factory(handlers=("common.examples.handlers:noop",))
+    assert set(with_handlers.supported()) == set(TaskType)
