@@ -159,7 +159,8 @@ def test_when_every_peeked_message_is_gone_a_new_tail_is_claimed_by_claim_lua(
     assert raced.task_id == ids[2]
     assert nxt is not None and nxt.task_id == arrived
     assert sent == 2, "not peeked: moved by the report, claimed by claim.lua"
-    assert client.get(arrived).agent_id == "agent-a" and status(client, arrived) == TaskStatus.RUNNING
+    assert client.get(arrived).agent_id == "agent-a"
+    assert status(client, arrived) == TaskStatus.RUNNING
     assert where(redis_client, arrived, lists) == [keys.processing("agent-a")]
     assert where(redis_client, ids[2], lists) == [keys.processing("agent-b")]
 
