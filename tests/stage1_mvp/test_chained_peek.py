@@ -29,6 +29,7 @@ from common.domain.dispatch import entry_ref
 from common.domain.outcome import AttemptReport
 from common.domain.transitions import TaskStatus
 from common.ports.agent import Assignment
+from common.testing import eventually
 
 OK = AttemptReport(success=True, exit_code=0, result="ok")
 
@@ -253,3 +254,38 @@ def test_agents_racing_through_one_queue_with_peeks_claim_every_task_exactly_onc
     assert sum(one_command.values()) > 0, "the race left the peek no hit at all"
     for s in sides:
         assert redis_client.llen(keys.processing(s.agent_id)) == 0
+
+
+def test_an_agent_killed_9_running_a_task_its_report_claimed_loses_nothing(
+    redis_client, client, agent
+):
+    # Given a backlog that an agent drains on the chained path: it takes the first task with
+    # BLMOVE, its first report claims the second with claim.lua and peeks the third, and its
+    # second report claims the third in the report script
+    quick = [client.submit({"taskType": "SHELL", "payload": f"true {i}"})[0] for i in range(2)]
+    slow, _ = client.submit({"taskType": "SHELL", "payload": "echo started; sleep 30"})
+    victim = agent("peek-1")
+    eventually(
+        lambda: client.get(slow.task_id).status == TaskStatus.RUNNING, message="third running"
+    )
+    assert [client.get(t.task_id).status for t in quick] == [TaskStatus.SUCCESS] * 2
+    assert where(redis_client, slow.task_id, [keys.processing("peek-1")]) == [
+        keys.processing("peek-1")
+    ]
+    # When the agent is killed -9 while it runs, and another agent is alive
+    victim.kill()
+    agent("peek-2")
+    # Then the task is given back and runs again, once, on attempt 2; nothing is left behind
+    eventually(
+        lambda: (
+            (t := client.get(slow.task_id)).status == TaskStatus.RUNNING
+            and t.attempt == 2
+            and t.agent_id == "peek-2"
+        ),
+        timeout=20,
+        message="the killed agent's task re-run by the other",
+    )
+    states = [(h["state"], h["attempt"]) for h in client.store.history(slow.task_id)]
+    assert states[1:] == [("RUNNING", 1), ("PENDING", 2), ("RUNNING", 2)]
+    assert redis_client.llen(keys.processing("peek-1")) == 0
+    assert redis_client.llen(keys.PENDING_QUEUE) == 0
