@@ -178,13 +178,19 @@ def log_refused(result, assignment: Assignment) -> None:
 
 # --8<-- [start:chained-report]
 class RedisChainedReport(ChainedReport):
-    """Report an attempt and move the next message to the processing list in one round trip
-    (finish_take.lua), then claim it: the busy agent's steady state, two round trips per task
-    instead of three. An optimisation the stage 1 and 2 bootstraps opt into."""
+    """Report an attempt and take the next one in one round trip (finish_take.lua): the busy
+    agent's steady state. The script claims the next message itself when it is one the
+    previous report saw at the queue's tail (their keys are passed in); otherwise it moves the
+    message and claim.lua claims it, a second round trip. An optimisation the stage 1 and 2
+    bootstraps opt into."""
 
     def __init__(self, intake: RedisListIntake, sink: RedisEventSink) -> None:
         self.intake = intake
         self.sink = sink
+        # The tail the last report saw. Shared by the worker threads, each peek used once: two
+        # threads passing the same one would race for it, and one of them would miss.
+        self._peeked: list[str] = []
+        self._lock = threading.Lock()
 
     def finish_and_take(
         self, assignment: Assignment, report: AttemptReport, lines: list[str]
@@ -196,10 +202,14 @@ class RedisChainedReport(ChainedReport):
                 self.sink.finished(assignment, report, lines)
                 return None
             all_keys, arg = writer.request(assignment, decision, agent_id, lines)
-            result, moved = queue.finish_and_take(agent_id, all_keys, arg, assignment.entry)
+            with self._lock:
+                peeked, self._peeked = self._peeked, []
+            result, taken, tail = queue.finish_and_take(
+                agent_id, all_keys, arg, assignment.entry, peeked
+            )
+            with self._lock:
+                self._peeked = tail
             log_refused(result, assignment)
-            # Claimed in its own script, which receives the next task's keys by name.
-            taken = None if moved is None else queue.claim(agent_id, moved, tracked=True)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         return self.intake._accepted(taken)

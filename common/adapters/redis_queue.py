@@ -42,6 +42,11 @@ from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.queue")
 
+# How many messages at the queue's tail a chained report peeks for the next one to claim in
+# its own script. More than one: while agents race for the tail, the message this agent saw
+# last is often taken by another, and the one behind it is then the tail.
+PEEK = 4
+
 # A taskId as the platform mints it: only such an id is used to name keys without a full parse.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
@@ -84,7 +89,7 @@ class RedisWorkQueue:
         self.reads_inbox = source != keys.PENDING_QUEUE
         self.failover = RedisFailover(client, max_lost_attempts)
         self.dead_letter_max = dead_letter_max
-        self._finish_take = client.register_script(script_source("finish_take"))
+        self._finish_take = client.register_script(script_source("finish_take", "claim_task"))
 
     # -- taking ------------------------------------------------------------------------
     # --8<-- [start:take]
@@ -94,16 +99,19 @@ class RedisWorkQueue:
 
     # --8<-- [end:take]
 
-    def claim(self, agent_id: str, raw: str, tracked: bool = True) -> Claim | Rejected:
+    def claim(
+        self, agent_id: str, raw: str, tracked: bool = True, fast: bool = True
+    ) -> Claim | Rejected:
         """Turn a taken message into a RUNNING task owned by `agent_id`, or reject it.
 
         On an inbox (stage 2) a message stamped with an attempt and epoch is a dispatch entry,
         checked against the task; on `queue:pending` (stage 1) every message is a submission,
         whatever fields it carries (the platform's own are ignored, never trusted).
         """
-        fast = self._claim_submitted(agent_id, raw, tracked)
-        if fast is not None:
-            return fast
+        if fast:  # fast=False: the fast claim already answered that the task does not exist
+            got = self._claim_submitted(agent_id, raw, tracked)
+            if got is not None:
+                return got
         try:
             task_id, spec = parse_task_message(raw, self.max_payload_bytes)
         except TaskValidationError as exc:
@@ -157,15 +165,68 @@ class RedisWorkQueue:
         return _claimed(raw_result[4], message, result.attempt, epoch)
 
     def finish_and_take(
-        self, agent_id: str, report_keys: list[str], report_arg: str, entry: str
-    ) -> tuple[TransitionResult, str | None]:
-        """A report (KEYS and ARGV[1] of transition.lua), and the next message moved to the
-        processing list, in one round trip (finish_take.lua); returns the message to claim.
-        A refused report's `entry` is dropped in the same script."""
-        result, moved = self._finish_take(
-            keys=[*report_keys, self.source], args=[report_arg, entry]
+        self,
+        agent_id: str,
+        report_keys: list[str],
+        report_arg: str,
+        entry: str,
+        peeked: list[str],
+        peek: int = PEEK,
+    ) -> tuple[TransitionResult, Claim | Rejected | None, list[str]]:
+        """A report (KEYS and ARGV[1] of transition.lua) and the next message, in one round
+        trip (finish_take.lua): the result, the next message claimed (or rejected; None if the
+        queue was empty), and the `peek` messages now at the tail, for the next call's `peeked`.
+
+        The script claims the next message itself when it is one of `peeked` (their keys go in
+        KEYS); otherwise it only moves it to the processing list and `claim()` claims it here,
+        a second round trip. A refused report's `entry` is dropped in the same script.
+        """
+        candidates = self._plain_ids(peeked)
+        if self.reads_inbox:
+            peek = 0  # dispatch entries carry an attempt: claim.lua checks them in full
+        task_keys = [
+            k for _, task_id in candidates for k in (keys.task(task_id), keys.history(task_id))
+        ]
+        reply = self._finish_take(
+            keys=[
+                *report_keys,
+                self.source,
+                keys.TASK_INDEX,
+                keys.request("-"),
+                keys.request_fingerprint("-"),
+                *task_keys,
+            ],
+            args=[
+                report_arg,
+                entry,
+                agent_id,
+                repr(time.time()),
+                peek,
+                *(part for pair in candidates for part in pair),
+            ],
         )
-        return as_result(result), (_s(moved) if moved else None)
+        result, moved, claimed, tail = reply
+        tail = [_s(m) for m in tail]
+        if not moved:
+            return as_result(result), None, tail
+        raw = _s(moved)
+        if not claimed:
+            # Not one of the peeked messages: claimed as a message BLMOVE took would be.
+            return as_result(result), self.claim(agent_id, raw, tracked=True), tail
+        got = self._fast_answer(claimed, raw, entry_ref(raw)[0] or "")
+        # None: a hand-pushed message naming a task that does not exist yet, to create.
+        return as_result(result), got or self.claim(agent_id, raw, True, fast=False), tail
+
+    def _plain_ids(self, messages: list[str]) -> list[tuple[str, str]]:
+        """(message, taskId) of the messages the fast claim may take from their keys alone."""
+        if self.reads_inbox:
+            return []
+        found = []
+        for raw in messages:
+            task_id, _ = entry_ref(raw)
+            if task_id is not None and _UUID.match(task_id):
+                found.append((raw, task_id))
+        return found
 
     def _claim_submitted(self, agent_id: str, raw: str, tracked: bool) -> Claim | Rejected | None:
         """The common case, without parsing the task in Python: a message a client submitted
@@ -191,6 +252,11 @@ class RedisWorkQueue:
             args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
                   "", "", "0", ""],
         )  # fmt: skip
+        return self._fast_answer(reply, raw, task_id)
+
+    def _fast_answer(self, reply: list, raw: str, task_id: str) -> Claim | Rejected | None:
+        """A fast claim's answer (claim.lua or finish_take.lua); None if the task does not
+        exist yet and the full claim must create it."""
         result = as_result(reply)
         if result.reason == "not_created":
             return None

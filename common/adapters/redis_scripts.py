@@ -42,10 +42,14 @@ class Scripts:
     """The registered scripts for one Redis client (EVALSHA, falling back to EVAL once)."""
 
     NAMES = ("transition", "submit", "claim", "cancel", "promote")
+    # Library files a script is built with: the claim's one decision is shared with the
+    # chained report (finish_take.lua).
+    LIBS = {"claim": ("claim_task",)}
 
     def __init__(self, client: Redis) -> None:
         for name in self.NAMES:
-            setattr(self, name, client.register_script(script_source(name)))
+            source = script_source(name, *self.LIBS.get(name, ()))
+            setattr(self, name, client.register_script(source))
 
     transition: Script
     submit: Script
