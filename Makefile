@@ -167,7 +167,7 @@ stage4-test: setup ## Stage 4 on real services: providers killed mid-call, the R
 	  tests/unit/test_authenticator.py tests/unit/test_security_config.py
 
 # ---- runbooks and exercises ------------------------------------------------------------------
-.PHONY: runbooks exercise-stage1 exercise-stage2 exercise-stage3 exercise-solutions
+.PHONY: runbooks exercise-stage1 exercise-stage2 exercise-stage3 exercise-stage4 exercise-solutions
 
 runbooks: setup ## Run the stage READMEs as tests: their marked blocks, in order, on the native stack
 	$(BIN)/pytest -q tests/unit/test_runbook.py tests/runbooks -m "not slow"
@@ -180,6 +180,9 @@ exercise-stage2: $(STAMP) ## Stage 2 exercises: tests that fail until your chang
 
 exercise-stage3: $(STAMP) ## Stage 3 exercises: tests that fail until your change is right
 	$(BIN)/pytest -q exercises/stage3
+
+exercise-stage4: $(STAMP) ## Stage 4 exercises: tests that fail until your change is right
+	$(BIN)/pytest -q exercises/stage4
 
 exercise-solutions: $(STAMP) ## Every exercise against its reference solution (exercises/solutions/)
 	TASKLAB_EXERCISE_SOLUTIONS=1 $(BIN)/pytest -q exercises
