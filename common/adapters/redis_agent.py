@@ -25,7 +25,7 @@ from common import keys
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
 from common.domain.outcome import AttemptReport
-from common.domain.transitions import TaskStatus
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.observability import get_logger
 from common.ports.agent import (
     Assignment,
@@ -239,6 +239,18 @@ class RedisControl(AttemptControl):
         if current != assignment.attempt:
             return f"superseded by attempt {current}"
         return ""
+
+    def settled(self, assignment: Assignment) -> bool:
+        try:
+            status, attempt = self.client.hmget(keys.task(assignment.task_id), "status", "attempt")
+        except RedisError:
+            return False  # cannot tell yet: the caller's wait is bounded
+        if status is None:
+            return True  # gone (retention): nothing left to fail over
+        return (
+            TaskStatus(status.decode()) in TERMINAL_STATES
+            or int(attempt or 0) != assignment.attempt
+        )
 
 
 # --8<-- [end:control]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,10 @@ from common.ports.agent import (
 log = get_logger("tasklab.agent")
 
 STOPPING = "agent stopping"
+# A stopping agent waits at most this long for its recent reports to be applied, and only for
+# those sent within the horizon (older ones were applied long ago or never will be).
+SETTLE_TIMEOUT = 10.0
+SETTLE_HORIZON = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class Agent:
         self._load = 0
         self._load_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        # (when, attempt) of the final reports sent through the sink, for the stop's wait.
+        self._reported: deque[tuple[float, Assignment]] = deque(maxlen=256)
         # Attempts running now, and why the watcher says one must stop ("" = keep running).
         self._running: dict[tuple[str, int], Assignment] = {}
         self._stop_reasons: dict[tuple[str, int], str] = {}
@@ -153,6 +160,7 @@ class Agent:
             self._heartbeat_thread.join(5.0)
         self._quietly(lambda: self.sink.heartbeat(0, self.capacity, stopping=True))
         self._quietly(self.sink.close)
+        self._await_settled(SETTLE_TIMEOUT)
         self._quietly(self.intake.close)
         self.executors.close()
         log.info(
@@ -264,7 +272,23 @@ class Agent:
             except TransientError as exc:
                 log.warning("report failed (%s); retrying", exc)
         self._until_answered(lambda: self.sink.finished(assignment, report, lines), "report")
+        self._reported.append((time.monotonic(), assignment))
         return None
+
+    def _await_settled(self, timeout: float) -> None:
+        """Before the agent leaves (and its registration with it), wait until the reports it
+        sent lately are applied: a leader seeing the agent gone re-queues whatever it still
+        finds RUNNING there, and a report still on the bus would lose that race and its task
+        would run again. Bounded: a store or manager that does not answer costs `timeout`."""
+        since = time.monotonic() - SETTLE_HORIZON
+        waiting = [a for at, a in self._reported if at >= since]
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            waiting = [a for a in waiting if not self.control.settled(a)]
+            if waiting:
+                time.sleep(0.05)
+        if waiting:
+            log.warning("left with %d report(s) not yet applied after %.0fs", len(waiting), timeout)
 
     # --8<-- [end:attempt]
     # -- 4: heartbeat and housekeeping ---------------------------------------------------

@@ -106,6 +106,14 @@ class AttemptControl(ABC):
         attempt 3"). Must not raise: when the store cannot be asked, keep running (the
         report is fenced by attempt anyway, and the timeout is enforced locally)."""
 
+    def settled(self, assignment: Assignment) -> bool:
+        """Whether the attempt's final report has been applied to the record (the task is
+        final, or has moved past this attempt). A stopping agent waits for it before it
+        leaves: where reports travel a bus (stage 3), an agent that left while its report was
+        still on the way would have its finished task failed over and run again. Must not
+        raise; True when it cannot tell, or where reports are written synchronously."""
+        return True
+
 
 class ChainedReport(ABC):
     """An optimisation a bootstrap may opt into: report an attempt and take the next one in

@@ -105,9 +105,14 @@ class InMemorySink(EventSink):
 class InMemoryControl(AttemptControl):
     def __init__(self) -> None:
         self.stop_reasons: dict[str, str] = {}
+        # Task ids whose final report is "still on the bus": not applied yet.
+        self.unsettled: set[str] = set()
 
     def why_stop(self, assignment: Assignment) -> str:
         return self.stop_reasons.get(assignment.task_id, "")
+
+    def settled(self, assignment: Assignment) -> bool:
+        return assignment.task_id not in self.unsettled
 
 
 # What a fake executor does with a task: given the task, its line listener and its

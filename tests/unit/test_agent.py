@@ -7,6 +7,7 @@ attempt is killed, a stop hands back what it cannot finish) holds in every stage
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -62,6 +63,42 @@ def test_an_attempt_runs_and_its_success_is_reported(parts):
     assert reported == a and report.success and report.result == "hello"
     assert sink.started_ids == [(a.task_id, 1)]
     assert agent.completed == 1
+
+
+def test_a_stopping_agent_leaves_only_once_its_last_report_is_applied(parts):
+    # Given an agent whose last report is sent but not yet applied (stage 3: on the bus)
+    make, intake, sink, control = parts
+    agent = make(succeed())
+    a = assignment()
+    control.unsettled.add(a.task_id)
+    intake.put(a)
+    eventually(lambda: sink.reports, message="reported")
+
+    # When it stops, and the report is applied a moment later
+    def applied_later():
+        time.sleep(0.3)
+        control.unsettled.discard(a.task_id)
+
+    threading.Thread(target=applied_later, daemon=True).start()
+    started = time.monotonic()
+    agent.stop(grace=1.0)
+
+    # Then it waited for that (a leader seeing it gone would re-run a task still RUNNING)
+    assert time.monotonic() - started >= 0.25
+    assert sink.closed
+
+
+def test_a_stopping_agent_waits_for_an_unapplied_report_only_so_long(parts, monkeypatch):
+    make, intake, sink, control = parts
+    monkeypatch.setattr("common.agent.agent.SETTLE_TIMEOUT", 0.3)
+    agent = make(succeed())
+    a = assignment()
+    control.unsettled.add(a.task_id)  # never applied: the manager is down
+    intake.put(a)
+    eventually(lambda: sink.reports, message="reported")
+    started = time.monotonic()
+    agent.stop(grace=1.0)
+    assert 0.25 <= time.monotonic() - started < 3.0
 
 
 def test_the_agent_recovers_leftovers_and_warms_its_executors_before_taking_work(parts):
