@@ -63,7 +63,8 @@ def test_an_agent_registers_an_ephemeral_node_with_its_data_and_current_load(age
     assert data["agentId"] == "agent-1"
     assert data["pid"] == proc.pid
     assert data["capacity"] == 3
-    assert data["taskTypes"] == ["PYTHON_SCRIPT", "SHELL"]
+    # The test profile registers example handlers (config/test.toml), so HANDLER is advertised.
+    assert data["taskTypes"] == ["HANDLER", "PYTHON_SCRIPT", "SHELL"]
     assert data["load"] == 0
     assert data["host"] and data["startedAt"] > 0
     stat = probe.zk.exists("/live-agents/agent-1")
