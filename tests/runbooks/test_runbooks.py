@@ -94,15 +94,21 @@ def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.Step
                 write_transcript(name, run.results)
     finally:
         # Whatever the runbook started with `tasklab dev up` and did not stop: by the PIDs
-        # the dev stack recorded. Nothing to stop is not an error.
-        subprocess.run(
-            [str(ROOT / ".venv/bin/tasklab"), "dev", "down"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        # the dev stack recorded, in the sandbox's dev stack directory and in any other the
+        # page chose itself (`export TASKLAB_DEVSTACK_DIR=/tmp/...`, rewritten into the
+        # sandbox), so a run that failed midway leaves no service behind. Nothing to stop is
+        # not an error.
+        stacks = {Path(env["TASKLAB_DEVSTACK_DIR"])}
+        stacks.update(p for p in work.rglob("*devstack*") if p.is_dir())
+        for stack in sorted(stacks):
+            subprocess.run(
+                [str(ROOT / ".venv/bin/tasklab"), "dev", "down"],
+                cwd=work,
+                env={**env, "TASKLAB_DEVSTACK_DIR": str(stack)},
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
     print(f"{name}: {len(results)} block(s) in {time.monotonic() - started:.1f}s")
     return results
 
