@@ -8,8 +8,6 @@ fail: everything here went through the API.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,18 +20,7 @@ from rpc_support import free_port
 from common.domain.transitions import TaskStatus
 from common.testing import eventually
 
-
-def _api_landed() -> bool:
-    # find_spec, not a bare import: a module that exists but fails to import is a bug to see.
-    if importlib.util.find_spec("common.api.app") is None:
-        return False
-    return hasattr(importlib.import_module("common.api.app"), "create_app")
-
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not _api_landed(), reason="needs common.api"),
-]
+pytestmark = pytest.mark.integration
 
 KEY = "cli-key"
 NOWHERE_REDIS = "redis://127.0.0.1:1/0"

@@ -23,8 +23,6 @@ from common.security.authenticator import fingerprint
 from common.testing import eventually
 from common.testing.processes import RoleProcess
 
-pytest.importorskip("common.api.app", reason="the REST API is not part of this tree")
-
 pytestmark = pytest.mark.integration
 
 SECRET = "5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4"

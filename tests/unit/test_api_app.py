@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-pytest.importorskip("fastapi", reason="the stage4 extra is not installed")
-
-import grpc  # noqa: E402
+import grpc
 import httpx  # noqa: E402
+import pytest
 from google.rpc import code_pb2, error_details_pb2  # noqa: E402
 from grpc_status import rpc_status  # noqa: E402
 
