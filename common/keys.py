@@ -39,6 +39,14 @@ def request_fingerprint(request_id: str) -> str:
     return f"request-fingerprint:{request_id}"
 
 
+def request_keys(request_id: str | None) -> tuple[str, str]:
+    """`request:{id}` and its fingerprint key, as the scripts that claim a request take them.
+    Without an id, a placeholder pair: a script's KEYS are fixed in number, and `claim_request`
+    never touches them when ARGV carries no id."""
+    rid = request_id or "-"
+    return request(rid), request_fingerprint(rid)
+
+
 def agent_tasks(agent_id: str) -> str:
     return f"agent:{agent_id}:tasks"
 

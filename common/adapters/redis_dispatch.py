@@ -88,8 +88,7 @@ class RedisDispatcher(Dispatcher):
                 keys.SCHEDULER_FENCE,
                 keys.SCHEDULING_QUEUE,
                 keys.TASK_INDEX,
-                keys.request(spec.request_id or "-"),
-                keys.request_fingerprint(spec.request_id or "-"),
+                *keys.request_keys(spec.request_id),
             ],
             args=[
                 raw,

@@ -30,15 +30,13 @@ class RedisTaskStore(TaskStore):
         self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
     ) -> tuple[Task, bool]:
         task = Task.new(spec, retry_of=retry_of)
-        request_id = spec.request_id or "-"
         task_id, created, *conflict = self.scripts.submit(
             keys=[
                 keys.task(task.task_id),
                 keys.history(task.task_id),
                 keys.PENDING_QUEUE,
                 keys.TASK_INDEX,
-                keys.request(request_id),
-                keys.request_fingerprint(request_id),
+                *keys.request_keys(spec.request_id),
             ],
             args=[
                 task.task_id,
