@@ -228,29 +228,30 @@ class RedisControl(AttemptControl):
 
     def why_stop(self, assignment: Assignment) -> str:
         try:
-            status, attempt = self.client.hmget(keys.task(assignment.task_id), "status", "attempt")
+            status, attempt = self._state(assignment)
         except RedisError:
             return ""  # cannot tell: keep running; the report is fenced by attempt anyway
         if status is None:
             return ""
-        if status.decode() == TaskStatus.CANCELLED:
+        if status == TaskStatus.CANCELLED:
             return "cancelled"
-        current = int(attempt or 0)
-        if current != assignment.attempt:
-            return f"superseded by attempt {current}"
+        if attempt != assignment.attempt:
+            return f"superseded by attempt {attempt}"
         return ""
 
     def settled(self, assignment: Assignment) -> bool:
         try:
-            status, attempt = self.client.hmget(keys.task(assignment.task_id), "status", "attempt")
+            status, attempt = self._state(assignment)
         except RedisError:
             return False  # cannot tell yet: the caller's wait is bounded
         if status is None:
             return True  # gone (retention): nothing left to fail over
-        return (
-            TaskStatus(status.decode()) in TERMINAL_STATES
-            or int(attempt or 0) != assignment.attempt
-        )
+        return status in TERMINAL_STATES or attempt != assignment.attempt
+
+    def _state(self, assignment: Assignment) -> tuple[str | None, int]:
+        """The task's status and current attempt as the store has them (None: no task)."""
+        status, attempt = self.client.hmget(keys.task(assignment.task_id), "status", "attempt")
+        return (None if status is None else status.decode()), int(attempt or 0)
 
 
 # --8<-- [end:control]
