@@ -41,6 +41,13 @@ class TaskType(StrEnum):
     # A call of a Python function registered with the agent (`agent_handlers`); the payload is
     # `{"handler": "module:function", "args": {...}}` (see handler_call).
     HANDLER = "HANDLER"
+    # The parent of a composite task (common/domain/composite.py): it runs on no agent; its
+    # payload is the composite document, its state follows its children's.
+    COMPOSITE = "COMPOSITE"
+
+
+# The types an agent runs, and so the ones a plain submit may name.
+RUNNABLE_TYPES: tuple[TaskType, ...] = tuple(t for t in TaskType if t != TaskType.COMPOSITE)
 
 
 class TaskValidationError(ValueError):
@@ -289,6 +296,22 @@ class Task(_Wire):
     updated_at: float = 0.0
     # The task this one retries (a retry by hand makes a new task; terminal ones stay final).
     retry_of: str | None = None
+    # -- a composite's child (common/domain/composite.py); all absent on a plain task ----------
+    parent_id: str | None = None
+    # What the child is to its parent: "child", "shard", "map", "item", "reduce", "node",
+    # "broadcast".
+    role: str | None = None
+    # Its index among its parent's children of its role, and how many there are: the agent
+    # gives them to the task as TASKLAB_SHARD_INDEX and TASKLAB_SHARD_TOTAL.
+    shard_index: int | None = None
+    shard_total: int | None = None
+    # A DAG node's name, unique within its parent.
+    node: str | None = None
+    # JSON text the agent gives the task as TASKLAB_INPUT: a map item, or a reduce step's
+    # children's results.
+    input: str | None = None
+    # The one agent that may run it (a broadcast's child); if that agent is gone, it fails.
+    pinned_agent: str | None = None
 
     @classmethod
     def new(cls, spec: TaskSpec, task_id: str | None = None, retry_of: str | None = None) -> Task:
@@ -345,7 +368,7 @@ def _problems(err: ValidationError) -> list[str]:
         field = ".".join(field_label(p) for p in e["loc"]) or "task"
         msg = e["msg"]
         if e["type"] == "enum":
-            msg = "must be one of " + ", ".join(t.value for t in TaskType)
+            msg = "must be one of " + ", ".join(t.value for t in RUNNABLE_TYPES)
         elif e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "missing":
@@ -391,6 +414,12 @@ def validate_spec(data: Any, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES)
                 f"payload: {escaped} bytes once escaped for JSON (control characters take six "
                 f"each), over {ESCAPED_PAYLOAD_FACTOR} x the {max_payload_bytes}-byte limit"
             )
+    if spec is not None and spec.task_type == TaskType.COMPOSITE:
+        problems.append(
+            "taskType: must be one of "
+            + ", ".join(t.value for t in RUNNABLE_TYPES)
+            + " (a COMPOSITE task is submitted as a composite document)"
+        )
     if spec is not None and spec.task_type == TaskType.HANDLER and not too_large:
         try:
             handler_call(spec.payload)

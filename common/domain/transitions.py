@@ -12,6 +12,9 @@ from enum import StrEnum
 
 
 class TaskStatus(StrEnum):
+    # A child of a composite task that is not released yet: held back by its parent's
+    # parallelism cap or by its upstream tasks (common/domain/composite.py). On no queue.
+    WAITING = "WAITING"
     PENDING = "PENDING"
     SCHEDULED = "SCHEDULED"
     DISPATCHED = "DISPATCHED"
@@ -19,16 +22,22 @@ class TaskStatus(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    # A child that will never run: its upstream tasks ended so that its trigger rule cannot
+    # hold, or it is a reduce step whose children failed.
+    SKIPPED = "SKIPPED"
 
 
 S = TaskStatus
 
 LEGAL_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # A composite's child: released onto the queue, cancelled with its parent, or skipped.
+    S.WAITING: frozenset({S.PENDING, S.CANCELLED, S.SKIPPED}),
     # Stage 1 agents claim straight from the queue (PENDING -> RUNNING); from stage 2 a
     # scheduler places the task first (PENDING -> SCHEDULED -> DISPATCHED -> RUNNING).
     S.PENDING: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLED}),
     # Back to PENDING: the placement failed (no live agent) or its leader was deposed.
-    S.SCHEDULED: frozenset({S.DISPATCHED, S.PENDING, S.CANCELLED}),
+    # FAILED: the task is pinned to one agent (a broadcast's child) and that agent is gone.
+    S.SCHEDULED: frozenset({S.DISPATCHED, S.PENDING, S.FAILED, S.CANCELLED}),
     # Back to PENDING: the chosen agent died before it started the task (failover).
     S.DISPATCHED: frozenset({S.RUNNING, S.PENDING, S.CANCELLED}),
     # Back to PENDING: an automatic retry after a failure, or the agent died mid-task.
@@ -37,6 +46,7 @@ LEGAL_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.SUCCESS: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
+    S.SKIPPED: frozenset(),
 }
 
 TERMINAL_STATES: frozenset[TaskStatus] = frozenset(

@@ -9,13 +9,20 @@ from common.testing.properties import check_writes, writes
 
 
 def test_terminal_states_have_no_way_out():
-    assert TERMINAL_STATES == {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    assert TERMINAL_STATES == {
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.SKIPPED,
+    }
     for state in TERMINAL_STATES:
         assert not any(is_legal(state, dst) for dst in TaskStatus)
 
 
-def test_every_state_is_reachable_from_pending():
-    seen, frontier = {TaskStatus.PENDING}, [TaskStatus.PENDING]
+def test_every_state_is_reachable_from_where_a_task_starts():
+    # A task starts PENDING; a composite's child starts WAITING.
+    starts = {TaskStatus.PENDING, TaskStatus.WAITING}
+    seen, frontier = set(starts), list(starts)
     while frontier:
         for nxt in LEGAL_TRANSITIONS[frontier.pop()]:
             if nxt not in seen:
