@@ -19,6 +19,7 @@ from common.adapters.redis_agent import (
     ReliableClaim,
 )
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_retention import retention_of
@@ -74,6 +75,8 @@ def build_agent(settings: Settings) -> Agent:
 
 def run_agent(settings: Settings) -> None:
     agent = build_agent(settings)
+    # No scheduler in stage 1: the agents serve the queues' state on their operator ports.
+    observe_redis(settings.redis_url)
     # SIGTERM (docker stop, kubectl delete, Ctrl-C) = finish what is running, take nothing new.
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())

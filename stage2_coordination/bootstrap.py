@@ -25,6 +25,7 @@ from common.adapters.redis_agent import (
 )
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_retention import retention_of
@@ -116,6 +117,7 @@ def run_scheduler(settings: Settings) -> None:
         scheduler = build_scheduler(settings)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
+    observe_redis(settings.redis_url)  # the queues' state on the operator port, if served
     # SIGTERM: stop leading (the lock node goes with the session close below, so a standby
     # takes over at once instead of after a session timeout).
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())

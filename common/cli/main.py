@@ -311,6 +311,21 @@ def health(
     typer.echo("ok")
 
 
+def serve_operator_port(s, role: str, stage: int) -> None:
+    """/metrics, /health and /ready on `metrics_address`, if set, before the role starts: a
+    probe must see a process that is still connecting as alive but not ready."""
+    if not s.metrics_address:
+        return
+    from common.observability.http import serve_operator_port as serve
+    from common.observability.metrics import ROLE_INFO
+
+    ROLE_INFO.labels(role, str(stage)).set(1)
+    try:
+        serve(s.metrics_address)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {s.metrics_address} ({exc})", 2)
+
+
 @app.command()
 def run(
     role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
@@ -329,6 +344,7 @@ def run(
     if role not in spec.roles:
         fail(f"stage {number} has no role {role!r} (roles: {', '.join(sorted(spec.roles))})", 2)
     configure_logging(s.log_level, s.log_format)
+    serve_operator_port(s, role, number)
     try:
         spec.roles[role](s)
     except (RedisConnectionError, RedisTimeoutError) as exc:
