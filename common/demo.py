@@ -68,9 +68,11 @@ def run(stage: int, serve: bool) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        for proc in role_processes(spec, env, workdir):
+        for proc in role_processes(spec, env, workdir, stack.metrics_addresses(stage)):
             processes.append(proc.start())
-            say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}")
+            metrics = proc.env.get("TASKLAB_METRICS_ADDRESS")
+            where = f"  metrics http://{metrics}/metrics" if metrics else ""
+            say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}{where}")
         if serve:
             return serve_forever(env, processes)
         return drive(env)
@@ -81,10 +83,27 @@ def run(stage: int, serve: bool) -> int:
         say(f"== stopped {len(processes)} role process(es) and {len(stopped)} service(s)")
 
 
-def role_processes(spec: StageSpec, env: dict[str, str], workdir: Path) -> list[RoleProcess]:
-    """One (not yet started) process per entry of the stage's declared topology."""
+def role_processes(
+    spec: StageSpec,
+    env: dict[str, str],
+    workdir: Path,
+    metrics: dict[str, tuple[str, str]] | None = None,
+) -> list[RoleProcess]:
+    """One (not yet started) process per entry of the stage's declared topology; each with
+    its own operator port (/metrics, /health, /ready) when `metrics` names one."""
+    metrics = metrics or {}
     return [
-        RoleProcess(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
+        RoleProcess(
+            role,
+            spec.number,
+            {
+                **env,
+                "TASKLAB_AGENT_ID": name,
+                **({"TASKLAB_METRICS_ADDRESS": metrics[name][1]} if name in metrics else {}),
+            },
+            workdir,
+            name,
+        )
         for role, name in spec.processes()
     ]
 

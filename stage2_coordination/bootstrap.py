@@ -40,6 +40,7 @@ from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
+from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -117,7 +118,10 @@ def run_scheduler(settings: Settings) -> None:
         scheduler = build_scheduler(settings)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
-    observe_redis(settings.redis_url)  # the queues' state on the operator port, if served
+    # The operator port (if served): the scheduler's own checks first (not ready before it
+    # sees ZooKeeper and a leader), then the queues' state and Redis.
+    observe_scheduler(scheduler)
+    observe_redis(settings.redis_url)
     # SIGTERM: stop leading (the lock node goes with the session close below, so a standby
     # takes over at once instead of after a session timeout).
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())

@@ -58,6 +58,7 @@ from common.messaging.manager import TaskEventManager
 from common.messaging.metrics import observe_consumer
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
+from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -120,7 +121,10 @@ def run_scheduler(settings: Settings) -> None:
         scheduler, publisher = build_scheduler(settings, bus)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
-    observe_redis(settings.redis_url)  # the queues' state on the operator port, if served
+    # The operator port (if served): the scheduler's own checks first (not ready before it
+    # sees ZooKeeper and a leader), then the queues' state and Redis.
+    observe_scheduler(scheduler)
+    observe_redis(settings.redis_url)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     try:

@@ -372,6 +372,12 @@ def dev_up(
             f"# api: `tasklab run api --stage {stage}` serves on {roles['TASKLAB_API_ADDRESS']}",
             err=True,
         )
+    # One operator port per process (/metrics /health /ready): each line starts one role.
+    for name, (role, address) in stack.metrics_addresses(stage).items():
+        typer.echo(
+            f"# {name}: TASKLAB_METRICS_ADDRESS={address} tasklab run {role} --stage {stage}",
+            err=True,
+        )
     for line in DevStack.env_lines(running, roles):
         typer.echo(line)
 
