@@ -204,7 +204,7 @@ FAILOVERS = _counter(F_FAILOVERS)
 FAILOVER_TASKS = _counter(F_FAILOVER_TASKS)
 
 # -- the cluster, as Redis holds it (read at scrape time) --------------------------------------
-CLUSTER = "Cluster state (read from Redis at scrape time; the same on every role: use max)"
+CLUSTER = "Cluster state, read from Redis"
 REDIS_READERS = ("scheduler", "manager", "rpc", "api", "agent (stage 1)")
 F_REDIS_UP = family(
     "tasklab_redis_up",
