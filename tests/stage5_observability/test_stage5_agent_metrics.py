@@ -12,6 +12,7 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.devstack.redis import RedisService
+from common.domain.transitions import TaskStatus
 from common.testing import eventually
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,22 @@ def test_a_stage1_agent_serves_its_tasks_slots_and_the_queues_as_prometheus_metr
     assert ok.task_id not in metrics.text and failing.task_id not in metrics.text
     # ...and promtool finds nothing to say about it
     assert promtool_problems(metrics.text) == ""
+
+    # When a late report of the failing task's first attempt arrives (a zombie agent's),
+    # and a write fenced by an epoch older than the fence (a deposed leader's)
+    store = RedisTaskStore(client)
+    late = store.transition(failing.task_id, TaskStatus.SUCCESS, attempt=1, actor="zombie")
+    client.set(keys.SCHEDULER_FENCE, 7)
+    deposed = store.transition(
+        ok.task_id, TaskStatus.CANCELLED, attempt=1, epoch=6, actor="old-leader", fenced=True
+    )
+    assert (late.reason, deposed.reason) == ("stale_attempt", "stale_epoch")
+
+    # Then the duplicates fencing prevented are on /metrics, by reason
+    fenced = scrape(address)
+    assert fenced.value("tasklab_fenced_writes_rejected_total", reason="stale_attempt") == 1
+    assert fenced.value("tasklab_fenced_writes_rejected_total", reason="stale_epoch") == 1
+    assert fenced.value("tasklab_scheduler_fence_epoch") == 7
 
 
 def test_an_agent_answers_health_always_and_ready_only_while_redis_answers(observed_role, tmp_path):
