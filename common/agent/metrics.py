@@ -45,6 +45,9 @@ def heartbeat_limit(agent) -> float:
 
 
 def observe_agent(agent) -> None:
+    """Serve this agent's state and checks. Idempotent (the same names are replaced): the
+    agent calls it as it starts, and a bootstrap may call it earlier, before the checks of the
+    services it needs, so the process is never ready before the agent's own checks exist."""
     metrics.register_collector("agent", AgentCollector(agent))
 
     def heartbeat() -> tuple[bool, str]:

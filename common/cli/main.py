@@ -314,12 +314,13 @@ def health(
 def serve_operator_port(s, role: str, stage: int) -> None:
     """/metrics, /health and /ready on `metrics_address`, if set, before the role starts: a
     probe must see a process that is still connecting as alive but not ready."""
+    from common.observability.metrics import ROLE_INFO
+
+    ROLE_INFO.labels(role, str(stage)).set(1)  # also on the API's own /metrics
     if not s.metrics_address:
         return
     from common.observability.http import serve_operator_port as serve
-    from common.observability.metrics import ROLE_INFO
 
-    ROLE_INFO.labels(role, str(stage)).set(1)
     try:
         serve(s.metrics_address)
     except OSError as exc:

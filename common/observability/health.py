@@ -16,8 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 # A check answers (ok, detail), a bool, or a detail string (= ok), or raises: "not ok", with
@@ -42,8 +40,6 @@ class ReadinessChecks:
         self.timeout = timeout
         self._checks: dict[str, Check] = {}
         self._lock = threading.Lock()
-        # Daemon threads: a check stuck on a dead socket must not keep the process alive.
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ready-check")
 
     def add(self, name: str, check: Check) -> None:
         """Register (or replace) the check called `name`."""
@@ -66,17 +62,27 @@ class ReadinessChecks:
         """Run every check side by side; (all ok and at least one check, results by name)."""
         with self._lock:
             checks = dict(self._checks)
-        started = time.monotonic()
-        futures = {name: self._pool.submit(_timed, check) for name, check in checks.items()}
         results: dict[str, CheckResult] = {}
-        for name, future in futures.items():
-            left = max(0.0, self.timeout - (time.monotonic() - started))
-            try:
-                results[name] = future.result(timeout=left)
-            except FutureTimeout:
-                results[name] = CheckResult(False, f"no answer within {self.timeout:g}s", 0.0)
-        ok = bool(results) and all(r.ok for r in results.values())
-        return ok, results
+        threads = []
+        for name, check in checks.items():
+            # A daemon thread per check and per probe: one stuck on a dead socket neither
+            # holds the probe past its deadline nor keeps the process from exiting.
+            thread = threading.Thread(
+                target=lambda n=name, c=check: results.__setitem__(n, _timed(c)),
+                name=f"ready-check-{name}",
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+        deadline = time.monotonic() + self.timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        answered = dict(results)  # a late answer must not change what this probe says
+        for name in checks:
+            if name not in answered:
+                answered[name] = CheckResult(False, f"no answer within {self.timeout:g}s", 0.0)
+        ok = bool(answered) and all(r.ok for r in answered.values())
+        return ok, answered
 
 
 def _timed(check: Check) -> CheckResult:

@@ -50,6 +50,8 @@ def _gauge(spec: metrics.Family, value: float):
 
 
 def observe_scheduler(scheduler) -> None:
+    """Serve this scheduler's state and checks. Idempotent (the same names are replaced): the
+    scheduler calls it as it starts, a bootstrap may call it earlier (see observe_agent)."""
     metrics.register_collector("scheduler", SchedulerCollector(scheduler))
     election = scheduler.election
 
