@@ -52,7 +52,7 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run(stage: int, serve: bool) -> int:
+def run(stage: int, serve: bool, metrics: bool = False) -> int:
     spec = load_stage(stage)
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklab-demo-s{stage}-"))
     stack = DevStack(workdir / "devstack")
@@ -68,7 +68,8 @@ def run(stage: int, serve: bool) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        for proc in role_processes(spec, env, workdir, stack.metrics_addresses(stage)):
+        ports = stack.metrics_addresses(stage) if metrics else {}
+        for proc in role_processes(spec, env, workdir, ports):
             processes.append(proc.start())
             metrics = proc.env.get("TASKLAB_METRICS_ADDRESS")
             where = f"  metrics http://{metrics}/metrics" if metrics else ""
@@ -182,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__)
     parser.add_argument("--stage", type=int, default=max(stages, default=1))
     parser.add_argument("--serve", action="store_true", help="keep running until Ctrl-C")
+    parser.add_argument(
+        "--metrics", action="store_true", help="each role serves /metrics on a port of its own"
+    )
     args = parser.parse_args(argv)
     if args.stage not in stages:
         print(f"error: stage {args.stage} is not installed (have {stages})", file=sys.stderr)
         return 2
     os.environ.setdefault("TASKLAB_ENV", "local")
-    return run(args.stage, args.serve)
+    return run(args.stage, args.serve, args.metrics)
 
 
 if __name__ == "__main__":

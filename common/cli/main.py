@@ -356,6 +356,9 @@ def run(
 def dev_up(
     stage: Annotated[int, typer.Option("--stage", "-s")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Where PIDs and data live.")] = None,
+    metrics: Annotated[
+        bool, typer.Option(help="Also print a free /metrics address for each process to run.")
+    ] = False,
 ) -> None:
     """Start the stage's backing services; print TASKLAB_* lines to `export`."""
     from common.devstack import DevStack, ServiceUnavailable
@@ -374,7 +377,7 @@ def dev_up(
             err=True,
         )
     # One operator port per process (/metrics /health /ready): each line starts one role.
-    for name, (role, address) in stack.metrics_addresses(stage).items():
+    for name, (role, address) in (stack.metrics_addresses(stage) if metrics else {}).items():
         typer.echo(
             f"# {name}: TASKLAB_METRICS_ADDRESS={address} tasklab run {role} --stage {stage}",
             err=True,
