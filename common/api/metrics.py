@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.routing import BaseRoute, compile_path
 
+from common.adapters.redis_metrics import observe_redis
 from common.api.links import ASGIApp, Message, Receive, Scope, Send
 from common.observability import metrics
 from common.observability.health import CHECKS
@@ -111,8 +112,6 @@ class HttpMetricsLink:
 def observe_api(app: Any, redis_url: str) -> None:
     """The API process's operator port: the queues' state, and /ready's checks (the same the
     API's own /ready runs)."""
-    from common.adapters.redis_metrics import observe_redis
-
     observe_redis(redis_url)
     backends = app.state.backends
     for name, check in (
