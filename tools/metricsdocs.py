@@ -34,7 +34,31 @@ on counters, and bounded label values only (never a task id).
 processes (`sum by (type) (rate(tasklab_tasks_finished_total[5m]))`). *Read at scrape* families
 are read when Prometheus asks, from the role itself or from Redis; the cluster readings from
 Redis are the same on every role that serves them, so aggregate those with `max`. Each process
-also serves prometheus_client's own `process_*` and `python_*` families."""
+also serves prometheus_client's own `process_*` and `python_*` families.
+
+`/health` answers 200 while the process runs: a liveness probe that fails restarts it, and no
+outage behind a role is cured by restarting the role. `/ready` answers 200 only while every
+check the role registered passes (each within 2 s), else 503 with each check's detail:
+
+"""
+
+
+# What each role's /ready asks (registered by the role as it starts; see observe_* functions).
+READINESS = (
+    (
+        "agent",
+        "`heartbeat` (its last heartbeat went through lately), `taking_work` (registered, not "
+        "paused by a ZooKeeper SUSPENDED, not stopping); stage 1 also `redis`",
+    ),
+    (
+        "scheduler",
+        "`zookeeper` (session connected), `leader_known` (some scheduler leads; a standby is "
+        "ready), `redis`",
+    ),
+    ("manager", "`redis`, `kafka` (the broker answers its consumer)"),
+    ("rpc", "`redis`, `zookeeper` (session connected, so clients find its node)"),
+    ("api", "`redis`, `zookeeper`, `kafka`, `providers` (what the API's own `/ready` checks)"),
+)
 
 
 def cell(text: str) -> str:
@@ -47,6 +71,9 @@ def render(families: Iterable) -> str:
     for family in families:
         sections.setdefault(family.section, []).append(family)
     out = [NOTICE, "", "# Metrics reference", "", INTRO, ""]
+    out += ["| Role | Readiness checks |", "|---|---|"]
+    out += [f"| {role} | {checks} |" for role, checks in READINESS]
+    out.append("")
     out += ["| Section | Families |", "|---|---|"]
     out += [f"| {cell(name)} | {len(members)} |" for name, members in sections.items()]
     out.append("")
