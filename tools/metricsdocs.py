@@ -38,9 +38,7 @@ also serves prometheus_client's own `process_*` and `python_*` families.
 
 `/health` answers 200 while the process runs: a liveness probe that fails restarts it, and no
 outage behind a role is cured by restarting the role. `/ready` answers 200 only while every
-check the role registered passes (each within 2 s), else 503 with each check's detail:
-
-"""
+check the role registered passes (each within 2 s), else 503 with each check's detail:"""
 
 
 # What each role's /ready asks (registered by the role as it starts; see observe_* functions).
