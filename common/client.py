@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, validate_spec
 from common.domain.transitions import TaskStatus
+from common.observability import metrics
 from common.ports.task_store import CancelResult, TaskStore
 
 
@@ -64,7 +65,10 @@ class TaskClient:
         (created False); a different request under the same id raises IdempotencyConflict,
         naming that task (common/domain/idempotency.py says what "the same" means)."""
         spec = validate_spec(data, self.max_payload_bytes)
-        return self.store.submit(spec, actor=actor)
+        task, created = self.store.submit(spec, actor=actor)
+        if created:
+            metrics.TASKS_SUBMITTED.labels(task.task_type.value).inc()
+        return task, created
 
     def get(self, task_id: str) -> Task:
         task = self.store.get(task_id)
@@ -77,8 +81,12 @@ class TaskClient:
         return wait_for_final(self.get, task_id, timeout, poll, max_delay=0.5)
 
     def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
-        self.get(task_id)
-        return self.store.cancel(task_id, actor=actor)
+        task = self.get(task_id)
+        result = self.store.cancel(task_id, actor=actor)
+        if result.accepted and result.cancelled_from:
+            # The cancel is the transition to CANCELLED: counted where it was written.
+            metrics.TASKS_FINISHED.labels(task.task_type.value, "CANCELLED").inc()
+        return result
 
     def retry(
         self, task_id: str, actor: str = "client", request_id: str | None = None
@@ -95,7 +103,12 @@ class TaskClient:
         if old.status not in RETRYABLE:
             raise NotRetryable(task_id, old.status.value)
         spec = old.spec.model_copy(update={"request_id": request_id})
-        return self.store.submit(spec, actor=f"{actor} (retry of {task_id})", retry_of=task_id)
+        task, created = self.store.submit(
+            spec, actor=f"{actor} (retry of {task_id})", retry_of=task_id
+        )
+        if created:
+            metrics.TASKS_SUBMITTED.labels(task.task_type.value).inc()
+        return task, created
 
     def follow_logs(self, task_id: str, poll: float = 0.2, timeout: float = 3600) -> Iterator[str]:
         """Yield log lines as they arrive until the task is terminal and nothing is left."""

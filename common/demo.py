@@ -52,7 +52,7 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run(stage: int, serve: bool) -> int:
+def run(stage: int, serve: bool, metrics: bool = False) -> int:
     spec = load_stage(stage)
     workdir = Path(tempfile.mkdtemp(prefix=f"tasklab-demo-s{stage}-"))
     stack = DevStack(workdir / "devstack")
@@ -68,9 +68,12 @@ def run(stage: int, serve: bool) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        for proc in role_processes(spec, env, workdir):
+        ports = stack.metrics_addresses(stage) if metrics else {}
+        for proc in role_processes(spec, env, workdir, ports):
             processes.append(proc.start())
-            say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}")
+            metrics = proc.env.get("TASKLAB_METRICS_ADDRESS")
+            where = f"  metrics http://{metrics}/metrics" if metrics else ""
+            say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}{where}")
         if serve:
             return serve_forever(env, processes)
         return drive(env)
@@ -81,10 +84,27 @@ def run(stage: int, serve: bool) -> int:
         say(f"== stopped {len(processes)} role process(es) and {len(stopped)} service(s)")
 
 
-def role_processes(spec: StageSpec, env: dict[str, str], workdir: Path) -> list[RoleProcess]:
-    """One (not yet started) process per entry of the stage's declared topology."""
+def role_processes(
+    spec: StageSpec,
+    env: dict[str, str],
+    workdir: Path,
+    metrics: dict[str, tuple[str, str]] | None = None,
+) -> list[RoleProcess]:
+    """One (not yet started) process per entry of the stage's declared topology; each with
+    its own operator port (/metrics, /health, /ready) when `metrics` names one."""
+    metrics = metrics or {}
     return [
-        RoleProcess(role, spec.number, {**env, "TASKLAB_AGENT_ID": name}, workdir, name)
+        RoleProcess(
+            role,
+            spec.number,
+            {
+                **env,
+                "TASKLAB_AGENT_ID": name,
+                **({"TASKLAB_METRICS_ADDRESS": metrics[name][1]} if name in metrics else {}),
+            },
+            workdir,
+            name,
+        )
         for role, name in spec.processes()
     ]
 
@@ -163,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__)
     parser.add_argument("--stage", type=int, default=max(stages, default=1))
     parser.add_argument("--serve", action="store_true", help="keep running until Ctrl-C")
+    parser.add_argument(
+        "--metrics", action="store_true", help="each role serves /metrics on a port of its own"
+    )
     args = parser.parse_args(argv)
     if args.stage not in stages:
         print(f"error: stage {args.stage} is not installed (have {stages})", file=sys.stderr)
         return 2
     os.environ.setdefault("TASKLAB_ENV", "local")
-    return run(args.stage, args.serve)
+    return run(args.stage, args.serve, args.metrics)
 
 
 if __name__ == "__main__":

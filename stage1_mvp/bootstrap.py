@@ -19,11 +19,13 @@ from common.adapters.redis_agent import (
     ReliableClaim,
 )
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
 from common.agent import Agent, Periodic
+from common.agent.metrics import observe_agent
 from common.agent.options import agent_options, executors_for
 from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
@@ -74,6 +76,10 @@ def build_agent(settings: Settings) -> Agent:
 
 def run_agent(settings: Settings) -> None:
     agent = build_agent(settings)
+    # The operator port (if served). The agent's own checks first, so it is not ready before
+    # its first heartbeat; no scheduler in stage 1: the agents serve the queues' state too.
+    observe_agent(agent)
+    observe_redis(settings.redis_url)
     # SIGTERM (docker stop, kubectl delete, Ctrl-C) = finish what is running, take nothing new.
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())

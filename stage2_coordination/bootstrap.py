@@ -25,6 +25,7 @@ from common.adapters.redis_agent import (
 )
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_retention import retention_of
@@ -39,6 +40,7 @@ from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
+from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -116,6 +118,10 @@ def run_scheduler(settings: Settings) -> None:
         scheduler = build_scheduler(settings)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
+    # The operator port (if served): the scheduler's own checks first (not ready before it
+    # sees ZooKeeper and a leader), then the queues' state and Redis.
+    observe_scheduler(scheduler)
+    observe_redis(settings.redis_url)
     # SIGTERM: stop leading (the lock node goes with the session close below, so a standby
     # takes over at once instead of after a session timeout).
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())

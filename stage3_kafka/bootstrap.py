@@ -32,6 +32,7 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import RedisFailover
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_retention import retention_of
 from common.adapters.redis_store import RedisTaskStore
@@ -54,8 +55,10 @@ from common.messaging.dispatch import KafkaDispatcher
 from common.messaging.durability import RedisDurability
 from common.messaging.heartbeat_monitor import HeartbeatMonitor, RebalanceFeed
 from common.messaging.manager import TaskEventManager
+from common.messaging.metrics import observe_consumer
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
+from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -118,6 +121,10 @@ def run_scheduler(settings: Settings) -> None:
         scheduler, publisher = build_scheduler(settings, bus)
     except CoordinationUnavailable as exc:
         sys.exit(f"error: {exc}")
+    # The operator port (if served): the scheduler's own checks first (not ready before it
+    # sees ZooKeeper and a leader), then the queues' state and Redis.
+    observe_scheduler(scheduler)
+    observe_redis(settings.redis_url)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     try:
@@ -226,6 +233,9 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
 def run_manager(settings: Settings) -> None:
     bus = connect_bus(settings)
     manager, consumer = build_manager(settings, bus)
+    # Operator port (if served): the queues' state, Redis and the broker as readiness checks.
+    observe_redis(settings.redis_url)
+    observe_consumer(consumer)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

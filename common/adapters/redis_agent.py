@@ -26,7 +26,7 @@ from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import Claim, RedisWorkQueue, Rejected
 from common.domain.outcome import AttemptReport
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
-from common.observability import get_logger
+from common.observability import get_logger, metrics
 from common.ports.agent import (
     Assignment,
     AttemptControl,
@@ -207,6 +207,9 @@ class RedisChainedReport(ChainedReport):
             result, taken, tail = queue.finish_and_take(
                 agent_id, all_keys, arg, assignment.entry, peeked
             )
+            metrics.record_outcome(
+                assignment.task.task_type.value, decision.verdict.value, result.accepted
+            )
             with self._lock:
                 self._peeked = tail
             log_refused(result, assignment)
@@ -281,6 +284,8 @@ class RedisReaper:
             self.queue.promote_due()
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
+        if requeued:
+            metrics.record_failover("reaper", requeued)
         return requeued
 
 

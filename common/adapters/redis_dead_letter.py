@@ -16,7 +16,7 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_scripts import script_source
-from common.observability import get_logger
+from common.observability import get_logger, metrics
 
 log = get_logger("tasklab.queue")
 
@@ -52,6 +52,7 @@ def dead_letter_message(
             args=[raw, entry, cap, "1" if taken_from else "0"],
         )
     )
+    metrics.record_dead_letter("redis", reason)
     log.warning("dead-lettered a message from %s: %s", source, reason)
     return dropped
 

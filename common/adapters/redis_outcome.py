@@ -22,6 +22,7 @@ from common.adapters.redis_store import RedisTaskStore, as_result, named_effects
 from common.domain.backoff import ExponentialBackoff
 from common.domain.outcome import AttemptReport, Decision, decide
 from common.domain.task import Task
+from common.observability import metrics
 from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
 
@@ -104,9 +105,13 @@ class RedisOutcomeWriter:
         if not decision.writes:
             if attempt.entry:
                 self.client.lrem(keys.processing(agent_id), 1, attempt.entry)
+            metrics.record_outcome(attempt.task.task_type.value, decision.verdict.value, True)
             return TransitionResult(True, "ok", decision.verdict.value, attempt.attempt)
         all_keys, arg = self.request(attempt, decision, agent_id, lines)
         result = as_result(self.store.scripts.transition(keys=all_keys, args=[arg]))
+        metrics.record_outcome(
+            attempt.task.task_type.value, decision.verdict.value, result.accepted
+        )
         if not result.accepted and attempt.entry:
             # Refused (a late report, a cancel won): the entry is stale either way.
             self.client.lrem(keys.processing(agent_id), 1, attempt.entry)

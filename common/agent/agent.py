@@ -32,10 +32,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from common.agent.metrics import observe_agent
 from common.domain.outcome import AttemptReport
 from common.executors.base import ExecutionResult
 from common.executors.factory import ExecutorFactory
-from common.observability import bind, get_logger
+from common.observability import bind, get_logger, metrics
 from common.ports.agent import (
     Assignment,
     AttemptControl,
@@ -110,6 +111,7 @@ class Agent:
         self._beat_stop = threading.Event()
         self.completed = 0
         self.handed_back = 0
+        self.last_heartbeat: float | None = None  # monotonic; when a heartbeat last went through
 
     @property
     def load(self) -> int:
@@ -122,6 +124,7 @@ class Agent:
         if requeued:
             log.warning("re-queued %d task(s) left by a previous run of this agent", requeued)
         self.executors.warm(self.capacity)
+        observe_agent(self)
         self._heartbeat_thread = self._spawn(self._heartbeat_loop, "heartbeat")
         self._spawn(self._watch_loop, "watch")
         for n in range(self.capacity):
@@ -209,6 +212,7 @@ class Agent:
             self._add_load(1)
             try:
                 self._until_answered(lambda: self.sink.started(assignment), "report start")
+                _count_start(assignment)
                 reasons: list[str] = []
                 lines_seen = [0]
                 outcome = self._execute(assignment, reasons, lines_seen)
@@ -217,6 +221,12 @@ class Agent:
                     log.info("task killed at stop; handed back")
                     return None
                 report = _report_of(outcome, reasons)
+                metrics.TASK_RUN_SECONDS.labels(
+                    task.task_type.value,
+                    metrics.attempt_outcome(
+                        report.success, report.timed_out, report.cancelled, report.superseded
+                    ),
+                ).observe(report.duration)
                 log.info(
                     "task %s in %.3fs%s",
                     _verdict_word(report),
@@ -296,7 +306,7 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         due = {job.name: 0.0 for job in self.housekeeping}
         while True:
-            self._quietly(lambda: self.sink.heartbeat(self._load, self.capacity))
+            self._quietly(self._heartbeat, "heartbeat")
             now = time.monotonic()
             for job in self.housekeeping:
                 if now >= due[job.name]:
@@ -306,6 +316,10 @@ class Agent:
                 return
 
     # --8<-- [end:heartbeat]
+
+    def _heartbeat(self) -> None:
+        self.sink.heartbeat(self._load, self.capacity)
+        self.last_heartbeat = time.monotonic()  # read by /ready and /metrics
 
     # -- the watcher: is a running attempt still wanted? -----------------------------------
     # --8<-- [start:watch]
@@ -368,6 +382,17 @@ class Agent:
         t = threading.Thread(target=target, name=f"{self.agent_id}-{name}", daemon=True)
         t.start()
         return t
+
+
+def _count_start(assignment: Assignment) -> None:
+    task_type = assignment.task.task_type.value
+    metrics.TASKS_STARTED.labels(task_type).inc()
+    # A first attempt whose creation time came with it (stages 1-2, where this agent's claim
+    # writes RUNNING): how long it waited. From stage 3 the manager measures it, as it applies
+    # RUNNING; a retry's wait includes its deliberate backoff, so it is not counted.
+    if assignment.attempt == 1 and assignment.task.created_at > 0:
+        waited = max(0.0, time.time() - assignment.task.created_at)
+        metrics.SCHEDULE_TO_START.labels(task_type).observe(waited)
 
 
 def _report_of(outcome: ExecutionResult, reasons: list[str]) -> AttemptReport:

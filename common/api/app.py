@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from common.api import errors, links, openapi, routes_system, routes_tasks
+from common.api import errors, links, metrics, openapi, routes_system, routes_tasks
 from common.api.backends import Backends
 from common.config import Settings
 
@@ -56,10 +56,13 @@ def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_system.router)
+    app.include_router(metrics.router)
     # Added last = outermost: the links see a request before the app does; the guard sees
     # every exception, the links' included.
     links.install_links(app, settings, backends.redis)
     app.add_middleware(errors.ProblemGuard)
+    # Outermost of all: counts every answer, the guard's and the links' included.
+    app.add_middleware(metrics.HttpMetricsLink, routes=app.router.routes)
     openapi.install(app)
     return app
 

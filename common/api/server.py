@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from common.api.app import create_app
+from common.api.metrics import observe_api
 from common.config import Settings
 from common.observability import get_logger
 from common.rpc.server import split_address
@@ -71,6 +72,7 @@ def run_api(settings: Settings) -> None:
     # The app first: a production API without credentials refuses to start (ConfigError, one
     # line) before it takes a port, whatever the port's state.
     app = create_app(settings)
+    observe_api(app, settings.redis_url)
     try:
         sock = bind(settings.api_address)
     except (OSError, ValueError) as exc:

@@ -311,6 +311,22 @@ def health(
     typer.echo("ok")
 
 
+def serve_operator_port(s, role: str, stage: int) -> None:
+    """/metrics, /health and /ready on `metrics_address`, if set, before the role starts: a
+    probe must see a process that is still connecting as alive but not ready."""
+    from common.observability.metrics import ROLE_INFO
+
+    ROLE_INFO.labels(role, str(stage)).set(1)  # also on the API's own /metrics
+    if not s.metrics_address:
+        return
+    from common.observability.http import serve_operator_port as serve
+
+    try:
+        serve(s.metrics_address)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {s.metrics_address} ({exc})", 2)
+
+
 @app.command()
 def run(
     role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
@@ -329,6 +345,7 @@ def run(
     if role not in spec.roles:
         fail(f"stage {number} has no role {role!r} (roles: {', '.join(sorted(spec.roles))})", 2)
     configure_logging(s.log_level, s.log_format)
+    serve_operator_port(s, role, number)
     try:
         spec.roles[role](s)
     except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -339,6 +356,9 @@ def run(
 def dev_up(
     stage: Annotated[int, typer.Option("--stage", "-s")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Where PIDs and data live.")] = None,
+    metrics: Annotated[
+        bool, typer.Option(help="Also print a free /metrics address for each process to run.")
+    ] = False,
 ) -> None:
     """Start the stage's backing services; print TASKLAB_* lines to `export`."""
     from common.devstack import DevStack, ServiceUnavailable
@@ -354,6 +374,12 @@ def dev_up(
     if roles.get("TASKLAB_API_ADDRESS"):
         typer.echo(
             f"# api: `tasklab run api --stage {stage}` serves on {roles['TASKLAB_API_ADDRESS']}",
+            err=True,
+        )
+    # One operator port per process (/metrics /health /ready): each line starts one role.
+    for name, (role, address) in (stack.metrics_addresses(stage) if metrics else {}).items():
+        typer.echo(
+            f"# {name}: TASKLAB_METRICS_ADDRESS={address} tasklab run {role} --stage {stage}",
             err=True,
         )
     for line in DevStack.env_lines(running, roles):

@@ -357,6 +357,10 @@ class Settings(BaseSettings):
     # A fixed port, unlike rpc_address: people and scripts reach the API by this address.
     api_address: str = Field(default="127.0.0.1:8080", pattern=r"^\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}$")
 
+    # Stage 5: every role's operator port, serving /metrics, /health and /ready. Empty = none
+    # (the API still serves /metrics on api_address). Port 0 = a free port, logged at start.
+    metrics_address: str = Field(default="", pattern=r"^(\[?[A-Za-z0-9_.:-]*\]?:\d{1,5})?$")
+
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)

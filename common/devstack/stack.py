@@ -67,10 +67,21 @@ class DevStack:
             return {}
         return dict(json.loads(self.state_file.read_text()).get("roles", {}))
 
-    def _save(self, services: list[RunningService], roles: dict[str, str] | None = None) -> None:
+    def _metrics(self) -> dict[str, str]:
+        if not self.state_file.exists():
+            return {}
+        return dict(json.loads(self.state_file.read_text()).get("metrics", {}))
+
+    def _save(
+        self,
+        services: list[RunningService],
+        roles: dict[str, str] | None = None,
+        metrics: dict[str, str] | None = None,
+    ) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         roles = self._roles() if roles is None else roles
-        payload = {"services": [s.to_dict() for s in services], "roles": roles}
+        metrics = self._metrics() if metrics is None else metrics
+        payload = {"services": [s.to_dict() for s in services], "roles": roles, "metrics": metrics}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(self.state_file)
@@ -105,6 +116,24 @@ class DevStack:
             roles["api"] = f"127.0.0.1:{free_port()}"
             self._save(self.load(), roles)
         return {"TASKLAB_API_ADDRESS": roles["api"], "TASKLAB_API_URL": f"http://{roles['api']}"}
+
+    def metrics_addresses(self, stage: int) -> dict[str, tuple[str, str]]:
+        """process name -> (role, TASKLAB_METRICS_ADDRESS) for every process of the stage.
+
+        Every role process serves /metrics, /health and /ready on an address of its own, so
+        each gets a free loopback port, chosen once and kept in the state file like the API's
+        (every later `up` prints the same ones, and `curl` keeps working across restarts).
+        """
+        chosen = self._metrics()
+        wanted = load_stage(stage).processes()
+        fresh = False
+        for _role, name in wanted:
+            if name not in chosen:
+                chosen[name] = f"127.0.0.1:{free_port()}"
+                fresh = True
+        if fresh:
+            self._save(self.load(), metrics=chosen)
+        return {name: (role, chosen[name]) for role, name in wanted}
 
     def restart(self, name: str, grace: float = 10.0) -> RunningService:
         """Stop one service (if it still runs) and start it on the same port with its data.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message, Producer
 
 from common.config import Settings
+from common.messaging.metrics import lag_statistics
 from common.messaging.schemas import BusMessage
 from common.messaging.topics import topic_name
 from common.observability import get_logger
@@ -120,6 +121,8 @@ def consumer_config(bus: Bus, group: str, client_id: str, **extra: object) -> di
         "auto.offset.reset": "earliest",
         # Return as soon as anything arrives, do not wait to fill a batch.
         "fetch.wait.max.ms": 100,
+        # The group's lag per partition on /metrics, from librdkafka's own statistics.
+        **lag_statistics(bus.group(group)),
         **extra,
     }
 

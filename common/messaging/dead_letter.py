@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message
 
 from common.messaging.clients import EventPublisher
 from common.messaging.topics import DEAD_LETTER
-from common.observability import get_logger
+from common.observability import get_logger, metrics
 
 log = get_logger("tasklab.dead-letter")
 
@@ -75,6 +75,7 @@ class DeadLetters:
                 f"not acknowledged: {outcome[0] if outcome else 'timed out'}"
             )
         self.sent += 1
+        metrics.record_dead_letter("kafka", error)
         log.warning(
             "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
         )

@@ -35,7 +35,7 @@ from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.messaging.consumer import NotYet, Unprocessable
 from common.messaging.heartbeat_monitor import HeartbeatMonitor
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
-from common.observability import bind, get_logger
+from common.observability import bind, get_logger, metrics
 from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
 
@@ -87,6 +87,11 @@ class TaskEventManager:
         result = self._start(event)
         if result.accepted:
             self.stats.count("status_applied")
+            if event.attempt == 1 and task.created_at > 0:
+                # From stage 3 the manager writes RUNNING, and it has the task's creation time.
+                metrics.SCHEDULE_TO_START.labels(task.task_type.value).observe(
+                    max(0.0, event.at - task.created_at)
+                )
         elif result.reason in ("stale_attempt", "stale_epoch"):
             # A report from an attempt that was failed over: fencing doing its job.
             self.stats.count("status_stale")
@@ -212,6 +217,7 @@ class TaskEventManager:
             )
             if requeued or dropped:
                 self.stats.count("agent_failovers")
+                metrics.record_failover("heartbeat", requeued)
                 log.warning(
                     "agent %s silent on the heartbeat topic for %.1fs: re-queued %d task(s) "
                     "with attempt + 1, dropped %d",

@@ -1,4 +1,5 @@
-"""Observability: structured logging now; metrics and tracing join in stage 5."""
+"""Observability: structured logging; Prometheus metrics (metrics.py), each role's operator
+port serving /metrics, /health and /ready (http.py) and its readiness checks (health.py)."""
 
 from common.observability.logging import bind, configure_logging, get_logger
 

@@ -27,15 +27,18 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.task import MESSAGE_ENVELOPE_BYTES
 from common.observability import get_logger
+from common.observability.health import CHECKS
 from common.rpc.auth import AuthInterceptor
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
+from common.rpc.metrics import MetricsInterceptor
 from common.rpc.registry import ProviderInfo, ProviderRegistration
 from common.rpc.service import TaskServicer
 from common.security.authenticator import Authenticator
@@ -93,7 +96,8 @@ class Provider:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=settings.rpc_workers * 4,
-            interceptors=[AuthInterceptor(self.authenticator)],
+            # Metrics first: it sees every call as the caller did, auth's refusals included.
+            interceptors=[MetricsInterceptor(), AuthInterceptor(self.authenticator)],
         )
         pb_grpc.add_TaskServiceServicer_to_server(self.servicer, self.server)
         self.health = health.HealthServicer()
@@ -149,6 +153,12 @@ class Provider:
         self.server.stop(grace).wait(grace + 1)
 
 
+def _registered(registration: ProviderRegistration) -> tuple[bool, str]:
+    """Readiness: the session is connected, so clients can find this provider."""
+    state = registration.zk.raw.state
+    return state == "CONNECTED", f"session {state}, node {registration.path}"
+
+
 def run_provider(settings: Settings) -> None:
     try:
         provider = Provider(settings)
@@ -162,6 +172,9 @@ def run_provider(settings: Settings) -> None:
     except CoordinationUnavailable as exc:
         provider.stop(0)
         sys.exit(f"error: {exc}")
+    # The operator port (if served): the queues' state, and what this provider needs to answer.
+    observe_redis(settings.redis_url)
+    CHECKS.add("zookeeper", lambda: _registered(registration))
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -29,8 +29,9 @@ from redis.exceptions import RedisError
 
 from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
-from common.observability import bind, get_logger
+from common.observability import bind, get_logger, metrics
 from common.ports.dispatcher import Dispatcher, NotScheduled
+from common.scheduling.metrics import observe_scheduler
 from common.scheduling.strategies import Candidate, PlacementStrategy
 
 log = get_logger("tasklab.scheduler")
@@ -82,6 +83,7 @@ class Scheduler:
     def run_forever(self) -> None:
         self.view.on_departure(self._on_departure)
         self.view.start()
+        observe_scheduler(self)
         log.info(
             "scheduler %s started: strategy %s, contending for leadership",
             self.scheduler_id,
@@ -247,6 +249,7 @@ class Scheduler:
         self.dispatcher.forget_agent_if_idle(agent_id)
         if requeued or dropped:
             self.stats.failed_over += requeued
+            metrics.record_failover("zookeeper", requeued)
             log.warning(
                 "agent %s left: re-queued %d task(s) with attempt + 1, dropped %d stale or "
                 "failed (epoch %d)",

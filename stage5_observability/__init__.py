@@ -1,0 +1,2 @@
+"""Stage 5, observability: under construction (its bootstrap, runbook and compose file
+come later)."""
