@@ -39,7 +39,7 @@ from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.observability import bind, get_logger
 from common.ports.composite import CompositeStore, CoordinatorWrite
-from common.scheduling.scheduler import Deposed
+from common.scheduling.fencing import Deposed
 
 log = get_logger("tasklab.composite")
 

@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -35,16 +34,13 @@ from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
 from common.observability import bind, get_logger
 from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
+from common.scheduling.composite import CompositeCoordinator
+from common.scheduling.fencing import Deposed
 from common.scheduling.strategies import Candidate, PlacementStrategy
 
-if TYPE_CHECKING:
-    from common.scheduling.composite import CompositeCoordinator
+__all__ = ["Deposed", "Scheduler", "SchedulerStats"]
 
 log = get_logger("tasklab.scheduler")
-
-
-class Deposed(Exception):
-    """A fenced write was rejected as stale: a newer leader has taken over."""
 
 
 @dataclass
