@@ -504,3 +504,17 @@ def test_the_document_stored_on_the_parent_is_the_one_the_coordinator_reads(worl
     doc = {"kind": "SHARDS", "completions": 2, "template": SHELL, "parallelism": 1}
     pid = world.submit(doc)
     assert CompositeSpec.from_payload(world.parent(pid).payload) == validate_composite(doc)
+
+
+def test_a_parent_cancelled_by_a_plain_task_cancel_has_its_children_stopped_and_leaves(world):
+    pid = world.submit({"kind": "SHARDS", "completions": 3, "parallelism": 2, "template": SHELL})
+    world.tick()
+    world.place_all()
+    # A plain cancel of the parent's task (not cancel_composite) touches the parent only.
+    assert world.tasks.cancel(pid, "old-client").accepted
+    world.tick()
+    assert world.states(pid) == "CCK"
+    skipped = world.tasks.get(world.children(pid)[2].task_id)
+    assert skipped.error == "the composite was cancelled"
+    assert world.composites.active_parents() == []
+    assert world.parent(pid).status == S.CANCELLED

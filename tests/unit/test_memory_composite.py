@@ -78,7 +78,9 @@ def test_children_are_released_once_onto_the_queue_with_their_fields_and_first_a
 def test_nothing_is_released_for_a_parent_not_running(store):
     parent, _ = store.submit_composite(shards(2))
     kids = store.children(parent.task_id)
-    assert store.release(parent.task_id, [Release(kids[0])], EPOCH, "c").reason == "not_running"
+    assert (
+        store.release(parent.task_id, [Release(kids[0])], EPOCH, "c").reason == "parent_not_running"
+    )
     store.cancel_composite(parent.task_id)
     assert store.release(parent.task_id, [Release(kids[0])], EPOCH, "c").reason == "parent_final"
     assert store.store.queue == []
@@ -169,6 +171,7 @@ def test_cancel_composite_cancels_the_parent_and_every_unfinished_child_once(sto
     assert (result.accepted, result.reason, result.cancelled_from) == (True, "ok", "RUNNING")
     assert status(store, pid) == S.CANCELLED
     assert {status(store, k) for k in kids} == {S.CANCELLED}
+    assert store.active_parents() == []  # nothing left for the coordinator
     assert store.cancel_composite(pid).reason == "already_cancelled"
     assert store.cancel_composite("nope").reason == "missing"
 
