@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +16,7 @@ from common import keys
 from common.adapters.redis_composite import SCRIPTS, RedisCompositeStore
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_queue import Claim, RedisWorkQueue
+from common.adapters.redis_retention import RedisRetention
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.composite import (
@@ -32,6 +34,8 @@ from common.ports.composite import Release
 pytestmark = pytest.mark.integration
 
 EPOCH = 3
+DAY = 86400.0
+WEEK = 7 * DAY
 
 
 def shards(n: int, request_id: str | None = None, reduce: bool = False, **more) -> CompositeSpec:
@@ -531,6 +535,7 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
     # Loaded first: a script's first EVALSHA fails with NOSCRIPT and runs nothing.
     for name in SCRIPTS:
         client.script_load(script_source(f"composite_{name}", "composite_lib"))
+    client.script_load(script_source("retention"))
     spec = map_reduce().model_copy(update={"request_id": "k-1"})
     parent = None
 
@@ -553,6 +558,8 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
         "cancel": lambda: store.cancel_composite(pid),
         "retry": lambda: store.retry_composite(pid),
         "finish": lambda: store.finish(pid, "FAILED", EPOCH, "c", error="x"),
+        # retention.lua reads a child's parent and deletes a parent's children list.
+        "retention": lambda: RedisRetention(client).sweep(WEEK, now=time.time() + 8 * DAY),
     }
     for name, call in calls.items():
         scripts_seen[name] = keys_touched(client, redis_url, call)
@@ -561,3 +568,30 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
         for declared, touched in runs:
             assert touched, f"{name}: MONITOR showed no command of the script"
             assert touched <= declared, f"{name} touched undeclared keys {touched - declared}"
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+def test_retention_keeps_a_finished_child_while_its_parent_runs_then_takes_the_whole_composite(
+    store, tasks, redis_client
+):
+    parent, _ = store.submit_composite(shards(2, request_id="old-run"))
+    ids = store.children(parent.task_id)
+    store.start(parent.task_id, EPOCH, "c")
+    store.release(parent.task_id, [Release(ids[0])], EPOCH, "c")
+    run_child(tasks, ids[0], TaskStatus.SUCCESS)
+    store.skip(parent.task_id, ids[1:], "not needed", EPOCH, "c")
+    retention = RedisRetention(redis_client)
+    later = time.time() + 8 * DAY
+    # The children are finished and old, but their parent still runs: its tree needs them.
+    report = retention.sweep(WEEK, now=later)
+    assert report.removed == 0
+    assert store.tasks(ids).keys() == set(ids)
+    store.finish(parent.task_id, "SUCCESS", EPOCH, "c", result="1 of 2 children succeeded")
+    report = retention.sweep(WEEK, now=later)
+    # A SKIPPED child is final and goes like any other; the parent takes its list with it.
+    assert (report.removed, report.by_status) == (3, {"SUCCESS": 2, "SKIPPED": 1})
+    assert redis_client.keys("task:*") == []
+    assert redis_client.zcard(keys.TASK_INDEX) == 0
+    assert not redis_client.exists(keys.request("old-run"))
