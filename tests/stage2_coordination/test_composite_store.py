@@ -30,6 +30,7 @@ from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import TaskType
 from common.domain.transitions import TaskStatus
 from common.ports.composite import Release
+from common.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -595,3 +596,42 @@ def test_retention_keeps_a_finished_child_while_its_parent_runs_then_takes_the_w
     assert redis_client.keys("task:*") == []
     assert redis_client.zcard(keys.TASK_INDEX) == 0
     assert not redis_client.exists(keys.request("old-run"))
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+def test_released_shards_run_on_a_stage_2_agent_told_their_index_in_their_environment(
+    scheduler, agent, redis_client
+):
+    # Given a leading scheduler and an agent, and a composite of two shards whose children the
+    # test releases as the leader's coordinator would, with the leader's epoch
+    scheduler("sched-a")
+    agent("agent-a", capacity=2)
+    store = RedisCompositeStore(redis_client)
+    spec = validate_composite(
+        {
+            "kind": "SHARDS",
+            "completions": 2,
+            "template": {
+                "taskType": "SHELL",
+                "payload": 'echo "$TASKLAB_SHARD_INDEX/$TASKLAB_SHARD_TOTAL '
+                '$TASKLAB_PARENT_ID $TASKLAB_ATTEMPT $TASKLAB_TASK_ID"',
+            },
+        }
+    )
+    parent, _ = store.submit_composite(spec)
+    ids = store.children(parent.task_id)
+    epoch = eventually(lambda: int(redis_client.get(keys.SCHEDULER_FENCE) or 0), 20, 0.1, "leader")
+    assert store.start(parent.task_id, epoch, "test").accepted
+    assert store.release(parent.task_id, [Release(i) for i in ids], epoch, "test").count == 2
+
+    # Then each runs once, to success, with its own index, its parent and its first attempt
+    def finished():
+        now = store.tasks(ids)
+        return all(t.is_terminal for t in now.values()) and now
+
+    done = eventually(finished, 30, message="both shards finished")
+    assert [(done[i].status, done[i].result) for i in ids] == [
+        (TaskStatus.SUCCESS, f"{n}/2 {parent.task_id} 1 {i}\n") for n, i in enumerate(ids)
+    ]
