@@ -38,7 +38,17 @@ from common.ports.composite import CompositeStore, CoordinatorWrite, Release
 from common.ports.task_store import CancelResult
 
 # The scripts, each built as LEGAL + prelude + composite_lib.lua + its body.
-SCRIPTS = ("submit", "cancel", "retry", "start", "release", "expand", "skip", "finish")
+SCRIPTS = (
+    "submit",
+    "cancel",
+    "retry",
+    "start",
+    "release",
+    "expand",
+    "skip",
+    "cancel_children",
+    "finish",
+)
 
 # How often a cancel reads the children list again when an expand changed it meanwhile: an
 # expand runs once per parent, so a second read always matches.
@@ -344,6 +354,21 @@ class RedisCompositeStore(CompositeStore):
     ) -> CoordinatorWrite:
         return _write(
             self._scripts["skip"](
+                keys=[
+                    keys.task(parent_id),
+                    keys.TRANSITION_STATS,
+                    keys.SCHEDULER_FENCE,
+                    *(k for i in child_ids for k in (keys.task(i), keys.history(i))),
+                ],
+                args=[parent_id, epoch, actor, repr(time.time()), reason, *child_ids],
+            )
+        )
+
+    def cancel_children(
+        self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
+    ) -> CoordinatorWrite:
+        return _write(
+            self._scripts["cancel_children"](
                 keys=[
                     keys.task(parent_id),
                     keys.TRANSITION_STATS,
