@@ -23,6 +23,7 @@ with its id and left for the next tick; the others go on.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
@@ -54,6 +55,7 @@ class CompositeCoordinator:
         interval: float = 0.05,
         idle_max: float = 1.0,
         max_parents_per_tick: int = 256,
+        view_settle: float = 2.0,
     ) -> None:
         self.store = store
         self.view = view
@@ -63,6 +65,9 @@ class CompositeCoordinator:
         # Bounded work per tick: a backlog of parents is taken in turns (`_cursor`), so one
         # tick stays short and no parent waits behind the others for long.
         self.max_parents_per_tick = max_parents_per_tick
+        # How long a broadcast waits for the view to have read every live agent's data.
+        self.view_settle = view_settle
+        self._settling: dict[str, float] = {}  # parent id -> when it may wait no longer
         self._cursor = 0
         # parent id -> {child id: the child as it ended}: final is forever.
         self._final: dict[str, dict[str, Task]] = {}
@@ -138,8 +143,11 @@ class CompositeCoordinator:
                 raise LookupError(f"child {cid} is listed but missing")
             children.append(child)
         spec = self._spec(parent)
+        live = self._live_agents(parent_id, spec, children)
+        if live is None:
+            return None  # a broadcast waits for the view to settle: decided next tick
         with bind(taskId=parent_id, epoch=epoch):
-            plan = decide(spec, parent, children, self._live_agents(spec, children))
+            plan = decide(spec, parent, children, live)
             if not plan.empty:
                 self._apply(parent_id, plan, epoch)
         for child in children:
@@ -199,20 +207,42 @@ class CompositeCoordinator:
             spec = self._specs[parent.task_id] = CompositeSpec.from_payload(parent.payload)
         return spec
 
-    def _live_agents(self, spec: CompositeSpec, children: Sequence[Task]) -> list[str]:
-        """The agents a BROADCAST runs on: read only while it has no children of its own."""
+    def _live_agents(
+        self, parent_id: str, spec: CompositeSpec, children: Sequence[Task]
+    ) -> list[str] | None:
+        """The agents a BROADCAST runs on, read only while it has no children of its own; None
+        while the view is not settled yet.
+
+        The view learns who is live (the children of /live-agents) before it has read what
+        each one runs (one data watch per agent, answered later): an agent in the first but
+        not yet in the second is neither counted in nor left out. A broadcast waits up to
+        `view_settle` for its data, rather than leave out an agent that is alive now.
+        """
         if spec.kind != CompositeKind.BROADCAST or spec.template is None:
             return []
         if any(c.role == ChildRole.BROADCAST.value for c in children):
             return []
+        agents = self.view.agents()
+        unread = self.view.ids() - {a.agent_id for a in agents}
+        if unread:
+            now = time.monotonic()
+            deadline = self._settling.setdefault(parent_id, now + self.view_settle)
+            if now < deadline:
+                return None
+            log.warning(
+                "broadcast %s: no data from live agent(s) %s after %.1fs; going without them",
+                parent_id,
+                ", ".join(sorted(unread)),
+                self.view_settle,
+            )
+        self._settling.pop(parent_id, None)
         task_type = spec.template.task_type.value
-        return [
-            a.agent_id for a in self.view.agents() if not a.draining and task_type in a.task_types
-        ]
+        return [a.agent_id for a in agents if not a.draining and task_type in a.task_types]
 
     def _forget(self, parent_id: str) -> None:
         self._final.pop(parent_id, None)
         self._specs.pop(parent_id, None)
+        self._settling.pop(parent_id, None)
         self._reported = {r for r in self._reported if r[0] != parent_id}
 
     def _report(self, parent_id: str, exc: Exception) -> None:

@@ -518,3 +518,32 @@ def test_a_parent_cancelled_by_a_plain_task_cancel_has_its_children_stopped_and_
     assert skipped.error == "the composite was cancelled"
     assert world.composites.active_parents() == []
     assert world.parent(pid).status == S.CANCELLED
+
+
+class HalfReadView(InMemoryLiveAgents):
+    """A view that knows an agent is live before it has read the agent's data."""
+
+    def __init__(self, *agents: AgentInfo, unread: set[str]) -> None:
+        super().__init__(*agents)
+        self.unread = unread
+
+    def ids(self) -> set[str]:
+        return set(self.live) | self.unread
+
+
+def test_a_broadcast_waits_for_the_view_to_read_every_live_agent_then_includes_it(world):
+    world.coordinator.view = view = HalfReadView(agent("a1"), unread={"a2"})
+    pid = world.submit({"kind": "BROADCAST", "template": SHELL})
+    world.tick()
+    assert world.parent(pid).status == S.PENDING and world.children(pid) == []
+    view.live["a2"], view.unread = agent("a2"), set()  # its data arrives
+    world.tick()
+    assert [c.pinned_agent for c in world.children(pid)] == ["a1", "a2"]
+
+
+def test_a_broadcast_goes_without_an_agent_whose_data_never_comes(world):
+    world.coordinator.view = HalfReadView(agent("a1"), unread={"bad"})
+    world.coordinator.view_settle = 0.0
+    pid = world.submit({"kind": "BROADCAST", "template": SHELL})
+    world.tick()
+    assert [c.pinned_agent for c in world.children(pid)] == ["a1"]
