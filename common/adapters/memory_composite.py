@@ -266,6 +266,10 @@ class InMemoryCompositeStore(CompositeStore):
         with self._lock:
             return {t: task for t in task_ids if (task := self._task(t)) is not None}
 
+    def statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
+        with self._lock:
+            return {t: task.status.value for t in task_ids if (task := self._task(t)) is not None}
+
     def start(self, parent_id: str, epoch: int, actor: str) -> CoordinatorWrite:
         with self._lock:
             self._count("start")

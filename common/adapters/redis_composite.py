@@ -274,6 +274,16 @@ class RedisCompositeStore(CompositeStore):
             if data
         }
 
+    def statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(keys.task(task_id), "status")
+        return {
+            t: _s(status)
+            for t, status in zip(task_ids, pipe.execute(), strict=True)
+            if status is not None
+        }
+
     def start(self, parent_id: str, epoch: int, actor: str) -> CoordinatorWrite:
         return _write(
             self._scripts["start"](

@@ -79,6 +79,12 @@ class CompositeStore(ABC):
         """The current state of these tasks, in one round trip (absent ids are left out)."""
 
     @abstractmethod
+    def statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """Just the status of each of these tasks, in one round trip (absent ids left out):
+        what the coordinator reads of its running children on each tick, fetching a child
+        whole only when its status moved."""
+
+    @abstractmethod
     def start(self, parent_id: str, epoch: int, actor: str) -> CoordinatorWrite:
         """The parent PENDING -> RUNNING (fenced)."""
 

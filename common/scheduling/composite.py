@@ -84,6 +84,10 @@ class CompositeCoordinator:
         self._lists: dict[str, list[str]] = {}
         self._waiting: dict[str, dict[str, Task]] = {}
         self._waiting_read: dict[str, float] = {}
+        # parent id -> {child id: the child as last read}, for the released children not yet
+        # final: each tick reads only their statuses, and a child whole only when its status
+        # moved (a thousand running children cost a thousand HGETs, not a thousand parses).
+        self._running: dict[str, dict[str, Task]] = {}
         self._specs: dict[str, CompositeSpec] = {}
         # (parent id, problem) already logged: a parent that fails the same way on every tick
         # is logged once, not twenty times a second.
@@ -120,6 +124,7 @@ class CompositeCoordinator:
             self._term = epoch
             self._lists.clear()
             self._waiting.clear()
+            self._running.clear()
             self._waiting_read.clear()
         active = self.store.active_parents()
         gone = set(self._final) - set(active)
@@ -153,8 +158,15 @@ class CompositeCoordinator:
         if now - self._waiting_read.get(parent_id, -1e9) >= self.waiting_refresh:
             waiting.clear()
             self._waiting_read[parent_id] = now
+        running = self._running.setdefault(parent_id, {})
         ask = [c for c in child_ids if c not in seen and c not in waiting]
-        fresh = self.store.tasks([parent_id, *ask])
+        known = [c for c in ask if c in running]
+        moved = [c for c in ask if c not in running]
+        if known:
+            now_status = self.store.statuses(known)
+            moved += [c for c in known if now_status.get(c) != running[c].status.value]
+        fresh = self.store.tasks([parent_id, *moved])
+        fresh.update({c: running[c] for c in ask if c not in fresh and c in running})
         parent = fresh.get(parent_id)
         if parent is None:
             # Deleted under us (retention, a hand-run DEL): nothing can be decided; finish
@@ -176,14 +188,18 @@ class CompositeCoordinator:
             plan = decide(spec, parent, children, live)
             if not plan.empty:
                 self._apply(parent_id, plan, epoch)
+        running.clear()
         for child in children:
             if child.status in TERMINAL_STATES:
                 seen[child.task_id] = child
             elif child.status == TaskStatus.WAITING:
                 waiting[child.task_id] = child
+            else:
+                running[child.task_id] = child
         # What this plan wrote to is read again next tick.
         for cid in [r.child_id for r in plan.release] + [c for c, _ in plan.skip] + plan.cancel:
             waiting.pop(cid, None)
+            running.pop(cid, None)
         return plan
 
     def _apply(self, parent_id: str, plan: Plan, epoch: int) -> None:
@@ -275,6 +291,7 @@ class CompositeCoordinator:
         self._final.pop(parent_id, None)
         self._lists.pop(parent_id, None)
         self._waiting.pop(parent_id, None)
+        self._running.pop(parent_id, None)
         self._waiting_read.pop(parent_id, None)
         self._specs.pop(parent_id, None)
         self._settling.pop(parent_id, None)

@@ -449,10 +449,19 @@ def test_a_tick_reads_only_the_children_not_yet_seen_final(world):
         world.finish(c.task_id)
     world.tick()
     asked: list[list[str]] = []
-    tasks = world.composites.tasks
+    polled: list[list[str]] = []
+    tasks, statuses = world.composites.tasks, world.composites.statuses
     world.composites.tasks = lambda ids: asked.append(list(ids)) or tasks(ids)
+    world.composites.statuses = lambda ids: polled.append(list(ids)) or statuses(ids)
+    last = world.children(pid)[3].task_id
     world.tick()
-    assert asked == [[pid, world.children(pid)[3].task_id]]
+    # the running child's status only: it did not move, so it is not read whole
+    assert (asked, polled) == ([[pid]], [[last]])
+    world.finish(last)
+    asked.clear(), polled.clear()
+    world.tick()
+    # it moved: now it is read whole, with its result
+    assert (asked, polled) == ([[pid, last]], [[last]])
 
 
 def test_a_tick_takes_a_bounded_number_of_parents_in_turns(world):
