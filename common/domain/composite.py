@@ -645,6 +645,7 @@ def _success_text(body: Sequence[Task]) -> str:
     return text
 
 
+# --8<-- [start:running]
 def _decide_running(
     spec: CompositeSpec,
     parent: Task,
@@ -750,6 +751,9 @@ def _decide_running(
     )
 
 
+# --8<-- [end:running]
+
+
 def _dag_ready(spec: CompositeSpec, body: list[Task]) -> tuple[list[Task], list[tuple[str, str]]]:
     """A DAG's WAITING nodes whose trigger rule holds (listed order), and those whose rule can
     no longer hold, with why. Skips cascade in one pass (topological order): a node skipped now
@@ -774,6 +778,7 @@ def _dag_ready(spec: CompositeSpec, body: list[Task]) -> tuple[list[Task], list[
     return ready, skip
 
 
+# --8<-- [start:trigger]
 def _trigger(node: DagNode, ups: Mapping[str, TaskStatus | None]) -> tuple[str, str]:
     """("run" | "skip" | "wait", why) for one WAITING node, given its upstream nodes' states."""
     if not ups:
@@ -794,6 +799,9 @@ def _trigger(node: DagNode, ups: Mapping[str, TaskStatus | None]) -> tuple[str, 
         names = ", ".join(repr(up) for up in ups)
         return "skip", f"upstream node(s) {names} ended without a failure (rule ONE_FAILED)"
     return "wait", ""
+
+
+# --8<-- [end:trigger]
 
 
 def _topological(nodes: Sequence[DagNode]) -> list[str]:

@@ -146,6 +146,7 @@ class CompositeCoordinator:
         return len(active)
 
     # -- one parent ------------------------------------------------------------------------------
+    # --8<-- [start:coordinate]
     def coordinate(self, parent_id: str, epoch: int) -> Plan | None:
         """Read, decide and apply for one parent; returns the Plan applied (None if the parent
         is gone)."""
@@ -201,6 +202,8 @@ class CompositeCoordinator:
             waiting.pop(cid, None)
             running.pop(cid, None)
         return plan
+
+    # --8<-- [end:coordinate]
 
     def _apply(self, parent_id: str, plan: Plan, epoch: int) -> None:
         store, actor = self.store, self.actor
