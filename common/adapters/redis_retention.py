@@ -164,14 +164,33 @@ class RedisRetention:
                     keys.TASK_INDEX, "-inf", cutoff, start=start, num=page
                 )
             ]
-            for status, updated, _request, _parent in self._read(ids):
+            rows = self._read(ids)
+            running = self._unfinished({parent for *_, parent in rows if parent})
+            for status, updated, _request, parent in rows:
                 if status is None:
                     survey.finished["orphan"] += 1
-                elif status in _FINISHED and updated is not None and updated < cutoff:
+                elif (
+                    status in _FINISHED
+                    and updated is not None
+                    and updated < cutoff
+                    and parent not in running
+                ):
                     survey.finished[status] += 1
                 else:
                     survey.kept[status] += 1
         return survey
+
+    def _unfinished(self, task_ids: set[str]) -> set[str]:
+        """Those of `task_ids` that exist and are not finished (a composite's running parents)."""
+        ordered = sorted(task_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ordered:
+            pipe.hget(keys.task(task_id), "status")
+        return {
+            task_id
+            for task_id, status in zip(ordered, pipe.execute(), strict=True)
+            if status is not None and _s(status) not in _FINISHED
+        }
 
     def old_entries(self, older_than_seconds: float, now: float | None = None) -> int:
         """Index entries created before the cutoff: an upper bound on what a sweep can remove."""

@@ -586,10 +586,13 @@ def test_retention_keeps_a_finished_child_while_its_parent_runs_then_takes_the_w
     retention = RedisRetention(redis_client)
     later = time.time() + 8 * DAY
     # The children are finished and old, but their parent still runs: its tree needs them.
+    survey = retention.survey(WEEK, now=later)
+    assert (survey.finished, survey.kept) == ({}, {"RUNNING": 1, "SUCCESS": 1, "SKIPPED": 1})
     report = retention.sweep(WEEK, now=later)
     assert report.removed == 0
     assert store.tasks(ids).keys() == set(ids)
     store.finish(parent.task_id, "SUCCESS", EPOCH, "c", result="1 of 2 children succeeded")
+    assert retention.survey(WEEK, now=later).finished == {"SUCCESS": 2, "SKIPPED": 1}
     report = retention.sweep(WEEK, now=later)
     # A SKIPPED child is final and goes like any other; the parent takes its list with it.
     assert (report.removed, report.by_status) == (3, {"SUCCESS": 2, "SKIPPED": 1})

@@ -14,15 +14,9 @@ local parent = redis.call('HMGET', KEYS[1], 'status', 'expanded', 'taskType')
 if not parent[1] or parent[3] ~= 'COMPOSITE' then return {0, 'missing', 0} end
 if is_final(parent[1]) then return {0, 'parent_final', 0} end
 if parent[2] == '1' then return {0, 'already_expanded', 0} end
+create_children(KEYS[5], 6, 6, n, ARGV[4], ARGV[3], 'created by its parent', true)
 local ids = {}
-for i = 0, n - 1 do
-  local id = ARGV[6 + 2 * i]
-  if redis.call('EXISTS', KEYS[6 + 2 * i]) == 0 then
-    create_task(KEYS[6 + 2 * i], KEYS[7 + 2 * i], KEYS[5], id, ARGV[7 + 2 * i], ARGV[4], ARGV[3],
-                'created by its parent')
-  end
-  ids[#ids + 1] = id
-end
+for i = 0, n - 1 do ids[#ids + 1] = ARGV[6 + 2 * i] end
 local reduce = ARGV[5]
 if reduce ~= '' and redis.call('LINDEX', KEYS[4], -1) == reduce then
   redis.call('RPOP', KEYS[4])

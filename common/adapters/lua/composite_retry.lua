@@ -19,10 +19,7 @@ for k = 7 + 2 * fresh, #KEYS do
 end
 create_task(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
             'retry of ' .. string.sub(KEYS[1], 6))
-for i = 0, fresh - 1 do
-  create_task(KEYS[7 + 2 * i], KEYS[8 + 2 * i], KEYS[4], ARGV[7 + 2 * i], ARGV[8 + 2 * i],
-              ARGV[3], ARGV[4], 'created with its parent')
-end
+create_children(KEYS[4], 7, 7, fresh, ARGV[3], ARGV[4], 'created with its parent', false)
 push_all(KEYS[5], cjson.decode(ARGV[5]))
 redis.call('SADD', KEYS[6], ARGV[1])
 return {1, 'ok', ARGV[1]}

@@ -16,13 +16,9 @@ local verdict, existing = claim_request(KEYS[4], ARGV[5], ARGV[1], KEYS[5], ARGV
 if verdict == 'conflict' then return {existing, 0, 'conflict'} end
 if verdict == 'duplicate' then return {existing, 0} end
 create_task(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], '')
+create_children(KEYS[3], 8, 7, n, ARGV[3], ARGV[4], 'created with its parent', false)
 local ids = {}
-for i = 0, n - 1 do
-  local id = ARGV[7 + 2 * i]
-  create_task(KEYS[8 + 2 * i], KEYS[9 + 2 * i], KEYS[3], id, ARGV[8 + 2 * i], ARGV[3], ARGV[4],
-              'created with its parent')
-  ids[#ids + 1] = id
-end
+for i = 0, n - 1 do ids[#ids + 1] = ARGV[7 + 2 * i] end
 push_all(KEYS[6], ids)
 redis.call('SADD', KEYS[7], ARGV[1])
 return {ARGV[1], 1}
