@@ -203,6 +203,13 @@ bench: setup $(BENCH_STAMP) ## tasklab vs Celery, full run (~45 min): table, JSO
 bench-quick: setup $(BENCH_STAMP) ## tasklab vs Celery, smoke run (a couple of minutes)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
+.PHONY: bench-fanout bench-fanout-quick
+bench-fanout: setup $(BENCH_STAMP) ## A composite of 1000 children: fan-out and fan-in, vs plain tasks and a Celery chord
+	$(BIN)/python -m bench.fan_out $(BENCH_ARGS)
+
+bench-fanout-quick: setup $(BENCH_STAMP) ## The same, smoke run (200 children, once)
+	$(BIN)/python -m bench.fan_out --quick $(BENCH_ARGS)
+
 .PHONY: bench-stage4 bench-stage4-quick
 bench-stage4: setup $(BENCH_STAMP) ## Submit via gRPC and REST next to the direct Redis client (~10 min)
 	$(BIN)/python -m bench.front_door $(BENCH_ARGS)

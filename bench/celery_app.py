@@ -58,6 +58,12 @@ def sleep10() -> None:
     time.sleep(0.01)
 
 
+@app.task(name="bench.count")
+def count(results: list) -> int:
+    """A chord's callback (bench/fan_out.py): it reads every child's result, as a reduce does."""
+    return len(results)
+
+
 TASKS = {"noop": noop, "shell": shell, "sleep10ms": sleep10}
 
 _starts: dict[str, float] = {}
