@@ -13,6 +13,9 @@ TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
 SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
 AGENTS_SEEN = "agents:seen"  # every agent id that heartbeated and was not reaped since
 EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each event it read
+# Set: the ids of composite parents not final yet, which the scheduler leader's coordinator
+# ticks (common/scheduling/composite.py); a parent leaves it when it finishes or is cancelled.
+COMPOSITES_ACTIVE = "composites:active"
 
 
 def task(task_id: str) -> str:
@@ -25,6 +28,12 @@ def history(task_id: str) -> str:
 
 def logs(task_id: str) -> str:
     return f"task:{task_id}:logs"
+
+
+def children(parent_id: str) -> str:
+    """List: a composite parent's child ids in their listed order (GROUP, SHARDS or DAG order;
+    MAP_REDUCE's map step, then the items `expand` adds), a reduce step always last."""
+    return f"task:{parent_id}:children"
 
 
 def request(request_id: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from common.domain.idempotency import IdempotencyConflict, request_fingerprint
 from common.domain.task import Task, TaskSpec
-from common.domain.transitions import TaskStatus, is_legal
+from common.domain.transitions import NEW_ATTEMPT_ON, TaskStatus, is_legal
 from common.ports.task_store import CancelResult, TaskStore, TransitionResult
 
 
@@ -159,7 +159,7 @@ class InMemoryTaskStore(TaskStore):
         if not is_legal(status, to):
             self._count("rejected_illegal")
             return TransitionResult(False, "illegal", status, cur_attempt)
-        new_attempt = cur_attempt + 1 if to == TaskStatus.PENDING else cur_attempt
+        new_attempt = cur_attempt + 1 if (status, to) in NEW_ATTEMPT_ON else cur_attempt
         new_epoch = max(epoch, cur_epoch)
         now = time.time()
         data.update(

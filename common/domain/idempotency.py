@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from common.domain.task import TaskSpec
+
+if TYPE_CHECKING:
+    from common.domain.composite import CompositeSpec
 
 # Bumped if the normalisation ever changes, so an old fingerprint never matches a new one by
 # accident (it would then conflict, the safe side, rather than return the wrong task).
@@ -75,8 +79,17 @@ def request_fingerprint(spec: TaskSpec, retry_of: str | None = None) -> str:
     return retry_fingerprint(retry_of) if retry_of else spec_fingerprint(spec)
 
 
+def composite_fingerprint(spec: CompositeSpec) -> str:
+    """The fingerprint of a composite submit: the whole document as its parent stores it
+    (canonical JSON, defaults included), without the requestId, which is the key."""
+    doc = json.loads(spec.to_payload())
+    doc.pop("requestId", None)
+    return _digest({"composite": doc})
+
+
 __all__ = [
     "IdempotencyConflict",
+    "composite_fingerprint",
     "normalised",
     "request_fingerprint",
     "retry_fingerprint",

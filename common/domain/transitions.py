@@ -54,9 +54,12 @@ TERMINAL_STATES: frozenset[TaskStatus] = frozenset(
 )
 
 # Going back to PENDING starts a new attempt: every write still carrying the old attempt number
-# (a zombie agent, a slow scheduler) is then stale and rejected by the store.
+# (a zombie agent, a slow scheduler) is then stale and rejected by the store. A composite's child
+# released from WAITING is not going back: it starts its first attempt.
 NEW_ATTEMPT_ON: frozenset[tuple[TaskStatus, TaskStatus]] = frozenset(
-    (src, S.PENDING) for src, nexts in LEGAL_TRANSITIONS.items() if S.PENDING in nexts
+    (src, S.PENDING)
+    for src, nexts in LEGAL_TRANSITIONS.items()
+    if S.PENDING in nexts and src != S.WAITING
 )
 
 

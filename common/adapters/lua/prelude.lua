@@ -3,15 +3,19 @@
 
 -- Create a task: its hash from a JSON object of fields, the first history entry, and its place
 -- in the index. Every way a task comes into being (submit, a hand-pushed message claimed by an
--- agent or placed by a scheduler) goes through here, so they all look the same afterwards.
+-- agent or placed by a scheduler, a composite's parent and children) goes through here, so
+-- they all look the same afterwards. The first entry records the status the fields give:
+-- PENDING for every task but a composite's child, which is created WAITING.
 local function create_task(tkey, hkey, index_key, task_id, fields_json, now, actor, reason)
   local args = {}
-  for k, v in pairs(cjson.decode(fields_json)) do
+  local fields = cjson.decode(fields_json)
+  for k, v in pairs(fields) do
     args[#args + 1] = k
     args[#args + 1] = tostring(v)
   end
   redis.call('HSET', tkey, unpack(args))
-  local entry = {state = 'PENDING', at = now, actor = actor, epoch = 0, attempt = 1}
+  local state = fields.status or 'PENDING'
+  local entry = {state = state, at = now, actor = actor, epoch = 0, attempt = 1}
   if reason ~= '' then entry.reason = reason end
   redis.call('RPUSH', hkey, cjson.encode(entry))
   redis.call('ZADD', index_key, now, task_id)
@@ -94,8 +98,10 @@ local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, 
     count(stats_key, 'rejected_illegal')
     return {0, 'illegal', status, cur_attempt}
   end
+  -- Going back to PENDING starts a new attempt (NEW_ATTEMPT_ON in transitions.py); a child
+  -- released from WAITING starts its first.
   local new_attempt = cur_attempt
-  if to == 'PENDING' then new_attempt = cur_attempt + 1 end
+  if to == 'PENDING' and status ~= 'WAITING' then new_attempt = cur_attempt + 1 end
   local new_epoch = math.max(epoch, cur_epoch)
   local args = {'status', to, 'attempt', new_attempt, 'epoch', new_epoch, 'updatedAt', now}
   for k, v in pairs(fields or {}) do
