@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -33,7 +34,7 @@ from common.domain.task import (
     shown,
     validate_spec,
 )
-from common.domain.transitions import TaskStatus
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 # Children one composite may have: enough for a real fan-out, small enough that a parent's
 # tree is read in one round trip and its creation is one script.
@@ -503,3 +504,317 @@ class CompositeTree:
     @property
     def progress(self) -> Progress:
         return Progress.of(self.children)
+
+
+# -- what happens next: decide ------------------------------------------------------------------
+# The coordinator reads a parent and its children, asks `decide` what to do, and carries the
+# Plan out through the store's fenced writes. Everything it needs is in its arguments and it
+# writes nothing, so every rule below is a row in a table test, and running it twice on the same
+# state gives the same Plan: the store's writes (release only what is still WAITING, expand
+# once, finish once) make applying that Plan a second time change nothing.
+
+# A child in one of these has been released and has not ended: it counts for the cap.
+ACTIVE_STATES = frozenset(
+    {TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.DISPATCHED, TaskStatus.RUNNING}
+)
+# How a child counts against its parent's failure policy (SKIPPED is no failure: a DAG node
+# whose rule could not hold did what its author asked).
+FAILED_STATES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class Release(NamedTuple):
+    """A WAITING child to put on the queue, with fields to set as it goes (a reduce's input)."""
+
+    child_id: str
+    fields: Mapping[str, str] = {}
+
+
+class Finish(NamedTuple):
+    """How the parent ends: SUCCESS with a result, or FAILED with an error. CANCELLED (or any
+    final status the parent already has) only takes it off the active set."""
+
+    status: TaskStatus
+    result: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the coordinator is to do for one parent, in this order: `start` it (PENDING ->
+    RUNNING); `expand` it with `new_children` (created WAITING, once); `skip` WAITING children
+    (id, reason); `cancel` released children that have not ended (with `cancel_reason`);
+    `release` WAITING children onto the queue; `finish` it."""
+
+    start: bool = False
+    expand: Literal["map", "broadcast"] | None = None
+    new_children: list[Task] = field(default_factory=list)
+    skip: list[tuple[str, str]] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+    cancel_reason: str = ""
+    release: list[Release] = field(default_factory=list)
+    finish: Finish | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.start
+            or self.expand
+            or self.skip
+            or self.cancel
+            or self.release
+            or self.finish is not None
+        )
+
+    def skips_by_reason(self) -> dict[str, list[str]]:
+        """The skips grouped by reason, in order: the store skips a list with one reason."""
+        out: dict[str, list[str]] = {}
+        for child, reason in self.skip:
+            out.setdefault(reason, []).append(child)
+        return out
+
+
+class CompositeStateError(ValueError):
+    """A parent or its children in a state no composite takes (a parent on a queue)."""
+
+
+def decide(
+    spec: CompositeSpec,
+    parent: Task,
+    children: Sequence[Task],
+    live_agents: Sequence[str] = (),
+) -> Plan:
+    """What happens next to a composite, given its parent and its children in listed order.
+
+    `live_agents`: the agents a BROADCAST would run on now (live, not draining, running the
+    template's task type); read only when a BROADCAST has no children of its own yet.
+    """
+    status = parent.status
+    if status == TaskStatus.PENDING:
+        return _decide_running(spec, parent, list(children), live_agents, start=True)
+    if status == TaskStatus.RUNNING:
+        return _decide_running(spec, parent, list(children), live_agents, start=False)
+    if status in TERMINAL_STATES:
+        return _wind_down(parent, children)
+    raise CompositeStateError(
+        f"composite {parent.task_id} is {status.value}: a parent is PENDING, RUNNING or final"
+    )
+
+
+def _wind_down(parent: Task, children: Sequence[Task]) -> Plan:
+    """A parent that ended (a client cancelled it, or it finished and is still listed active):
+    nothing of it may run on. WAITING children are skipped, released ones cancelled, and the
+    parent is taken off the active set."""
+    why = (
+        "the composite was cancelled"
+        if parent.status == TaskStatus.CANCELLED
+        else f"the composite is {parent.status.value}"
+    )
+    return Plan(
+        skip=[(c.task_id, why) for c in children if c.status == TaskStatus.WAITING],
+        cancel=[c.task_id for c in children if c.status in ACTIVE_STATES],
+        cancel_reason=why,
+        finish=Finish(parent.status),
+    )
+
+
+def _is_reduce(child: Task) -> bool:
+    return child.role == ChildRole.REDUCE.value
+
+
+def _label(child: Task) -> str:
+    return child.node or child.task_name
+
+
+def _failure_text(failed: Sequence[Task], total: int) -> str:
+    """ "2 of 5 children failed (first: resize [3/5]: exit code 1)": the first FAILED child in
+    listed order is named rather than a CANCELLED one, which is often collateral."""
+    first = next((c for c in failed if c.status == TaskStatus.FAILED), failed[0])
+    why = first.error or first.status.value.lower()
+    return f"{len(failed)} of {total} children failed (first: {_label(first)}: {why})"
+
+
+def _success_text(body: Sequence[Task]) -> str:
+    ok = sum(1 for c in body if c.status == TaskStatus.SUCCESS)
+    text = f"{ok} of {len(body)} children succeeded"
+    failed = sum(1 for c in body if c.status in FAILED_STATES)
+    skipped = sum(1 for c in body if c.status == TaskStatus.SKIPPED)
+    if failed:
+        text += f", {failed} failed (tolerated)"
+    if skipped:
+        text += f", {skipped} skipped"
+    return text
+
+
+def _decide_running(
+    spec: CompositeSpec,
+    parent: Task,
+    children: list[Task],
+    live_agents: Sequence[str],
+    start: bool,
+) -> Plan:
+    reduce = next((c for c in children if _is_reduce(c)), None)
+    body = [c for c in children if not _is_reduce(c)]
+    expand: Literal["map", "broadcast"] | None = None
+    new: list[Task] = []
+
+    def fail(error: str, why: str = "") -> Plan:
+        # The composite cannot go on: nothing still waiting will ever run, nothing released
+        # runs on (`why`: what the skipped and cancelled children are told).
+        why = why or error
+        return Plan(
+            start=start,
+            skip=[(c.task_id, why) for c in children if c.status == TaskStatus.WAITING],
+            cancel=[c.task_id for c in children if c.status in ACTIVE_STATES],
+            cancel_reason=why,
+            finish=Finish(TaskStatus.FAILED, error=error),
+        )
+
+    # -- children created late: the map step's items, the broadcast's agents ------------------
+    if spec.kind == CompositeKind.MAP_REDUCE:
+        step = next((c for c in body if c.role == ChildRole.MAP.value), None)
+        expanded = any(c.role == ChildRole.ITEM.value for c in body)
+        if step is None:
+            raise CompositeStateError(f"composite {parent.task_id} has no map step")
+        if not expanded and step.status in TERMINAL_STATES:
+            if step.status != TaskStatus.SUCCESS:
+                # No items will ever exist: a tolerance of failed children (maxFailed) is about
+                # items, and a reduce of nothing is not what the document asked for.
+                return fail(f"the map step {step.status.value}: {step.error or 'no output'}")
+            try:
+                items = parse_map_output(step.result or "")
+            except MapOutputError as exc:
+                return fail(str(exc))
+            expand, new = "map", item_children(parent, spec, items)
+            body = body + new
+    elif spec.kind == CompositeKind.BROADCAST:
+        if not any(c.role == ChildRole.BROADCAST.value for c in body):
+            assert spec.template is not None
+            if not live_agents:
+                return fail(
+                    f"no live agent runs {spec.template.task_type.value} "
+                    "(a broadcast runs once on each agent alive when it starts)"
+                )
+            expand, new = "broadcast", broadcast_children(parent, spec, live_agents)
+            body = body + new
+
+    policy = spec.policy
+    total = len(body)
+    failed = [c for c in body if c.status in FAILED_STATES]
+    too_many = len(failed) > policy.max_failed
+
+    # -- fail fast: the first failure beyond the tolerance ends it all ------------------------
+    if too_many and policy.mode == FailureMode.FAIL_FAST:
+        error = _failure_text(failed, total)
+        return fail(error, "the composite failed fast: " + error)
+
+    skip: list[tuple[str, str]] = []
+    if spec.kind == CompositeKind.DAG:
+        ready, skip = _dag_ready(spec, body)
+    else:
+        ready = [c for c in body if c.status == TaskStatus.WAITING]
+    skipped_now = {child for child, _ in skip}
+
+    # -- the cap: released children not ended count, the reduce step never does -------------
+    active = sum(1 for c in body if c.status in ACTIVE_STATES)
+    room = len(ready) if spec.parallelism is None else max(0, spec.parallelism - active)
+    release = [Release(c.task_id) for c in ready[:room]]
+
+    # -- every other child has ended: the reduce step, or the parent itself, is next ---------
+    finish: Finish | None = None
+    settled = not release and all(
+        c.status in TERMINAL_STATES or c.task_id in skipped_now for c in body
+    )
+    if settled:
+        if too_many:  # WAIT_ALL: every child had its chance
+            error = _failure_text(failed, total)
+            if reduce is not None and reduce.status == TaskStatus.WAITING:
+                skip.append((reduce.task_id, error))
+            finish = Finish(TaskStatus.FAILED, error=error)
+        elif reduce is None:
+            finish = Finish(TaskStatus.SUCCESS, result=_success_text(body))
+        elif reduce.status == TaskStatus.WAITING:
+            inputs = [c for c in body if c.role != ChildRole.MAP.value]
+            try:
+                release.append(Release(reduce.task_id, {"input": reduce_input(inputs)}))
+            except ValueError as exc:
+                skip.append((reduce.task_id, str(exc)))
+                finish = Finish(TaskStatus.FAILED, error=str(exc))
+        elif reduce.status == TaskStatus.SUCCESS:
+            finish = Finish(TaskStatus.SUCCESS, result=reduce.result)
+        elif reduce.status in TERMINAL_STATES:
+            why = reduce.error or reduce.status.value.lower()
+            error = f"the reduce step {reduce.status.value}: {why}"
+            finish = Finish(TaskStatus.FAILED, error=error)
+    return Plan(
+        start=start, expand=expand, new_children=new, skip=skip, release=release, finish=finish
+    )
+
+
+def _dag_ready(spec: CompositeSpec, body: list[Task]) -> tuple[list[Task], list[tuple[str, str]]]:
+    """A DAG's WAITING nodes whose trigger rule holds (listed order), and those whose rule can
+    no longer hold, with why. Skips cascade in one pass (topological order): a node skipped now
+    is seen as SKIPPED by its own downstream nodes."""
+    by_name = {c.node: c for c in body if c.node}
+    rules = {n.name: n for n in spec.nodes or []}
+    state: dict[str, TaskStatus] = {name: c.status for name, c in by_name.items()}
+    skip: list[tuple[str, str]] = []
+    holds: set[str] = set()
+    for name in _topological(spec.nodes or []):
+        child = by_name.get(name)
+        if child is None or child.status != TaskStatus.WAITING:
+            continue
+        node = rules[name]
+        verdict, reason = _trigger(node, {up: state.get(up) for up in node.depends_on})
+        if verdict == "skip":
+            state[name] = TaskStatus.SKIPPED
+            skip.append((child.task_id, reason))
+        elif verdict == "run":
+            holds.add(name)
+    ready = [c for c in body if c.node in holds]
+    return ready, skip
+
+
+def _trigger(node: DagNode, ups: Mapping[str, TaskStatus | None]) -> tuple[str, str]:
+    """("run" | "skip" | "wait", why) for one WAITING node, given its upstream nodes' states."""
+    if not ups:
+        return "run", ""
+    ended = {n: s for n, s in ups.items() if s in TERMINAL_STATES}
+    all_ended = len(ended) == len(ups)
+    if node.trigger == TriggerRule.ALL_SUCCESS:
+        for up, st in ended.items():
+            if st != TaskStatus.SUCCESS:
+                return "skip", f"upstream node {up!r} {st.value}"
+        return ("run", "") if all_ended else ("wait", "")
+    if node.trigger == TriggerRule.ALL_DONE:
+        return ("run", "") if all_ended else ("wait", "")
+    # ONE_FAILED: as soon as one upstream node failed; never if they all ended without one.
+    if any(s in FAILED_STATES for s in ended.values()):
+        return "run", ""
+    if all_ended:
+        names = ", ".join(repr(up) for up in ups)
+        return "skip", f"upstream node(s) {names} ended without a failure (rule ONE_FAILED)"
+    return "wait", ""
+
+
+def _topological(nodes: Sequence[DagNode]) -> list[str]:
+    """Node names, every node after its upstream nodes (Kahn; listed order among equals).
+    Nodes on a cycle (refused at submit) come last, in listed order."""
+    names = [n.name for n in nodes]
+    known = set(names)
+    waiting = {n.name: len({u for u in n.depends_on if u in known and u != n.name}) for n in nodes}
+    downstream: dict[str, list[str]] = {}
+    for n in nodes:
+        for up in set(n.depends_on):
+            if up in known and up != n.name:
+                downstream.setdefault(up, []).append(n.name)
+    queue = deque(name for name in names if waiting[name] == 0)
+    order: list[str] = []
+    while queue:
+        name = queue.popleft()
+        order.append(name)
+        for down in downstream.get(name, []):
+            waiting[down] -= 1
+            if waiting[down] == 0:
+                queue.append(down)
+    placed = set(order)
+    return order + [name for name in names if name not in placed]

@@ -10,19 +10,16 @@ leader's coordinator changes nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
-from common.domain.composite import CompositeSpec, CompositeTree
+from common.domain.composite import CompositeSpec, CompositeTree, Release
 from common.domain.task import Task
 from common.ports.task_store import CancelResult
 
-
-class Release(NamedTuple):
-    """A WAITING child to put on the queue, with fields to set as it goes (a reduce's input)."""
-
-    child_id: str
-    fields: Mapping[str, str] = {}
+# `Release` is the domain's (decide() plans releases); it is named here too, where the store's
+# `release` takes it.
+__all__ = ["CompositeStore", "CoordinatorWrite", "Release"]
 
 
 class CoordinatorWrite(NamedTuple):
@@ -30,7 +27,9 @@ class CoordinatorWrite(NamedTuple):
     (a newer leader exists; the caller steps down). `count`: children it moved."""
 
     accepted: bool
-    reason: str  # "ok", "stale_epoch", "parent_final", "already_expanded", "missing"
+    # "ok", "stale_epoch", "parent_final", "already_expanded", "missing", "not_running" (a
+    # release for a parent that is not RUNNING yet)
+    reason: str
     count: int = 0
 
     @property
@@ -102,6 +101,15 @@ class CompositeStore(ABC):
         self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
     ) -> CoordinatorWrite:
         """WAITING -> SKIPPED for each child still WAITING (fenced)."""
+
+    @abstractmethod
+    def cancel_children(
+        self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
+    ) -> CoordinatorWrite:
+        """Each listed child that was released and has not ended -> CANCELLED (fenced; one
+        script), `reason` in its history and as its error: the children a FAIL_FAST parent
+        stops, or those still running under a parent a client cancelled. Their agents see
+        CANCELLED and kill them. `count`: how many it cancelled."""
 
     @abstractmethod
     def finish(
