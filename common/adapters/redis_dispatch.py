@@ -161,6 +161,22 @@ class RedisDispatcher(Dispatcher):
             effect_keys={"scheduling": keys.SCHEDULING_QUEUE, "pending": keys.PENDING_QUEUE},
         )
 
+    def fail(self, scheduled: Scheduled, epoch: int, actor: str, error: str) -> TransitionResult:
+        """SCHEDULED -> FAILED, off queue:scheduling, in one fenced script: a pinned task whose
+        agent is gone. (Stage 3 publishes nothing here: no agent is involved.)"""
+        return self.store.transition(
+            scheduled.task.task_id,
+            TaskStatus.FAILED,
+            attempt=scheduled.attempt,
+            epoch=epoch,
+            actor=actor,
+            fields={"error": error, "finishedAt": repr(time.time())},
+            reason=error,
+            fenced=True,
+            effects=[{"op": "lrem", "key": "scheduling", "v": scheduled.message}],
+            effect_keys={"scheduling": keys.SCHEDULING_QUEUE},
+        )
+
     # -- recovery and failover ---------------------------------------------------------------
     # --8<-- [start:recover]
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:

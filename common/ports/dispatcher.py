@@ -57,6 +57,11 @@ class Dispatcher(ABC):
         """SCHEDULED -> PENDING, back to the queue."""
 
     @abstractmethod
+    def fail(self, scheduled: Scheduled, epoch: int, actor: str, error: str) -> TransitionResult:
+        """SCHEDULED -> FAILED and off queue:scheduling, fenced: a pinned task (a broadcast's
+        child) whose one agent is gone. Final: no retry, as no other agent may run it."""
+
+    @abstractmethod
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """Re-queue what a previous leader left in flight; (-1, 0) if `epoch` is stale."""
 

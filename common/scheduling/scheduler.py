@@ -14,7 +14,10 @@ A leader's term, in numbered phases:
 4. Watch: when an agent's node disappears, its DISPATCHED and RUNNING tasks go back to PENDING
    with attempt + 1 (failover); a periodic sweep repeats phase 2 for anything a watch missed,
    and releases retries whose backoff elapsed.
-5. The term ends when the ZooKeeper session is lost or a fenced write says a newer leader
+5. Coordinate composites (when given a coordinator): a thread of the term's own releases
+   their children onto `queue:pending`, where phase 3 places them, and finishes their parents
+   (common/scheduling/composite.py); its writes carry the same epoch.
+6. The term ends when the ZooKeeper session is lost or a fenced write says a newer leader
    exists; the scheduler then contends again as a standby. While SUSPENDED it places nothing.
 """
 
@@ -30,14 +33,14 @@ from redis.exceptions import RedisError
 from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
 from common.observability import bind, get_logger
-from common.ports.dispatcher import Dispatcher, NotScheduled
+from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
+from common.scheduling.composite import CompositeCoordinator
+from common.scheduling.fencing import Deposed
 from common.scheduling.strategies import Candidate, PlacementStrategy
 
+__all__ = ["Deposed", "Scheduler", "SchedulerStats"]
+
 log = get_logger("tasklab.scheduler")
-
-
-class Deposed(Exception):
-    """A fenced write was rejected as stale: a newer leader has taken over."""
 
 
 @dataclass
@@ -61,8 +64,11 @@ class Scheduler:
         poll_timeout: float = 0.5,
         sweep_interval: float = 1.0,
         housekeeping: Sequence[Callable[[], object]] = (),
+        coordinator: CompositeCoordinator | None = None,
     ) -> None:
         self.scheduler_id = scheduler_id
+        # Composite tasks' coordinator, run during a term only (phase 5).
+        self.coordinator = coordinator
         # What only the leader does, on its sweep (the retention of finished tasks).
         self.housekeeping = list(housekeeping)
         self.dispatcher = dispatcher
@@ -118,8 +124,11 @@ class Scheduler:
             self._departed.clear()
         next_sweep = 0.0
         idle = 0.05
+        # Set when the term is over, by this loop or by the coordinator's thread (Deposed).
+        over = threading.Event()
+        coordination = self._start_coordinator(term, over)
         try:
-            while not self.stopping.is_set() and not term.lost.is_set():
+            while not self.stopping.is_set() and not term.lost.is_set() and not over.is_set():
                 if term.suspended.is_set():
                     self.stopping.wait(0.05)
                     continue
@@ -147,9 +156,44 @@ class Scheduler:
             # Give the term up rather than lead blind; contending again re-runs recovery.
             log.error("Redis failed while leading (%s); stepping down", exc)
             self.stopping.wait(1.0)
+        finally:
+            # No write of this term's coordinator may follow the term: it is stopped and
+            # joined before the scheduler contends again (its writes are fenced regardless).
+            over.set()
+            if coordination is not None:
+                coordination.join()
         log.info("leadership ended (epoch %d)", term.epoch)
 
     # --8<-- [end:lead]
+
+    def _start_coordinator(self, term: Term, over: threading.Event) -> threading.Thread | None:
+        """The term's composite coordinator, on a thread of its own: the lead loop blocks on
+        `queue:pending` for up to `poll_timeout`, and composites must not wait for it."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return None
+
+        def coordinate() -> None:
+            while not over.is_set():
+                try:
+                    coordinator.run(term.epoch, over, paused=term.suspended)
+                except Deposed:
+                    self.stats.rejected_stale += 1
+                    log.warning(
+                        "a composite write was stale: a newer leader holds the fence; "
+                        "stepping down (epoch %d)",
+                        term.epoch,
+                    )
+                    over.set()
+                    self.view.changed.set()  # wake the lead loop if it waits for agents
+                except Exception:
+                    # A bug must not end the term (placement goes on) nor spin: log, go on.
+                    log.exception("the composite coordinator failed; running it again in 1 s")
+                    over.wait(1.0)
+
+        thread = threading.Thread(target=coordinate, name=f"composites-{term.epoch}", daemon=True)
+        thread.start()
+        return thread
 
     # --8<-- [start:place]
     def _place(self, raw: str, term: Term, candidates: list[Candidate]) -> None:
@@ -162,6 +206,9 @@ class Scheduler:
             return
         task = scheduled.task
         with bind(taskId=task.task_id, attempt=scheduled.attempt, epoch=term.epoch):
+            if task.pinned_agent:
+                self._place_pinned(scheduled, term, candidates)
+                return
             able = [c for c in candidates if task.task_type.value in c.agent.task_types]
             if not able:
                 result = self.dispatcher.unschedule(
@@ -190,6 +237,49 @@ class Scheduler:
                 log.info("dispatch refused: %s (task is %s)", result.reason, result.status)
 
     # --8<-- [end:place]
+
+    # --8<-- [start:pinned]
+    def _place_pinned(self, scheduled: Scheduled, term: Term, candidates: list[Candidate]) -> None:
+        """A task that may run on one agent only (a broadcast's child): there, or nowhere.
+
+        Its agent has room: dispatch. Its agent is live but its inbox is full: back to PENDING,
+        to be placed again. Its agent is gone, or shutting down: the task fails, since no other
+        agent may take its place (a broadcast runs once on each agent alive when it starts).
+        """
+        task = scheduled.task
+        agent_id = task.pinned_agent
+        assert agent_id is not None
+        chosen = next((c for c in candidates if c.agent_id == agent_id), None)
+        live = next((a for a in self.view.agents() if a.agent_id == agent_id), None)
+        if chosen is not None and task.task_type.value in chosen.agent.task_types:
+            result = self.dispatcher.dispatch(scheduled, agent_id, term.epoch, self.actor)
+            self._check(result.accepted, result.reason)
+            if result.accepted:
+                self.stats.dispatched += 1
+                log.info("dispatched to %s, the one agent it is pinned to", agent_id)
+            return
+        why = ""
+        if live is not None and live.draining:
+            why = f"its agent {agent_id} is shutting down"
+        elif live is not None and task.task_type.value not in live.task_types:
+            why = f"its agent {agent_id} does not run {task.task_type.value}"
+        elif live is None and not self.view.is_registered(agent_id):
+            # Asked of ZooKeeper, not of the view: failing is for good, so a node the view has
+            # not read yet (an agent that just joined) must not count as gone.
+            why = f"its agent {agent_id} is gone"
+        if why:
+            result = self.dispatcher.fail(scheduled, term.epoch, self.actor, why)
+            self._check(result.accepted, result.reason)
+            log.warning("pinned task failed: %s", why)
+            return
+        result = self.dispatcher.unschedule(
+            scheduled, term.epoch, self.actor, f"its agent {agent_id} has no room yet"
+        )
+        self._check(result.accepted, result.reason)
+        # Its inbox drains in milliseconds; not so soon that the loop spins on this one task.
+        self.view.changed.wait(0.02)
+
+    # --8<-- [end:pinned]
 
     def _check(self, accepted: bool, reason: str) -> None:
         if not accepted and reason == "stale_epoch":

@@ -254,6 +254,15 @@ class InMemoryDispatcher(Dispatcher):
             self.pending.insert(0, scheduled.message)
         return r
 
+    def fail(self, scheduled: Scheduled, epoch: int, actor: str, error: str) -> TransitionResult:
+        r = self.store.transition(
+            scheduled.task.task_id, TaskStatus.FAILED, attempt=scheduled.attempt, epoch=epoch,
+            actor=actor, fields={"error": error}, reason=error, fenced=True,
+        )  # fmt: skip
+        if r.accepted:
+            self.scheduling.remove(scheduled.message)
+        return r
+
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         if epoch < self.store.fence:
             return -1, 0
