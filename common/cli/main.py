@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,13 @@ from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.shared import fail, settings
-from common.domain.task import NotStrictJSON, Task, TaskType, TaskValidationError, strict_json
+from common.domain.task import (
+    RUNNABLE_TYPES,
+    NotStrictJSON,
+    Task,
+    TaskValidationError,
+    strict_json,
+)
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 app = OneLineErrors(
@@ -76,6 +83,10 @@ def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
 
 
 # --8<-- [end:choose]
+
+
+# The types a submit may name: a COMPOSITE parent is submitted as a document (`composite`).
+RunnableType = StrEnum("RunnableType", {t.value: t.value for t in RUNNABLE_TYPES})
 
 
 def _when(ts: float | str | None) -> str:
@@ -159,8 +170,8 @@ def submit(
             ' {"handler": "module:function", "args": {...}} (\'-\' = stdin).'
         ),
     ],
-    task_type: Annotated[TaskType, typer.Option("--type", "-t", case_sensitive=False)] = (
-        TaskType.SHELL
+    task_type: Annotated[RunnableType, typer.Option("--type", "-t", case_sensitive=False)] = (
+        RunnableType.SHELL
     ),
     name: Annotated[str, typer.Option("--name", "-n")] = "",
     timeout: Annotated[int, typer.Option("--timeout", help="executionTimeout, seconds")] = 60,
@@ -298,7 +309,7 @@ def composite(
         str,
         typer.Argument(
             help="A JSON file with the composite document ('-' = stdin): kind GROUP, SHARDS, "
-            "MAP_REDUCE, BROADCAST or DAG (docs/reference/task-model.md)."
+            "MAP_REDUCE, BROADCAST or DAG (docs/reference/rest.md, POST /api/v1/composites)."
         ),
     ],
     request_id: Annotated[
@@ -399,9 +410,10 @@ def status(
     task_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show a task: state, result, and its timeline of transitions. A composite parent also
-    shows its children (state, index or node), its edges and a progress line; a child, its
-    parent."""
+    """Show a task: state, result, and its timeline of transitions.
+
+    A composite parent also shows its children (state, index or node), a DAG's edges and a
+    progress line; a composite's child names its parent."""
     info = tasks().info(task_id)
     if as_json:
         typer.echo(json.dumps(_info_json(info)))
