@@ -232,6 +232,10 @@ class Agent:
         self, assignment: Assignment, reasons: list[str], lines_seen: list[int]
     ) -> ExecutionResult:
         task = assignment.task
+        if task.attempt != assignment.attempt:
+            # The task is given the attempt it runs as (TASKLAB_ATTEMPT), whatever the intake
+            # built it from.
+            task = task.model_copy(update={"attempt": assignment.attempt})
 
         key = (assignment.task_id, assignment.attempt)
 

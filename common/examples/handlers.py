@@ -44,3 +44,11 @@ def sleep(seconds, pidfile=None):
     print("sleeping", flush=True)
     time.sleep(seconds)
     return seconds
+
+
+def task_env():
+    """The TASKLAB_* variables the agent set for this call: its task and attempt and, for a
+    composite's child, its place in its parent and its input. A shard reads its index the same
+    way: `int(os.environ["TASKLAB_SHARD_INDEX"])`."""
+    names = ("TASK_ID", "ATTEMPT", "PARENT_ID", "SHARD_INDEX", "SHARD_TOTAL", "INPUT", "NODE")
+    return {n: os.environ[f"TASKLAB_{n}"] for n in names if f"TASKLAB_{n}" in os.environ}

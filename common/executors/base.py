@@ -8,6 +8,7 @@ the deadline), which lives once in `execute`.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,39 @@ class ExecutorLimits:
     kill_grace_seconds: float = 1.0
     max_line_bytes: int = 8 * 1024
     max_log_bytes: int = 256 * 1024
+
+
+def task_environment(task: Task) -> dict[str, str | None]:
+    """What a task finds in its environment besides the agent's own variables: which task and
+    attempt it is, and for a composite's child its place in its parent and its input. A
+    variable the task does not have is None (removed): a plain task must not inherit a shard
+    index from the agent's own environment.
+    """
+    return {
+        "TASKLAB_TASK_ID": task.task_id,
+        "TASKLAB_ATTEMPT": str(task.attempt),
+        **{
+            name: None if value is None else str(value)
+            for name, value in (
+                ("TASKLAB_PARENT_ID", task.parent_id),
+                ("TASKLAB_SHARD_INDEX", task.shard_index),
+                ("TASKLAB_SHARD_TOTAL", task.shard_total),
+                ("TASKLAB_INPUT", task.input),
+                ("TASKLAB_NODE", task.node),
+            )
+        },
+    }
+
+
+def child_environment(task: Task) -> dict[str, str]:
+    """The whole environment of a task started by a fresh exec: the agent's, and the task's."""
+    env = dict(os.environ)
+    for name, value in task_environment(task).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,7 @@ class TaskExecutor(ABC):
             should_cancel=should_cancel,
             kill_grace=self.limits.kill_grace_seconds,
             spawn=self.spawner(task, argv),
+            env=child_environment(task),
             max_line_bytes=self.limits.max_line_bytes,
             max_log_bytes=self.limits.max_log_bytes,
         )
@@ -138,13 +173,14 @@ class TaskExecutor(ABC):
                 return self.start_in_zygote(pool, task, argv)
             except (ZygoteError, OSError) as exc:
                 log.warning("warm fork unavailable (%s); starting a fresh process", exc)
-                return popen_child(argv)
+                return popen_child(argv, env=child_environment(task))
 
         return spawn
 
     def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
-        """Fork a warm zygote and exec `argv` there; a type may run its child differently."""
-        return pool.exec(argv)
+        """Fork a warm zygote and exec `argv` there; a type may run its child differently.
+        The task's variables (task_environment) are set in the child only, never the zygote."""
+        return pool.exec(argv, env=task_environment(task))
 
     def warm(self, count: int = 1) -> None:
         """Start zygotes ahead of the first task (agent start-up), not during it."""

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 
 from common.domain.task import HANDLER_NAME, Task, TaskType, handler_call
-from common.executors.base import ExecutorLimits, TaskExecutor
+from common.executors.base import ExecutorLimits, TaskExecutor, task_environment
 from common.executors.process import Child, LineListener, ProcessOutcome
 from common.executors.zygote import SERVER, ZygotePool
 
@@ -119,4 +119,4 @@ class HandlerExecutor(TaskExecutor):
 
     def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
         name, args = handler_call(task.payload)
-        return pool.call(name, args)
+        return pool.call(name, args, env=task_environment(task))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from common.domain.task import Task, TaskType
-from common.executors.base import TaskExecutor
+from common.executors.base import TaskExecutor, task_environment
 from common.executors.process import Child
 from common.executors.zygote import ZygotePool
 
@@ -40,4 +40,4 @@ class PythonScriptExecutor(TaskExecutor):
     def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
         # The source runs in the forked interpreter itself: no exec, no interpreter start.
         # "<string>" is what `python -c` names the source in a traceback.
-        return pool.run(task.payload, "<string>")
+        return pool.run(task.payload, "<string>", env=task_environment(task))

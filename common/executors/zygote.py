@@ -35,11 +35,15 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 from common.executors.process import SpawnError
 
 SERVER = Path(__file__).with_name("zygote_server.py")
+
+# Environment changes for one child: a variable's value, or None to remove it.
+Env = Mapping[str, str | None]
 
 
 class ZygoteError(RuntimeError):
@@ -266,19 +270,23 @@ class ZygotePool:
         for zygote in started:
             self.put(zygote)
 
-    def run(self, source: str, filename: str = "<string>") -> ZygoteChild:
+    # `env`: variables set (a value) or removed (None) in the child's environment only; the
+    # zygote's own stays as it started, so one task's variables never reach the next.
+    def run(self, source: str, filename: str = "<string>", env: Env | None = None) -> ZygoteChild:
         """A child that runs Python `source` in the warm interpreter."""
-        return self._start({"op": "run", "source": source, "filename": filename})
+        return self._start({"op": "run", "source": source, "filename": filename}, env)
 
-    def exec(self, argv: list[str]) -> ZygoteChild:
+    def exec(self, argv: list[str], env: Env | None = None) -> ZygoteChild:
         """A child that execs `argv` (it pays the exec, not an interpreter start)."""
-        return self._start({"op": "exec", "argv": argv})
+        return self._start({"op": "exec", "argv": argv}, env)
 
-    def call(self, handler: str, args: dict) -> ZygoteChild:
+    def call(self, handler: str, args: dict, env: Env | None = None) -> ZygoteChild:
         """A child that calls the registered `handler` (module:function) with `args`."""
-        return self._start({"op": "call", "handler": handler, "args": args})
+        return self._start({"op": "call", "handler": handler, "args": args}, env)
 
-    def _start(self, request: dict) -> ZygoteChild:
+    def _start(self, request: dict, env: Env | None = None) -> ZygoteChild:
+        if env:
+            request = {**request, "env": dict(env)}
         # One retry with a fresh zygote covers one that died while idle.
         for attempt in range(2):
             zygote = self.get()

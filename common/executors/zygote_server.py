@@ -14,6 +14,9 @@ big-endian length and a JSON object; file descriptors travel with a message (SCM
              or  {"op": "call", "handler": "module:function", "args": {...}} + the same fds
                  (a HANDLER task: fork, call the function; its return value, as JSON, is all
                  the child writes to stdout, and whatever the function prints goes to stderr)
+             each may carry "env": {NAME: value or null}: variables set (or, null, removed)
+             in that child's environment only (the task's TASKLAB_* variables); the
+             zygote's own environment never changes, so nothing reaches the next task
   zygote -> agent  {"pid": N}                 the child exists (its session may not, yet)
   zygote -> agent  {"exit": code}             the child ended; code as Popen.returncode
   agent -> zygote  {"op": "reap"}             the agent is done signalling the child's group
@@ -218,12 +221,35 @@ def _enter_task_session(sock, fds):
     sock.close()
 
 
-def _child(sock, fds, main, code, error, call=None):
+def apply_env(env):
+    """Set (or, for None, remove) the task's variables in this process: a forked child's."""
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def spawn_env(env):
+    """The environment of an exec'd child: the zygote's, changed by `env`, as a new dict."""
+    if not env:
+        return os.environ
+    out = dict(os.environ)
+    for name, value in env.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+def _child(sock, fds, main, code, error, call=None, env=None):
     # Every object this touches is a copy-on-write page fault (~3 us each here), so the child
     # does only what must happen after the fork; the rest was prepared before it.
     status = 1
     try:
         _enter_task_session(sock, fds)
+        apply_env(env)
         try:
             if error is not None:
                 raise error
@@ -257,7 +283,7 @@ def _child(sock, fds, main, code, error, call=None):
         os._exit(status)
 
 
-def _exec_child(sock, fds, argv):
+def _exec_child(sock, fds, argv, env):
     try:
         _enter_task_session(sock, fds)
         # What subprocess's restore_signals does: Python ignores SIGPIPE and SIGXFSZ, and an
@@ -265,7 +291,7 @@ def _exec_child(sock, fds, argv):
         for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, env)
     except BaseException as exc:  # noqa: BLE001 - exec failed: say why, exit as a shell would
         try:
             os.write(2, f"cannot run {argv[0]!r}: {exc}\n".encode(errors="replace"))
@@ -274,7 +300,7 @@ def _exec_child(sock, fds, argv):
     os._exit(127)
 
 
-def _spawn(sock, fds, argv):
+def _spawn(sock, fds, argv, env=None):
     """Start a SHELL task's process: posix_spawn where it can, else fork and exec.
 
     posix_spawn is a vfork underneath: the child borrows this process's memory until it execs,
@@ -292,11 +318,12 @@ def _spawn(sock, fds, argv):
     # The received fds and the agent's socket must not outlive the exec: a background child
     # holding the socket would hide the agent's death from _await_child.
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in (*fds, sock.fileno()) if fd > 2]
+    environ = spawn_env(env)
     try:
         return os.posix_spawn(
             argv[0],
             argv,
-            os.environ,
+            environ,
             file_actions=actions,
             setsid=True,
             setsigdef=[s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s],
@@ -307,7 +334,7 @@ def _spawn(sock, fds, argv):
         # from posix_spawn goes up to serve, which tells the agent why the task did not start.
         pid = os.fork()
         if pid == 0:
-            _exec_child(sock, fds, argv)
+            _exec_child(sock, fds, argv, environ)
         return pid
 
 
@@ -367,7 +394,7 @@ def _fork_script(sock, fds, msg):
     sys.modules["__main__"] = main
     pid = os.fork()
     if pid == 0:
-        _child(sock, fds, main.__dict__, code, error)
+        _child(sock, fds, main.__dict__, code, error, env=msg.get("env"))
     return pid
 
 
@@ -412,7 +439,7 @@ def _fork_call(sock, fds, msg):
         error = exc
     pid = os.fork()
     if pid == 0:
-        _child(sock, fds, None, None, error, (function, args))
+        _child(sock, fds, None, None, error, (function, args), msg.get("env"))
     return pid
 
 
@@ -420,7 +447,7 @@ def _start(sock, fds, msg):
     """The child's pid, or the reason it could not start (the zygote itself carries on)."""
     try:
         if msg["op"] == "exec":
-            return _spawn(sock, fds, msg["argv"]), None
+            return _spawn(sock, fds, msg["argv"], msg.get("env")), None
         if msg["op"] == "call":
             return _fork_call(sock, fds, msg), None
         return _fork_script(sock, fds, msg), None

@@ -29,7 +29,7 @@ from common.adapters.redis_store import RedisTaskStore
 from common.domain.dispatch import DispatchEntry
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, TaskValidationError
 from common.messaging.clients import EventPublisher
-from common.messaging.schemas import DispatchMessage
+from common.messaging.schemas import CHILD_FIELDS, DispatchMessage
 from common.messaging.topics import DISPATCH
 from common.observability import get_logger
 from common.ports.task_store import TransitionResult
@@ -89,14 +89,15 @@ class KafkaDispatcher(RedisDispatcher):
         count = 0
         for agent_id in sorted(self.agents_with_work()):
             for entry in self.ledger.inbox(agent_id):
-                message = _from_entry(entry, agent_id, self.max_payload_bytes)
-                if message is None:
+                parsed = _parse_entry(entry, agent_id, self.max_payload_bytes)
+                if parsed is None:
                     continue
-                key = (message.task_id, message.attempt)
+                key = (parsed.task_id, parsed.attempt)
                 present.add(key)
                 last = self._published.setdefault(key, now)
                 if now - last < self.republish_after:
                     continue
+                message = self._message(parsed, agent_id)
                 self._publish(message)
                 count += 1
                 log.warning(
@@ -112,6 +113,18 @@ class KafkaDispatcher(RedisDispatcher):
         self.republished += count
         return count
 
+    def _message(self, parsed: DispatchEntry, agent_id: str) -> DispatchMessage:
+        """Rebuild the dispatch message of an inbox entry. The entry is the task's queue
+        message (its spec); a composite's child has more (its index, its input), read from its
+        hash, as the first dispatch was built from it."""
+        task = parsed.task
+        stored = self.store.get(parsed.task_id)
+        if stored is not None and stored.parent_id is not None:
+            task = task.model_copy(update={name: getattr(stored, name) for name in CHILD_FIELDS})
+        return DispatchMessage.for_task(
+            task, parsed.attempt, parsed.epoch, agent_id, max_payload_bytes=self.max_payload_bytes
+        )
+
     def _publish(self, message: DispatchMessage) -> None:
         self._published[(message.task_id, message.attempt)] = time.monotonic()
         # Asynchronous: the Redis record is already written, and the relay covers a message
@@ -125,13 +138,9 @@ class KafkaDispatcher(RedisDispatcher):
 
 
 # --8<-- [end:dispatcher]
-def _from_entry(entry: str, agent_id: str, max_payload_bytes: int) -> DispatchMessage | None:
-    """Rebuild the dispatch message of an inbox entry (`DispatchEntry`)."""
+def _parse_entry(entry: str, agent_id: str, max_payload_bytes: int) -> DispatchEntry | None:
     try:
-        parsed = DispatchEntry.parse(entry, max_payload_bytes)
+        return DispatchEntry.parse(entry, max_payload_bytes)
     except TaskValidationError:
         log.warning("inbox of %s holds an entry that is not a dispatch: %.80r", agent_id, entry)
         return None
-    return DispatchMessage.for_task(
-        parsed.task, parsed.attempt, parsed.epoch, agent_id, max_payload_bytes=max_payload_bytes
-    )

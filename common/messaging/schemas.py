@@ -23,6 +23,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from common.domain.composite import (
+    MAX_CHILDREN,
+    MAX_INPUT_BYTES,
+    NODE_NAME_PATTERN,
+    ChildRole,
+)
 from common.domain.task import (
     NotStrictJSON,
     Task,
@@ -35,6 +41,9 @@ from common.domain.task import (
 )
 
 SCHEMA_VERSION = 1
+
+# The Task fields a composite's child has and a plain task lacks: a dispatch carries them.
+CHILD_FIELDS = ("parent_id", "role", "shard_index", "shard_total", "node", "input", "pinned_agent")
 
 
 class MalformedMessage(ValueError):
@@ -132,6 +141,15 @@ def configured_max_payload_bytes() -> int:
     return get_settings().max_payload_bytes
 
 
+def _canonical_uuid(v: str) -> str:
+    # The canonical form only: uuid.UUID also takes braces, a urn: prefix or no dashes,
+    # and the id names Redis keys, so one task must have exactly one spelling.
+    canonical = str(uuid.UUID(v))
+    if canonical != v.lower():
+        raise ValueError("must be a UUID in its canonical form")
+    return canonical
+
+
 class _TaskRef(BusMessage):
     task_id: str = Field(max_length=36)
     attempt: int = _strict_int(ge=1, le=_ATTEMPT_MAX)
@@ -139,12 +157,7 @@ class _TaskRef(BusMessage):
     @field_validator("task_id")
     @classmethod
     def _uuid(cls, v: str) -> str:
-        # The canonical form only: uuid.UUID also takes braces, a urn: prefix or no dashes,
-        # and the id names Redis keys, so one task must have exactly one spelling.
-        canonical = str(uuid.UUID(v))
-        if canonical != v.lower():
-            raise ValueError("must be a UUID in its canonical form")
-        return canonical
+        return _canonical_uuid(v)
 
 
 class DispatchMessage(_TaskRef):
@@ -162,8 +175,47 @@ class DispatchMessage(_TaskRef):
     execution_timeout: int = _strict_int(ge=1, le=86400)
     retry_count: int = _strict_int(default=0, ge=0, le=10)
     dispatched_at: float = _time(default_factory=time.time)
+    # A composite's child (common/domain/composite.py): what the agent gives the task in its
+    # environment (TASKLAB_PARENT_ID, TASKLAB_SHARD_INDEX, ...). Absent on a plain task, so a
+    # reader that predates them reads the rest as before.
+    parent_id: str | None = Field(default=None, max_length=36)
+    role: ChildRole | None = None
+    shard_index: int | None = _strict_int(default=None, ge=0, le=MAX_CHILDREN)
+    shard_total: int | None = _strict_int(default=None, ge=1, le=MAX_CHILDREN)
+    node: str | None = Field(default=None, pattern=NODE_NAME_PATTERN)
+    input: str | None = None
+    pinned_agent: str | None = None
 
     _agent = field_validator("agent_id")(_identifier)
+
+    @field_validator("parent_id")
+    @classmethod
+    def _parent_uuid(cls, v: str | None) -> str | None:
+        return None if v is None else _canonical_uuid(v)
+
+    @field_validator("pinned_agent")
+    @classmethod
+    def _pinned(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
+
+    @field_validator("input")
+    @classmethod
+    def _input_fits(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # An environment variable's value: no NUL, valid text, and within what a child can be
+        # given (a map item within the payload limit, a reduce step's input within its own).
+        if v is None:
+            return v
+        problem = text_problem(v)
+        if problem:
+            raise ValueError(problem)
+        payload_limit = (info.context or {}).get(
+            "max_payload_bytes"
+        ) or configured_max_payload_bytes()
+        limit = max(MAX_INPUT_BYTES, payload_limit)
+        size = len(v.encode())
+        if size > limit:
+            raise ValueError(f"{size} bytes is over the {limit}-byte limit")
+        return v
 
     @field_validator("task_name", "payload")
     @classmethod
@@ -203,6 +255,7 @@ class DispatchMessage(_TaskRef):
             "payload": task.payload,
             "execution_timeout": task.execution_timeout,
             "retry_count": task.retry_count,
+            **{name: getattr(task, name) for name in CHILD_FIELDS},
         }
         context = None if max_payload_bytes is None else {"max_payload_bytes": max_payload_bytes}
         return cls.model_validate(fields, context=context)
@@ -218,6 +271,7 @@ class DispatchMessage(_TaskRef):
             attempt=self.attempt,
             epoch=self.epoch,
             agent_id=self.agent_id,
+            **{name: getattr(self, name) for name in CHILD_FIELDS},
         )
 
 

@@ -95,3 +95,49 @@ def test_the_brief_topic_names_are_kept_and_a_namespace_prefixes_them():
     } == names
     assert topic_name("task-logs-topic") == "task-logs-topic"
     assert topic_name("task-logs-topic", "t1") == "t1.task-logs-topic"
+
+
+def a_child() -> Task:
+    return a_task().model_copy(
+        update={
+            "parent_id": str(uuid.uuid4()),
+            "role": "item",
+            "shard_index": 2,
+            "shard_total": 5,
+            "node": "extract",
+            "input": '{"word": "héllo\\nwörld"}',
+            "pinned_agent": "agent-1",
+        }
+    )
+
+
+def test_a_dispatch_carries_a_composites_child_with_its_place_and_input():
+    child = a_child()
+    message = DispatchMessage.for_task(child, attempt=1, epoch=3, agent_id="agent-1")
+    back = decode(DispatchMessage, message.encode()).task()
+    fields = ("parent_id", "role", "shard_index", "shard_total", "node", "input", "pinned_agent")
+    assert {f: getattr(back, f) for f in fields} == {f: getattr(child, f) for f in fields}
+    # A plain task's dispatch has none of them on the wire.
+    plain = json.loads(DispatchMessage.for_task(a_task(), 1, 3, "agent-1").encode())
+    assert not {"parentId", "role", "shardIndex", "input"} & set(plain)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("parentId", "not-a-uuid", "parentId"),
+        ("shardIndex", -1, "shardIndex"),
+        ("shardIndex", "2", "shardIndex"),
+        ("shardTotal", 0, "shardTotal"),
+        ("role", "boss", "role"),
+        ("node", "has space", "node"),
+        ("input", "a\x00b", "input: contains a NUL"),
+        ("input", "x" * (200 * 1024), "input: 204800 bytes is over"),
+        ("pinnedAgent", "bad\nagent", "pinnedAgent"),
+    ],
+)
+def test_a_dispatch_whose_child_fields_are_wrong_is_malformed_with_the_field(field, value, says):
+    wire = json.loads(DispatchMessage.for_task(a_child(), 1, 3, "agent-1").encode())
+    wire[field] = value
+    with pytest.raises(MalformedMessage, match=says):
+        decode(DispatchMessage, json.dumps(wire).encode(), max_payload_bytes=64 * 1024)

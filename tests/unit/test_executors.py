@@ -2,7 +2,7 @@
 
 import time
 
-from common.domain.task import Task, TaskSpec, TaskType
+from common.domain.task import RUNNABLE_TYPES, Task, TaskSpec, TaskType
 from common.executors import ExecutorLimits, PythonScriptExecutor, default_factory
 from common.testing import eventually, process_alive
 
@@ -79,6 +79,7 @@ def test_the_factory_builds_one_executor_per_type_and_rejects_unknown_types():
     factory = default_factory()
     assert factory.create(TaskType.SHELL) is factory.create(TaskType.SHELL)
     # HANDLER only for an agent with handlers to call: it advertises what it can run.
-    assert set(factory.supported()) == set(TaskType) - {TaskType.HANDLER}
+    # No agent runs a COMPOSITE parent: its coordinator does (RUNNABLE_TYPES leaves it out).
+    assert set(factory.supported()) == set(RUNNABLE_TYPES) - {TaskType.HANDLER}
     with_handlers = default_factory(handlers=("common.examples.handlers:noop",))
-    assert set(with_handlers.supported()) == set(TaskType)
+    assert set(with_handlers.supported()) == set(RUNNABLE_TYPES)

@@ -12,6 +12,7 @@ from common.domain.task import (
     parse_task_message,
     validate_spec,
 )
+from common.domain.transitions import TaskStatus
 
 
 def test_a_hand_pushed_message_with_only_type_and_payload_gets_the_rest_filled_in():
@@ -88,3 +89,35 @@ def test_a_task_round_trips_through_its_redis_hash_and_its_queue_message():
     task_id, spec = parse_task_message(task.to_message())
     assert task_id == task.task_id
     assert spec == task.spec
+
+
+def test_a_composites_child_round_trips_through_its_hash_with_its_numbers_and_absent_fields():
+    child = Task(
+        task_id="5f83ad7c-cc6f-5db9-8254-c11cf4346eb5",
+        task_name="count [3/8]",
+        task_type=TaskType.SHELL,
+        payload="wc -w",
+        status=TaskStatus.WAITING,
+        parent_id="303ee43e-784f-45a9-be21-30ed2d27d29c",
+        role="item",
+        shard_index=3,
+        shard_total=8,
+        input='{"text": "a b\\nc ✓"}',
+    )
+    stored = child.to_hash()
+    # A hash holds text only; an absent field (node, pinnedAgent) is no field at all.
+    assert (stored["shardIndex"], stored["shardTotal"], stored["status"]) == ("3", "8", "WAITING")
+    assert "node" not in stored and "pinnedAgent" not in stored
+    back = Task.from_hash(stored)
+    assert back == child
+    assert (back.shard_index, back.node, back.pinned_agent) == (3, None, None)
+    # Its queue message is a plain task's: the scheduler and the claim scripts read the rest
+    # from the hash.
+    assert set(json.loads(child.to_message())) == {
+        "taskName",
+        "taskType",
+        "payload",
+        "executionTimeout",
+        "retryCount",
+        "taskId",
+    }
