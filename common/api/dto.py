@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
 from common.domain.composite import (
@@ -22,7 +22,7 @@ from common.domain.composite import (
     FailureMode,
     TriggerRule,
 )
-from common.domain.task import TaskType
+from common.domain.task import TaskType, text_problem
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 # The domain's own value sets: a new task type or state is one edit, in the domain.
@@ -177,13 +177,26 @@ class TaskView(_Response):
 # -- composite documents -----------------------------------------------------------------------
 
 
+def _encodable(value: str) -> str:
+    # A lone surrogate (JSON's "\ud800") cannot be encoded to UTF-8, so no protobuf string
+    # can carry it to a provider: refused here, as a field error, not found out as a crash.
+    # A NUL passes: the domain's validator names it, as it does for a task.
+    problem = text_problem(value, nul_ok=True)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class ChildTask(_Request):
     """A task inside a composite document: a task submit without a requestId (the composite's
     requestId covers all of it)."""
 
-    task_name: str | None = Field(default=None, max_length=200)
+    task_name: Text | None = Field(default=None, max_length=200)
     task_type: TaskType
-    payload: str = Field(min_length=1)
+    payload: Text = Field(min_length=1)
     execution_timeout: StrictInt = Field(default=60, ge=1, le=86400, description="Seconds.")
     retry_count: StrictInt = Field(
         default=0, ge=0, le=10, description="Automatic retries of this child, on its own."
@@ -202,7 +215,7 @@ class FailurePolicy(_Request):
 class DagNode(_Request):
     name: str = Field(pattern=NODE_NAME_PATTERN)
     task: ChildTask
-    depends_on: list[str] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    depends_on: list[Text] = Field(default_factory=list, max_length=MAX_CHILDREN)
     trigger: TriggerRule = Field(
         default=TriggerRule.ALL_SUCCESS,
         description="ALL_SUCCESS: every upstream node succeeded; ALL_DONE: every one ended; "
@@ -218,10 +231,10 @@ class SubmitComposite(_Request):
     `reduce` step, run once after every other child with their results as TASKLAB_INPUT."""
 
     kind: CompositeKind
-    task_name: str | None = Field(
+    task_name: Text | None = Field(
         default=None, max_length=200, description="The parent's name; defaults to the kind's."
     )
-    request_id: str | None = Field(
+    request_id: Text | None = Field(
         default=None,
         min_length=1,
         max_length=200,

@@ -577,3 +577,16 @@ def test_a_view_with_children_reads_back_as_the_domain_task_and_rows(platform):
     assert info.task.task_type == TaskType.COMPOSITE
     assert [c.shard_index for c in info.children] == [0, 1, 2]
     assert info.progress == {"WAITING": 3}
+
+
+def test_text_no_protobuf_string_can_carry_is_a_422_naming_each_field_not_a_crash(api, platform):
+    # JSON's "\ud800": a lone surrogate, valid JSON text, but no UTF-8 (and so no protobuf).
+    body = (
+        b'{"kind": "DAG", "taskName": "\\ud800", "nodes": [{"name": "a", "task": '
+        b'{"taskType": "SHELL", "payload": "echo \\udc00"}, "dependsOn": ["\\ud800"]}]}'
+    )
+    answer = api.post("/api/v1/composites", content=body, headers=_json())
+    assert answer.status_code == 422, answer.text
+    fields = {e["field"] for e in answer.json()["errors"]}
+    assert fields == {"taskName", "nodes.0.task.payload", "nodes.0.dependsOn.0"}
+    assert platform.store.tasks == {}
