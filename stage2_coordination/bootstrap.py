@@ -3,7 +3,8 @@
 Read top to bottom to see the whole stage.
 
 Scheduler: ZooKeeper client (cached, retrying) -> live-agents view (watches) -> election ->
-Redis dispatcher (fenced scripts) -> placement strategy (from config) -> scheduler.
+Redis dispatcher (fenced scripts) -> placement strategy (from config) -> scheduler, with the
+composite coordinator its leader runs (the same view: a broadcast goes to the agents it sees).
 
 Agent: the one agent, its intake reading its own `agent:{agentId}:tasks` inbox instead of
 `queue:pending`, without the Redis reaper (ZooKeeper says who is alive now), plus a registry
@@ -24,6 +25,7 @@ from common.adapters.redis_agent import (
     ReliableClaim,
 )
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_composite import RedisCompositeStore
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_outcome import RedisOutcomeWriter
 from common.adapters.redis_queue import RedisWorkQueue
@@ -39,6 +41,7 @@ from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
+from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -48,6 +51,8 @@ def build_scheduler(settings: Settings) -> Scheduler:
     zk = get_zk(settings)
     client = redis_client(settings.redis_url)
     store = RedisTaskStore(client)
+    view = LiveAgentsView(zk)
+    actor = f"scheduler:{settings.scheduler_id}"
     return Scheduler(
         settings.scheduler_id,
         RedisDispatcher(
@@ -57,13 +62,14 @@ def build_scheduler(settings: Settings) -> Scheduler:
             max_lost_attempts=settings.max_lost_attempts,
             dead_letter_max=settings.dead_letter_max,
         ),
-        LiveAgentsView(zk),
+        view,
         LeaderElection(zk, settings.scheduler_id),
         make_strategy(settings.scheduler_strategy),
         agent_backlog=settings.scheduler_agent_backlog,
         poll_timeout=settings.scheduler_poll_timeout,
         sweep_interval=settings.scheduler_sweep_interval,
         housekeeping=[retention_of(client, settings).maybe_sweep],
+        coordinator=CompositeCoordinator(RedisCompositeStore(client), view, actor),
     )
 
 

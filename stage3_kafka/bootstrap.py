@@ -3,9 +3,9 @@ here, once. Read top to bottom to see the whole stage.
 
 Every role first makes sure the topics exist (`ensure_topics`), then:
 
-Scheduler: stage 2's scheduler (ZooKeeper election, live-agents view, placement strategy),
-given a `KafkaDispatcher`: the same fenced Redis dispatch, plus a message on
-task-dispatch-topic for the chosen agent and a relay for messages that never made it.
+Scheduler: stage 2's scheduler (ZooKeeper election, live-agents view, placement strategy,
+composite coordinator), given a `KafkaDispatcher`: the same fenced Redis dispatch, plus a
+message on task-dispatch-topic for the chosen agent and a relay for messages that never made it.
 
 Agent: the one agent, its intake reading task-dispatch-topic in its own consumer group and
 starting only what its inbox ledger confirms (`KafkaDispatchIntake`), its reports (RUNNING /
@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from common import keys
 from common.adapters.redis_agent import RedisControl
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_composite import RedisCompositeStore
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import RedisFailover
@@ -56,6 +57,7 @@ from common.messaging.heartbeat_monitor import HeartbeatMonitor, RebalanceFeed
 from common.messaging.manager import TaskEventManager
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
+from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
@@ -98,16 +100,21 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         max_lost_attempts=settings.max_lost_attempts,
         dead_letter_max=settings.dead_letter_max,
     )
+    view = LiveAgentsView(zk)
+    coordinator = CompositeCoordinator(
+        RedisCompositeStore(client), view, f"scheduler:{settings.scheduler_id}"
+    )
     scheduler = Scheduler(
         settings.scheduler_id,
         dispatcher,
-        LiveAgentsView(zk),
+        view,
         LeaderElection(zk, settings.scheduler_id),
         make_strategy(settings.scheduler_strategy),
         agent_backlog=settings.scheduler_agent_backlog,
         poll_timeout=settings.scheduler_poll_timeout,
         sweep_interval=settings.scheduler_sweep_interval,
         housekeeping=[retention_of(client, settings).maybe_sweep],
+        coordinator=coordinator,
     )
     return scheduler, publisher
 

@@ -189,8 +189,8 @@ class InMemoryCompositeStore(CompositeStore):
                 if child is not None and child.status not in TERMINAL_STATES:
                     self._move(cid, _S.CANCELLED, child.epoch, actor, "its composite was cancelled")
             self._move(parent_id, _S.CANCELLED, parent.epoch, actor, "cancel requested")
-            # Left on composites:active: the coordinator's next tick sees it CANCELLED, stops
-            # whatever it may still have released, and takes it off.
+            # Nothing of it is left for the coordinator to do.
+            self.active.discard(parent_id)
             return CancelResult(True, "ok", "CANCELLED", parent.attempt, parent.status.value)
 
     def retry_composite(self, parent_id: str, actor: str = "client") -> Task:
@@ -294,7 +294,7 @@ class InMemoryCompositeStore(CompositeStore):
             if parent.status in TERMINAL_STATES:
                 return CoordinatorWrite(False, "parent_final")
             if parent.status != _S.RUNNING:
-                return CoordinatorWrite(False, "not_running")
+                return CoordinatorWrite(False, "parent_not_running")
             mine = set(self.lists.get(parent_id, []))
             count = 0
             for rel in releases:
@@ -382,6 +382,9 @@ class InMemoryCompositeStore(CompositeStore):
         result: str | None = None,
         error: str | None = None,
     ) -> CoordinatorWrite:
+        to = TaskStatus(status)
+        if to not in (_S.SUCCESS, _S.FAILED):
+            raise ValueError(f"a composite finishes SUCCESS or FAILED, not {to.value}")
         with self._lock:
             self._count("finish")
             if self._stale(epoch):
@@ -393,9 +396,6 @@ class InMemoryCompositeStore(CompositeStore):
             self.active.discard(parent_id)
             if parent.status in TERMINAL_STATES:
                 return CoordinatorWrite(False, "parent_final")
-            to = TaskStatus(status)
-            if to not in (_S.SUCCESS, _S.FAILED):
-                raise ValueError(f"a composite finishes SUCCESS or FAILED, not {status}")
             fields = {k: v for k, v in (("result", result), ("error", error)) if v is not None}
             self._move(parent_id, to, epoch, actor, error or "", fields)
             return CoordinatorWrite(True, "ok", 1)

@@ -27,8 +27,8 @@ class CoordinatorWrite(NamedTuple):
     (a newer leader exists; the caller steps down). `count`: children it moved."""
 
     accepted: bool
-    # "ok", "stale_epoch", "parent_final", "already_expanded", "missing", "not_running" (a
-    # release for a parent that is not RUNNING yet)
+    # "ok", "stale_epoch", "parent_final", "already_expanded", "missing",
+    # "parent_not_running" (a release for a parent not started yet)
     reason: str
     count: int = 0
 

@@ -175,6 +175,10 @@ class CompositeCoordinator:
                 log.info("released %d child(ren)", w.count)
         if plan.finish is not None:
             status, result, error = plan.finish
+            if status not in (TaskStatus.SUCCESS, TaskStatus.FAILED):
+                # A parent a client cancelled is final already: the store only takes it off
+                # the active set, and a finish names SUCCESS or FAILED.
+                status = TaskStatus.FAILED
             w = self._write(
                 store.finish(parent_id, status.value, epoch, actor, result=result, error=error)
             )
