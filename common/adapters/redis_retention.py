@@ -1,12 +1,13 @@
 """Retention: finished tasks are deleted from Redis once they are old, so nothing grows forever.
 
-A task lives in up to six keys (`task:{id}`, its history, its logs, its log cursor and, with a
-requestId, `request:{requestId}` and `request-fingerprint:{requestId}`) plus its entry in
-`tasks:index`. Once a task is finished (SUCCESS, FAILED or CANCELLED) and has not changed for
-`task_retention`, a sweep deletes all of them together: one Lua script per task, which checks
-again that the task is still finished and still old, so a task that was retried or requeued
-since the sweep read it is never deleted.
-A task that is not finished is never touched, however old it is.
+A task lives in up to seven keys (`task:{id}`, its history, its logs, its log cursor, a
+composite parent's children list and, with a requestId, `request:{requestId}` and
+`request-fingerprint:{requestId}`) plus its entry in `tasks:index`. Once a task is finished
+(SUCCESS, FAILED, CANCELLED or SKIPPED) and has not changed for `task_retention`, a sweep
+deletes all of them together: one Lua script per task, which checks again that the task is
+still finished and still old, so a task that was retried or requeued since the sweep read it is
+never deleted. A task that is not finished is never touched, however old it is, and neither is
+a composite's child while its parent is not finished (the parent's tree lists it).
 
 Bounded work: one `sweep` looks at no more than `limit` index entries, and `maybe_sweep` runs
 one sweep at most every `interval` seconds, so a role can call it from its housekeeping loop on
@@ -125,18 +126,18 @@ class RedisRetention:
             return report
         rows = self._read(ids)
         candidates = []
-        for task_id, (status, updated, request_id) in zip(ids, rows, strict=True):
+        for task_id, (status, updated, request_id, parent_id) in zip(ids, rows, strict=True):
             # Checked here only to save a script call; the script checks again, atomically.
             if status is None or (status in _FINISHED and updated is not None and updated < cutoff):
-                candidates.append((task_id, request_id))
+                candidates.append((task_id, request_id, parent_id))
             else:
                 report.kept += 1
         if candidates:
             pipe = self.client.pipeline(transaction=False)
-            for task_id, request_id in candidates:
+            for task_id, request_id, parent_id in candidates:
                 self._delete(
-                    keys=self._keys(task_id, request_id),
-                    args=[task_id, repr(cutoff), request_id],
+                    keys=self._keys(task_id, request_id, parent_id),
+                    args=[task_id, repr(cutoff), request_id, parent_id],
                     client=pipe,
                 )
             for removed, _reason, status in pipe.execute():
@@ -163,7 +164,7 @@ class RedisRetention:
                     keys.TASK_INDEX, "-inf", cutoff, start=start, num=page
                 )
             ]
-            for status, updated, _request in self._read(ids):
+            for status, updated, _request, _parent in self._read(ids):
                 if status is None:
                     survey.finished["orphan"] += 1
                 elif status in _FINISHED and updated is not None and updated < cutoff:
@@ -177,23 +178,24 @@ class RedisRetention:
         cutoff = (time.time() if now is None else now) - older_than_seconds
         return int(self.client.zcount(keys.TASK_INDEX, "-inf", cutoff))
 
-    def _read(self, ids: list[str]) -> list[tuple[str | None, float | None, str]]:
+    def _read(self, ids: list[str]) -> list[tuple[str | None, float | None, str, str]]:
         pipe = self.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hmget(keys.task(task_id), "status", "updatedAt", "requestId")
+            pipe.hmget(keys.task(task_id), "status", "updatedAt", "requestId", "parentId")
         out = []
-        for status, updated, request_id in pipe.execute():
+        for status, updated, request_id, parent_id in pipe.execute():
             out.append(
                 (
                     None if status is None else _s(status),
                     _float(updated),
                     "" if request_id is None else _s(request_id),
+                    "" if parent_id is None else _s(parent_id),
                 )
             )
         return out
 
     @staticmethod
-    def _keys(task_id: str, request_id: str) -> list[str]:
+    def _keys(task_id: str, request_id: str, parent_id: str = "") -> list[str]:
         """Every key the retention script touches, named here and passed in KEYS."""
         return [
             keys.task(task_id),
@@ -205,6 +207,10 @@ class RedisRetention:
             # in for them.
             keys.request(request_id) if request_id else keys.TASK_INDEX,
             keys.request_fingerprint(request_id) if request_id else keys.TASK_INDEX,
+            # A composite parent's children list (absent for any other task).
+            keys.children(task_id),
+            # A composite's child is kept while its parent is not final.
+            keys.task(parent_id) if parent_id else keys.TASK_INDEX,
         ]
 
 

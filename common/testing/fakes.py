@@ -19,7 +19,7 @@ from common.adapters.memory_store import InMemoryTaskStore
 from common.coordination.agent_info import AgentInfo
 from common.domain.dispatch import DispatchEntry
 from common.domain.outcome import AttemptReport
-from common.domain.task import Task, TaskType, TaskValidationError, parse_task_message
+from common.domain.task import RUNNABLE_TYPES, Task, TaskValidationError, parse_task_message
 from common.domain.transitions import TaskStatus
 from common.executors.base import ExecutionResult, ExecutorLimits, TaskExecutor
 from common.executors.factory import ExecutorFactory
@@ -153,7 +153,8 @@ class FakeExecutors(ExecutorFactory):
         self.behaviour = behaviour
         self.warmed = 0
         self.closed = False
-        for task_type in TaskType:
+        # What an agent can run: a COMPOSITE parent runs on none (its coordinator drives it).
+        for task_type in RUNNABLE_TYPES:
             self.register(task_type, self._make)
 
     def _make(self, limits: ExecutorLimits, **_: object) -> TaskExecutor:

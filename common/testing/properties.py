@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from common.domain.task import TaskSpec, TaskType
-from common.domain.transitions import TaskStatus, is_legal
+from common.domain.transitions import NEW_ATTEMPT_ON, TaskStatus, is_legal
 from common.ports.task_store import TaskStore
 
 
@@ -58,7 +58,7 @@ def check_writes(store: TaskStore, writes: list[Write], set_fence=None) -> None:
         assert result.accepted == should_accept, (w, before.status, before.attempt, result)
         if should_accept:
             assert after.status == w.to
-            expected_attempt = before.attempt + (1 if w.to == TaskStatus.PENDING else 0)
+            expected_attempt = before.attempt + ((before.status, w.to) in NEW_ATTEMPT_ON)
             assert after.attempt == expected_attempt
             assert after.epoch == max(before.epoch, w.epoch)
         else:

@@ -9,9 +9,11 @@ import time
 import pytest
 
 from common import keys
+from common.adapters.redis_composite import RedisCompositeStore
 from common.adapters.redis_dead_letter import dead_letter_message, dead_letter_stats
 from common.adapters.redis_retention import RedisRetention
 from common.adapters.redis_scripts import script_source
+from common.domain.composite import validate_composite
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.testing import eventually
 
@@ -77,7 +79,28 @@ PATHS_TO_UNFINISHED = {
 
 
 def test_the_paths_cover_every_state_that_is_not_finished():
-    assert set(PATHS_TO_UNFINISHED) == set(TaskStatus) - TERMINAL_STATES
+    # WAITING is a composite's child's first state, never reached from PENDING: its own test.
+    assert set(PATHS_TO_UNFINISHED) | {TaskStatus.WAITING} == set(TaskStatus) - TERMINAL_STATES
+
+
+def test_an_old_waiting_child_and_its_pending_parent_are_never_removed(redis_client):
+    store = RedisCompositeStore(redis_client)
+    spec = validate_composite(
+        {"kind": "SHARDS", "completions": 2, "template": {"taskType": "SHELL", "payload": "true"}}
+    )
+    parent, _ = store.submit_composite(spec)
+    ids = [parent.task_id, *store.children(parent.task_id)]
+    for task_id in ids:
+        age(redis_client, task_id, 3650 * DAY)
+    before = {t: keys_of(redis_client, t) for t in ids}
+    report = RedisRetention(redis_client).sweep(WEEK)
+    assert (report.removed, report.kept) == (0, 3)
+    assert {t: keys_of(redis_client, t) for t in ids} == before
+    assert [t.status for t in store.tasks(ids).values()] == [
+        TaskStatus.PENDING,
+        TaskStatus.WAITING,
+        TaskStatus.WAITING,
+    ]
 
 
 def test_a_task_that_is_not_finished_is_never_removed_whatever_its_age(redis_client, client):

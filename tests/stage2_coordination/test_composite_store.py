@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +16,7 @@ from common import keys
 from common.adapters.redis_composite import SCRIPTS, RedisCompositeStore
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_queue import Claim, RedisWorkQueue
+from common.adapters.redis_retention import RedisRetention
 from common.adapters.redis_scripts import script_source
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.composite import (
@@ -28,10 +30,13 @@ from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import TaskType
 from common.domain.transitions import TaskStatus
 from common.ports.composite import Release
+from common.testing import eventually
 
 pytestmark = pytest.mark.integration
 
 EPOCH = 3
+DAY = 86400.0
+WEEK = 7 * DAY
 
 
 def shards(n: int, request_id: str | None = None, reduce: bool = False, **more) -> CompositeSpec:
@@ -531,6 +536,7 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
     # Loaded first: a script's first EVALSHA fails with NOSCRIPT and runs nothing.
     for name in SCRIPTS:
         client.script_load(script_source(f"composite_{name}", "composite_lib"))
+    client.script_load(script_source("retention"))
     spec = map_reduce().model_copy(update={"request_id": "k-1"})
     parent = None
 
@@ -553,6 +559,8 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
         "cancel": lambda: store.cancel_composite(pid),
         "retry": lambda: store.retry_composite(pid),
         "finish": lambda: store.finish(pid, "FAILED", EPOCH, "c", error="x"),
+        # retention.lua reads a child's parent and deletes a parent's children list.
+        "retention": lambda: RedisRetention(client).sweep(WEEK, now=time.time() + 8 * DAY),
     }
     for name, call in calls.items():
         scripts_seen[name] = keys_touched(client, redis_url, call)
@@ -561,3 +569,69 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
         for declared, touched in runs:
             assert touched, f"{name}: MONITOR showed no command of the script"
             assert touched <= declared, f"{name} touched undeclared keys {touched - declared}"
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+def test_retention_keeps_a_finished_child_while_its_parent_runs_then_takes_the_whole_composite(
+    store, tasks, redis_client
+):
+    parent, _ = store.submit_composite(shards(2, request_id="old-run"))
+    ids = store.children(parent.task_id)
+    store.start(parent.task_id, EPOCH, "c")
+    store.release(parent.task_id, [Release(ids[0])], EPOCH, "c")
+    run_child(tasks, ids[0], TaskStatus.SUCCESS)
+    store.skip(parent.task_id, ids[1:], "not needed", EPOCH, "c")
+    retention = RedisRetention(redis_client)
+    later = time.time() + 8 * DAY
+    # The children are finished and old, but their parent still runs: its tree needs them.
+    report = retention.sweep(WEEK, now=later)
+    assert report.removed == 0
+    assert store.tasks(ids).keys() == set(ids)
+    store.finish(parent.task_id, "SUCCESS", EPOCH, "c", result="1 of 2 children succeeded")
+    report = retention.sweep(WEEK, now=later)
+    # A SKIPPED child is final and goes like any other; the parent takes its list with it.
+    assert (report.removed, report.by_status) == (3, {"SUCCESS": 2, "SKIPPED": 1})
+    assert redis_client.keys("task:*") == []
+    assert redis_client.zcard(keys.TASK_INDEX) == 0
+    assert not redis_client.exists(keys.request("old-run"))
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+def test_released_shards_run_on_a_stage_2_agent_told_their_index_in_their_environment(
+    scheduler, agent, redis_client
+):
+    # Given a leading scheduler and an agent, and a composite of two shards whose children the
+    # test releases as the leader's coordinator would, with the leader's epoch
+    scheduler("sched-a")
+    agent("agent-a", capacity=2)
+    store = RedisCompositeStore(redis_client)
+    spec = validate_composite(
+        {
+            "kind": "SHARDS",
+            "completions": 2,
+            "template": {
+                "taskType": "SHELL",
+                "payload": 'echo "$TASKLAB_SHARD_INDEX/$TASKLAB_SHARD_TOTAL '
+                '$TASKLAB_PARENT_ID $TASKLAB_ATTEMPT $TASKLAB_TASK_ID"',
+            },
+        }
+    )
+    parent, _ = store.submit_composite(spec)
+    ids = store.children(parent.task_id)
+    epoch = eventually(lambda: int(redis_client.get(keys.SCHEDULER_FENCE) or 0), 20, 0.1, "leader")
+    assert store.start(parent.task_id, epoch, "test").accepted
+    assert store.release(parent.task_id, [Release(i) for i in ids], epoch, "test").count == 2
+
+    # Then each runs once, to success, with its own index, its parent and its first attempt
+    def finished():
+        now = store.tasks(ids)
+        return all(t.is_terminal for t in now.values()) and now
+
+    done = eventually(finished, 30, message="both shards finished")
+    assert [(done[i].status, done[i].result) for i in ids] == [
+        (TaskStatus.SUCCESS, f"{n}/2 {parent.task_id} 1 {i}\n") for n, i in enumerate(ids)
+    ]

@@ -4,7 +4,13 @@ from hypothesis import given, settings
 
 from common.adapters.memory_store import InMemoryTaskStore
 from common.adapters.redis_scripts import legal_table_lua
-from common.domain.transitions import LEGAL_TRANSITIONS, TERMINAL_STATES, TaskStatus, is_legal
+from common.domain.transitions import (
+    LEGAL_TRANSITIONS,
+    NEW_ATTEMPT_ON,
+    TERMINAL_STATES,
+    TaskStatus,
+    is_legal,
+)
 from common.testing.properties import check_writes, writes
 
 
@@ -35,6 +41,16 @@ def test_every_non_terminal_state_can_be_cancelled():
     for state, nexts in LEGAL_TRANSITIONS.items():
         if state not in TERMINAL_STATES:
             assert TaskStatus.CANCELLED in nexts
+
+
+def test_going_back_to_pending_starts_a_new_attempt_but_a_childs_release_its_first():
+    assert NEW_ATTEMPT_ON == {
+        (TaskStatus.SCHEDULED, TaskStatus.PENDING),
+        (TaskStatus.DISPATCHED, TaskStatus.PENDING),
+        (TaskStatus.RUNNING, TaskStatus.PENDING),
+    }
+    # The store's transition() does the same: test_composite_store.py releases a child on
+    # Redis and finds it at attempt 1.
 
 
 def test_the_lua_table_is_generated_from_the_python_table():
