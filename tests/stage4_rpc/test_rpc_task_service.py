@@ -285,4 +285,5 @@ def test_health_and_reflection_answer_on_every_provider(providers):
             "List",
             "Watch",
             "ListAgents",
+            "SubmitComposite",
         ]
