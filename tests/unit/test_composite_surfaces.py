@@ -590,3 +590,10 @@ def test_text_no_protobuf_string_can_carry_is_a_422_naming_each_field_not_a_cras
     fields = {e["field"] for e in answer.json()["errors"]}
     assert fields == {"taskName", "nodes.0.task.payload", "nodes.0.dependsOn.0"}
     assert platform.store.tasks == {}
+
+
+def test_a_configured_body_limit_holds_for_composites_too_and_auto_gives_them_16_payloads():
+    auto = OFFLINE.model_copy(update={"max_payload_bytes": 1000})
+    assert auto.max_document_body_bytes == 16 * auto.max_body_bytes
+    configured = Settings(api={"security": {"max_body_bytes": 4096}})
+    assert configured.max_document_body_bytes == configured.max_body_bytes == 4096
