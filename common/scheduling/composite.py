@@ -4,9 +4,13 @@ Pattern: Composite (introduced with composite tasks). The rules are `decide` (pu
 common/domain/composite.py); this module reads what they need and carries out what they say.
 Per tick, for each parent on `composites:active`:
 
-1. Read the parent and the children not yet seen final, in one `store.tasks()` call: a child
-   seen final is cached, since a final state is forever, so a parent of 10 000 children that
-   are nearly all done costs a read of the few still running.
+1. Read the parent and the children it must, in one `store.tasks()` call. A child seen final
+   is cached for good (a final state is forever). A child seen WAITING is cached too, for up
+   to `waiting_refresh`: only this coordinator's own writes take a child out of WAITING (and
+   it forgets those it wrote to), but a client may cancel a waiting child by its id, which is
+   seen at the next full read. So a tick of a parent of 1 000 children under a cap of 10
+   reads the ten that run, not the thousand; every write is conditional in the store anyway
+   (release only what is still WAITING), so a stale cache can delay, never misdo.
 2. `decide` on them (for a BROADCAST not yet expanded, given the live agents that run its
    task type and are not draining, from the scheduler's LiveAgentsView).
 3. Apply the Plan through the store, in order: start, expand, skip, cancel, release, finish.
@@ -23,6 +27,7 @@ with its id and left for the next tick; the others go on.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
@@ -54,6 +59,8 @@ class CompositeCoordinator:
         interval: float = 0.05,
         idle_max: float = 1.0,
         max_parents_per_tick: int = 256,
+        view_settle: float = 2.0,
+        waiting_refresh: float = 1.0,
     ) -> None:
         self.store = store
         self.view = view
@@ -63,9 +70,20 @@ class CompositeCoordinator:
         # Bounded work per tick: a backlog of parents is taken in turns (`_cursor`), so one
         # tick stays short and no parent waits behind the others for long.
         self.max_parents_per_tick = max_parents_per_tick
+        # How long a broadcast waits for the view to have read every live agent's data.
+        self.view_settle = view_settle
+        self._settling: dict[str, float] = {}  # parent id -> when it may wait no longer
         self._cursor = 0
         # parent id -> {child id: the child as it ended}: final is forever.
         self._final: dict[str, dict[str, Task]] = {}
+        # What only this coordinator changes, cached within one term (another leader may have
+        # changed it between two of our terms): a parent's list of children (changed by
+        # expand), and its children seen WAITING, read again every `waiting_refresh`.
+        self.waiting_refresh = waiting_refresh
+        self._term = -1
+        self._lists: dict[str, list[str]] = {}
+        self._waiting: dict[str, dict[str, Task]] = {}
+        self._waiting_read: dict[str, float] = {}
         self._specs: dict[str, CompositeSpec] = {}
         # (parent id, problem) already logged: a parent that fails the same way on every tick
         # is logged once, not twenty times a second.
@@ -98,6 +116,11 @@ class CompositeCoordinator:
         """One pass over the active parents (at most `max_parents_per_tick` of them); returns
         how many parents are active. Raises Deposed."""
         self.ticks += 1
+        if epoch != self._term:
+            self._term = epoch
+            self._lists.clear()
+            self._waiting.clear()
+            self._waiting_read.clear()
         active = self.store.active_parents()
         gone = set(self._final) - set(active)
         for parent_id in gone:
@@ -121,9 +144,17 @@ class CompositeCoordinator:
     def coordinate(self, parent_id: str, epoch: int) -> Plan | None:
         """Read, decide and apply for one parent; returns the Plan applied (None if the parent
         is gone)."""
-        child_ids = self.store.children(parent_id)
+        child_ids = self._lists.get(parent_id)
+        if child_ids is None:
+            child_ids = self._lists[parent_id] = self.store.children(parent_id)
         seen = self._final.setdefault(parent_id, {})
-        fresh = self.store.tasks([parent_id, *(c for c in child_ids if c not in seen)])
+        now = time.monotonic()
+        waiting = self._waiting.setdefault(parent_id, {})
+        if now - self._waiting_read.get(parent_id, -1e9) >= self.waiting_refresh:
+            waiting.clear()
+            self._waiting_read[parent_id] = now
+        ask = [c for c in child_ids if c not in seen and c not in waiting]
+        fresh = self.store.tasks([parent_id, *ask])
         parent = fresh.get(parent_id)
         if parent is None:
             # Deleted under us (retention, a hand-run DEL): nothing can be decided; finish
@@ -133,18 +164,26 @@ class CompositeCoordinator:
             return None
         children = []
         for cid in child_ids:
-            child = seen.get(cid) or fresh.get(cid)
+            child = seen.get(cid) or waiting.get(cid) or fresh.get(cid)
             if child is None:
                 raise LookupError(f"child {cid} is listed but missing")
             children.append(child)
         spec = self._spec(parent)
+        live = self._live_agents(parent_id, spec, children)
+        if live is None:
+            return None  # a broadcast waits for the view to settle: decided next tick
         with bind(taskId=parent_id, epoch=epoch):
-            plan = decide(spec, parent, children, self._live_agents(spec, children))
+            plan = decide(spec, parent, children, live)
             if not plan.empty:
                 self._apply(parent_id, plan, epoch)
         for child in children:
             if child.status in TERMINAL_STATES:
                 seen[child.task_id] = child
+            elif child.status == TaskStatus.WAITING:
+                waiting[child.task_id] = child
+        # What this plan wrote to is read again next tick.
+        for cid in [r.child_id for r in plan.release] + [c for c, _ in plan.skip] + plan.cancel:
+            waiting.pop(cid, None)
         return plan
 
     def _apply(self, parent_id: str, plan: Plan, epoch: int) -> None:
@@ -156,6 +195,7 @@ class CompositeCoordinator:
             log.info("composite started")
         if plan.expand:
             w = self._write(store.expand(parent_id, plan.new_children, epoch, actor))
+            self._lists.pop(parent_id, None)  # longer now (or, refused, longer already)
             if not w.accepted:
                 return  # expanded already (or ended): our list of children is out of date
             log.info("%s step expanded into %d children", plan.expand, w.count)
@@ -199,20 +239,45 @@ class CompositeCoordinator:
             spec = self._specs[parent.task_id] = CompositeSpec.from_payload(parent.payload)
         return spec
 
-    def _live_agents(self, spec: CompositeSpec, children: Sequence[Task]) -> list[str]:
-        """The agents a BROADCAST runs on: read only while it has no children of its own."""
+    def _live_agents(
+        self, parent_id: str, spec: CompositeSpec, children: Sequence[Task]
+    ) -> list[str] | None:
+        """The agents a BROADCAST runs on, read only while it has no children of its own; None
+        while the view is not settled yet.
+
+        The view learns who is live (the children of /live-agents) before it has read what
+        each one runs (one data watch per agent, answered later): an agent in the first but
+        not yet in the second is neither counted in nor left out. A broadcast waits up to
+        `view_settle` for its data, rather than leave out an agent that is alive now.
+        """
         if spec.kind != CompositeKind.BROADCAST or spec.template is None:
             return []
         if any(c.role == ChildRole.BROADCAST.value for c in children):
             return []
+        agents = self.view.agents()
+        unread = self.view.ids() - {a.agent_id for a in agents}
+        if unread:
+            now = time.monotonic()
+            deadline = self._settling.setdefault(parent_id, now + self.view_settle)
+            if now < deadline:
+                return None
+            log.warning(
+                "broadcast %s: no data from live agent(s) %s after %.1fs; going without them",
+                parent_id,
+                ", ".join(sorted(unread)),
+                self.view_settle,
+            )
+        self._settling.pop(parent_id, None)
         task_type = spec.template.task_type.value
-        return [
-            a.agent_id for a in self.view.agents() if not a.draining and task_type in a.task_types
-        ]
+        return [a.agent_id for a in agents if not a.draining and task_type in a.task_types]
 
     def _forget(self, parent_id: str) -> None:
         self._final.pop(parent_id, None)
+        self._lists.pop(parent_id, None)
+        self._waiting.pop(parent_id, None)
+        self._waiting_read.pop(parent_id, None)
         self._specs.pop(parent_id, None)
+        self._settling.pop(parent_id, None)
         self._reported = {r for r in self._reported if r[0] != parent_id}
 
     def _report(self, parent_id: str, exc: Exception) -> None:

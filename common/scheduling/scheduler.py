@@ -161,7 +161,11 @@ class Scheduler:
             # joined before the scheduler contends again (its writes are fenced regardless).
             over.set()
             if coordination is not None:
-                coordination.join()
+                # A tick is a handful of round trips; one stuck on a dead Redis socket must not
+                # keep the scheduler from contending again (its writes are fenced regardless).
+                coordination.join(timeout=5.0)
+                if coordination.is_alive():
+                    log.warning("the composite coordinator of epoch %d is still busy", term.epoch)
         log.info("leadership ended (epoch %d)", term.epoch)
 
     # --8<-- [end:lead]

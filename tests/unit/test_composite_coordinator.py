@@ -518,3 +518,80 @@ def test_a_parent_cancelled_by_a_plain_task_cancel_has_its_children_stopped_and_
     assert skipped.error == "the composite was cancelled"
     assert world.composites.active_parents() == []
     assert world.parent(pid).status == S.CANCELLED
+
+
+class HalfReadView(InMemoryLiveAgents):
+    """A view that knows an agent is live before it has read the agent's data."""
+
+    def __init__(self, *agents: AgentInfo, unread: set[str]) -> None:
+        super().__init__(*agents)
+        self.unread = unread
+
+    def ids(self) -> set[str]:
+        return set(self.live) | self.unread
+
+
+def test_a_broadcast_waits_for_the_view_to_read_every_live_agent_then_includes_it(world):
+    world.coordinator.view = view = HalfReadView(agent("a1"), unread={"a2"})
+    pid = world.submit({"kind": "BROADCAST", "template": SHELL})
+    world.tick()
+    assert world.parent(pid).status == S.PENDING and world.children(pid) == []
+    view.live["a2"], view.unread = agent("a2"), set()  # its data arrives
+    world.tick()
+    assert [c.pinned_agent for c in world.children(pid)] == ["a1", "a2"]
+
+
+def test_a_broadcast_goes_without_an_agent_whose_data_never_comes(world):
+    world.coordinator.view = HalfReadView(agent("a1"), unread={"bad"})
+    world.coordinator.view_settle = 0.0
+    pid = world.submit({"kind": "BROADCAST", "template": SHELL})
+    world.tick()
+    assert [c.pinned_agent for c in world.children(pid)] == ["a1"]
+
+
+def test_a_tick_under_a_cap_reads_the_running_children_not_the_waiting_ones(world):
+    world.coordinator.waiting_refresh = 3600
+    pid = world.submit({"kind": "SHARDS", "completions": 10, "parallelism": 2, "template": SHELL})
+    world.tick()
+    world.place_all()
+    asked: list[list[str]] = []
+    tasks = world.composites.tasks
+    world.composites.tasks = lambda ids: asked.append(list(ids)) or tasks(ids)
+    world.tick()
+    kids = [c.task_id for c in world.children(pid)]
+    assert asked == [[pid, kids[0], kids[1]]]
+
+
+def test_a_waiting_child_cancelled_by_its_id_is_seen_at_the_next_full_read(world):
+    world.coordinator.waiting_refresh = 3600
+    pid = world.submit({"kind": "SHARDS", "completions": 3, "parallelism": 1, "template": SHELL})
+    world.tick()
+    last = world.children(pid)[2].task_id
+    assert world.tasks.cancel(last, "alice").accepted
+    world.tick()
+    assert world.parent(pid).status == S.RUNNING  # not read yet: cached WAITING
+    world.coordinator.waiting_refresh = 0
+    world.tick()
+    parent = world.parent(pid)
+    assert parent.status == S.FAILED and "first: echo hi [2/3]: cancelled" in parent.error
+
+
+def test_a_leader_back_for_a_new_term_reads_afresh_what_another_leader_changed(world):
+    pid = world.submit({"kind": "SHARDS", "completions": 3, "parallelism": 1, "template": SHELL})
+    world.coordinator.waiting_refresh = 3600
+    world.tick()  # epoch 10: releases shard 0, remembers 1 and 2 as WAITING
+    world.place_all()
+    world.finish(world.children(pid)[0].task_id)
+    world.dispatcher.raise_fence(11)
+    other = CompositeCoordinator(world.composites, world.view, "scheduler:s2")
+    other.tick(11)  # another leader's term: releases shard 1
+    assert world.states(pid) == "SPW"
+    world.dispatcher.raise_fence(12)
+    asked: list[list[str]] = []
+    tasks = world.composites.tasks
+    world.composites.tasks = lambda ids: asked.append(list(ids)) or tasks(ids)
+    world.coordinator.tick(12)  # our next term: shard 1 is PENDING now, the cap is full
+    assert world.states(pid) == "SPW"
+    # Nothing remembered from term 10 but what it saw final (nothing): the shards it saw
+    # WAITING are read again.
+    assert asked == [[pid, *(c.task_id for c in world.children(pid))]]
