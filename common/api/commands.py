@@ -81,7 +81,8 @@ class SubmitComposite:
         request = views.composite_request(self.body, self.key)
         answer = tasks.submit_composite(request, timeout=CALL_TIMEOUT, metadata=metadata)
         headers = task_location(answer.task.task_id)
-        return Outcome(201 if answer.created else 200, views.task_view(answer.task), headers)
+        view = views.task_view(answer.task, tree=True)
+        return Outcome(201 if answer.created else 200, view, headers)
 
 
 def _until_final(tasks: TaskService, task: pb.Task, wait: float, metadata: Metadata) -> pb.Task:

@@ -37,11 +37,14 @@ def _optional(message, name: str):
 
 
 # --8<-- [start:task-view]
-def task_view(task: pb.Task) -> dto.TaskView:
-    return dto.TaskView(**_task_fields(task))
+def task_view(task: pb.Task, tree: bool = False) -> dto.TaskView:
+    """`tree`: the provider filled in a composite parent's children (GetTaskInfo,
+    SubmitComposite), so a parent with none yet (a broadcast before it expands) shows an empty
+    list rather than null, which a listing's parents show."""
+    return dto.TaskView(**_task_fields(task, tree))
 
 
-def _task_fields(task: pb.Task) -> dict:
+def _task_fields(task: pb.Task, tree: bool = False) -> dict:
     return {
         "task_id": task.task_id,
         "task_name": task.task_name,
@@ -60,14 +63,14 @@ def _task_fields(task: pb.Task) -> dict:
         "created_at": rfc3339(task.created_at),
         "updated_at": rfc3339(task.updated_at),
         "retry_of": task.retry_of or None,
-        **_composite_fields(task),
+        **_composite_fields(task, tree),
     }
 
 
 # --8<-- [end:task-view]
 
 
-def _composite_fields(task: pb.Task) -> dict:
+def _composite_fields(task: pb.Task, tree: bool) -> dict:
     """Where a child stands in its parent; a parent's children, edges and progress."""
     out: dict = {
         "parent_id": task.parent_id or None,
@@ -77,7 +80,7 @@ def _composite_fields(task: pb.Task) -> dict:
         "node": task.node or None,
         "pinned_agent": task.pinned_agent or None,
     }
-    if task.task_type == pb.COMPOSITE and (task.children or task.progress):
+    if task.task_type == pb.COMPOSITE and (tree or task.children):
         out["children"] = [
             dto.ChildRef(
                 task_id=c.task_id,
@@ -109,7 +112,7 @@ def timeline_entry(entry: pb.TimelineEntry) -> dto.TimelineEntry:
 
 def task_detail(info: pb.TaskInfo) -> dto.TaskDetail:
     return dto.TaskDetail(
-        **_task_fields(info.task),
+        **_task_fields(info.task, tree=True),
         logs=list(info.logs),
         timeline=[timeline_entry(e) for e in info.timeline],
     )

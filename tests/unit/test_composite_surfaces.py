@@ -597,3 +597,15 @@ def test_a_configured_body_limit_holds_for_composites_too_and_auto_gives_them_16
     assert auto.max_document_body_bytes == 16 * auto.max_body_bytes
     configured = Settings(api={"security": {"max_body_bytes": 4096}})
     assert configured.max_document_body_bytes == configured.max_body_bytes == 4096
+
+
+def test_a_parent_with_no_children_yet_shows_an_empty_tree_and_a_listing_shows_none(api):
+    # A broadcast has its children only once the coordinator knows the live agents.
+    parent = api.post("/api/v1/composites", json={"kind": "BROADCAST", "template": shell("true")})
+    assert parent.status_code == 201, parent.text
+    body = parent.json()
+    assert (body["children"], body["edges"], body["progress"]) == ([], [], {})
+    view = api.get(f"/api/v1/tasks/{body['taskId']}").json()
+    assert (view["children"], view["progress"]) == ([], {})
+    listed = views.task_view(pb.Task(task_type=pb.COMPOSITE, status=pb.PENDING))
+    assert listed.children is None and listed.progress is None
