@@ -1,19 +1,26 @@
-"""TaskClient: what the CLI (and, later, the REST and gRPC services) do with tasks.
+"""TaskClient: what the CLI (and the REST and gRPC services) do with tasks.
 
 Pattern: Facade (introduced in stage 1). Submitting, waiting, cancelling and reading a task's
-timeline touch several keys and scripts; callers see five verbs.
+timeline touch several keys and scripts; callers see five verbs. Given a composite store, the
+same verbs serve composite tasks: cancel and retry of a parent act on the whole composite, so
+no caller has to know which kind of task an id names.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
+from common.domain.composite import CompositeTree, validate_composite
 from common.domain.idempotency import IdempotencyConflict
-from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, validate_spec
+from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskType, validate_spec
 from common.domain.transitions import TaskStatus
 from common.observability import metrics
 from common.ports.task_store import CancelResult, TaskStore
+
+if TYPE_CHECKING:
+    from common.ports.composite import CompositeStore
 
 
 class TaskNotFound(LookupError):
@@ -51,12 +58,26 @@ def wait_for_final(
         delay = min(delay * 1.5, max_delay)
 
 
+class CompositesUnavailable(RuntimeError):
+    """A composite verb on a client built without a composite store (a wiring mistake)."""
+
+
 class TaskClient:
     def __init__(
-        self, store: TaskStore, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+        self,
+        store: TaskStore,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        composites: CompositeStore | None = None,
     ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
+        self._composites = composites
+
+    @property
+    def composites(self) -> CompositeStore:
+        if self._composites is None:
+            raise CompositesUnavailable("this task client was built without a composite store")
+        return self._composites
 
     def submit(self, data: dict, actor: str = "client") -> tuple[Task, bool]:
         """Validate (every problem at once) and submit; returns (task, created).
@@ -82,11 +103,33 @@ class TaskClient:
 
     def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
         task = self.get(task_id)
-        result = self.store.cancel(task_id, actor=actor)
+        if task.task_type == TaskType.COMPOSITE:
+            # The parent and every child not finished, in one step: a parent cancelled alone
+            # would leave its running children to finish for nobody.
+            result = self.composites.cancel_composite(task_id, actor=actor)
+        else:
+            result = self.store.cancel(task_id, actor=actor)
         if result.accepted and result.cancelled_from:
             # The cancel is the transition to CANCELLED: counted where it was written.
             metrics.TASKS_FINISHED.labels(task.task_type.value, "CANCELLED").inc()
         return result
+
+    # -- composite tasks ---------------------------------------------------------------------
+    def submit_composite(self, data: dict, actor: str = "client") -> tuple[Task, bool]:
+        """Validate a composite document (every problem at once, by its path) and store its
+        parent and children; returns (parent, created), idempotent by requestId as submit."""
+        spec = validate_composite(data, self.max_payload_bytes)
+        parent, created = self.composites.submit_composite(spec, actor=actor)
+        if created:
+            metrics.TASKS_SUBMITTED.labels(parent.task_type.value).inc()
+        return parent, created
+
+    def tree(self, task_id: str) -> CompositeTree | None:
+        """A composite parent with its children and edges; None if `task_id` is no parent."""
+        task = self.get(task_id)
+        if task.task_type != TaskType.COMPOSITE:
+            return None
+        return self.composites.tree(task_id)
 
     def retry(
         self, task_id: str, actor: str = "client", request_id: str | None = None
@@ -102,6 +145,15 @@ class TaskClient:
         old = self.get(task_id)
         if old.status not in RETRYABLE:
             raise NotRetryable(task_id, old.status.value)
+        if old.task_type == TaskType.COMPOSITE:
+            # Only the children that did not succeed run again, under a new parent.
+            try:
+                return self.composites.retry_composite(task_id, actor=actor), True
+            except ValueError as exc:
+                if isinstance(exc, IdempotencyConflict):
+                    raise
+                # The parent changed between the read and the script: say so as for a task.
+                raise NotRetryable(task_id, self.get(task_id).status.value) from exc
         spec = old.spec.model_copy(update={"request_id": request_id})
         task, created = self.store.submit(
             spec, actor=f"{actor} (retry of {task_id})", retry_of=task_id
@@ -127,6 +179,7 @@ class TaskClient:
 
 
 __all__ = [
+    "CompositesUnavailable",
     "IdempotencyConflict",
     "NotRetryable",
     "TaskClient",

@@ -30,6 +30,9 @@ class TaskService(Protocol):
     """What the commands need of the TaskService (common.rpc.proxy.TaskServiceProxy)."""
 
     def submit(self, request: pb.SubmitRequest, timeout=None, metadata=None) -> Any: ...
+    def submit_composite(
+        self, request: pb.SubmitCompositeRequest, timeout=None, metadata=None
+    ) -> Any: ...
     def cancel(self, task_id: str, timeout=None, metadata=None) -> Any: ...
     def retry(self, task_id: str, request_id: str = "", timeout=None, metadata=None) -> Any: ...
     def get_task_info(self, task_id: str, timeout=None, metadata=None) -> Any: ...
@@ -64,6 +67,22 @@ class SubmitTask:
         task = _until_final(tasks, answer.task, self.wait, metadata)
         final = views.status(task.status) in dto.TERMINAL
         return Outcome(200 if final else 202, views.task_view(task), headers)
+
+
+@dataclass(frozen=True)
+class SubmitComposite:
+    """A composite document: its parent is answered at once (201, or 200 for a replay), with
+    its children as they are: WAITING, the first ones maybe released already."""
+
+    body: dto.SubmitComposite
+    key: str | None
+
+    def execute(self, tasks: TaskService, metadata: Metadata) -> Outcome:
+        request = views.composite_request(self.body, self.key)
+        answer = tasks.submit_composite(request, timeout=CALL_TIMEOUT, metadata=metadata)
+        headers = task_location(answer.task.task_id)
+        view = views.task_view(answer.task, tree=True)
+        return Outcome(201 if answer.created else 200, view, headers)
 
 
 def _until_final(tasks: TaskService, task: pb.Task, wait: float, metadata: Metadata) -> pb.Task:

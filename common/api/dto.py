@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
-from common.domain.task import TaskType
+from common.domain.composite import (
+    MAX_CHILDREN,
+    NODE_NAME_PATTERN,
+    CompositeKind,
+    FailureMode,
+    TriggerRule,
+)
+from common.domain.task import TaskType, text_problem
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 # The domain's own value sets: a new task type or state is one edit, in the domain.
@@ -24,6 +31,7 @@ TERMINAL = TERMINAL_STATES
 # RFC 3339 in UTC with milliseconds, e.g. "2026-11-29T21:40:00.123Z".
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 TASK_ID_EXAMPLE = "3f1c9a52-7a0e-4c55-9f0c-6d2b8e1f4a10"
+CHILD_ID_EXAMPLE = "b7e2c0d4-1f3a-5e6b-8c9d-0a1b2c3d4e5f"
 
 
 class _Request(BaseModel):
@@ -76,8 +84,37 @@ class SubmitTask(_Request):
 # --8<-- [end:submit-task]
 
 
+class ChildRef(_Response):
+    """One child of a composite parent, as the parent's view lists it."""
+
+    task_id: str
+    task_name: str
+    role: str = Field(description="child, shard, map, item, reduce, node or broadcast.")
+    shard_index: int | None
+    node: str | None = Field(description="A DAG node's name; null for other kinds.")
+    status: TaskStatus
+    agent_id: str | None
+
+
+class Edge(_Response):
+    """A DAG dependency by child id: `to` runs after `from`, by its trigger rule."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"from": TASK_ID_EXAMPLE, "to": CHILD_ID_EXAMPLE}]}
+    )
+
+    from_: str = Field(alias="from")
+    to: str
+
+
 class TaskView(_Response):
-    """A task as every endpoint returns it."""
+    """A task as every endpoint returns it.
+
+    A composite's child also says where it stands in its parent (`parentId`, `role`,
+    `shardIndex`, `shardTotal`, `node`, `pinnedAgent`); a composite parent (taskType
+    COMPOSITE) read on its own (GET /tasks/{taskId}, the answer to POST /composites) lists its
+    `children`, a DAG's `edges` and its `progress`. They are null where they do not apply.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -122,6 +159,197 @@ class TaskView(_Response):
     created_at: Timestamp
     updated_at: Timestamp
     retry_of: str | None
+    # -- a composite's child ----------------------------------------------------------------
+    parent_id: str | None = None
+    role: str | None = None
+    shard_index: int | None = None
+    shard_total: int | None = None
+    node: str | None = None
+    pinned_agent: str | None = None
+    # -- a composite parent, read on its own ------------------------------------------------
+    children: list[ChildRef] | None = None
+    edges: list[Edge] | None = None
+    progress: dict[str, int] | None = Field(
+        default=None, description="How many children are in each state."
+    )
+
+
+# -- composite documents -----------------------------------------------------------------------
+
+
+def _encodable(value: str) -> str:
+    # A lone surrogate (JSON's "\ud800") cannot be encoded to UTF-8, so no protobuf string
+    # can carry it to a provider: refused here, as a field error, not found out as a crash.
+    # A NUL passes: the domain's validator names it, as it does for a task.
+    problem = text_problem(value, nul_ok=True)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+class ChildTask(_Request):
+    """A task inside a composite document: a task submit without a requestId (the composite's
+    requestId covers all of it)."""
+
+    task_name: Text | None = Field(default=None, max_length=200)
+    task_type: TaskType
+    payload: Text = Field(min_length=1)
+    execution_timeout: StrictInt = Field(default=60, ge=1, le=86400, description="Seconds.")
+    retry_count: StrictInt = Field(
+        default=0, ge=0, le=10, description="Automatic retries of this child, on its own."
+    )
+
+
+class FailurePolicy(_Request):
+    mode: FailureMode = Field(
+        default=FailureMode.FAIL_FAST,
+        description="FAIL_FAST: at the first failure beyond maxFailed, cancel the rest and fail;"
+        " WAIT_ALL: let every child finish, then fail if more than maxFailed failed.",
+    )
+    max_failed: StrictInt = Field(default=0, ge=0, le=MAX_CHILDREN)
+
+
+class DagNode(_Request):
+    name: str = Field(pattern=NODE_NAME_PATTERN)
+    task: ChildTask
+    depends_on: list[Text] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    trigger: TriggerRule = Field(
+        default=TriggerRule.ALL_SUCCESS,
+        description="ALL_SUCCESS: every upstream node succeeded; ALL_DONE: every one ended; "
+        "ONE_FAILED: at least one failed or was cancelled.",
+    )
+
+
+# --8<-- [start:submit-composite]
+class SubmitComposite(_Request):
+    """A composite task: a parent whose children run on the agents, its state derived from
+    theirs. Which fields a kind needs: GROUP `children`; SHARDS `completions` and `template`;
+    MAP_REDUCE `map` and `template`; BROADCAST `template`; DAG `nodes`. All but DAG may add a
+    `reduce` step, run once after every other child with their results as TASKLAB_INPUT."""
+
+    kind: CompositeKind
+    task_name: Text | None = Field(
+        default=None, max_length=200, description="The parent's name; defaults to the kind's."
+    )
+    request_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Idempotency key (as the Idempotency-Key header): one key, one parent.",
+    )
+    parallelism: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_CHILDREN, description="Children running at once; null = all."
+    )
+    failure_policy: FailurePolicy | None = Field(
+        default=None,
+        description="Null: FAIL_FAST with no failure tolerated, except a DAG (WAIT_ALL).",
+    )
+    children: list[ChildTask] | None = Field(default=None, min_length=1, max_length=MAX_CHILDREN)
+    completions: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_CHILDREN, description="SHARDS: TASKLAB_SHARD_INDEX 0..N-1."
+    )
+    template: ChildTask | None = Field(
+        default=None, description="SHARDS, MAP_REDUCE (one per item), BROADCAST (one per agent)."
+    )
+    map: ChildTask | None = Field(
+        default=None, description="MAP_REDUCE: prints the items, a JSON array, as its last line."
+    )
+    reduce: ChildTask | None = None
+    nodes: list[DagNode] | None = Field(default=None, min_length=1, max_length=MAX_CHILDREN)
+
+
+# --8<-- [end:submit-composite]
+
+_SHELL = "SHELL"
+COMPOSITE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "group": {
+        "summary": "GROUP: three tasks, one failure tolerated",
+        "value": {
+            "kind": "GROUP",
+            "taskName": "nightly checks",
+            "failurePolicy": {"mode": "WAIT_ALL", "maxFailed": 1},
+            "children": [
+                {"taskType": _SHELL, "payload": "echo disk ok"},
+                {"taskType": _SHELL, "payload": "echo backup ok"},
+                {"taskType": "PYTHON_SCRIPT", "payload": "print('certs ok')"},
+            ],
+        },
+    },
+    "shards": {
+        "summary": "SHARDS: one task 4 times, 2 at once (an Indexed Job)",
+        "value": {
+            "kind": "SHARDS",
+            "taskName": "reindex",
+            "completions": 4,
+            "parallelism": 2,
+            "template": {
+                "taskType": _SHELL,
+                "payload": 'echo "shard $TASKLAB_SHARD_INDEX of $TASKLAB_SHARD_TOTAL"',
+                "retryCount": 2,
+            },
+        },
+    },
+    "map-reduce": {
+        "summary": "MAP_REDUCE: a map step, one child per item, a reduce",
+        "value": {
+            "kind": "MAP_REDUCE",
+            "taskName": "word count",
+            "map": {"taskType": "PYTHON_SCRIPT", "payload": 'print(\'["a b", "b c"]\')'},
+            "template": {
+                "taskType": "PYTHON_SCRIPT",
+                "payload": "import json, os\n"
+                "print(len(json.loads(os.environ['TASKLAB_INPUT']).split()))",
+            },
+            "reduce": {
+                "taskType": "PYTHON_SCRIPT",
+                "payload": "import json, os\nrows = json.loads(os.environ['TASKLAB_INPUT'])\n"
+                "print(sum(int(r['result']) for r in rows))",
+            },
+        },
+    },
+    "broadcast": {
+        "summary": "BROADCAST: once on every live agent",
+        "value": {
+            "kind": "BROADCAST",
+            "taskName": "clear caches",
+            "template": {"taskType": _SHELL, "payload": "echo cleared on $(hostname)"},
+        },
+    },
+    "dag": {
+        "summary": "DAG: a diamond with a clean-up on failure",
+        "value": {
+            "kind": "DAG",
+            "taskName": "release",
+            "nodes": [
+                {"name": "build", "task": {"taskType": _SHELL, "payload": "echo build"}},
+                {
+                    "name": "test",
+                    "task": {"taskType": _SHELL, "payload": "echo test"},
+                    "dependsOn": ["build"],
+                },
+                {
+                    "name": "lint",
+                    "task": {"taskType": _SHELL, "payload": "echo lint"},
+                    "dependsOn": ["build"],
+                },
+                {
+                    "name": "publish",
+                    "task": {"taskType": _SHELL, "payload": "echo publish"},
+                    "dependsOn": ["test", "lint"],
+                },
+                {
+                    "name": "cleanup",
+                    "task": {"taskType": _SHELL, "payload": "echo rollback"},
+                    "dependsOn": ["publish"],
+                    "trigger": "ONE_FAILED",
+                },
+            ],
+        },
+    },
+}
 
 
 class TimelineEntry(_Response):

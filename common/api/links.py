@@ -156,6 +156,9 @@ class RateLimitLink:
         await _answer(refusal, scope, receive, send)
 
 
+COMPOSITES_PATH = "/api/v1/composites"
+
+
 class _TooLarge(Exception):
     pass
 
@@ -178,11 +181,14 @@ class BodyLimitLink:
         max_body_bytes: int,
         max_url_bytes: int = 8192,
         max_header_bytes: int = 16384,
+        path_limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.max_url = max_url_bytes
         self.max_headers = max_header_bytes
+        # Paths whose bodies may be larger than a task's (a composite document): exact paths.
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -192,6 +198,7 @@ class BodyLimitLink:
         if problem is not None:
             await _answer(problem, scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_body)
         length = chunked = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -200,8 +207,8 @@ class BodyLimitLink:
                 chunked = value
         if length is not None:
             # The server checked it is a number and will deliver exactly this many bytes.
-            if int(length) > self.max_body:
-                problem = self._too_large(f"Content-Length is {int(length)}")
+            if int(length) > limit:
+                problem = self._too_large(limit, f"Content-Length is {int(length)}")
                 await _answer(problem, scope, receive, send)
                 return
             await self.app(scope, receive, send)
@@ -210,9 +217,10 @@ class BodyLimitLink:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_within_limit(receive)
+            body = await self._read_within_limit(receive, limit)
         except _TooLarge:
-            await _answer(self._too_large("the chunked body passed it"), scope, receive, send)
+            problem = self._too_large(limit, "the chunked body passed it")
+            await _answer(problem, scope, receive, send)
             return
         if body is None:  # the client went away mid-body: nobody to answer
             return
@@ -233,13 +241,13 @@ class BodyLimitLink:
             )
         return None
 
-    def _too_large(self, what: str) -> Problem:
+    def _too_large(self, limit: int, what: str) -> Problem:
         return problem(
             "payload-too-large",
-            f"the request body may be at most {self.max_body} bytes; {what}",
+            f"the request body may be at most {limit} bytes; {what}",
         )
 
-    async def _read_within_limit(self, receive: Receive) -> bytes | None:
+    async def _read_within_limit(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
         total = 0
         while True:  # bounded: each round reads a chunk, and the total is capped below
@@ -248,7 +256,7 @@ class BodyLimitLink:
                 return None
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_body:
+            if total > limit:
                 raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -358,6 +366,7 @@ def install_links(app: Any, settings: Any, redis: Any) -> None:
         max_body_bytes=settings.max_body_bytes,
         max_url_bytes=security.max_url_bytes,
         max_header_bytes=security.max_header_bytes,
+        path_limits={COMPOSITES_PATH: settings.max_document_body_bytes},
     )
     if limits.enabled and authenticator.enabled:
         if redis is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from common.api import commands, dto, sse, views
@@ -71,6 +71,36 @@ def submit_task(
 # --8<-- [end:submit]
 
 
+# --8<-- [start:submit-composite]
+@router.post(
+    "/composites",
+    status_code=201,
+    response_model=dto.TaskView,
+    summary="Submit a composite task (GROUP, SHARDS, MAP_REDUCE, BROADCAST or DAG)",
+    description="Creates the parent (taskType COMPOSITE) and its children in one step; the "
+    "answer is the parent's view with its children. Watch it, cancel it and retry it at "
+    "/tasks/{taskId} as any task: cancel stops every child not finished, retry runs again only "
+    "the children that did not succeed. 422 lists every problem of the document by its path "
+    "(`nodes.1.dependsOn.0`), a DAG's cycles and unknown references included; 413 when it, or "
+    "a task in it, is over its size limit.",
+    responses={
+        200: {"model": dto.TaskView, "description": "Replayed (same key): the first parent."},
+        **_WRITE_ERRORS,
+    },
+)
+def submit_composite(
+    body: Annotated[dto.SubmitComposite, Body(openapi_examples=dto.COMPOSITE_EXAMPLES)],
+    request: Request,
+    _: Writer,
+    idempotency: Annotated[Idempotency, Depends()],
+) -> JSONResponse:
+    command = commands.SubmitComposite(body, idempotency.key(body.request_id))
+    return answer(command.execute(_tasks(request), credentials(request)))
+
+
+# --8<-- [end:submit-composite]
+
+
 @router.get(
     "/tasks",
     response_model=dto.TaskPage,
@@ -123,7 +153,7 @@ def get_task(task_id: TaskId, request: Request, _: Reader) -> dto.TaskDetail:
 @router.delete(
     "/tasks/{taskId}",
     response_model=dto.CancelResult,
-    summary="Cancel a task",
+    summary="Cancel a task (a composite: with every child not finished)",
     responses=_WRITE_ERRORS,
 )
 def cancel_task(task_id: TaskId, request: Request, _: Writer) -> JSONResponse:
@@ -134,7 +164,7 @@ def cancel_task(task_id: TaskId, request: Request, _: Writer) -> JSONResponse:
     "/tasks/{taskId}/retry",
     status_code=201,
     response_model=dto.RetryResult,
-    summary="Retry a FAILED or CANCELLED task as a new task",
+    summary="Retry a FAILED or CANCELLED task as a new task (a composite: its failed children)",
     responses={
         200: {"model": dto.RetryResult, "description": "Replayed (same Idempotency-Key)."},
         **_WRITE_ERRORS,

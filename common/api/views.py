@@ -37,11 +37,14 @@ def _optional(message, name: str):
 
 
 # --8<-- [start:task-view]
-def task_view(task: pb.Task) -> dto.TaskView:
-    return dto.TaskView(**_task_fields(task))
+def task_view(task: pb.Task, tree: bool = False) -> dto.TaskView:
+    """`tree`: the provider filled in a composite parent's children (GetTaskInfo,
+    SubmitComposite), so a parent with none yet (a broadcast before it expands) shows an empty
+    list rather than null, which a listing's parents show."""
+    return dto.TaskView(**_task_fields(task, tree))
 
 
-def _task_fields(task: pb.Task) -> dict:
+def _task_fields(task: pb.Task, tree: bool = False) -> dict:
     return {
         "task_id": task.task_id,
         "task_name": task.task_name,
@@ -60,10 +63,39 @@ def _task_fields(task: pb.Task) -> dict:
         "created_at": rfc3339(task.created_at),
         "updated_at": rfc3339(task.updated_at),
         "retry_of": task.retry_of or None,
+        **_composite_fields(task, tree),
     }
 
 
 # --8<-- [end:task-view]
+
+
+def _composite_fields(task: pb.Task, tree: bool) -> dict:
+    """Where a child stands in its parent; a parent's children, edges and progress."""
+    out: dict = {
+        "parent_id": task.parent_id or None,
+        "role": task.role or None,
+        "shard_index": _optional(task, "shard_index"),
+        "shard_total": _optional(task, "shard_total"),
+        "node": task.node or None,
+        "pinned_agent": task.pinned_agent or None,
+    }
+    if task.task_type == pb.COMPOSITE and (tree or task.children):
+        out["children"] = [
+            dto.ChildRef(
+                task_id=c.task_id,
+                task_name=c.task_name,
+                role=c.role,
+                shard_index=_optional(c, "shard_index"),
+                node=c.node or None,
+                status=status(c.status),
+                agent_id=c.agent_id or None,
+            )
+            for c in task.children
+        ]
+        out["edges"] = [dto.Edge(from_=e.from_task_id, to=e.to_task_id) for e in task.edges]
+        out["progress"] = dict(task.progress)
+    return out
 
 
 def timeline_entry(entry: pb.TimelineEntry) -> dto.TimelineEntry:
@@ -80,7 +112,7 @@ def timeline_entry(entry: pb.TimelineEntry) -> dto.TimelineEntry:
 
 def task_detail(info: pb.TaskInfo) -> dto.TaskDetail:
     return dto.TaskDetail(
-        **_task_fields(info.task),
+        **_task_fields(info.task, tree=True),
         logs=list(info.logs),
         timeline=[timeline_entry(e) for e in info.timeline],
     )
@@ -123,3 +155,48 @@ def submit_request(body: dto.SubmitTask, request_id: str | None) -> pb.SubmitReq
         retry_count=body.retry_count,
         request_id=request_id or "",
     )
+
+
+def _child_task(body: dto.ChildTask) -> pb.TaskSpec:
+    return pb.TaskSpec(
+        task_name=body.task_name or "",
+        task_type=pb.TaskType.Value(body.task_type.value),
+        payload=body.payload,
+        execution_timeout=body.execution_timeout,
+        retry_count=body.retry_count,
+    )
+
+
+def composite_request(
+    body: dto.SubmitComposite, request_id: str | None
+) -> pb.SubmitCompositeRequest:
+    spec = pb.CompositeSpec(
+        kind=pb.CompositeKind.Value(body.kind.value),
+        task_name=body.task_name or "",
+        children=[_child_task(c) for c in body.children or []],
+        nodes=[
+            pb.DagNode(
+                name=n.name,
+                task=_child_task(n.task),
+                depends_on=n.depends_on,
+                trigger=pb.TriggerRule.Value(n.trigger.value),
+            )
+            for n in body.nodes or []
+        ],
+    )
+    if body.parallelism is not None:
+        spec.parallelism = body.parallelism
+    if body.completions is not None:
+        spec.completions = body.completions
+    if body.failure_policy is not None:
+        spec.failure_policy.CopyFrom(
+            pb.FailurePolicy(
+                mode=pb.FailureMode.Value(body.failure_policy.mode.value),
+                max_failed=body.failure_policy.max_failed,
+            )
+        )
+    for name in ("template", "map", "reduce"):
+        task = getattr(body, name)
+        if task is not None:
+            getattr(spec, name).CopyFrom(_child_task(task))
+    return pb.SubmitCompositeRequest(spec=spec, request_id=request_id or "")

@@ -1,6 +1,6 @@
 """What the task verbs of `tasklab` talk to: Redis directly, or the REST API.
 
-The verbs (submit, status, list, logs, cancel, retry, agents) are written once, against
+The verbs (submit, composite, status, list, logs, cancel, retry, agents) are written once, against
 `TaskBackend`. One place picks an implementation (`tasks()` in common/cli/main.py): the REST
 API (`common.cli.remote.ApiTaskClient`) when `TASKLAB_API_URL` is set, else `RedisBackend`, the
 `TaskClient` facade over the task store, as in stages 1 to 3. Both answer with the same domain
@@ -38,12 +38,30 @@ class CliError(Exception):
 
 
 @dataclass(frozen=True)
+class ChildRow:
+    """One child of a composite parent, as `tasklab status` lists it."""
+
+    task_id: str
+    task_name: str
+    role: str
+    status: TaskStatus
+    shard_index: int | None = None
+    node: str | None = None
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskInfo:
-    """A task with its timeline (entries as the store appends them) and its output lines."""
+    """A task with its timeline (entries as the store appends them) and its output lines;
+    for a composite parent, its children in listed order, a DAG's edges (by child id) and how
+    many children are in each state."""
 
     task: Task
     timeline: list[dict] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    children: list[ChildRow] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    progress: dict[str, int] = field(default_factory=dict)
 
 
 class TaskBackend(ABC):
@@ -55,7 +73,13 @@ class TaskBackend(ABC):
         returned once final or when `wait` seconds have passed, whichever comes first."""
 
     @abstractmethod
-    def info(self, task_id: str) -> TaskInfo: ...
+    def submit_composite(self, document: dict, wait: float | None = None) -> tuple[Task, bool]:
+        """Submit a composite document (camelCase); return (parent, created), the parent once
+        final or after `wait` seconds when `wait` is given."""
+
+    @abstractmethod
+    def info(self, task_id: str) -> TaskInfo:
+        """The task; a composite parent with its children, edges and progress."""
 
     @abstractmethod
     def logs(self, task_id: str) -> list[str]: ...
@@ -92,11 +116,15 @@ class RedisBackend(TaskBackend):
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBackend:
         from common.adapters.redis_client import redis_client
+        from common.adapters.redis_composite import RedisCompositeStore
         from common.adapters.redis_store import RedisTaskStore
         from common.client import TaskClient
 
         redis = redis_client(settings.redis_url)
-        return cls(TaskClient(RedisTaskStore(redis), settings.max_payload_bytes), redis)
+        client = TaskClient(
+            RedisTaskStore(redis), settings.max_payload_bytes, RedisCompositeStore(redis)
+        )
+        return cls(client, redis)
 
     def submit(self, data: dict, wait: float | None = None) -> tuple[Task, bool]:
         task, created = self.client.submit(data, actor=self.actor)
@@ -104,10 +132,38 @@ class RedisBackend(TaskBackend):
             task = self.client.wait(task.task_id, wait)
         return task, created
 
+    def submit_composite(self, document: dict, wait: float | None = None) -> tuple[Task, bool]:
+        parent, created = self.client.submit_composite(document, actor=self.actor)
+        if wait is not None:
+            parent = self.client.wait(parent.task_id, wait)
+        return parent, created
+
     def info(self, task_id: str) -> TaskInfo:
         task = self.client.get(task_id)
         store = self.client.store
-        return TaskInfo(task, store.history(task_id), store.logs(task_id))
+        tree = self.client.tree(task_id)
+        if tree is None:
+            return TaskInfo(task, store.history(task_id), store.logs(task_id))
+        rows = [
+            ChildRow(
+                task_id=c.task_id,
+                task_name=c.task_name,
+                role=c.role or "",
+                status=c.status,
+                shard_index=c.shard_index,
+                node=c.node,
+                agent_id=c.agent_id,
+            )
+            for c in tree.children
+        ]
+        return TaskInfo(
+            tree.parent,
+            store.history(task_id),
+            store.logs(task_id),
+            children=rows,
+            edges=list(tree.edges),
+            progress=dict(tree.progress.counts),
+        )
 
     def logs(self, task_id: str) -> list[str]:
         self.client.get(task_id)
@@ -148,4 +204,12 @@ class RedisBackend(TaskBackend):
         return rows
 
 
-__all__ = ["API_KEY_ENV", "API_URL_ENV", "CliError", "RedisBackend", "TaskBackend", "TaskInfo"]
+__all__ = [
+    "API_KEY_ENV",
+    "API_URL_ENV",
+    "ChildRow",
+    "CliError",
+    "RedisBackend",
+    "TaskBackend",
+    "TaskInfo",
+]

@@ -1,5 +1,5 @@
-"""`tasklab`: submit / status / list / logs / cancel / retry / agents, `run ROLE`, `dev up|down`,
-`bus` (stage 3 on).
+"""`tasklab`: submit / composite / status / list / logs / cancel / retry / agents, `run ROLE`,
+`dev up|down`, `bus` (stage 3 on).
 
 The task verbs talk to Redis, or to the REST API when TASKLAB_API_URL is set (stage 4). The
 choice is made once, in `tasks()`; the two backends (common/cli/backend.py, remote.py) answer
@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,13 +24,26 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.cli.backend import API_KEY_ENV, API_URL_ENV, CliError, RedisBackend, TaskBackend
+from common.cli.backend import (
+    API_KEY_ENV,
+    API_URL_ENV,
+    CliError,
+    RedisBackend,
+    TaskBackend,
+    TaskInfo,
+)
 from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.shared import fail, settings
-from common.domain.task import Task, TaskType, TaskValidationError
-from common.domain.transitions import TaskStatus
+from common.domain.task import (
+    RUNNABLE_TYPES,
+    NotStrictJSON,
+    Task,
+    TaskValidationError,
+    strict_json,
+)
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 app = OneLineErrors(
     help="tasklab: a distributed task scheduling and execution platform, built in stages.",
@@ -71,6 +85,10 @@ def tasks(environ: Mapping[str, str] | None = None) -> TaskBackend:
 # --8<-- [end:choose]
 
 
+# The types a submit may name: a COMPOSITE parent is submitted as a document (`composite`).
+RunnableType = StrEnum("RunnableType", {t.value: t.value for t in RUNNABLE_TYPES})
+
+
 def _when(ts: float | str | None) -> str:
     if not ts:
         return "-"
@@ -86,6 +104,7 @@ def _print_task(task: Task, history: list[dict] | None = None) -> None:
     typer.echo(f"type:     {task.task_type.value}")
     typer.echo(f"status:   {task.status.value}")
     typer.echo(f"attempt:  {task.attempt}")
+    _print_parent(task)
     if task.agent_id:
         typer.echo(f"agent:    {task.agent_id}")
     if task.exit_code is not None:
@@ -151,8 +170,8 @@ def submit(
             ' {"handler": "module:function", "args": {...}} (\'-\' = stdin).'
         ),
     ],
-    task_type: Annotated[TaskType, typer.Option("--type", "-t", case_sensitive=False)] = (
-        TaskType.SHELL
+    task_type: Annotated[RunnableType, typer.Option("--type", "-t", case_sensitive=False)] = (
+        RunnableType.SHELL
     ),
     name: Annotated[str, typer.Option("--name", "-n")] = "",
     timeout: Annotated[int, typer.Option("--timeout", help="executionTimeout, seconds")] = 60,
@@ -161,8 +180,30 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the final state.")] = False,
     wait_timeout: Annotated[float, typer.Option("--wait-timeout")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            help="Run the task N times as a SHARDS composite, each with TASKLAB_SHARD_INDEX "
+            "0..N-1 and TASKLAB_SHARD_TOTAL N (--retries is then each shard's own).",
+        ),
+    ] = None,
+    parallelism: Annotated[
+        int | None, typer.Option("--parallelism", help="With --shards: at most P at once.")
+    ] = None,
+    max_failed: Annotated[
+        int | None, typer.Option("--max-failed", help="With --shards: failed shards tolerated.")
+    ] = None,
+    wait_all: Annotated[
+        bool,
+        typer.Option(
+            "--wait-all", help="With --shards: let every shard finish before failing (WAIT_ALL)."
+        ),
+    ] = False,
 ) -> None:
-    """Submit a task. Exit code with --wait: 0 SUCCESS, 1 FAILED/CANCELLED/timeout."""
+    """Submit a task (or, with --shards, a SHARDS composite of it).
+
+    Exit code with --wait: 0 SUCCESS, 1 FAILED/CANCELLED/timeout."""
     if payload == "-":
         payload = sys.stdin.read()
     data = {
@@ -172,6 +213,24 @@ def submit(
         "executionTimeout": timeout,
         "retryCount": retries,
     }
+    if shards is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--parallelism", parallelism),
+                ("--max-failed", max_failed),
+                ("--wait-all", wait_all or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise CliError(f"{', '.join(given)}: only with --shards N", 2)
+    else:
+        document = shards_document(data, shards, parallelism, max_failed, wait_all)
+        if request_id:
+            document["requestId"] = request_id
+        _submit_composite(document, wait, wait_timeout, as_json)
+        return
     if request_id:
         data["requestId"] = request_id
     backend = tasks()
@@ -197,18 +256,170 @@ def submit(
         raise typer.Exit(1)
 
 
+def shards_document(
+    task: dict,
+    shards: int,
+    parallelism: int | None = None,
+    max_failed: int | None = None,
+    wait_all: bool = False,
+) -> dict:
+    """A SHARDS composite of `task` (the usual submit fields): the task is its template, its
+    name the parent's."""
+    template = {k: v for k, v in task.items() if k != "taskName" or v}
+    document: dict = {"kind": "SHARDS", "completions": shards, "template": template}
+    if task.get("taskName"):
+        document["taskName"] = task["taskName"]
+    if parallelism is not None:
+        document["parallelism"] = parallelism
+    if max_failed is not None or wait_all:
+        document["failurePolicy"] = {
+            "mode": "WAIT_ALL" if wait_all else "FAIL_FAST",
+            "maxFailed": max_failed or 0,
+        }
+    return document
+
+
+def _submit_composite(document: dict, wait: bool, wait_timeout: float, as_json: bool) -> None:
+    backend = tasks()
+    if not wait:
+        parent, created = backend.submit_composite(document)
+        if as_json:
+            out = {"taskId": parent.task_id, "status": parent.status.value, "created": created}
+            typer.echo(json.dumps(out))
+        else:
+            typer.echo(parent.task_id)
+        return
+    parent, _ = backend.submit_composite(document, wait=wait_timeout)
+    info = backend.info(parent.task_id)
+    if as_json:
+        typer.echo(json.dumps(_info_json(info)))
+    else:
+        _print_task(info.task)
+        _print_tree(info)
+    if info.task.status != TaskStatus.SUCCESS:
+        if not info.task.is_terminal:
+            typer.echo(f"still {info.task.status.value} after {wait_timeout:.0f}s", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def composite(
+    document: Annotated[
+        str,
+        typer.Argument(
+            help="A JSON file with the composite document ('-' = stdin): kind GROUP, SHARDS, "
+            "MAP_REDUCE, BROADCAST or DAG (docs/reference/rest.md, POST /api/v1/composites)."
+        ),
+    ],
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="Sets the document's requestId.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the final state.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--wait-timeout")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Submit a composite task; prints the parent's id (with --wait, its tree).
+
+    Exit code with --wait: 0 SUCCESS, 1 FAILED/CANCELLED/timeout; 2 for a bad document."""
+    if document == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        try:
+            text, source = Path(document).read_text(encoding="utf-8"), document
+        except OSError as exc:
+            raise CliError(f"cannot read {document}: {exc.strerror or exc}", 2) from None
+    try:
+        data = strict_json(text)
+    except NotStrictJSON as exc:
+        raise CliError(f"{source}: not a JSON document ({exc})", 2) from None
+    if not isinstance(data, dict):
+        raise CliError(f"{source}: a composite document is a JSON object", 2)
+    if request_id:
+        data["requestId"] = request_id
+    _submit_composite(data, wait, wait_timeout, as_json)
+
+
+def _info_json(info: TaskInfo) -> dict:
+    data = _task_json(info.task, info.timeline, info.logs)
+    if info.children:
+        data["children"] = [
+            {
+                "taskId": c.task_id,
+                "taskName": c.task_name,
+                "role": c.role,
+                "shardIndex": c.shard_index,
+                "node": c.node,
+                "status": c.status.value,
+                "agentId": c.agent_id,
+            }
+            for c in info.children
+        ]
+        data["edges"] = [{"from": a, "to": b} for a, b in info.edges]
+        data["progress"] = info.progress
+    return data
+
+
+def progress_line(progress: dict[str, int]) -> str:
+    """`3 of 5 children final (SUCCESS 2, FAILED 1, RUNNING 1, WAITING 1)`."""
+    total = sum(progress.values())
+    final = sum(n for state, n in progress.items() if TaskStatus(state) in TERMINAL_STATES)
+    order = [s.value for s in TaskStatus]
+    counts = ", ".join(
+        f"{state} {progress[state]}"
+        for state in sorted(progress, key=lambda s: order.index(s) if s in order else len(order))
+    )
+    return f"{final} of {total} children final ({counts})"
+
+
+def _print_tree(info: TaskInfo) -> None:
+    if not info.children:
+        return
+    typer.echo("children:")
+    typer.echo(f"  {'#':>5}  {'ROLE':<9} {'STATUS':<10} {'AGENT':<20} {'TASK ID':<36}  NAME")
+    for c in info.children:
+        where = c.node if c.node else ("-" if c.shard_index is None else str(c.shard_index))
+        typer.echo(
+            f"  {where:>5}  {c.role:<9} {c.status.value:<10} {(c.agent_id or '-'):<20} "
+            f"{c.task_id:<36}  {c.task_name[:40]}"
+        )
+    if info.edges:
+        names = {c.task_id: c.node or c.task_id for c in info.children}
+        typer.echo("edges:")
+        for upstream, downstream in info.edges:
+            typer.echo(f"  {names.get(upstream, upstream)} -> {names.get(downstream, downstream)}")
+    typer.echo(f"progress: {progress_line(info.progress)}")
+
+
+def _print_parent(task: Task) -> None:
+    if not task.parent_id:
+        return
+    place = task.role or "child"
+    if task.node:
+        place += f" {task.node}"
+    elif task.shard_index is not None and task.shard_total is not None:
+        place += f" {task.shard_index} of {task.shard_total}"
+    typer.echo(f"parent:   {task.parent_id} ({place})")
+    if task.pinned_agent:
+        typer.echo(f"pinned:   {task.pinned_agent}")
+
+
 @app.command()
 @_guard
 def status(
     task_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show a task: state, result, and its timeline of transitions."""
+    """Show a task: state, result, and its timeline of transitions.
+
+    A composite parent also shows its children (state, index or node), a DAG's edges and a
+    progress line; a composite's child names its parent."""
     info = tasks().info(task_id)
     if as_json:
-        typer.echo(json.dumps(_task_json(info.task, info.timeline, info.logs)))
+        typer.echo(json.dumps(_info_json(info)))
     else:
         _print_task(info.task, info.timeline)
+        _print_tree(info)
 
 
 @app.command("list")

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from common.cli.backend import CliError, TaskBackend, TaskInfo
+from common.cli.backend import ChildRow, CliError, TaskBackend, TaskInfo
 from common.client import wait_for_final
 from common.domain.task import Task
 from common.domain.transitions import TaskStatus
@@ -86,6 +86,19 @@ def task_of(view: dict[str, Any]) -> Task:
     for key in ("createdAt", "updatedAt"):
         data[key] = epoch(data.get(key))
     return Task.model_validate(data)
+
+
+def child_row(ref: dict[str, Any]) -> ChildRow:
+    """A ChildRef of a parent's view as the CLI's row."""
+    return ChildRow(
+        task_id=ref["taskId"],
+        task_name=ref.get("taskName") or "",
+        role=ref.get("role") or "",
+        status=TaskStatus(ref["status"]),
+        shard_index=ref.get("shardIndex"),
+        node=ref.get("node"),
+        agent_id=ref.get("agentId"),
+    )
 
 
 def history_entry(entry: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +225,15 @@ class ApiTaskClient(TaskBackend):
         # With a wait the API answers 200 for a new task and a replay alike.
         return task, response.status_code == 201
 
+    def submit_composite(self, document: dict, wait: float | None = None) -> tuple[Task, bool]:
+        # The API answers at once with the parent; a wait is this client's polling, as a
+        # composite runs for as long as its slowest children.
+        response = self._call("POST", "/composites", json=document)
+        parent = task_of(response.json())
+        if wait is not None and wait > 0:
+            parent = self.wait(parent.task_id, wait)
+        return parent, response.status_code == 201
+
     def wait(self, task_id: str, timeout: float, poll: float = 0.2) -> Task:
         """Poll the task until it is final or `timeout` passes (beyond the API's own wait)."""
         return wait_for_final(self.get, task_id, timeout, poll, max_delay=2.0)
@@ -222,7 +244,14 @@ class ApiTaskClient(TaskBackend):
     def info(self, task_id: str) -> TaskInfo:
         view = self._json("GET", f"/tasks/{_segment(task_id)}")
         timeline = [history_entry(e) for e in view.get("timeline") or []]
-        return TaskInfo(task_of(view), timeline, list(view.get("logs") or []))
+        return TaskInfo(
+            task_of(view),
+            timeline,
+            list(view.get("logs") or []),
+            children=[child_row(c) for c in view.get("children") or []],
+            edges=[(e["from"], e["to"]) for e in view.get("edges") or []],
+            progress=dict(view.get("progress") or {}),
+        )
 
     def logs(self, task_id: str) -> list[str]:
         return list(self._json("GET", f"/tasks/{_segment(task_id)}/logs").get("lines") or [])

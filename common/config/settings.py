@@ -404,6 +404,16 @@ class Settings(BaseSettings):
         configured = self.api.security.max_body_bytes
         return configured or max_message_bytes(self.max_payload_bytes)
 
+    @property
+    def max_document_body_bytes(self) -> int:
+        """The body limit of POST /api/v1/composites: a composite document may hold as many
+        payloads as DOCUMENT_PAYLOAD_FACTOR, each escaped at worst. A configured
+        max_body_bytes holds for every path, this one included."""
+        from common.domain.composite import DOCUMENT_PAYLOAD_FACTOR
+
+        configured = self.api.security.max_body_bytes
+        return configured or DOCUMENT_PAYLOAD_FACTOR * max_message_bytes(self.max_payload_bytes)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _api_keys(cls, v: object) -> object:

@@ -367,8 +367,12 @@ def _problems(err: ValidationError) -> list[str]:
     for e in err.errors():
         field = ".".join(field_label(p) for p in e["loc"]) or "task"
         msg = e["msg"]
-        if e["type"] == "enum":
+        if e["type"] == "enum" and e["loc"] and e["loc"][-1] == "taskType":
             msg = "must be one of " + ", ".join(t.value for t in RUNNABLE_TYPES)
+        elif e["type"] == "enum":
+            # Another enum (a composite's kind, failure mode, trigger rule): its own values.
+            expected = str((e.get("ctx") or {}).get("expected", ""))
+            msg = "must be one of " + expected.replace("'", "").replace(" or ", ", ")
         elif e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "missing":

@@ -29,6 +29,7 @@ METHOD_ROLES: dict[str, Role] = {
     "Watch": Role.TASK_READ,
     "ListAgents": Role.TASK_READ,
     "Submit": Role.TASK_WRITE,
+    "SubmitComposite": Role.TASK_WRITE,
     "Cancel": Role.TASK_WRITE,
     "Retry": Role.TASK_WRITE,
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.domain.composite import CompositeTree
 from common.domain.task import Task
 from common.rpc.gen import task_service_pb2 as pb
 
@@ -49,6 +51,37 @@ def task(t: Task) -> pb.Task:
         out.error = t.error
     if t.exit_code is not None:
         out.exit_code = t.exit_code
+    # A composite's child: where it stands in its parent.
+    out.parent_id = t.parent_id or ""
+    out.role = t.role or ""
+    if t.shard_index is not None:
+        out.shard_index = t.shard_index
+    if t.shard_total is not None:
+        out.shard_total = t.shard_total
+    out.node = t.node or ""
+    out.pinned_agent = t.pinned_agent or ""
+    return out
+
+
+def tree(t: CompositeTree) -> pb.Task:
+    """A composite parent with its children (in listed order), a DAG's edges and the count of
+    children in each state."""
+    out = task(t.parent)
+    for child in t.children:
+        ref = out.children.add(
+            task_id=child.task_id,
+            task_name=child.task_name,
+            role=child.role or "",
+            node=child.node or "",
+            status=status(child.status.value),
+            agent_id=child.agent_id or "",
+        )
+        if child.shard_index is not None:
+            ref.shard_index = child.shard_index
+    for upstream, downstream in t.edges:
+        out.edges.add(from_task_id=upstream, to_task_id=downstream)
+    for state, count in t.progress.counts.items():
+        out.progress[state] = count
     return out
 
 
@@ -84,4 +117,67 @@ def submit_data(request: pb.SubmitRequest) -> dict:
         data["retryCount"] = request.retry_count
     if request.request_id:
         data["requestId"] = request.request_id
+    return data
+
+
+def _enum_name(enum, value: int) -> str | int:
+    """An enum value by its name; one the contract does not know stays its number, for the
+    validator to name."""
+    return enum.Name(value) if value in enum.values() else value
+
+
+def _task_spec_data(spec: pb.TaskSpec) -> dict:
+    data: dict = {"taskName": spec.task_name, "payload": spec.payload}
+    if spec.task_type != pb.TASK_TYPE_UNSPECIFIED:
+        data["taskType"] = _enum_name(pb.TaskType, spec.task_type)
+    if spec.HasField("execution_timeout"):
+        data["executionTimeout"] = spec.execution_timeout
+    if spec.HasField("retry_count"):
+        data["retryCount"] = spec.retry_count
+    return data
+
+
+def _present(message: Message, name: str) -> bool:
+    return message.HasField(name)
+
+
+def composite_data(request: pb.SubmitCompositeRequest) -> dict:
+    """A SubmitCompositeRequest as the camelCase document validate_composite checks, so a
+    problem is named by the same path (`nodes.2.task.payload`) whichever way it came in.
+
+    What is unset is left out (the domain's defaults apply, and a field a kind needs is named
+    as missing); an empty repeated field is absent too, as protobuf cannot tell them apart.
+    """
+    spec = request.spec
+    data: dict = {}
+    if spec.kind != pb.COMPOSITE_KIND_UNSPECIFIED:
+        data["kind"] = _enum_name(pb.CompositeKind, spec.kind)
+    if spec.task_name:
+        data["taskName"] = spec.task_name
+    if request.request_id:
+        data["requestId"] = request.request_id
+    if spec.HasField("parallelism"):
+        data["parallelism"] = spec.parallelism
+    if _present(spec, "failure_policy"):
+        policy: dict = {"maxFailed": spec.failure_policy.max_failed}
+        if spec.failure_policy.mode != pb.FAILURE_MODE_UNSPECIFIED:
+            policy["mode"] = _enum_name(pb.FailureMode, spec.failure_policy.mode)
+        data["failurePolicy"] = policy
+    if spec.children:
+        data["children"] = [_task_spec_data(c) for c in spec.children]
+    if spec.HasField("completions"):
+        data["completions"] = spec.completions
+    for name in ("template", "map", "reduce"):
+        if _present(spec, name):
+            data[name] = _task_spec_data(getattr(spec, name))
+    if spec.nodes:
+        nodes = []
+        for node in spec.nodes:
+            item: dict = {"name": node.name, "dependsOn": list(node.depends_on)}
+            if node.HasField("task"):
+                item["task"] = _task_spec_data(node.task)
+            if node.trigger != pb.TRIGGER_RULE_UNSPECIFIED:
+                item["trigger"] = _enum_name(pb.TriggerRule, node.trigger)
+            nodes.append(item)
+        data["nodes"] = nodes
     return data

@@ -210,6 +210,20 @@ class TaskServiceProxy:
 
     # --8<-- [end:submit]
 
+    def submit_composite(
+        self,
+        request: pb.SubmitCompositeRequest,
+        timeout: float | None = None,
+        metadata: Metadata = None,
+    ) -> pb.SubmitResponse:
+        # As submit: the request id makes a failover after a stored-but-unanswered call safe.
+        if not request.request_id:
+            copy = pb.SubmitCompositeRequest()
+            copy.CopyFrom(request)
+            copy.request_id = str(uuid.uuid4())
+            request = copy
+        return self._call("SubmitComposite", request, timeout, metadata)
+
     def get_task_info(
         self, task_id: str, timeout: float | None = None, metadata: Metadata = None
     ) -> pb.TaskInfo:

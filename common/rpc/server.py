@@ -3,7 +3,8 @@
 `run_provider(settings)` is the `rpc` role of stage 4 (`tasklab run rpc --stage 4`):
 1. serve TaskService on `rpc_address` (port 0 = a free port), with the standard health service
    (grpc.health.v1) and server reflection, and a receive limit derived from max_payload_bytes
-   so an oversized request is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed;
+   so a request larger than the largest composite document is refused by gRPC itself
+   (RESOURCE_EXHAUSTED) before it is parsed;
    every TaskService call checked by the AuthInterceptor (the REST API's keys and tokens, one
    role per method; health and reflection open; with auth off, everything passes);
 2. register `/services/TaskService/{host:port}` in ZooKeeper, where clients find it;
@@ -27,11 +28,13 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_composite import RedisCompositeStore
 from common.adapters.redis_metrics import observe_redis
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
+from common.domain.composite import DOCUMENT_PAYLOAD_FACTOR
 from common.domain.task import MESSAGE_ENVELOPE_BYTES
 from common.observability import get_logger
 from common.observability.health import CHECKS
@@ -49,9 +52,12 @@ log = get_logger("tasklab.rpc")
 
 
 def max_message_bytes(settings: Settings) -> int:
-    """The largest request a provider reads: a payload at the limit plus room for the rest
-    of the message (a protobuf string is its bytes plus a few bytes of length)."""
-    return settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
+    """The largest request a provider reads: a composite document at its limit (as many
+    payloads as DOCUMENT_PAYLOAD_FACTOR) plus room for the rest of the message (a protobuf
+    string is its bytes plus a few bytes of length). gRPC has one limit per server, not per
+    method, so a plain Submit between one payload and this is read and then refused by the
+    validator (RESOURCE_EXHAUSTED with its field violation), not by gRPC."""
+    return DOCUMENT_PAYLOAD_FACTOR * settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -77,7 +83,11 @@ class Provider:
         client = redis_client(settings.redis_url)
         self.redis = client
         self.servicer = TaskServicer(
-            TaskClient(RedisTaskStore(client), settings.max_payload_bytes),
+            TaskClient(
+                RedisTaskStore(client),
+                settings.max_payload_bytes,
+                composites=RedisCompositeStore(client),
+            ),
             client,
             watch_poll=settings.rpc_watch_poll,
             watch_max=settings.rpc_watch_max,

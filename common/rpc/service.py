@@ -22,7 +22,7 @@ from common.adapters.redis_client import as_text
 from common.client import TaskClient
 from common.coordination.agent_info import AgentInfo
 from common.coordination.paths import LIVE_AGENTS, agent_node
-from common.domain.task import TaskValidationError
+from common.domain.task import Task, TaskType, TaskValidationError
 from common.observability import get_logger
 from common.rpc import convert, errors
 from common.rpc.gen import task_service_pb2 as pb
@@ -105,11 +105,34 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     # --8<-- [end:submit]
 
     @_mapped
+    # --8<-- [start:submit-composite]
+    def SubmitComposite(  # noqa: N802
+        self, request: pb.SubmitCompositeRequest, context
+    ) -> pb.SubmitResponse:
+        """The document is checked by validate_composite, as a REST body or a CLI file is:
+        every problem named by its path (`nodes.1.dependsOn.0`), INVALID_ARGUMENT (or
+        RESOURCE_EXHAUSTED when something is too large), each problem a field violation."""
+        parent, created = self.tasks.submit_composite(
+            convert.composite_data(request), actor=self.actor
+        )
+        return pb.SubmitResponse(task=self._view(parent), created=created)
+
+    # --8<-- [end:submit-composite]
+
+    def _view(self, task: Task) -> pb.Task:
+        """A task as the single-task views show it: a composite parent with its tree."""
+        if task.task_type == TaskType.COMPOSITE:
+            tree = self.tasks.composites.tree(task.task_id)
+            if tree is not None:
+                return convert.tree(tree)
+        return convert.task(task)
+
+    @_mapped
     def GetTaskInfo(self, request: pb.GetTaskInfoRequest, context) -> pb.TaskInfo:  # noqa: N802
         task = self.tasks.get(_task_id(request.task_id))
         store = self.tasks.store
         return pb.TaskInfo(
-            task=convert.task(task),
+            task=self._view(task),
             timeline=[convert.timeline_entry(e) for e in store.history(task.task_id)],
             logs=store.logs(task.task_id),
         )

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rpc_support import free_port
+from rpc_support import free_port, needs_composites
 
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.registry import TASK_SERVICE
@@ -181,6 +181,31 @@ def test_the_java_client_submits_to_the_python_providers_and_watches_the_task_to
     assert task.status == pb.SUCCESS and task.request_id, task
     assert out[0].startswith(f"submitted {task.task_id} (PENDING) via ")
     assert out[0].rsplit(" ", 1)[1] in pair
+
+
+@needs_composites
+def test_the_java_client_submits_a_shards_composite_and_reads_its_tree(stage4, proxy, pair, jar):
+    name = f"java-shards-{uuid.uuid4().hex[:6]}"
+    payload = "echo shard $TASKLAB_SHARD_INDEX"
+    args = ("submit", "--shards", "3", "--parallelism", "2", "--name", name)
+    result = run_client(jar, stage4, *args, "--payload", payload, "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout.splitlines()
+    assert "type:     COMPOSITE" in out and "status:   SUCCESS" in out, out
+    parent_id = out[0].split()[1]
+    tree = proxy.get_task_info(parent_id).task
+    assert tree.task_name == name and tree.request_id, "the client added a request id"
+    assert [c.status for c in tree.children] == [pb.SUCCESS] * 3
+    results = [proxy.get_task_info(c.task_id).task.result for c in tree.children]
+    assert results == [f"shard {i}\n" for i in range(3)]
+    shown = run_client(jar, stage4, "get", parent_id)
+    assert shown.returncode == 0, shown.stderr
+    rows = [
+        line.split()
+        for line in shown.stdout.splitlines()
+        if line.endswith(tuple(c.task_id for c in tree.children))
+    ]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(str(i), "shard", "SUCCESS") for i in range(3)]
 
 
 @pytest.mark.slow

@@ -199,7 +199,9 @@ def test_an_oversized_payload_is_resource_exhausted_with_its_violation(proxy, pr
 
 def test_a_request_over_the_message_limit_is_refused_before_it_is_read(proxy, providers):
     with pytest.raises(grpc.RpcError) as err:
-        proxy.submit(shell("#" * (512 * 1024)))
+        # Over the largest composite document (16 payloads of 64 KiB and an envelope), the
+        # one limit a provider's gRPC server has for every method.
+        proxy.submit(shell("#" * (17 * 64 * 1024)))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert len(proxy.list(pb.ListRequest(name="#" * 20)).tasks) == 0, "nothing was stored"
 
@@ -283,4 +285,5 @@ def test_health_and_reflection_answer_on_every_provider(providers):
             "List",
             "Watch",
             "ListAgents",
+            "SubmitComposite",
         ]

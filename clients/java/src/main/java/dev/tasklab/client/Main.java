@@ -6,10 +6,15 @@ import com.google.protobuf.Timestamp;
 import com.google.rpc.BadRequest;
 import com.google.rpc.PreconditionFailure;
 import dev.tasklab.v1.CancelResponse;
+import dev.tasklab.v1.ChildRef;
+import dev.tasklab.v1.CompositeKind;
+import dev.tasklab.v1.CompositeSpec;
+import dev.tasklab.v1.SubmitCompositeRequest;
 import dev.tasklab.v1.SubmitRequest;
 import dev.tasklab.v1.SubmitResponse;
 import dev.tasklab.v1.Task;
 import dev.tasklab.v1.TaskInfo;
+import dev.tasklab.v1.TaskSpec;
 import dev.tasklab.v1.TaskStatus;
 import dev.tasklab.v1.TaskType;
 import dev.tasklab.v1.TimelineEntry;
@@ -53,10 +58,11 @@ public final class Main {
       commands:
         submit --payload TEXT|- [--type SHELL|PYTHON_SCRIPT|HANDLER] [--name NAME]
                [--execution-timeout SECONDS] [--retries N] [--request-id ID]
-               [--wait] [--wait-timeout SECONDS]
+               [--shards N [--parallelism P]] [--wait] [--wait-timeout SECONDS]
                         submit a task (--payload - reads it from stdin); prints its id, or
                         with --wait watches it to its final state (transitions and log
-                        lines as they happen) and prints it
+                        lines as they happen) and prints it; with --shards, a SHARDS
+                        composite of it (TASKLAB_SHARD_INDEX 0..N-1, at most P at once)
         watch TASK_ID [--wait-timeout SECONDS]
                         watch a task to its final state
         get TASK_ID     a task with its timeline and log lines
@@ -158,7 +164,10 @@ public final class Main {
         throw new UncheckedIOException("cannot read the payload from stdin", e);
       }
     }
-    SubmitResponse response = client.submit(request.build(), args.timeout);
+    SubmitResponse response =
+        args.shards == null
+            ? client.submit(request.build(), args.timeout)
+            : client.submitComposite(shards(request.build(), args), args.timeout);
     Task task = response.getTask();
     if (!args.wait) {
       out.println(task.getTaskId());
@@ -171,6 +180,33 @@ public final class Main {
         response.getCreated() ? "" : ", an earlier submit with this request id",
         client.lastProvider());
     return watch(client, task.getTaskId(), args);
+  }
+
+  /** The task as the template of a SHARDS composite, run --shards times. */
+  private static SubmitCompositeRequest shards(SubmitRequest task, Args args) {
+    TaskSpec.Builder template =
+        TaskSpec.newBuilder()
+            .setTaskType(task.getTaskType())
+            .setPayload(task.getPayload());
+    if (task.hasExecutionTimeout()) {
+      template.setExecutionTimeout(task.getExecutionTimeout());
+    }
+    if (task.hasRetryCount()) {
+      template.setRetryCount(task.getRetryCount());
+    }
+    CompositeSpec.Builder spec =
+        CompositeSpec.newBuilder()
+            .setKind(CompositeKind.SHARDS)
+            .setTaskName(task.getTaskName())
+            .setCompletions(args.shards)
+            .setTemplate(template);
+    if (args.parallelism != null) {
+      spec.setParallelism(args.parallelism);
+    }
+    return SubmitCompositeRequest.newBuilder()
+        .setSpec(spec)
+        .setRequestId(task.getRequestId())
+        .build();
   }
 
   private int watch(TaskServiceClient client, String taskId, Args args) {
@@ -187,6 +223,18 @@ public final class Main {
   private int get(TaskServiceClient client, Args args) {
     TaskInfo info = client.getTaskInfo(args.taskId, args.timeout);
     printTask(info.getTask());
+    if (info.getTask().getChildrenCount() > 0) {
+      out.println("children:");
+      for (ChildRef child : info.getTask().getChildrenList()) {
+        String where =
+            !child.getNode().isEmpty()
+                ? child.getNode()
+                : child.hasShardIndex() ? String.valueOf(child.getShardIndex()) : "-";
+        out.printf(
+            "  %5s  %-9s %-10s %s%n", where, child.getRole(), child.getStatus(), child.getTaskId());
+      }
+      out.println("progress: " + info.getTask().getProgressMap());
+    }
     if (info.getTimelineCount() > 0) {
       out.println("timeline:");
       for (TimelineEntry entry : info.getTimelineList()) {
@@ -247,6 +295,9 @@ public final class Main {
     out.println("type:     " + task.getTaskType());
     out.println("status:   " + task.getStatus());
     out.println("attempt:  " + task.getAttempt());
+    if (!task.getParentId().isEmpty()) {
+      out.println("parent:   " + task.getParentId() + " (" + task.getRole() + ")");
+    }
     if (!task.getAgentId().isEmpty()) {
       out.println("agent:    " + task.getAgentId());
     }
@@ -323,6 +374,8 @@ public final class Main {
     String requestId = "";
     Integer executionTimeout;
     Integer retries;
+    Integer shards;
+    Integer parallelism;
     boolean wait;
 
     static Args parse(String[] argv, Map<String, String> env) {
@@ -346,6 +399,8 @@ public final class Main {
           case "--request-id" -> a.requestId = value(argv, ++i, arg);
           case "--execution-timeout" -> a.executionTimeout = integer(value(argv, ++i, arg), arg);
           case "--retries" -> a.retries = integer(value(argv, ++i, arg), arg);
+          case "--shards" -> a.shards = integer(value(argv, ++i, arg), arg);
+          case "--parallelism" -> a.parallelism = integer(value(argv, ++i, arg), arg);
           case "--wait", "-w" -> a.wait = true;
           default -> {
             if (arg.startsWith("-") && !arg.equals("-")) {
@@ -370,6 +425,9 @@ public final class Main {
           }
           if (a.payload == null) {
             throw new UsageError("submit needs --payload");
+          }
+          if (a.parallelism != null && a.shards == null) {
+            throw new UsageError("--parallelism only with --shards N");
           }
         }
         case "watch", "get", "cancel" -> {

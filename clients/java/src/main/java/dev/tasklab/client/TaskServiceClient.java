@@ -3,6 +3,7 @@ package dev.tasklab.client;
 import dev.tasklab.v1.CancelRequest;
 import dev.tasklab.v1.CancelResponse;
 import dev.tasklab.v1.GetTaskInfoRequest;
+import dev.tasklab.v1.SubmitCompositeRequest;
 import dev.tasklab.v1.SubmitRequest;
 import dev.tasklab.v1.SubmitResponse;
 import dev.tasklab.v1.Task;
@@ -109,6 +110,18 @@ public final class TaskServiceClient implements AutoCloseable {
             ? request.toBuilder().setRequestId(UUID.randomUUID().toString()).build()
             : request;
     return call("Submit", timeout, stub -> stub.submit(withId));
+  }
+
+  /**
+   * A composite task (its parent and children) from one document; answered as Submit is. The
+   * request id makes the failover safe here too.
+   */
+  public SubmitResponse submitComposite(SubmitCompositeRequest request, Duration timeout) {
+    SubmitCompositeRequest withId =
+        request.getRequestId().isEmpty()
+            ? request.toBuilder().setRequestId(UUID.randomUUID().toString()).build()
+            : request;
+    return call("SubmitComposite", timeout, stub -> stub.submitComposite(withId));
   }
 
   public TaskInfo getTaskInfo(String taskId, Duration timeout) {
