@@ -10,6 +10,7 @@ size limit) are checked again by the provider, whose field violations come back 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
@@ -22,7 +23,7 @@ from common.domain.composite import (
     FailureMode,
     TriggerRule,
 )
-from common.domain.task import TaskType, text_problem
+from common.domain.task import RUNNABLE_TYPES, TaskType, text_problem
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 # The domain's own value sets: a new task type or state is one edit, in the domain.
@@ -32,6 +33,11 @@ TERMINAL = TERMINAL_STATES
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 TASK_ID_EXAMPLE = "3f1c9a52-7a0e-4c55-9f0c-6d2b8e1f4a10"
 CHILD_ID_EXAMPLE = "b7e2c0d4-1f3a-5e6b-8c9d-0a1b2c3d4e5f"
+
+
+# What a submit may name: the types an agent runs (a COMPOSITE is submitted as a document, to
+# /api/v1/composites), so a wrong type is answered with the list a client can actually use.
+RunnableType = StrEnum("RunnableType", [(t.name, t.value) for t in RUNNABLE_TYPES])
 
 
 class _Request(BaseModel):
@@ -67,7 +73,7 @@ class SubmitTask(_Request):
     task_name: str | None = Field(
         default=None, max_length=200, description="Defaults to the payload's first line."
     )
-    task_type: TaskType
+    task_type: RunnableType
     payload: str = Field(
         min_length=1, description="A shell command line, or Python source for PYTHON_SCRIPT."
     )
@@ -195,7 +201,7 @@ class ChildTask(_Request):
     requestId covers all of it)."""
 
     task_name: Text | None = Field(default=None, max_length=200)
-    task_type: TaskType
+    task_type: RunnableType
     payload: Text = Field(min_length=1)
     execution_timeout: StrictInt = Field(default=60, ge=1, le=86400, description="Seconds.")
     retry_count: StrictInt = Field(
