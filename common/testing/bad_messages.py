@@ -23,7 +23,7 @@ from redis import Redis
 from common import keys
 from common.client import TaskClient
 from common.domain.transitions import TaskStatus
-from common.testing.processes import RoleProcess
+from common.testing.processes import RoleProcess, stop_all
 from common.testing.wait import eventually
 
 UUID = "123e4567-e89b-42d3-a456-426614174000"
@@ -230,8 +230,7 @@ class RoleSet:
             role.start()
 
     def stop(self) -> None:
-        for role in self.roles:
-            role.stop()
+        stop_all(self.roles)
         for role in self.roles:
             text = role.log_text()
             if text:

@@ -205,8 +205,9 @@ def start_role(role_log_dir: Path):
         return proc
 
     yield start
-    for proc in started:
-        proc.stop()
+    from common.testing.processes import stop_all
+
+    stop_all(started)
     for proc in started:
         text = proc.log_text()
         if text:

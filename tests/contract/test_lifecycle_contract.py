@@ -1,4 +1,9 @@
-"""The task lifecycle contract every stage honours, whatever carries the tasks."""
+"""The task lifecycle contract every stage honours, whatever carries the tasks.
+
+Every test here only submits tasks and reads them back, so one platform per stage serves the
+whole module (`shared_platform`): each test finds its tasks by its own ids and request ids, and
+reads counters as what changed during the test.
+"""
 
 import json
 
@@ -6,8 +11,35 @@ import pytest
 
 from common import keys
 from common.client import IdempotencyConflict
+from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.testing import eventually, process_alive
+
+
+@pytest.fixture
+def platform(shared_platform):
+    """The module's platform of the test's stage; what its roles logged during this test is
+    printed when the test ends, so a failure shows its own part of the logs."""
+    marks = shared_platform.log_marks()
+    yield shared_platform
+    shared_platform.print_logs_since(marks)
+
+
+def task_ids(platform) -> set[bytes]:
+    return set(platform.client.store.client.zrange(keys.TASK_INDEX, 0, -1))
+
+
+def created_after(platform, before: set[bytes], message: str) -> Task:
+    """The newest task that was not there before (a hand-pushed message's task): the platform
+    has run the module's earlier tests' tasks too."""
+    return eventually(
+        lambda: [
+            t
+            for t in platform.client.store.list_tasks(limit=len(before) + 1)
+            if t.task_id.encode() not in before
+        ],
+        message=message,
+    )[0]
 
 
 def finished(platform, task_id, timeout=30):
@@ -53,10 +85,11 @@ def test_a_failing_task_ends_failed_after_its_retries(platform):
 
 
 def test_a_hand_pushed_message_runs_to_success(platform):
+    before = task_ids(platform)
     platform.client.store.client.lpush(
         keys.PENDING_QUEUE, json.dumps({"taskType": "SHELL", "payload": "echo by hand"})
     )
-    task = eventually(lambda: platform.client.store.list_tasks(limit=1), message="task created")[0]
+    task = created_after(platform, before, message="task created")
     done = finished(platform, task.task_id)
     assert (done.status, done.result) == (TaskStatus.SUCCESS, "by hand\n")
 
@@ -96,6 +129,7 @@ def test_a_burst_of_tasks_all_finish_exactly_once(platform):
 
 def test_one_request_id_is_one_task_on_every_entry_path(platform):
     # Given a task submitted with a requestId, and the same requestId pushed by hand twice
+    duplicates_before = platform.client.store.stats().get("duplicate_request", 0)
     request = {"taskType": "SHELL", "payload": "echo once", "requestId": "order-42"}
     task, created = platform.client.submit(request)
     again, created_again = platform.client.submit(request)
@@ -117,7 +151,7 @@ def test_one_request_id_is_one_task_on_every_entry_path(platform):
     )
     assert finished(platform, second.task_id).status == TaskStatus.SUCCESS
     eventually(
-        lambda: platform.client.store.stats().get("duplicate_request", 0) == 2,
+        lambda: platform.client.store.stats().get("duplicate_request", 0) - duplicates_before == 2,
         message="both hand-pushed copies recognised as duplicates",
     )
     mine = [t for t in platform.client.store.list_tasks(limit=10) if t.request_id == "order-42"]
@@ -126,6 +160,7 @@ def test_one_request_id_is_one_task_on_every_entry_path(platform):
 
 def test_a_request_id_is_one_request_whether_submitted_or_pushed_by_hand(platform):
     store = platform.client.store
+    conflicts_before = store.stats().get("idempotency_conflict", 0)
     # Given a task created from a hand-pushed message with a requestId (no name: it is derived)
     by_hand = {"taskType": "SHELL", "payload": "echo by hand", "requestId": "hand-1"}
     store.client.lpush(keys.PENDING_QUEUE, json.dumps(by_hand))
@@ -155,7 +190,7 @@ def test_a_request_id_is_one_request_whether_submitted_or_pushed_by_hand(platfor
 
     reason = eventually(dead_letter, message="the conflicting message dead-lettered")["reason"]
     assert "api-1" in reason and submitted.task_id in reason and "different request" in reason
-    assert store.stats().get("idempotency_conflict") == 1
+    assert store.stats().get("idempotency_conflict", 0) - conflicts_before == 1
     assert finished(platform, task.task_id).status == TaskStatus.SUCCESS
     assert [t.task_id for t in store.list_tasks(limit=10) if t.request_id == "api-1"] == [
         submitted.task_id
@@ -172,9 +207,10 @@ def test_a_hand_pushed_message_carrying_platform_fields_still_runs(platform):
         "epoch": 7,
         "status": "SUCCESS",
     }
+    before = task_ids(platform)
     platform.client.store.client.lpush(keys.PENDING_QUEUE, json.dumps(message))
     # Then it runs, as attempt 1 of a new task
-    task = eventually(lambda: platform.client.store.list_tasks(limit=1), message="created")[0]
+    task = created_after(platform, before, message="created")
     done = finished(platform, task.task_id)
     assert (done.status, done.attempt, done.result) == (TaskStatus.SUCCESS, 1, "mine\n")
 

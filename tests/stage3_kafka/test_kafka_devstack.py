@@ -63,15 +63,18 @@ class KafkaUnderTest:
         return topic
 
 
-@pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[KafkaUnderTest]:
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory) -> Iterator[KafkaUnderTest]:
+    """One broker of the module's own, shared by its tests: a broker takes seconds to start.
+    Each test uses topics and consumer groups of its own; the restart tests restart this
+    broker in place (same port, same data), and whichever process runs last is stopped."""
     service = KafkaService()
     try:
         service.check_available()
     except ServiceUnavailable as exc:
         unavailable(f"Kafka unavailable: {exc}")  # skip locally, fail under CI
     # Past this point the tools are there, so a broker that does not come up is a failure.
-    under_test = KafkaUnderTest(service, service.start(tmp_path))
+    under_test = KafkaUnderTest(service, service.start(tmp_path_factory.mktemp("kafka")))
     try:
         yield under_test
     finally:

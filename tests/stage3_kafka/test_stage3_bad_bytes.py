@@ -98,23 +98,26 @@ class DeadLetterReader:
         self.letters: list[Message] = []
 
     def letter_for(self, original: Message) -> Message | None:
-        """The dead letter of `original`, by the headers naming where it came from."""
+        """The dead letter of `original`, by the headers naming where it came from: among the
+        letters read so far, else reading on for up to half a second, and back as soon as it
+        arrives (the caller retries)."""
+        where = (original.topic(), str(original.partition()), str(original.offset()))
         deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
+        while True:
+            for letter in self.letters:
+                headers = {k: v.decode(errors="replace") for k, v in letter.headers() or []}
+                got = (
+                    headers.get(dead_letter.ORIGINAL_TOPIC),
+                    headers.get(dead_letter.ORIGINAL_PARTITION),
+                    headers.get(dead_letter.ORIGINAL_OFFSET),
+                )
+                if got == where:
+                    return letter
+            if time.monotonic() >= deadline:
+                return None
             msg = self.consumer.poll(0.1)
             if msg is not None and msg.error() is None:
                 self.letters.append(msg)
-        where = (original.topic(), str(original.partition()), str(original.offset()))
-        for letter in self.letters:
-            headers = {k: v.decode(errors="replace") for k, v in letter.headers() or []}
-            got = (
-                headers.get(dead_letter.ORIGINAL_TOPIC),
-                headers.get(dead_letter.ORIGINAL_PARTITION),
-                headers.get(dead_letter.ORIGINAL_OFFSET),
-            )
-            if got == where:
-                return letter
-        return None
 
     def close(self) -> None:
         self.consumer.close()

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from common.domain.transitions import TERMINAL_STATES
 from common.testing import eventually
+
+# A Break-it fault test: it waits out a broker restart under 300 tasks, the longest single
+# test of the suite (a minute or more), so `make test-fast` leaves it to `make test`.
+pytestmark = pytest.mark.slow
 
 
 def test_a_broker_restart_in_the_middle_of_300_tasks_loses_none_and_finishes_each_once(

@@ -76,6 +76,13 @@ def crashable_redis(tmp_path):
 
 
 @pytest.fixture
+def start_role(crashable_redis, start_role):
+    """The roles, stopped before this test's Redis is: with Redis gone first, the manager could
+    not apply the agents' last reports, and each agent waited 10 s for them on its way out."""
+    return start_role
+
+
+@pytest.fixture
 def redis_url(crashable_redis) -> str:
     """Every fixture of the stage (roles, probe, task client) uses this test's own Redis."""
     return crashable_redis.url

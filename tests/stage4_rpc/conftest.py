@@ -27,7 +27,7 @@ from common.messaging.topics import ensure_topics
 from common.rpc.proxy import TaskServiceProxy
 from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
-from common.testing.processes import RoleProcess
+from common.testing.processes import RoleProcess, stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +79,7 @@ class Stage4:
         return url
 
     def stop_all(self) -> None:
-        for proc in self.processes:
-            proc.stop()
+        stop_all(self.processes)
         for proc in self.processes:
             text = proc.log_text()
             if text:
