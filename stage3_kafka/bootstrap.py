@@ -58,6 +58,7 @@ from common.messaging.manager import TaskEventManager
 from common.messaging.metrics import observe_consumer
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
+from common.scheduling.checker import run_checker
 from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
 from common.scheduling.strategies import make_strategy
@@ -258,10 +259,21 @@ def run_manager(settings: Settings) -> None:
         log.info("manager %s stopped after %d message(s)", settings.manager_id, consumer.handled)
 
 
+def run_guarantee_checker(settings: Settings) -> None:
+    # Stage 5's checker, runnable from this stage on (not in the default topology: start it
+    # with `tasklab run checker`). Elected on /checker-leader, agents live per ZooKeeper.
+    run_checker(settings, coordinated=True)
+
+
 STAGE = StageSpec(
     number=3,
     title="Kafka event bus: dispatch, status, heartbeats and logs; manager service",
-    roles={"scheduler": run_scheduler, "agent": run_agent, "manager": run_manager},
+    roles={
+        "scheduler": run_scheduler,
+        "agent": run_agent,
+        "manager": run_manager,
+        "checker": run_guarantee_checker,
+    },
     services=("redis", "zookeeper", "kafka"),
     topology=(("scheduler", 2), ("agent", 3), ("manager", 1)),
 )
