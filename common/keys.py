@@ -14,6 +14,7 @@ SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
 AGENTS_SEEN = "agents:seen"  # every agent id that heartbeated and was not reaped since
 EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each event it read
 CHECKER_FINDINGS = "checker:findings"  # hash: taskId -> JSON of the checker's latest findings
+CHECKER_LAST_PASS = "checker:last-pass"  # when the leading checker last published (Unix time)
 # Field of DEAD_LETTER_STATS: the `at` of the newest dead letter an operator marked as looked at.
 DEAD_LETTER_SEEN_FIELD = "seenAt"
 

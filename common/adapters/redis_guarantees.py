@@ -154,8 +154,9 @@ class RedisGuaranteeReader:
         return count, mark
 
     # -- findings, for `tasklab explain` ------------------------------------------------------
-    def publish_findings(self, findings: Iterable[Finding]) -> None:
-        """Replace the stored findings with these (at most MAX_STORED_FINDINGS tasks)."""
+    def publish_findings(self, findings: Iterable[Finding], now: float) -> None:
+        """Replace the stored findings with these (at most MAX_STORED_FINDINGS tasks), and
+        say when: `tasklab explain` tells "nothing found" from "no checker runs" by it."""
         by_task: dict[str, list[dict[str, object]]] = {}
         for f in findings:
             if f.task_id in by_task or len(by_task) < MAX_STORED_FINDINGS:
@@ -166,11 +167,17 @@ class RedisGuaranteeReader:
             pipe.hset(
                 keys.CHECKER_FINDINGS, mapping={t: json.dumps(fs) for t, fs in by_task.items()}
             )
+        pipe.set(keys.CHECKER_LAST_PASS, repr(now))
         pipe.execute()
 
-    def findings_for(self, task_id: str) -> list[dict[str, object]]:
-        raw = self.client.hget(keys.CHECKER_FINDINGS, task_id)
-        return json.loads(raw) if raw else []
+    def findings_for(self, task_id: str) -> tuple[list[dict[str, object]], float | None]:
+        """The stored findings about `task_id`, and when a checker last published (None:
+        never)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(keys.CHECKER_FINDINGS, task_id)
+        pipe.get(keys.CHECKER_LAST_PASS)
+        raw, last = pipe.execute()
+        return (json.loads(raw) if raw else []), (float(last) if last else None)
 
 
 def _entry_time(raw: object) -> float | None:

@@ -27,6 +27,7 @@ from common.cli.backend import API_KEY_ENV, API_URL_ENV, CliError, RedisBackend,
 from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
+from common.cli.explain import dead_letters_seen_command, explain_command
 from common.cli.shared import fail, settings
 from common.domain.task import Task, TaskType, TaskValidationError
 from common.domain.transitions import TaskStatus
@@ -44,6 +45,8 @@ app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
+app.command("explain")(explain_command)
+app.command("dead-letters-seen")(dead_letters_seen_command)
 
 
 # --8<-- [start:choose]

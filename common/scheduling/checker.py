@@ -144,7 +144,7 @@ class GuaranteeChecker:
         report.dead_letters_oldest_at = oldest_at
         report.pass_seconds = time.monotonic() - t0
         self.report = report
-        self.reader.publish_findings(report.findings)
+        self.reader.publish_findings(report.findings, now)
         self.passes += 1
         self.last_pass_at = time.monotonic()
         if wrapped:
