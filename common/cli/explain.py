@@ -159,8 +159,13 @@ def explain_command(
     task_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for machines.")] = False,
 ) -> None:
-    """Why a task is in its state: timeline, owner's liveness, place in the queue, epoch,
-    retries left, the checker's findings. Reads Redis (and ZooKeeper from stage 2) directly."""
+    """Why a task is in its state, in plain sentences.
+
+    Its place in the queue, its timeline, its agent's liveness, its epoch against the fence,
+    the retries it has left, its parent, and the guarantee checker's findings. Reads Redis (and
+    ZooKeeper from stage 2, or when TASKLAB_ZK_HOSTS is set) directly, also when
+    TASKLAB_API_URL is set: no API exposes the queues and keys it reads.
+    """
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -196,8 +201,10 @@ def explain_command(
 
 
 def dead_letters_seen_command() -> None:
-    """Mark every dead letter listed now as looked at: the checker's
-    tasklab_dead_letters_unseen drops to 0 (newer ones count again)."""
+    """Mark every dead letter on the list now as looked at.
+
+    The checker's tasklab_dead_letters_unseen drops to 0; newer dead letters count again.
+    """
     from common.adapters.redis_client import redis_client
     from common.adapters.redis_guarantees import RedisGuaranteeReader
 

@@ -45,8 +45,6 @@ app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
-app.command("explain")(explain_command)
-app.command("dead-letters-seen")(dead_letters_seen_command)
 
 
 # --8<-- [start:choose]
@@ -332,7 +330,7 @@ def serve_operator_port(s, role: str, stage: int) -> None:
 
 @app.command()
 def run(
-    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
+    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker")],
     stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,
 ) -> None:
     """Run one role of a stage in the foreground until SIGTERM / Ctrl-C."""
@@ -353,6 +351,11 @@ def run(
         spec.roles[role](s)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         fail(f"cannot reach Redis at {s.redis_url} ({exc})", 1)
+
+
+# Stage 5: why a task is in its state; dead letters marked as looked at (common/cli/explain.py).
+app.command("explain")(explain_command)
+app.command("dead-letters-seen")(dead_letters_seen_command)
 
 
 @dev_app.command("up")

@@ -388,7 +388,8 @@ F_VIOLATIONS = family(
     "live for longer than checker_owner_grace), duplicate_attempts (held by two live agents at "
     "once), running_past_timeout (RUNNING past executionTimeout + checker_timeout_grace), "
     "stuck_pending, stuck_scheduled, stuck_dispatched (in that state past its deadline). Only "
-    "the leading checker serves it; its value is as of the last full cycle over tasks:index.",
+    "the leading checker serves it: duplicate_attempts as of its last pass, the others as of "
+    "its last full cycle over tasks:index.",
     ["check"],
     served_by=["checker"],
     section=GUARANTEES,
