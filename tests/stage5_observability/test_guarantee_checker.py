@@ -309,3 +309,30 @@ def test_one_of_two_checkers_leads_and_the_standby_takes_over_when_it_is_killed(
     os.kill(procs[leader].pid, signal.SIGKILL)
     eventually(lambda: violations(addresses[standby], "stuck_pending") == 0, 40, 0.2)
     assert scrape(addresses[standby]).value("tasklab_checker_is_leader") == 1
+
+
+def test_the_checker_reads_a_bounded_window_per_pass_and_publishes_once_a_cycle(redis_client):
+    # Given five tasks on Redis, each past a PENDING deadline of 0 s, and a checker that reads
+    # two task records per pass (in this process: the reads are what is under test)
+    from common.adapters.redis_guarantees import RedisGuaranteeReader
+    from common.domain.guarantees import Deadlines
+    from common.scheduling.checker import GuaranteeChecker
+
+    tasks = TaskClient(RedisTaskStore(redis_client))
+    ids = {tasks.submit({"taskType": "SHELL", "payload": "true"})[0].task_id for _ in range(5)}
+    reader = RedisGuaranteeReader(redis_client, window=2)
+    checker = GuaranteeChecker(
+        reader, reader.heartbeating, Deadlines(per_state={TaskStatus.PENDING: 0.0})
+    )
+
+    # When it runs pass after pass
+    counts = [len(checker.run_pass().task_findings) for _ in range(3)]
+
+    # Then the first two passes (2 + 2 records) end no cycle, so nothing is published yet;
+    # the third reads the last record, ends the cycle and publishes all five
+    assert counts == [0, 0, 5]
+    stored = {k.decode() for k in redis_client.hkeys(keys.CHECKER_FINDINGS)}
+    assert stored == ids
+    assert float(redis_client.get(keys.CHECKER_LAST_PASS)) > 0
+    # ...and while the next cycle walks the index again, the last cycle's count stands
+    assert [len(checker.run_pass().task_findings) for _ in range(3)] == [5, 5, 5]
