@@ -51,6 +51,7 @@ from common.messaging.agent_adapters import KafkaDispatchIntake, KafkaEventSink
 from common.messaging.clients import Bus, EventPublisher
 from common.messaging.consumer import AtLeastOnceConsumer
 from common.messaging.dead_letter import DeadLetters
+from common.messaging.dead_letter_review import KafkaDeadLetterReview
 from common.messaging.dispatch import KafkaDispatcher
 from common.messaging.durability import RedisDurability
 from common.messaging.heartbeat_monitor import HeartbeatMonitor, RebalanceFeed
@@ -261,8 +262,13 @@ def run_manager(settings: Settings) -> None:
 
 def run_guarantee_checker(settings: Settings) -> None:
     # Stage 5's checker, runnable from this stage on (not in the default topology: start it
-    # with `tasklab run checker`). Elected on /checker-leader, agents live per ZooKeeper.
-    run_checker(settings, coordinated=True)
+    # with `tasklab run checker`). Elected on /checker-leader, agents live per ZooKeeper; the
+    # dead letters of the Kafka topic are counted beside the Redis list's.
+    review = KafkaDeadLetterReview(connect_bus(settings))
+    try:
+        run_checker(settings, coordinated=True, dead_letter_sources={"kafka": review.unseen})
+    finally:
+        review.close()
 
 
 STAGE = StageSpec(

@@ -201,12 +201,25 @@ def explain_command(
 
 
 def dead_letters_seen_command() -> None:
-    """Mark every dead letter on the list now as looked at.
+    """Mark every dead letter now as looked at (the list; from stage 3 also the topic).
 
     The checker's tasklab_dead_letters_unseen drops to 0; newer dead letters count again.
     """
     from common.adapters.redis_client import redis_client
     from common.adapters.redis_guarantees import RedisGuaranteeReader
 
-    count, mark = RedisGuaranteeReader(redis_client(settings().redis_url)).mark_dead_letters_seen()
+    s = settings()
+    count, mark = RedisGuaranteeReader(redis_client(s.redis_url)).mark_dead_letters_seen()
     typer.echo(f"marked {count} new dead letter(s) as looked at (up to {mark:.3f})")
+    if s.stage < 3 and "TASKLAB_KAFKA_BOOTSTRAP" not in os.environ:
+        return
+    # Stage 3 on: the dead-letter topic too, by committing the review group's offsets.
+    from common.messaging.clients import Bus
+    from common.messaging.dead_letter_review import KafkaDeadLetterReview
+
+    review = KafkaDeadLetterReview(Bus.from_settings(s))
+    try:
+        new = review.mark_seen()
+    finally:
+        review.close()
+    typer.echo(f"marked {new} new dead letter(s) on {review.topic} as looked at")

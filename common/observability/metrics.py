@@ -407,8 +407,11 @@ F_VIOLATION_AGE = family(
 F_DEAD_LETTERS_UNSEEN = family(
     "tasklab_dead_letters_unseen",
     "gauge",
-    "Entries of queue:dead-letter newer than the last one marked as looked at "
-    "(`tasklab dead-letters-seen`).",
+    "Dead letters not looked at yet, by channel: redis (entries of queue:dead-letter newer "
+    "than the looked-at mark) and, from stage 3, kafka (messages of the dead-letter topic past "
+    "the offsets of the group tasklab-dead-letter-review). `tasklab dead-letters-seen` marks "
+    "them all.",
+    ["channel"],
     served_by=["checker"],
     section=GUARANTEES,
     collected=True,
@@ -416,7 +419,8 @@ F_DEAD_LETTERS_UNSEEN = family(
 F_DEAD_LETTERS_UNSEEN_AGE = family(
     "tasklab_dead_letters_unseen_oldest_seconds",
     "gauge",
-    "Age of the oldest dead letter not yet looked at (0 when there is none).",
+    "Age of the oldest dead letter not yet looked at, by channel (0 when there is none).",
+    ["channel"],
     served_by=["checker"],
     section=GUARANTEES,
     collected=True,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kazoo.exceptions import KazooException
@@ -46,6 +46,8 @@ log = get_logger("tasklab.checker")
 
 # Which agents are live, given the ones a pass needs to know about.
 Liveness = Callable[[set[str]], set[str]]
+# A dead-letter channel's (entries not looked at, time of the oldest of them).
+DeadLetterSource = Callable[[], "tuple[int, float | None]"]
 
 
 @dataclass
@@ -54,8 +56,8 @@ class CheckerReport:
 
     task_findings: list[Finding] = field(default_factory=list)  # as of the last cycle
     duplicates: list[Finding] = field(default_factory=list)  # as of the last pass
-    dead_letters_unseen: int = 0
-    dead_letters_oldest_at: float | None = None
+    # channel ("redis", "kafka") -> (dead letters not looked at, time of the oldest)
+    dead_letters: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     cycle_at: float = 0.0
     pass_seconds: float = 0.0
 
@@ -84,8 +86,14 @@ class GuaranteeChecker:
         deadlines: Deadlines,
         interval: float = 5.0,
         election=None,
+        dead_letter_sources: Mapping[str, DeadLetterSource] | None = None,
     ) -> None:
         self.reader = reader
+        # The Redis list always; the Kafka topic from stage 3 (the bootstrap adds it).
+        self.dead_letter_sources = {
+            "redis": reader.dead_letters_unseen,
+            **(dead_letter_sources or {}),
+        }
         self.liveness = liveness
         self.deadlines = deadlines
         self.interval = interval
@@ -127,7 +135,14 @@ class GuaranteeChecker:
 
         held = self.reader.tasks(holders)
         duplicates = duplicate_findings(holders, held, live, now)
-        unseen, oldest_at = self.reader.dead_letters_unseen()
+        dead_letters = {}
+        for channel, source in self.dead_letter_sources.items():
+            try:
+                dead_letters[channel] = source()
+            except Exception as exc:  # noqa: BLE001 - one channel down must not stop the checks
+                self.errors += 1
+                log.warning("cannot count %s dead letters (%s)", channel, exc)
+                dead_letters[channel] = self.report.dead_letters.get(channel, (0, None))
 
         report = self.report
         if wrapped:
@@ -140,8 +155,7 @@ class GuaranteeChecker:
             report = CheckerReport(task_findings=self._cycle, cycle_at=now)
             self._cycle = []
         report.duplicates = duplicates
-        report.dead_letters_unseen = unseen
-        report.dead_letters_oldest_at = oldest_at
+        report.dead_letters = dead_letters
         report.pass_seconds = time.monotonic() - t0
         self.report = report
         self.reader.publish_findings(report.findings, now)
@@ -225,9 +239,13 @@ class CheckerCollector:
         for check, age in oldest_by_check(findings, now).items():
             ages.add_metric([check], round(age, 3))
         yield ages
-        yield _gauge(metrics.F_DEAD_LETTERS_UNSEEN, report.dead_letters_unseen)
-        oldest = report.dead_letters_oldest_at
-        yield _gauge(metrics.F_DEAD_LETTERS_UNSEEN_AGE, max(0.0, now - oldest) if oldest else 0)
+        unseen = metrics.F_DEAD_LETTERS_UNSEEN.gauge_family()
+        unseen_age = metrics.F_DEAD_LETTERS_UNSEEN_AGE.gauge_family()
+        for channel, (count, oldest) in sorted(report.dead_letters.items()):
+            unseen.add_metric([channel], count)
+            unseen_age.add_metric([channel], round(max(0.0, now - oldest), 3) if oldest else 0)
+        yield unseen
+        yield unseen_age
         yield _gauge(metrics.F_CHECKER_CYCLE, report.cycle_at)
         yield _gauge(metrics.F_CHECKER_PASS_SECONDS, report.pass_seconds)
 
@@ -255,14 +273,20 @@ def observe_checker(checker: GuaranteeChecker) -> None:
 
 
 # -- composition: one function per way a stage runs it ------------------------------------------
-def build_checker(settings, zk=None) -> GuaranteeChecker:
+def build_checker(
+    settings, zk=None, dead_letter_sources: Mapping[str, DeadLetterSource] | None = None
+) -> GuaranteeChecker:
     """The checker of a stage: elected over ZooKeeper `zk` if given, else alone on heartbeats."""
     from common.adapters.redis_client import redis_client
 
     reader = RedisGuaranteeReader(redis_client(settings.redis_url), settings.checker_window)
     if zk is None:
         return GuaranteeChecker(
-            reader, reader.heartbeating, deadlines_of(settings), settings.checker_interval
+            reader,
+            reader.heartbeating,
+            deadlines_of(settings),
+            settings.checker_interval,
+            dead_letter_sources=dead_letter_sources,
         )
     from common.coordination.election import LeaderElection
     from common.coordination.paths import CHECKER_LEADER, LIVE_AGENTS
@@ -277,11 +301,17 @@ def build_checker(settings, zk=None) -> GuaranteeChecker:
         deadlines_of(settings),
         settings.checker_interval,
         election=LeaderElection(zk, settings.checker_id, path=CHECKER_LEADER),
+        dead_letter_sources=dead_letter_sources,
     )
 
 
-def run_checker(settings, coordinated: bool) -> None:
-    """Run a checker until SIGTERM: elected through ZooKeeper when `coordinated` (stage 2 on)."""
+def run_checker(
+    settings,
+    coordinated: bool,
+    dead_letter_sources: Mapping[str, DeadLetterSource] | None = None,
+) -> None:
+    """Run a checker until SIGTERM: elected through ZooKeeper when `coordinated` (stage 2 on);
+    `dead_letter_sources` adds channels to the Redis list's (the Kafka topic, stage 3 on)."""
     import signal
     import sys
 
@@ -295,7 +325,7 @@ def run_checker(settings, coordinated: bool) -> None:
             zk = get_zk(settings)
         except CoordinationUnavailable as exc:
             sys.exit(f"error: {exc}")
-    checker = build_checker(settings, zk)
+    checker = build_checker(settings, zk, dead_letter_sources)
     observe_checker(checker)
     observe_redis(settings.redis_url)
     signal.signal(signal.SIGTERM, lambda *_: checker.stop())

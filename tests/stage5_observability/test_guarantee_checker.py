@@ -336,3 +336,55 @@ def test_the_checker_reads_a_bounded_window_per_pass_and_publishes_once_a_cycle(
     assert float(redis_client.get(keys.CHECKER_LAST_PASS)) > 0
     # ...and while the next cycle walks the index again, the last cycle's count stands
     assert [len(checker.run_pass().task_findings) for _ in range(3)] == [5, 5, 5]
+
+
+def test_a_dead_letter_on_the_kafka_topic_counts_as_unseen_until_it_is_marked_looked_at(
+    observed_role, stage2_env, kafka_service, kafka_namespace
+):
+    from confluent_kafka import Producer
+
+    from common.messaging.clients import Bus
+    from common.messaging.topics import DEAD_LETTER, STATUS, ensure_topics
+
+    # Given a stage 3 manager and checker
+    bus = Bus(kafka_service.env["TASKLAB_KAFKA_BOOTSTRAP"], kafka_namespace)
+    ensure_topics(bus.bootstrap, bus.namespace)
+    env = {
+        **stage2_env,
+        "TASKLAB_KAFKA_BOOTSTRAP": bus.bootstrap,
+        "TASKLAB_KAFKA_NAMESPACE": bus.namespace,
+    }
+    manager, _ = observed_role("manager", 3, env, "manager-k1")
+    checker, address = start_checker(observed_role, 3, env)
+
+    def unseen() -> float | None:
+        samples = scrape(address).samples("tasklab_dead_letters_unseen", channel="kafka")
+        return samples[0] if samples else None
+
+    eventually(lambda: unseen() == 0, 30, 0.2, message="no kafka dead letter unseen")
+
+    # When a status message that is not JSON is published: the manager dead-letters it
+    producer = Producer({"bootstrap.servers": bus.bootstrap})
+    producer.produce(bus.topic(STATUS), key=b"poison", value=b"this is not json")
+    assert producer.flush(15) == 0
+
+    # Then the checker counts one unseen dead letter on the topic, with its age
+    eventually(lambda: unseen() == 1, 60, 0.2, message="one kafka dead letter unseen")
+    assert manager.alive()
+    metrics = scrape(address)
+    assert metrics.value("tasklab_dead_letters_unseen_oldest_seconds", channel="kafka") > 0
+    assert metrics.value("tasklab_dead_letters_unseen", channel="redis") == 0
+    assert promtool_problems(metrics.text) == ""
+
+    # When an operator marks them looked at, none is unseen
+    done = subprocess.run(
+        [sys.executable, "-m", "common.cli.main", "dead-letters-seen"],
+        env={**os.environ, **env, "TASKLAB_STAGE": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"marked 1 new dead letter(s) on {bus.topic(DEAD_LETTER)}" in done.stdout
+    eventually(lambda: unseen() == 0, 20, 0.2, message="the kafka dead letter looked at")
