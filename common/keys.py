@@ -16,6 +16,10 @@ EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each eve
 # Set: the ids of composite parents not final yet, which the scheduler leader's coordinator
 # ticks (common/scheduling/composite.py); a parent leaves it when it finishes or is cancelled.
 COMPOSITES_ACTIVE = "composites:active"
+CHECKER_FINDINGS = "checker:findings"  # hash: taskId -> JSON of the checker's latest findings
+CHECKER_LAST_PASS = "checker:last-pass"  # when the leading checker last published (Unix time)
+# Field of DEAD_LETTER_STATS: the `at` of the newest dead letter an operator marked as looked at.
+DEAD_LETTER_SEEN_FIELD = "seenAt"
 
 
 def task(task_id: str) -> str:

@@ -29,6 +29,7 @@ from common.agent.metrics import observe_agent
 from common.agent.options import agent_options, executors_for
 from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
+from common.scheduling.checker import run_checker
 from common.stages import StageSpec
 from stage1_mvp.naive_claim import NaiveClaim
 
@@ -86,10 +87,17 @@ def run_agent(settings: Settings) -> None:
     agent.run_forever()
 
 
+def run_guarantee_checker(settings: Settings) -> None:
+    # Stage 5's checker, runnable from this stage on (not in the default topology: start it
+    # with `tasklab run checker`). No ZooKeeper here: not elected (run one), and an agent is
+    # live while its heartbeat key exists.
+    run_checker(settings, coordinated=False)
+
+
 STAGE = StageSpec(
     number=1,
     title="Redis list queue + agent",
-    roles={"agent": run_agent},
+    roles={"agent": run_agent, "checker": run_guarantee_checker},
     services=("redis",),
     topology=(("agent", 2),),
 )

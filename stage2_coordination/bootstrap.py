@@ -42,6 +42,7 @@ from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
+from common.scheduling.checker import run_checker
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
@@ -147,10 +148,16 @@ def run_agent(settings: Settings) -> None:
     run_registered_agent(agent, registry, settings)
 
 
+def run_guarantee_checker(settings: Settings) -> None:
+    # Stage 5's checker, runnable from this stage on (not in the default topology: start it
+    # with `tasklab run checker`). Elected on /checker-leader, agents live per ZooKeeper.
+    run_checker(settings, coordinated=True)
+
+
 STAGE = StageSpec(
     number=2,
     title="ZooKeeper coordination: agent registry, leader-elected scheduler, failover",
-    roles={"scheduler": run_scheduler, "agent": run_agent},
+    roles={"scheduler": run_scheduler, "agent": run_agent, "checker": run_guarantee_checker},
     services=("redis", "zookeeper"),
     # Two schedulers: one leads, one stands by to show failover.
     topology=(("scheduler", 2), ("agent", 3)),

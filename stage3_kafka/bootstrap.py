@@ -52,6 +52,7 @@ from common.messaging.agent_adapters import KafkaDispatchIntake, KafkaEventSink
 from common.messaging.clients import Bus, EventPublisher
 from common.messaging.consumer import AtLeastOnceConsumer
 from common.messaging.dead_letter import DeadLetters
+from common.messaging.dead_letter_review import KafkaDeadLetterReview
 from common.messaging.dispatch import KafkaDispatcher
 from common.messaging.durability import RedisDurability
 from common.messaging.heartbeat_monitor import HeartbeatMonitor, RebalanceFeed
@@ -59,6 +60,7 @@ from common.messaging.manager import TaskEventManager
 from common.messaging.metrics import observe_consumer
 from common.messaging.topics import HEARTBEAT, LOGS, STATUS, ensure_topics
 from common.observability import get_logger
+from common.scheduling.checker import run_checker
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
@@ -265,10 +267,26 @@ def run_manager(settings: Settings) -> None:
         log.info("manager %s stopped after %d message(s)", settings.manager_id, consumer.handled)
 
 
+def run_guarantee_checker(settings: Settings) -> None:
+    # Stage 5's checker, runnable from this stage on (not in the default topology: start it
+    # with `tasklab run checker`). Elected on /checker-leader, agents live per ZooKeeper; the
+    # dead letters of the Kafka topic are counted beside the Redis list's.
+    review = KafkaDeadLetterReview(connect_bus(settings))
+    try:
+        run_checker(settings, coordinated=True, dead_letter_sources={"kafka": review.unseen})
+    finally:
+        review.close()
+
+
 STAGE = StageSpec(
     number=3,
     title="Kafka event bus: dispatch, status, heartbeats and logs; manager service",
-    roles={"scheduler": run_scheduler, "agent": run_agent, "manager": run_manager},
+    roles={
+        "scheduler": run_scheduler,
+        "agent": run_agent,
+        "manager": run_manager,
+        "checker": run_guarantee_checker,
+    },
     services=("redis", "zookeeper", "kafka"),
     topology=(("scheduler", 2), ("agent", 3), ("manager", 1)),
 )

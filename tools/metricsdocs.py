@@ -56,6 +56,10 @@ READINESS = (
     ("manager", "`redis`, `kafka` (the broker answers its consumer)"),
     ("rpc", "`redis`, `zookeeper` (session connected, so clients find its node)"),
     ("api", "`redis`, `zookeeper`, `kafka`, `providers` (what the API's own `/ready` checks)"),
+    (
+        "checker",
+        "`checks_running` (its last pass within three intervals; a standby is ready), `redis`",
+    ),
 )
 
 

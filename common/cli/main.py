@@ -35,6 +35,7 @@ from common.cli.backend import (
 from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
+from common.cli.explain import dead_letters_seen_command, explain_command
 from common.cli.shared import fail, settings
 from common.domain.task import (
     RUNNABLE_TYPES,
@@ -540,7 +541,7 @@ def serve_operator_port(s, role: str, stage: int) -> None:
 
 @app.command()
 def run(
-    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc")],
+    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker")],
     stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,
 ) -> None:
     """Run one role of a stage in the foreground until SIGTERM / Ctrl-C."""
@@ -561,6 +562,11 @@ def run(
         spec.roles[role](s)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         fail(f"cannot reach Redis at {s.redis_url} ({exc})", 1)
+
+
+# Stage 5: why a task is in its state; dead letters marked as looked at (common/cli/explain.py).
+app.command("explain")(explain_command)
+app.command("dead-letters-seen")(dead_letters_seen_command)
 
 
 @dev_app.command("up")

@@ -361,6 +361,19 @@ class Settings(BaseSettings):
     # (the API still serves /metrics on api_address). Port 0 = a free port, logged at start.
     metrics_address: str = Field(default="", pattern=r"^(\[?[A-Za-z0-9_.:-]*\]?:\d{1,5})?$")
 
+    # Stage 5: the guarantee checker (`tasklab run checker`). A pass reads one window of
+    # tasks:index (checker_window task records), every agent's processing list and the new
+    # dead letters; a violation counts once its condition lasted past its grace or deadline.
+    checker_id: str = Field(default_factory=_default_agent_id)
+    checker_interval: float = Field(default=5.0, gt=0)
+    checker_window: int = Field(default=1000, ge=1, le=100_000)
+    checker_owner_grace: float = Field(default=30.0, ge=0)
+    checker_timeout_grace: float = Field(default=30.0, ge=0)
+    # Per-state deadlines (PowerJob's per-phase timeouts); a composite's WAITING child has none.
+    checker_pending_deadline: float = Field(default=600.0, gt=0)
+    checker_scheduled_deadline: float = Field(default=30.0, gt=0)
+    checker_dispatched_deadline: float = Field(default=120.0, gt=0)
+
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)

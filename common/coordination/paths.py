@@ -6,6 +6,7 @@ tests, share one ensemble without seeing each other's nodes.
 
 LIVE_AGENTS = "/live-agents"  # one ephemeral child per live agent
 SCHEDULER_LEADER = "/scheduler-leader"  # the election's sequential ephemeral contenders
+CHECKER_LEADER = "/checker-leader"  # the guarantee checkers' election (stage 5)
 
 
 def agent_node(agent_id: str) -> str:

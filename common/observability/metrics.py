@@ -379,6 +379,94 @@ F_AGENTS_USED = family(
     collected=True,
 )
 
+# -- guarantees (the checker) -----------------------------------------------------------------
+GUARANTEES = "Guarantees (the checker)"
+F_VIOLATIONS = family(
+    "tasklab_guarantee_violations",
+    "gauge",
+    "Tasks breaking a guarantee now, by check: running_without_owner (RUNNING, its agent not "
+    "live for longer than checker_owner_grace), duplicate_attempts (held by two live agents at "
+    "once), running_past_timeout (RUNNING past executionTimeout + checker_timeout_grace), "
+    "stuck_pending, stuck_scheduled, stuck_dispatched (in that state past its deadline). Only "
+    "the leading checker serves it: duplicate_attempts as of its last pass, the others as of "
+    "its last full cycle over tasks:index.",
+    ["check"],
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_VIOLATION_AGE = family(
+    "tasklab_guarantee_oldest_violation_seconds",
+    "gauge",
+    "Per check, how long its oldest current violation has lasted (0 when there is none).",
+    ["check"],
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_DEAD_LETTERS_UNSEEN = family(
+    "tasklab_dead_letters_unseen",
+    "gauge",
+    "Dead letters not looked at yet, by channel: redis (entries of queue:dead-letter newer "
+    "than the looked-at mark) and, from stage 3, kafka (messages of the dead-letter topic past "
+    "the offsets of the group tasklab-dead-letter-review). `tasklab dead-letters-seen` marks "
+    "them all.",
+    ["channel"],
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_DEAD_LETTERS_UNSEEN_AGE = family(
+    "tasklab_dead_letters_unseen_oldest_seconds",
+    "gauge",
+    "Age of the oldest dead letter not yet looked at, by channel (0 when there is none).",
+    ["channel"],
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_CHECKER_LEADER = family(
+    "tasklab_checker_is_leader",
+    "gauge",
+    "1 while this checker runs the checks (the elected one from stage 2; always in stage 1).",
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_CHECKER_PASSES = family(
+    "tasklab_checker_passes_total",
+    "counter",
+    "Passes this checker ran: one window of tasks:index, the processing lists, dead letters.",
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_CHECKER_PASS_ERRORS = family(
+    "tasklab_checker_pass_errors_total",
+    "counter",
+    "Passes that failed (Redis or ZooKeeper did not answer); the gauges keep their last values.",
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_CHECKER_CYCLE = family(
+    "tasklab_checker_last_cycle_timestamp_seconds",
+    "gauge",
+    "When the checker last finished a full cycle over tasks:index (Unix time): the violation "
+    "gauges are as of then. An alert on time() minus this catches a checker that stalled.",
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+F_CHECKER_PASS_SECONDS = family(
+    "tasklab_checker_pass_duration_seconds",
+    "gauge",
+    "How long the checker's last pass took.",
+    served_by=["checker"],
+    section=GUARANTEES,
+    collected=True,
+)
+
 # -- Kafka ------------------------------------------------------------------------------------
 KAFKA = "Kafka"
 F_LAG = family(
