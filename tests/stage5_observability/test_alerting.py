@@ -1,0 +1,219 @@
+"""The real Prometheus scrapes a running stage 2 platform and the real Alertmanager delivers its
+alerts: kill -9 of an agent reaches a webhook the test runs as AgentDown, naming that agent.
+
+One platform for the module: Redis, ZooKeeper, a scheduler and two agents, each role with its
+operator port listed in the file_sd targets file Prometheus reads (as the dev stack writes it),
+Prometheus scraping and evaluating every second with the repository's rules (their `for`
+waits scaled down, see monitoring_support.scaled_rules), and Alertmanager with a one-second
+group wait. The tests run in file order: the dashboards' queries, last, need the failover
+that the kill causes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from monitoring_support import PrometheusAPI, WebhookReceiver, scaled_rules
+from observability_support import free_address, wait_ready
+
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.client import TaskClient
+from common.devstack.alertmanager import AlertmanagerService
+from common.devstack.monitoring import ScrapeTarget, write_targets
+from common.devstack.prometheus import PrometheusService
+from common.testing import RoleProcess, eventually
+
+pytestmark = pytest.mark.integration
+
+# What the platform runs before the tests look: successes, a failure after one retry, a
+# Python script, and a message that is not JSON (a dead letter), so that every panel of the
+# dashboards has something to show.
+WORK = [
+    *({"taskType": "SHELL", "payload": "true", "taskName": f"ok-{n}"} for n in range(6)),
+    {"taskType": "SHELL", "payload": "exit 3", "taskName": "fails", "retryCount": 1},
+    {"taskType": "PYTHON_SCRIPT", "payload": "print(6 * 7)", "taskName": "script"},
+]
+
+
+PROCESSES = (("scheduler", "scheduler-1"), ("agent", "agent-1"), ("agent", "agent-2"))
+
+
+@dataclass
+class LivePlatform:
+    prometheus_url: str
+    alertmanager_url: str
+    webhook: WebhookReceiver
+    tasks: TaskClient
+    agents: dict[str, RoleProcess]
+    addresses: dict[str, str]  # process name -> operator address
+    roles: dict[str, str]  # process name -> role
+    finished: int  # tasks that reached a final status before the tests
+
+
+@pytest.fixture(scope="module")
+def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterator[LivePlatform]:
+    root = tmp_path_factory.mktemp("alerting")
+    redis_url = redis_service.env["TASKLAB_REDIS_URL"]
+    client = redis_client(redis_url)
+    client.flushdb()
+    env = {
+        "TASKLAB_REDIS_URL": redis_url,
+        "TASKLAB_ZK_CHROOT": f"/tasklab-alerting-{uuid.uuid4().hex[:8]}",
+        **zookeeper_service.env,
+    }
+    webhook = WebhookReceiver().start()
+    alertmanager = AlertmanagerService(
+        webhook_url=webhook.url, group_wait="1s", group_interval="1s", repeat_interval="1h"
+    )
+    prometheus = PrometheusService(
+        targets_file=root / "targets.json",
+        rules=[scaled_rules(root / "rules.yml")],
+        scrape_interval="1s",
+    )
+    started, procs = [], {}
+    try:
+        am = alertmanager.start(root)
+        started.append((alertmanager, am))
+        prometheus.alertmanagers = [f"{am.host}:{am.port}"]
+        prom = prometheus.start(root)
+        started.append((prometheus, prom))
+
+        # The roles, each with its operator port, listed for Prometheus as the dev stack does
+        addresses, roles = {}, {}
+        for role, name in PROCESSES:
+            addresses[name], roles[name] = free_address(), role
+            procs[name] = RoleProcess(
+                role,
+                2,
+                {
+                    **env,
+                    "TASKLAB_METRICS_ADDRESS": addresses[name],
+                    "TASKLAB_AGENT_ID": name,
+                    "TASKLAB_SCHEDULER_ID": name,
+                },
+                root,
+                name=name,
+            ).start()
+        write_targets(
+            root / "targets.json", (ScrapeTarget(roles[n], n, a) for n, a in addresses.items())
+        )
+        for name, proc in procs.items():
+            wait_ready(proc, addresses[name])
+
+        tasks = TaskClient(RedisTaskStore(client))
+        ids = [tasks.submit(body)[0].task_id for body in WORK]
+        client.lpush(keys.PENDING_QUEUE, "{not json")
+        finals = [tasks.wait(task_id, 30).status.value for task_id in ids]
+        assert finals.count("SUCCESS") == 7 and finals.count("FAILED") == 1, finals
+        eventually(lambda: client.llen(keys.DEAD_LETTER) == 1, 15, message="the dead letter")
+
+        yield LivePlatform(
+            prometheus_url=prom.env["TASKLAB_PROMETHEUS_URL"],
+            alertmanager_url=am.env["TASKLAB_ALERTMANAGER_URL"],
+            webhook=webhook,
+            tasks=tasks,
+            agents={n: p for n, p in procs.items() if roles[n] == "agent"},
+            addresses=addresses,
+            roles=roles,
+            finished=len(finals),
+        )
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        for service, running in reversed(started):
+            service.stop(running)
+        webhook.stop()
+        client.close()
+        for proc in procs.values():
+            print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{proc.log_text()[-3000:]}")
+        if webhook.notifications:
+            print(f"webhook received {len(webhook.notifications)} notification(s)")
+
+
+def test_prometheus_scrapes_the_scheduler_and_both_agents_from_the_targets_file(live_platform):
+    prometheus = PrometheusAPI(live_platform.prometheus_url)
+
+    # Given the roles listed in the targets file, When Prometheus has discovered them
+    def all_up() -> list[dict] | None:
+        targets = prometheus.targets()
+        healthy = [t for t in targets if t["health"] == "up"]
+        return targets if len(targets) == 3 and len(healthy) == 3 else None
+
+    targets = eventually(all_up, 30, 0.5, message="the three tasklab targets are up")
+
+    # Then each is scraped at its operator port, labelled with its role and process name
+    by_instance = {t["labels"]["instance"]: t for t in targets}
+    assert set(by_instance) == set(live_platform.addresses)
+    for name, target in by_instance.items():
+        assert target["labels"]["role"] == live_platform.roles[name]
+        assert target["scrapeUrl"] == f"http://{live_platform.addresses[name]}/metrics"
+        assert target["lastError"] == ""
+    # ...and what it scraped is the platform's own count of what ran
+    finished = eventually(
+        lambda: prometheus.query("sum(tasklab_tasks_finished_total)") or None,
+        15,
+        0.5,
+        message="finished tasks scraped",
+    )
+    assert float(finished[0]["value"][1]) == live_platform.finished
+    assert {r["metric"]["instance"] for r in prometheus.query('up{job="tasklab"} == 1')} == set(
+        live_platform.addresses
+    )
+    # ...and the rules it loaded are the repository's eight alerts
+    assert len(prometheus.rule_names()) == 8
+    for name, target in sorted(by_instance.items()):
+        print(
+            f"target {name} role={target['labels']['role']} {target['scrapeUrl']} "
+            f"health={target['health']} lastScrapeDuration={target['lastScrapeDuration']:.4f}s"
+        )
+
+
+def test_an_agent_killed_with_kill_9_reaches_the_webhook_as_agent_down(live_platform):
+    prometheus = PrometheusAPI(live_platform.prometheus_url)
+    tasks = live_platform.tasks
+    # Given an agent running a long task (the one the failover will have to give back)
+    task, _ = tasks.submit({"taskType": "SHELL", "payload": "sleep 30", "taskName": "long"})
+    owner = eventually(
+        lambda: (t := tasks.get(task.task_id)).status.value == "RUNNING" and t.agent_id,
+        20,
+        0.1,
+        message="the long task runs",
+    )
+    survivor = next(name for name in live_platform.agents if name != owner)
+    assert not live_platform.webhook.alerts("AgentDown"), "nothing was down yet"
+
+    # When that agent is killed with kill -9
+    killed_at = time.monotonic()
+    live_platform.agents[owner].kill()
+
+    # Then Alertmanager posts AgentDown for that agent, and only for it, to the webhook
+    alerts = eventually(
+        lambda: live_platform.webhook.alerts("AgentDown"),
+        45,
+        0.2,
+        message=f"AgentDown for {owner} at the webhook",
+    )
+    delay = time.monotonic() - killed_at
+    assert [a["labels"]["instance"] for a in alerts] == [owner]
+    alert = alerts[0]
+    assert alert["labels"]["role"] == "agent"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["also_known_as"] == "WorkerNodeDown"
+    assert alert["annotations"]["summary"] == f"Agent {owner} is down"
+    # ...Prometheus sees the killed agent's target down and the survivor's up
+    health = {t["labels"]["instance"]: t["health"] for t in prometheus.targets()}
+    assert health[owner] == "down" and health[survivor] == "up"
+    # ...and the leader's failover gives the long task back, which Prometheus scrapes too
+    eventually(
+        lambda: prometheus.query('sum(tasklab_failovers_total{by="zookeeper"}) >= 1'),
+        30,
+        0.5,
+        message="the failover is scraped",
+    )
+    print(f"AgentDown for {owner} reached the webhook {delay:.1f}s after kill -9")
