@@ -11,6 +11,8 @@ that the kill causes.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,22 +27,29 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.devstack.alertmanager import AlertmanagerService
-from common.devstack.monitoring import ScrapeTarget, write_targets
+from common.devstack.monitoring import DEPLOY_DIR, ScrapeTarget, write_targets
 from common.devstack.prometheus import PrometheusService
 from common.testing import RoleProcess, eventually
 
 pytestmark = pytest.mark.integration
 
+DASHBOARDS_DIR = DEPLOY_DIR / "grafana" / "dashboards"
+
 # What the platform runs before the tests look: successes, a failure after one retry, a
 # Python script, and a message that is not JSON (a dead letter), so that every panel of the
-# dashboards has something to show.
-WORK = [
+# dashboards has something to show. A counter or histogram series is created by its first
+# event, and rate() cannot see what a series already held when Prometheus first scraped it:
+# a first wave creates the series, Prometheus scrapes them, then the second wave is what the
+# rates show (a burst of short tasks ends between two scrapes).
+FIRST_WAVE = [
+    *({"taskType": "SHELL", "payload": "true", "taskName": f"first-{n}"} for n in range(4)),
+    {"taskType": "PYTHON_SCRIPT", "payload": "print(1)", "taskName": "first-script"},
+]
+SECOND_WAVE = [
     *({"taskType": "SHELL", "payload": "true", "taskName": f"ok-{n}"} for n in range(6)),
     {"taskType": "SHELL", "payload": "exit 3", "taskName": "fails", "retryCount": 1},
     {"taskType": "PYTHON_SCRIPT", "payload": "print(6 * 7)", "taskName": "script"},
 ]
-
-
 PROCESSES = (("scheduler", "scheduler-1"), ("agent", "agent-1"), ("agent", "agent-2"))
 
 
@@ -105,11 +114,29 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
         )
         for name, proc in procs.items():
             wait_ready(proc, addresses[name])
+        # The work runs only once Prometheus scrapes every role: a counter or histogram series
+        # is created by its first event, and rate() cannot see the events a series already
+        # held when it was first scraped.
+        api = PrometheusAPI(prom.env["TASKLAB_PROMETHEUS_URL"])
+        eventually(
+            lambda: len(api.query('up{job="tasklab"} == 1')) == len(PROCESSES),
+            30,
+            0.5,
+            message="Prometheus scrapes every role",
+        )
 
         tasks = TaskClient(RedisTaskStore(client))
-        ids = [tasks.submit(body)[0].task_id for body in WORK]
+        first = [tasks.submit(body)[0].task_id for body in FIRST_WAVE]
+        assert all(tasks.wait(task_id, 30).status.value == "SUCCESS" for task_id in first)
+        eventually(
+            lambda: api.query(f"sum(tasklab_tasks_finished_total) == {len(first)}"),
+            15,
+            0.5,
+            message="Prometheus scraped the first wave",
+        )
+        second = [tasks.submit(body)[0].task_id for body in SECOND_WAVE]
         client.lpush(keys.PENDING_QUEUE, "{not json")
-        finals = [tasks.wait(task_id, 30).status.value for task_id in ids]
+        finals = [tasks.wait(task_id, 30).status.value for task_id in second]
         assert finals.count("SUCCESS") == 7 and finals.count("FAILED") == 1, finals
         eventually(lambda: client.llen(keys.DEAD_LETTER) == 1, 15, message="the dead letter")
 
@@ -121,7 +148,7 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
             agents={n: p for n, p in procs.items() if roles[n] == "agent"},
             addresses=addresses,
             roles=roles,
-            finished=len(finals),
+            finished=len(first) + len(finals),
         )
     finally:
         for proc in procs.values():
@@ -155,13 +182,14 @@ def test_prometheus_scrapes_the_scheduler_and_both_agents_from_the_targets_file(
         assert target["scrapeUrl"] == f"http://{live_platform.addresses[name]}/metrics"
         assert target["lastError"] == ""
     # ...and what it scraped is the platform's own count of what ran
-    finished = eventually(
-        lambda: prometheus.query("sum(tasklab_tasks_finished_total)") or None,
-        15,
-        0.5,
-        message="finished tasks scraped",
+    def finished() -> float | None:
+        result = prometheus.query("sum(tasklab_tasks_finished_total)")
+        return float(result[0]["value"][1]) if result else None
+
+    # (eventually: the last task may have finished after the latest scrape)
+    eventually(
+        lambda: finished() == live_platform.finished, 15, 0.5, message="finished tasks scraped"
     )
-    assert float(finished[0]["value"][1]) == live_platform.finished
     assert {r["metric"]["instance"] for r in prometheus.query('up{job="tasklab"} == 1')} == set(
         live_platform.addresses
     )
@@ -217,3 +245,34 @@ def test_an_agent_killed_with_kill_9_reaches_the_webhook_as_agent_down(live_plat
         message="the failover is scraped",
     )
     print(f"AgentDown for {owner} reached the webhook {delay:.1f}s after kill -9")
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, PromQL) for every query of every panel."""
+    found = []
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                found.append((path.name, panel["title"], target["expr"]))
+    return found
+
+
+def as_prometheus_sees_it(expr: str) -> str:
+    """What Grafana would send: its variables replaced, as with "All" agents selected and a
+    rate interval that spans the tasks this module ran (the oldest a minute or two ago)."""
+    return expr.replace("$__rate_interval", "5m").replace("$agent", ".+")
+
+
+def test_every_dashboard_panel_query_has_data_in_the_live_prometheus(live_platform):
+    prometheus = PrometheusAPI(live_platform.prometheus_url)
+    queries = dashboard_queries()
+    assert len(queries) >= 30, "the three dashboards' queries were found"
+    empty = []
+    for dashboard, title, expr in queries:
+        result = prometheus.query(as_prometheus_sees_it(expr))
+        values = [float(r["value"][1]) for r in result]
+        # NaN is what a ratio or a quantile over no events gives: a panel with nothing to show.
+        if not any(math.isfinite(v) for v in values):
+            empty.append(f"{dashboard} / {title}: {expr} -> {result}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    print(f"{len(queries)} dashboard queries, each with data")
