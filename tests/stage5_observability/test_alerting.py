@@ -181,6 +181,7 @@ def test_prometheus_scrapes_the_scheduler_and_both_agents_from_the_targets_file(
         assert target["labels"]["role"] == live_platform.roles[name]
         assert target["scrapeUrl"] == f"http://{live_platform.addresses[name]}/metrics"
         assert target["lastError"] == ""
+
     # ...and what it scraped is the platform's own count of what ran
     def finished() -> float | None:
         result = prometheus.query("sum(tasklab_tasks_finished_total)")
