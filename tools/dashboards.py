@@ -221,7 +221,6 @@ AGENT = Dashboard(
                 "query": 'label_values(up{job="tasklab", role="agent"}, instance)',
                 "refId": "agents",
             },
-            "definition": 'label_values(up{job="tasklab", role="agent"}, instance)',
             "refresh": 2,
             "includeAll": True,
             "allValue": ".+",
