@@ -36,6 +36,7 @@ RULES_DIR = DEPLOY_DIR / "prometheus" / "rules"
 SCRAPE_JOB = "tasklab"
 
 
+# --8<-- [start:targets]
 @dataclass(frozen=True)
 class ScrapeTarget:
     """One role process's operator port, as Prometheus should label it."""
@@ -55,6 +56,9 @@ def write_targets(path: Path, targets: Iterable[ScrapeTarget]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(groups, indent=2) + "\n")
     tmp.replace(path)
+
+
+# --8<-- [end:targets]
 
 
 def read_targets(path: Path) -> list[ScrapeTarget]:

@@ -134,3 +134,9 @@ def test_the_native_stacks_alertmanager_config_passes_amtool(tmp_path: Path):
         path.write_text(yaml.safe_dump(AlertmanagerService(webhook_url=webhook).config()))
         done = run([tool("amtool"), "check-config", str(path)])
         assert done.returncode == 0, (webhook, done.stdout + done.stderr)
+
+
+def test_the_alerts_reference_has_a_row_for_every_alert():
+    page = (DEPLOY_DIR.parent / "docs" / "reference" / "alerts.md").read_text()
+    for name in alerts():
+        assert f"| `{name}`" in page, f"docs/reference/alerts.md has no row for {name}"
