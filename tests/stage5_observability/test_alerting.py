@@ -140,6 +140,14 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
         assert finals.count("SUCCESS") == 7 and finals.count("FAILED") == 1, finals
         eventually(lambda: client.llen(keys.DEAD_LETTER) == 1, 15, message="the dead letter")
 
+        # rate() needs two samples of a series: every tasklab series, those the second wave
+        # created included, is scraped a few times before a test can kill its process.
+        def scraped_thrice() -> bool:
+            names = [n for n in api.get("/api/v1/label/__name__/values") if "tasklab_" in n]
+            return all(not api.query(f"count_over_time({name}[5m]) < 3") for name in names)
+
+        eventually(scraped_thrice, 15, 0.5, message="every tasklab series scraped three times")
+
         yield LivePlatform(
             prometheus_url=prom.env["TASKLAB_PROMETHEUS_URL"],
             alertmanager_url=am.env["TASKLAB_ALERTMANAGER_URL"],
