@@ -60,6 +60,7 @@ class LivePlatform:
     webhook: WebhookReceiver
     tasks: TaskClient
     agents: dict[str, RoleProcess]
+    scheduler: RoleProcess
     addresses: dict[str, str]  # process name -> operator address
     roles: dict[str, str]  # process name -> role
     finished: int  # tasks that reached a final status before the tests
@@ -154,6 +155,7 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
             webhook=webhook,
             tasks=tasks,
             agents={n: p for n, p in procs.items() if roles[n] == "agent"},
+            scheduler=procs["scheduler-1"],
             addresses=addresses,
             roles=roles,
             finished=len(first) + len(finals),
@@ -209,6 +211,22 @@ def test_prometheus_scrapes_the_scheduler_and_both_agents_from_the_targets_file(
             f"target {name} role={target['labels']['role']} {target['scrapeUrl']} "
             f"health={target['health']} lastScrapeDuration={target['lastScrapeDuration']:.4f}s"
         )
+
+
+def test_a_message_that_is_not_json_reaches_the_webhook_as_dead_letters_growing(live_platform):
+    # Given the message pushed onto queue:pending by hand, which the scheduler set aside as a
+    # dead letter: the first of its reason, in a counter series born at 1 that increase()
+    # cannot see
+    # Then Alertmanager posts DeadLettersGrowing for its channel and reason
+    alerts = eventually(
+        lambda: live_platform.webhook.alerts("DeadLettersGrowing"),
+        30,
+        0.2,
+        message="DeadLettersGrowing at the webhook",
+    )
+    assert [(a["labels"]["channel"], a["labels"]["reason"]) for a in alerts] == [
+        ("redis", "not_json")
+    ]
 
 
 def test_an_agent_killed_with_kill_9_reaches_the_webhook_as_agent_down(live_platform):
@@ -285,3 +303,27 @@ def test_every_dashboard_panel_query_has_data_in_the_live_prometheus(live_platfo
             empty.append(f"{dashboard} / {title}: {expr} -> {result}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
     print(f"{len(queries)} dashboard queries, each with data")
+
+
+def test_the_only_scheduler_killed_with_kill_9_reaches_the_webhook_as_no_scheduler_leader(
+    live_platform,
+):
+    # Given the platform's one scheduler, leading
+    prometheus = PrometheusAPI(live_platform.prometheus_url)
+    assert prometheus.query("max(tasklab_scheduler_is_leader) == 1")
+    assert not live_platform.webhook.alerts("NoSchedulerLeader")
+
+    # When it is killed with kill -9
+    killed_at = time.monotonic()
+    live_platform.scheduler.kill()
+
+    # Then Alertmanager posts NoSchedulerLeader: its target is down and nobody leads
+    eventually(
+        lambda: live_platform.webhook.alerts("NoSchedulerLeader"),
+        45,
+        0.2,
+        message="NoSchedulerLeader at the webhook",
+    )
+    print(
+        f"NoSchedulerLeader reached the webhook {time.monotonic() - killed_at:.1f}s after kill -9"
+    )
