@@ -19,6 +19,7 @@ import yaml
 
 from common.devstack.alertmanager import AlertmanagerService
 from common.devstack.monitoring import DEPLOY_DIR, RULES_DIR, rule_files
+from common.devstack.prometheus import PrometheusService
 from common.observability.metrics import FAMILIES
 
 RULES = RULES_DIR / "tasklab.yml"
@@ -140,3 +141,15 @@ def test_the_alerts_reference_has_a_row_for_every_alert():
     page = (DEPLOY_DIR.parent / "docs" / "reference" / "alerts.md").read_text()
     for name in alerts():
         assert f"| `{name}`" in page, f"docs/reference/alerts.md has no row for {name}"
+
+
+def test_the_native_stacks_prometheus_config_passes_promtool(tmp_path: Path):
+    for alertmanagers in (["127.0.0.1:9093"], []):
+        service = PrometheusService(
+            targets_file=tmp_path / "targets.json", alertmanagers=alertmanagers
+        )
+        path = tmp_path / "prometheus.yml"
+        path.write_text(yaml.safe_dump(service.config(tmp_path, 9090)))
+        done = run([tool("promtool"), "check", "config", str(path)])
+        assert done.returncode == 0, (alertmanagers, done.stdout + done.stderr)
+        assert f"SUCCESS: {len(alerts())} rules found" in done.stdout
