@@ -1,9 +1,11 @@
 """Write tasklab's Grafana dashboards (deploy/grafana/dashboards/*.json) from one description.
 
-Three dashboards: the overview (throughput, success rate, queue depth, latency percentiles,
-agents), one agent at a time, and the guarantees (leadership, fencing, failovers, dead letters,
-firing alerts). Each panel is its PromQL and little else; this script adds what Grafana needs
-around it (ids, grid positions, the data source), so that the JSON files stay consistent.
+Four dashboards: the overview (throughput, success rate, queue depth, latency percentiles,
+agents), one agent at a time, the guarantees (leadership, fencing, failovers, dead letters,
+firing alerts), and from stage 4 the front door and bus (REST and gRPC rate, errors and
+duration; Kafka consumer lag). Each panel is its PromQL and little else; this script adds
+what Grafana needs around it (ids, grid positions, the data source), so that the JSON files
+stay consistent.
 
     python tools/dashboards.py          # rewrite the JSON files
     python tools/dashboards.py --check  # exit 1 if a JSON file differs from what this writes
@@ -423,7 +425,124 @@ GUARANTEES = Dashboard(
     ),
 )
 
-DASHBOARDS = (OVERVIEW, AGENT, GUARANTEES)
+FRONT_DOOR = Dashboard(
+    uid="tasklab-front-door",
+    title="tasklab / Front door and bus",
+    description="From stage 4: the REST API and the gRPC TaskService providers (rate, errors, "
+    "duration), what they accepted, and how far Kafka's consumer groups lag behind.",
+    rows=(
+        Row(
+            "REST API",
+            (
+                Panel(
+                    "Requests by route and status",
+                    "Requests per second the REST API answered, by route template and status.",
+                    (
+                        q(
+                            f"sum by (route, status) (rate(tasklab_http_requests_total[{RATE}]))",
+                            "{{route}} {{status}}",
+                        ),
+                    ),
+                    unit="reqps",
+                    width=12,
+                ),
+                Panel(
+                    "Server errors",
+                    "The share of the API's answers that were 5xx (a backing service down "
+                    "answers 503); 0 before the first one, whose series does not exist yet.",
+                    (
+                        q(
+                            f'(sum(rate(tasklab_http_requests_total{{status=~"5.."}}[{RATE}])) '
+                            f"or vector(0)) / sum(rate(tasklab_http_requests_total[{RATE}]))",
+                            "5xx",
+                        ),
+                    ),
+                    kind="stat",
+                    unit="percentunit",
+                    width=4,
+                ),
+                Panel(
+                    "Request duration p95",
+                    "95th percentile of the API's request duration, by route template.",
+                    (
+                        q(
+                            "histogram_quantile(0.95, sum by (le, route) "
+                            f"(rate(tasklab_http_request_duration_seconds_bucket[{RATE}])))",
+                            "{{route}}",
+                        ),
+                    ),
+                    unit="s",
+                    width=8,
+                ),
+            ),
+        ),
+        Row(
+            "gRPC TaskService",
+            (
+                Panel(
+                    "Calls by method and code",
+                    "Calls per second the providers answered, by method and gRPC status code.",
+                    (
+                        q(
+                            "sum by (method, code) "
+                            f"(rate(tasklab_grpc_server_requests_total[{RATE}]))",
+                            "{{method}} {{code}}",
+                        ),
+                    ),
+                    unit="reqps",
+                    width=12,
+                ),
+                Panel(
+                    "Call duration p95",
+                    "95th percentile of a call's duration, by method (a Watch lasts as long as "
+                    "it watches).",
+                    (
+                        q(
+                            "histogram_quantile(0.95, sum by (le, method) "
+                            f"(rate(tasklab_grpc_server_request_duration_seconds_bucket[{RATE}])))",
+                            "{{method}}",
+                        ),
+                    ),
+                    unit="s",
+                    width=12,
+                ),
+                Panel(
+                    "Tasks submitted",
+                    "Tasks created by submissions the providers accepted, by type (a repeated "
+                    "requestId is not counted).",
+                    (
+                        q(
+                            f"sum by (type) (rate(tasklab_tasks_submitted_total[{RATE}]))",
+                            "{{type}}",
+                        ),
+                    ),
+                    unit="ops",
+                    width=24,
+                ),
+            ),
+        ),
+        Row(
+            "Kafka",
+            (
+                Panel(
+                    "Consumer lag by group and topic",
+                    "Messages each consumer group has not yet committed, its partitions added "
+                    "up (ConsumerLag fires above 1000 for 5 minutes).",
+                    (
+                        q(
+                            "sum by (group, topic) (max by (group, topic, partition) "
+                            "(tasklab_kafka_consumer_lag))",
+                            "{{group}} {{topic}}",
+                        ),
+                    ),
+                    width=24,
+                ),
+            ),
+        ),
+    ),
+)
+
+DASHBOARDS = (OVERVIEW, AGENT, GUARANTEES, FRONT_DOOR)
 
 
 def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict:

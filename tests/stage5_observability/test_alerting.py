@@ -11,29 +11,34 @@ that the kill causes.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from monitoring_support import PrometheusAPI, WebhookReceiver, scaled_rules
-from observability_support import free_address, wait_ready
+from monitoring_support import (
+    ListedRoles,
+    PrometheusAPI,
+    WebhookReceiver,
+    dashboard_queries,
+    monitoring,
+    panels_without_data,
+    wait_until_every_series_scraped_thrice,
+    wait_until_scraped,
+)
 
 from common import keys
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
-from common.devstack.alertmanager import AlertmanagerService
-from common.devstack.monitoring import DEPLOY_DIR, ScrapeTarget, write_targets
-from common.devstack.prometheus import PrometheusService
 from common.testing import RoleProcess, eventually
 
 pytestmark = pytest.mark.integration
 
-DASHBOARDS_DIR = DEPLOY_DIR / "grafana" / "dashboards"
+# The dashboards whose every panel a stage 2 platform feeds (the front door's is stage 4's,
+# test_front_door_dashboard.py).
+DASHBOARDS = ("overview.json", "agent.json", "guarantees.json")
 
 # What the platform runs before the tests look: successes, a failure after one retry, a
 # Python script, and a message that is not JSON (a dead letter), so that every panel of the
@@ -56,7 +61,6 @@ PROCESSES = (("scheduler", "scheduler-1"), ("agent", "agent-1"), ("agent", "agen
 @dataclass
 class LivePlatform:
     prometheus_url: str
-    alertmanager_url: str
     webhook: WebhookReceiver
     tasks: TaskClient
     agents: dict[str, RoleProcess]
@@ -78,97 +82,49 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
         **zookeeper_service.env,
     }
     webhook = WebhookReceiver().start()
-    alertmanager = AlertmanagerService(
-        webhook_url=webhook.url, group_wait="1s", group_interval="1s", repeat_interval="1h"
-    )
-    prometheus = PrometheusService(
-        targets_file=root / "targets.json",
-        rules=[scaled_rules(root / "rules.yml")],
-        scrape_interval="1s",
-    )
-    started, procs = [], {}
+    listed = None
     try:
-        am = alertmanager.start(root)
-        started.append((alertmanager, am))
-        prometheus.alertmanagers = [f"{am.host}:{am.port}"]
-        prom = prometheus.start(root)
-        started.append((prometheus, prom))
+        with monitoring(root, webhook.url) as (prometheus, targets):
+            listed = ListedRoles.start(2, PROCESSES, env, root, targets)
+            # The work runs only once Prometheus scrapes every role: a counter or histogram
+            # series is created by its first event, and rate() cannot see the events a series
+            # already held when it was first scraped.
+            wait_until_scraped(prometheus, len(PROCESSES))
 
-        # The roles, each with its operator port, listed for Prometheus as the dev stack does
-        addresses, roles = {}, {}
-        for role, name in PROCESSES:
-            addresses[name], roles[name] = free_address(), role
-            procs[name] = RoleProcess(
-                role,
-                2,
-                {
-                    **env,
-                    "TASKLAB_METRICS_ADDRESS": addresses[name],
-                    "TASKLAB_AGENT_ID": name,
-                    "TASKLAB_SCHEDULER_ID": name,
-                },
-                root,
-                name=name,
-            ).start()
-        write_targets(
-            root / "targets.json", (ScrapeTarget(roles[n], n, a) for n, a in addresses.items())
-        )
-        for name, proc in procs.items():
-            wait_ready(proc, addresses[name])
-        # The work runs only once Prometheus scrapes every role: a counter or histogram series
-        # is created by its first event, and rate() cannot see the events a series already
-        # held when it was first scraped.
-        api = PrometheusAPI(prom.env["TASKLAB_PROMETHEUS_URL"])
-        eventually(
-            lambda: len(api.query('up{job="tasklab"} == 1')) == len(PROCESSES),
-            30,
-            0.5,
-            message="Prometheus scrapes every role",
-        )
+            tasks = TaskClient(RedisTaskStore(client))
+            first = [tasks.submit(body)[0].task_id for body in FIRST_WAVE]
+            assert all(tasks.wait(task_id, 30).status.value == "SUCCESS" for task_id in first)
+            eventually(
+                lambda: prometheus.query(f"sum(tasklab_tasks_finished_total) == {len(first)}"),
+                15,
+                0.5,
+                message="Prometheus scraped the first wave",
+            )
+            second = [tasks.submit(body)[0].task_id for body in SECOND_WAVE]
+            client.lpush(keys.PENDING_QUEUE, "{not json")
+            finals = [tasks.wait(task_id, 30).status.value for task_id in second]
+            assert finals.count("SUCCESS") == 7 and finals.count("FAILED") == 1, finals
+            eventually(lambda: client.llen(keys.DEAD_LETTER) == 1, 15, message="the dead letter")
+            wait_until_every_series_scraped_thrice(prometheus)
 
-        tasks = TaskClient(RedisTaskStore(client))
-        first = [tasks.submit(body)[0].task_id for body in FIRST_WAVE]
-        assert all(tasks.wait(task_id, 30).status.value == "SUCCESS" for task_id in first)
-        eventually(
-            lambda: api.query(f"sum(tasklab_tasks_finished_total) == {len(first)}"),
-            15,
-            0.5,
-            message="Prometheus scraped the first wave",
-        )
-        second = [tasks.submit(body)[0].task_id for body in SECOND_WAVE]
-        client.lpush(keys.PENDING_QUEUE, "{not json")
-        finals = [tasks.wait(task_id, 30).status.value for task_id in second]
-        assert finals.count("SUCCESS") == 7 and finals.count("FAILED") == 1, finals
-        eventually(lambda: client.llen(keys.DEAD_LETTER) == 1, 15, message="the dead letter")
-
-        # rate() needs two samples of a series: every tasklab series, those the second wave
-        # created included, is scraped a few times before a test can kill its process.
-        def scraped_thrice() -> bool:
-            names = [n for n in api.get("/api/v1/label/__name__/values") if "tasklab_" in n]
-            return all(not api.query(f"count_over_time({name}[5m]) < 3") for name in names)
-
-        eventually(scraped_thrice, 15, 0.5, message="every tasklab series scraped three times")
-
-        yield LivePlatform(
-            prometheus_url=prom.env["TASKLAB_PROMETHEUS_URL"],
-            alertmanager_url=am.env["TASKLAB_ALERTMANAGER_URL"],
-            webhook=webhook,
-            tasks=tasks,
-            agents={n: p for n, p in procs.items() if roles[n] == "agent"},
-            scheduler=procs["scheduler-1"],
-            addresses=addresses,
-            roles=roles,
-            finished=len(first) + len(finals),
-        )
+            yield LivePlatform(
+                prometheus_url=prometheus.url,
+                webhook=webhook,
+                tasks=tasks,
+                agents={n: p for n, p in listed.procs.items() if listed.roles[n] == "agent"},
+                scheduler=listed.procs["scheduler-1"],
+                addresses=listed.addresses,
+                roles=listed.roles,
+                finished=len(first) + len(finals),
+            )
+            # Stopped while Prometheus still runs, so none of them is scraped after its stop.
+            listed.stop()
+            listed = None
     finally:
-        for proc in procs.values():
-            proc.stop()
-        for service, running in reversed(started):
-            service.stop(running)
+        if listed is not None:
+            listed.stop()
         webhook.stop()
         client.close()
-        for proc in procs.values():
-            print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{proc.log_text()[-3000:]}")
         if webhook.notifications:
             print(f"webhook received {len(webhook.notifications)} notification(s)")
 
@@ -274,33 +230,12 @@ def test_an_agent_killed_with_kill_9_reaches_the_webhook_as_agent_down(live_plat
     print(f"AgentDown for {owner} reached the webhook {delay:.1f}s after kill -9")
 
 
-def dashboard_queries() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, PromQL) for every query of every panel."""
-    found = []
-    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                found.append((path.name, panel["title"], target["expr"]))
-    return found
-
-
-def as_prometheus_sees_it(expr: str) -> str:
-    """What Grafana would send: its variables replaced, as with "All" agents selected and a
-    rate interval that spans the tasks this module ran (the oldest a minute or two ago)."""
-    return expr.replace("$__rate_interval", "5m").replace("$agent", ".+")
-
-
 def test_every_dashboard_panel_query_has_data_in_the_live_prometheus(live_platform):
-    prometheus = PrometheusAPI(live_platform.prometheus_url)
-    queries = dashboard_queries()
+    queries = dashboard_queries(DASHBOARDS)
     assert len(queries) >= 30, "the three dashboards' queries were found"
-    empty = []
-    for dashboard, title, expr in queries:
-        result = prometheus.query(as_prometheus_sees_it(expr))
-        values = [float(r["value"][1]) for r in result]
-        # NaN is what a ratio or a quantile over no events gives: a panel with nothing to show.
-        if not any(math.isfinite(v) for v in values):
-            empty.append(f"{dashboard} / {title}: {expr} -> {result}")
+
+    empty = panels_without_data(PrometheusAPI(live_platform.prometheus_url), queries)
+
     assert not empty, "panels without data:\n" + "\n".join(empty)
     print(f"{len(queries)} dashboard queries, each with data")
 

@@ -5,7 +5,8 @@ TypeScript types generated from it, `Dashboard` among them. Each dashboard's JSO
 out as a TypeScript object literal of that type and checked by the TypeScript compiler, which
 rejects a missing required field, a value of the wrong type, and a field the schema does not
 have (a literal's excess properties). Both packages are pinned in tools/grafana-schema
-(`make setup` installs them). test_alerting.py runs every panel's query on a live Prometheus.
+(`make setup` installs them). test_alerting.py and test_front_door_dashboard.py run every
+panel's query on a live Prometheus.
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ def type_check(dashboards: dict[str, dict], workdir: Path) -> subprocess.Complet
     )
 
 
-def test_there_are_the_three_dashboards():
-    assert [p.name for p in DASHBOARDS] == ["agent.json", "guarantees.json", "overview.json"]
+def test_there_are_the_four_dashboards():
+    assert [p.name for p in DASHBOARDS] == [
+        "agent.json",
+        "front-door.json",
+        "guarantees.json",
+        "overview.json",
+    ]
 
 
 def test_the_dashboards_are_what_tools_dashboards_writes():
