@@ -24,7 +24,7 @@ from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.testing import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 PROCESSES = (
     ("scheduler", "scheduler-1"),
