@@ -176,7 +176,10 @@ class DevStack:
         services = self.load()
         for i, svc in enumerate(services):
             if svc.name == name:
-                services[i] = make_service(name).restart(svc, grace=grace)
+                # The same options as at `up`: a restarted Prometheus keeps its targets file
+                # and its Alertmanager.
+                service = make_service(name, **self._service_options(name, services))
+                services[i] = service.restart(svc, grace=grace)
                 self._save(services)
                 return services[i]
         have = ", ".join(s.name for s in services) or "none"

@@ -93,6 +93,18 @@ def test_the_dev_stack_starts_prometheus_on_the_roles_it_lists_and_alertmanager(
                 return found if found == {"agent-1": "up", "agent-2": "down"} else None
 
             eventually(health, 30, 0.5, message="agent-1 up and agent-2 down in Prometheus")
+
+            # When Prometheus is restarted (`tasklab dev restart prometheus`)
+            stack.restart("prometheus", grace=5)
+
+            # Then it comes back on its address with the same targets and Alertmanager
+            eventually(health, 30, 0.5, message="the restarted Prometheus scrapes the same roles")
+            eventually(
+                lambda: prometheus.get("/api/v1/alertmanagers")["activeAlertmanagers"],
+                15,
+                0.5,
+                message="the restarted Prometheus sends to the same Alertmanager",
+            )
         finally:
             agent.stop()
     finally:
