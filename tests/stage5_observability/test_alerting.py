@@ -46,8 +46,10 @@ DASHBOARDS = ("overview.json", "agent.json", "guarantees.json")
 # event, and rate() cannot see what a series already held when Prometheus first scraped it:
 # a first wave creates the series, Prometheus scrapes them, then the second wave is what the
 # rates show (a burst of short tasks ends between two scrapes).
+# The first wave's tasks last long enough to fill both agents' slots, so both agents' series
+# exist before the second wave, wherever the scheduler places its tasks.
 FIRST_WAVE = [
-    *({"taskType": "SHELL", "payload": "true", "taskName": f"first-{n}"} for n in range(4)),
+    *({"taskType": "SHELL", "payload": "sleep 0.5", "taskName": f"first-{n}"} for n in range(4)),
     {"taskType": "PYTHON_SCRIPT", "payload": "print(1)", "taskName": "first-script"},
 ]
 SECOND_WAVE = [
@@ -55,6 +57,7 @@ SECOND_WAVE = [
     {"taskType": "SHELL", "payload": "exit 3", "taskName": "fails", "retryCount": 1},
     {"taskType": "PYTHON_SCRIPT", "payload": "print(6 * 7)", "taskName": "script"},
 ]
+ON_BOTH_AGENTS = "count(count by (instance) (tasklab_task_schedule_to_start_seconds_count)) == 2"
 PROCESSES = (("scheduler", "scheduler-1"), ("agent", "agent-1"), ("agent", "agent-2"))
 
 
@@ -95,10 +98,13 @@ def live_platform(redis_service, zookeeper_service, tmp_path_factory) -> Iterato
             first = [tasks.submit(body)[0].task_id for body in FIRST_WAVE]
             assert all(tasks.wait(task_id, 30).status.value == "SUCCESS" for task_id in first)
             eventually(
-                lambda: prometheus.query(f"sum(tasklab_tasks_finished_total) == {len(first)}"),
+                lambda: (
+                    prometheus.query(f"sum(tasklab_tasks_finished_total) == {len(first)}")
+                    and prometheus.query("count(tasklab_task_schedule_to_start_seconds_count) >= 2")
+                ),
                 15,
                 0.5,
-                message="Prometheus scraped the first wave",
+                message="Prometheus scraped the first wave, from both agents",
             )
             second = [tasks.submit(body)[0].task_id for body in SECOND_WAVE]
             client.lpush(keys.PENDING_QUEUE, "{not json")
