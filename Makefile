@@ -46,6 +46,13 @@ $(MERMAID_STAMP): tools/mermaid/package.json tools/mermaid/package-lock.json
 	cd tools/mermaid && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Grafana's dashboard schema (@grafana/schema's types) and the TypeScript compiler that checks
+# deploy/grafana/dashboards/*.json against it (tests/stage5_observability/test_dashboards.py).
+GRAFANA_SCHEMA_STAMP := tools/grafana-schema/node_modules/.installed
+$(GRAFANA_SCHEMA_STAMP): tools/grafana-schema/package.json tools/grafana-schema/package-lock.json
+	cd tools/grafana-schema && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The gRPC code is generated from proto/ (gitignored, never edited), again whenever the .proto
 # or the generator changes.
 GEN_STAMP := common/rpc/gen/__init__.py
@@ -65,7 +72,7 @@ $(JAVA_CLIENT): clients/java/pom.xml proto/tasklab/v1/task_service.proto $(JAVA_
 
 java-client: $(JAVA_CLIENT) ## Build the Java client jar (clients/java/target/tasklab-client.jar)
 
-setup: system-deps $(STAMP) $(GEN_STAMP) $(MERMAID_STAMP) $(JAVA_CLIENT) ## Create .venv and install everything from nothing
+setup: system-deps $(STAMP) $(GEN_STAMP) $(MERMAID_STAMP) $(GRAFANA_SCHEMA_STAMP) $(JAVA_CLIENT) ## Create .venv and install everything from nothing
 
 test: setup ## Lint, unit + integration tests on real services, strict docs build
 	$(MAKE) lint

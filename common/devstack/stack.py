@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from common.devstack.base import NativeService, RunningService, free_port, stop_process_group
+from common.devstack.monitoring import ScrapeTarget, write_targets
 from common.stages import load_stage
 
 # name -> "module:Class"; loaded lazily so stage 1 never needs a JDK.
@@ -22,6 +23,9 @@ SERVICE_CLASSES: dict[str, str] = {
     "redis": "common.devstack.redis:RedisService",
     "zookeeper": "common.devstack.zookeeper:ZooKeeperService",
     "kafka": "common.devstack.kafka:KafkaService",
+    # Stage 5's monitoring: Alertmanager first, so Prometheus can be told where it is.
+    "alertmanager": "common.devstack.alertmanager:AlertmanagerService",
+    "prometheus": "common.devstack.prometheus:PrometheusService",
 }
 
 
@@ -95,11 +99,39 @@ class DevStack:
             for name in wanted:
                 if name in have:
                     continue
-                running.append(make_service(name).start(self.state_dir))
+                options = self._service_options(name, running)
+                running.append(make_service(name, **options).start(self.state_dir))
                 self._save(running)
         finally:
             self._save(running)
+        if "prometheus" in wanted:
+            self.write_scrape_targets(stage)
         return running
+
+    @property
+    def targets_file(self) -> Path:
+        """The file_sd file Prometheus reads the roles' operator ports from."""
+        return self.state_dir / "prometheus-targets.json"
+
+    def _service_options(self, name: str, running: list[RunningService]) -> dict:
+        if name != "prometheus":
+            return {}
+        alertmanagers = [f"{s.host}:{s.port}" for s in running if s.name == "alertmanager"]
+        return {"targets_file": self.targets_file, "alertmanagers": alertmanagers}
+
+    def write_scrape_targets(self, stage: int) -> None:
+        """List every process of the stage, at its operator port, for Prometheus to scrape.
+
+        A process that is not running shows as a target that is down (`up == 0`): the stack
+        lists what should run, so a missing agent is an alert, not a silence.
+        """
+        write_targets(
+            self.targets_file,
+            (
+                ScrapeTarget(role, name, address)
+                for name, (role, address) in self.metrics_addresses(stage).items()
+            ),
+        )
 
     def role_env(self, stage: int) -> dict[str, str]:
         """TASKLAB_* lines for the stage's roles that serve on a fixed address (the REST API).
@@ -144,7 +176,10 @@ class DevStack:
         services = self.load()
         for i, svc in enumerate(services):
             if svc.name == name:
-                services[i] = make_service(name).restart(svc, grace=grace)
+                # The same options as at `up`: a restarted Prometheus keeps its targets file
+                # and its Alertmanager.
+                service = make_service(name, **self._service_options(name, services))
+                services[i] = service.restart(svc, grace=grace)
                 self._save(services)
                 return services[i]
         have = ", ".join(s.name for s in services) or "none"
@@ -152,7 +187,7 @@ class DevStack:
 
     def down(self) -> list[RunningService]:
         stopped = []
-        # Stop in reverse start order: Kafka before ZooKeeper before Redis.
+        # Stop in reverse start order: Prometheus before Kafka before ZooKeeper before Redis.
         for svc in reversed(self.load()):
             stop_process_group(svc.pid)
             stopped.append(svc)
