@@ -377,11 +377,16 @@ def _print_tree(info: TaskInfo) -> None:
     if not info.children:
         return
     typer.echo("children:")
-    typer.echo(f"  {'#':>5}  {'ROLE':<9} {'STATUS':<10} {'AGENT':<20} {'TASK ID':<36}  NAME")
-    for c in info.children:
-        where = c.node if c.node else ("-" if c.shard_index is None else str(c.shard_index))
+    places = [
+        c.node if c.node else ("-" if c.shard_index is None else str(c.shard_index))
+        for c in info.children
+    ]
+    # A DAG's node names are as wide as their longest; an index is a few digits.
+    w = max(5, *(len(p) for p in places))
+    typer.echo(f"  {'#':>{w}}  {'ROLE':<9} {'STATUS':<10} {'AGENT':<20} {'TASK ID':<36}  NAME")
+    for c, where in zip(info.children, places, strict=True):
         typer.echo(
-            f"  {where:>5}  {c.role:<9} {c.status.value:<10} {(c.agent_id or '-'):<20} "
+            f"  {where:>{w}}  {c.role:<9} {c.status.value:<10} {(c.agent_id or '-'):<20} "
             f"{c.task_id:<36}  {c.task_name[:40]}"
         )
     if info.edges:

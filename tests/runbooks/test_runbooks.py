@@ -41,10 +41,13 @@ FIXED_ADDRESSES = {
 
 def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A working directory that looks like the repository to the runbook's commands (`.venv`,
-    `.tasklab/`), and an environment with no TASKLAB_* setting leaking in from the test run."""
+    the stage folders, `.tasklab/`), and an environment with no TASKLAB_* setting leaking in from the test run."""
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
     (work / ".venv").symlink_to(ROOT / ".venv")
+    # The stage folders, for the files a page hands to a command (a composite's document).
+    for stage in ROOT.glob("stage[0-9]_*"):
+        (work / stage.name).symlink_to(stage)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLAB_")}
     env["TASKLAB_DEVSTACK_DIR"] = str(work / ".tasklab/devstack")
     env["TERM"] = "dumb"
