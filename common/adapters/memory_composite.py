@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from common.adapters.memory_store import InMemoryTaskStore
 from common.domain.composite import (
@@ -345,34 +345,47 @@ class InMemoryCompositeStore(CompositeStore):
     def skip(
         self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
     ) -> CoordinatorWrite:
-        with self._lock:
-            self._count("skip")
-            if self._stale(epoch):
-                return CoordinatorWrite(False, "stale_epoch")
-            mine = set(self.lists.get(parent_id, []))
-            count = 0
-            for cid in child_ids:
-                child = self._task(cid)
-                if cid not in mine or child is None or child.status != _S.WAITING:
-                    continue
-                self._move(cid, _S.SKIPPED, epoch, actor, reason, {"error": reason})
-                count += 1
-            return CoordinatorWrite(True, "ok", count)
+        def waiting(status: _S) -> bool:
+            return status == _S.WAITING
+
+        return self._move_children(
+            "skip", parent_id, child_ids, _S.SKIPPED, waiting, reason, epoch, actor
+        )
 
     def cancel_children(
         self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
     ) -> CoordinatorWrite:
+        def released(status: _S) -> bool:
+            return status != _S.WAITING and status not in TERMINAL_STATES
+
+        return self._move_children(
+            "cancel_children", parent_id, child_ids, _S.CANCELLED, released, reason, epoch, actor
+        )
+
+    def _move_children(
+        self,
+        op: str,
+        parent_id: str,
+        child_ids: Sequence[str],
+        to: _S,
+        eligible: Callable[[_S], bool],
+        reason: str,
+        epoch: int,
+        actor: str,
+    ) -> CoordinatorWrite:
+        """Each listed child of this parent in an `eligible` state -> `to`, the reason as its
+        error; fenced as a whole, as the scripts are."""
         with self._lock:
-            self._count("cancel_children")
+            self._count(op)
             if self._stale(epoch):
                 return CoordinatorWrite(False, "stale_epoch")
             mine = set(self.lists.get(parent_id, []))
             count = 0
             for cid in child_ids:
                 child = self._task(cid)
-                if cid not in mine or child is None or child.status in TERMINAL_STATES:
+                if cid not in mine or child is None or not eligible(child.status):
                     continue
-                self._move(cid, _S.CANCELLED, epoch, actor, reason, {"error": reason})
+                self._move(cid, to, epoch, actor, reason, {"error": reason})
                 count += 1
             return CoordinatorWrite(True, "ok", count)
 

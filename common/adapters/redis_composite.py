@@ -362,23 +362,26 @@ class RedisCompositeStore(CompositeStore):
     def skip(
         self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
     ) -> CoordinatorWrite:
-        return _write(
-            self._scripts["skip"](
-                keys=[
-                    keys.task(parent_id),
-                    keys.TRANSITION_STATS,
-                    keys.SCHEDULER_FENCE,
-                    *(k for i in child_ids for k in (keys.task(i), keys.history(i))),
-                ],
-                args=[parent_id, epoch, actor, repr(time.time()), reason, *child_ids],
-            )
-        )
+        return self._children_write("skip", parent_id, child_ids, reason, epoch, actor)
 
     def cancel_children(
         self, parent_id: str, child_ids: Sequence[str], reason: str, epoch: int, actor: str
     ) -> CoordinatorWrite:
+        return self._children_write("cancel_children", parent_id, child_ids, reason, epoch, actor)
+
+    def _children_write(
+        self,
+        script: str,
+        parent_id: str,
+        child_ids: Sequence[str],
+        reason: str,
+        epoch: int,
+        actor: str,
+    ) -> CoordinatorWrite:
+        """One fenced script over listed children that all get the same reason: the parent, the
+        counters and the fence, then each child's hash and history."""
         return _write(
-            self._scripts["cancel_children"](
+            self._scripts[script](
                 keys=[
                     keys.task(parent_id),
                     keys.TRANSITION_STATS,

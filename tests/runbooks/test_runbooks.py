@@ -41,7 +41,8 @@ FIXED_ADDRESSES = {
 
 def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A working directory that looks like the repository to the runbook's commands (`.venv`,
-    the stage folders, `.tasklab/`), and an environment with no TASKLAB_* setting leaking in from the test run."""
+    the stage folders, `.tasklab/`), and an environment with no TASKLAB_* setting leaking in
+    from the test run."""
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
     (work / ".venv").symlink_to(ROOT / ".venv")
