@@ -148,7 +148,12 @@ class TaskClient:
         if old.task_type == TaskType.COMPOSITE:
             # Only the children that did not succeed run again, under a new parent.
             try:
-                return self.composites.retry_composite(task_id, actor=actor), True
+                parent, created = self.composites.retry_composite(
+                    task_id, actor=actor, request_id=request_id
+                )
+                if created:
+                    metrics.TASKS_SUBMITTED.labels(parent.task_type.value).inc()
+                return parent, created
             except ValueError as exc:
                 if isinstance(exc, IdempotencyConflict):
                     raise

@@ -25,7 +25,7 @@ from common.domain.composite import (
     child_id,
     initial_children,
 )
-from common.domain.idempotency import IdempotencyConflict
+from common.domain.idempotency import IdempotencyConflict, retry_fingerprint
 from common.domain.task import Task, TaskType
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.ports.composite import CompositeStore, CoordinatorWrite
@@ -193,8 +193,18 @@ class InMemoryCompositeStore(CompositeStore):
             self.active.discard(parent_id)
             return CancelResult(True, "ok", "CANCELLED", parent.attempt, parent.status.value)
 
-    def retry_composite(self, parent_id: str, actor: str = "client") -> Task:
+    def retry_composite(
+        self, parent_id: str, actor: str = "client", request_id: str | None = None
+    ) -> tuple[Task, bool]:
         with self._lock:
+            fingerprint = retry_fingerprint(parent_id)
+            if request_id and request_id in self.store.requests:
+                existing = self.store.requests[request_id]
+                if self.store.fingerprints.get(request_id) != fingerprint:
+                    raise IdempotencyConflict(request_id, existing)
+                again = self._task(existing)
+                assert again is not None
+                return again, False
             old = self._parent(parent_id)
             if old is None:
                 raise ValueError(f"{parent_id} is not a composite task")
@@ -251,7 +261,10 @@ class InMemoryCompositeStore(CompositeStore):
             if parent_id in self.expanded:
                 self.expanded.add(parent.task_id)
             self.active.add(parent.task_id)
-            return parent
+            if request_id:
+                self.store.requests[request_id] = parent.task_id
+                self.store.fingerprints[request_id] = fingerprint
+            return parent, True
 
     # -- the coordinator ------------------------------------------------------------------------
     def active_parents(self) -> list[str]:

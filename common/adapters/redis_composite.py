@@ -31,7 +31,11 @@ from common.domain.composite import (
     edges,
     initial_children,
 )
-from common.domain.idempotency import IdempotencyConflict, composite_fingerprint
+from common.domain.idempotency import (
+    IdempotencyConflict,
+    composite_fingerprint,
+    retry_fingerprint,
+)
 from common.domain.task import Task, TaskType
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.ports.composite import CompositeStore, CoordinatorWrite, Release
@@ -169,7 +173,14 @@ class RedisCompositeStore(CompositeStore):
                 )
         raise RuntimeError(f"the children of {parent_id} kept changing while it was cancelled")
 
-    def retry_composite(self, parent_id: str, actor: str = "client") -> Task:
+    def retry_composite(
+        self, parent_id: str, actor: str = "client", request_id: str | None = None
+    ) -> tuple[Task, bool]:
+        if request_id:
+            # A replay is answered before the old tree is read: it may have changed since.
+            existing = self.client.get(keys.request(request_id))
+            if existing is not None:
+                return self._replayed(parent_id, request_id, _s(existing))
         tree = self.tree(parent_id)
         if tree is None:
             raise ValueError(f"{parent_id} is not a composite task")
@@ -238,6 +249,7 @@ class RedisCompositeStore(CompositeStore):
                 keys.TASK_INDEX,
                 keys.children(parent.task_id),
                 keys.COMPOSITES_ACTIVE,
+                *keys.request_keys(request_id),
                 *(k for c in fresh for k in (keys.task(c.task_id), keys.history(c.task_id))),
                 *(keys.task(i) for i in kept),
             ],
@@ -248,14 +260,32 @@ class RedisCompositeStore(CompositeStore):
                 actor,
                 json.dumps(order),
                 len(fresh),
+                "1" if request_id else "0",
+                retry_fingerprint(parent_id),
                 *(a for c in fresh for a in (c.task_id, _fields(c))),
             ],
         )
+        if int(ok) == 2 and request_id:
+            return self._replayed(parent_id, request_id, _s(detail))
+        if _s(reason) == "conflict" and request_id:
+            raise IdempotencyConflict(request_id, _s(detail))
         if not int(ok):
             raise ValueError(
                 f"composite {parent_id} cannot be retried now: {_s(reason)} ({_s(detail)})"
             )
-        return parent
+        return parent, True
+
+    def _replayed(self, parent_id: str, request_id: str, existing: str) -> tuple[Task, bool]:
+        """The parent an earlier retry with this requestId made, or IdempotencyConflict if the
+        id names anything else (a submit, the retry of another task)."""
+        stored = self.client.hmget(keys.request_fingerprint(request_id), "taskId", "fingerprint")
+        taken_by, fingerprint = (_s(v) if v is not None else None for v in stored)
+        if taken_by == existing and fingerprint and fingerprint != retry_fingerprint(parent_id):
+            raise IdempotencyConflict(request_id, existing)
+        task = self._get(existing)
+        if task is None:
+            raise ValueError(f"requestId {request_id!r} names task {existing}, which is gone")
+        return task, False
 
     # -- the coordinator -----------------------------------------------------------------------
     def active_parents(self) -> list[str]:

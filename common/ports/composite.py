@@ -59,11 +59,16 @@ class CompositeStore(ABC):
         then killed by their agents, which see CANCELLED). Idempotent, as TaskStore.cancel."""
 
     @abstractmethod
-    def retry_composite(self, parent_id: str, actor: str = "client") -> Task:
+    def retry_composite(
+        self, parent_id: str, actor: str = "client", request_id: str | None = None
+    ) -> tuple[Task, bool]:
         """A new parent (retryOf = the old one) for a FAILED or CANCELLED composite: its
         succeeded children are kept (the same tasks, listed again), every other child is a new
-        WAITING task (retryOf = the old child), a reduce step runs again. ValueError if the
-        parent is not a finished-but-unsuccessful composite."""
+        WAITING task (retryOf = the old child), a reduce step runs again. Returns (new parent,
+        created). With `request_id` the retry is idempotent: the same id again returns the
+        first new parent (created False); an id used for anything else raises
+        IdempotencyConflict. ValueError if the parent is not a finished-but-unsuccessful
+        composite."""
 
     # -- the coordinator (the scheduler's leader) --------------------------------------------
     @abstractmethod

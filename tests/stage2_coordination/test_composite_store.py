@@ -187,7 +187,7 @@ def test_a_composite_of_the_most_children_allowed_is_created_cancelled_and_retri
     tree = store.tree(parent.task_id)
     assert tree is not None
     assert tree.progress.counts == {"CANCELLED": MAX_CHILDREN}
-    retry = store.retry_composite(parent.task_id)
+    retry, _ = store.retry_composite(parent.task_id)
     assert len(store.children(retry.task_id)) == MAX_CHILDREN
 
 
@@ -426,8 +426,8 @@ def test_retry_composite_keeps_succeeded_children_and_recreates_the_rest(
     store.skip(parent.task_id, [reduce_id], "a child failed", EPOCH, "c")
     store.finish(parent.task_id, "FAILED", EPOCH, "c", error="1 of 4 children failed")
 
-    retry = store.retry_composite(parent.task_id, actor="alice")
-    assert retry.retry_of == parent.task_id
+    retry, created = store.retry_composite(parent.task_id, actor="alice")
+    assert created and retry.retry_of == parent.task_id
     tree = store.tree(retry.task_id)
     assert tree is not None
     assert tree.parent.status == TaskStatus.PENDING
@@ -450,6 +450,30 @@ def test_retry_composite_keeps_succeeded_children_and_recreates_the_rest(
     old = store.tree(parent.task_id)
     assert old is not None and old.parent.status == TaskStatus.FAILED
     assert len(old.children) == 5
+
+
+def test_a_composite_retry_with_a_request_id_makes_one_new_parent_however_often_it_is_sent(
+    store, redis_client
+):
+    # Given a cancelled composite
+    parent, _ = store.submit_composite(shards(2))
+    assert store.cancel_composite(parent.task_id).accepted
+
+    # When its retry is sent three times with one requestId (a client that lost the answers)
+    first, created = store.retry_composite(parent.task_id, request_id="retry-7")
+    again = [store.retry_composite(parent.task_id, request_id="retry-7") for _ in range(2)]
+
+    # Then one new parent exists, and every answer after the first names it
+    assert created
+    assert [(p.task_id, c) for p, c in again] == [(first.task_id, False)] * 2
+    assert store.active_parents() == [first.task_id]
+    # and the same id for anything else is a conflict, naming the parent it made
+    other, _ = store.submit_composite(shards(1))
+    assert store.cancel_composite(other.task_id).accepted
+    with pytest.raises(IdempotencyConflict) as conflict:
+        store.retry_composite(other.task_id, request_id="retry-7")
+    assert conflict.value.task_id == first.task_id
+    assert store.active_parents() == sorted([first.task_id])
 
 
 def test_retry_composite_refuses_a_composite_that_is_not_finished_unsuccessfully(store):

@@ -433,6 +433,18 @@ def test_cancel_and_retry_of_a_parent_over_rest(api, platform):
     assert new["retryOf"] == parent["taskId"] and new["progress"] == {"WAITING": 3}
 
 
+def test_a_parents_retry_sent_again_with_its_idempotency_key_answers_the_same_new_parent(
+    api, platform
+):
+    parent = api.post("/api/v1/composites", json=SHARDS).json()
+    api.delete(f"/api/v1/tasks/{parent['taskId']}")
+    key = {"Idempotency-Key": "retry-of-the-shards"}
+    first = api.post(f"/api/v1/tasks/{parent['taskId']}/retry", headers=key)
+    again = api.post(f"/api/v1/tasks/{parent['taskId']}/retry", headers=key)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.headers["location"] == again.headers["location"]
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 

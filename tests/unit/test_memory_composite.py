@@ -192,8 +192,8 @@ def test_a_retry_keeps_the_succeeded_children_and_makes_the_others_new(store):
         store.store.transition(k, outcome, attempt=t.attempt, epoch=EPOCH, actor="a")
     store.skip(pid, [kids[3]], "1 of 3 children failed", EPOCH, "c")
     store.finish(pid, "FAILED", EPOCH, "c", error="1 of 3 children failed")
-    again = store.retry_composite(pid, "bob")
-    assert again.retry_of == pid and again.status == S.PENDING and again.payload
+    again, created = store.retry_composite(pid, "bob")
+    assert created and again.retry_of == pid and again.status == S.PENDING and again.payload
     new = store.children(again.task_id)
     assert new[0] == kids[0] and new[2] == kids[2]  # the same tasks, listed again
     assert new[1] == child_id(again.task_id, "shard/1") and new[3] == child_id(
@@ -207,6 +207,14 @@ def test_a_retry_keeps_the_succeeded_children_and_makes_the_others_new(store):
     )
     assert store.store.get(new[3]).status == S.WAITING
     assert again.task_id in store.active_parents()
+
+
+def test_a_retry_with_a_request_id_is_made_once(store):
+    pid, _ = started(store, shards(1))
+    store.finish(pid, "FAILED", EPOCH, "c", error="x")
+    first, created = store.retry_composite(pid, request_id="r-1")
+    second, again = store.retry_composite(pid, request_id="r-1")
+    assert (created, again, second.task_id) == (True, False, first.task_id)
 
 
 def test_only_a_failed_or_cancelled_composite_is_retried(store):
