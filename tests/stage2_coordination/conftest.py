@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss, SessionExpiredError
 
 from common import keys
 from common.adapters.redis_store import RedisTaskStore
@@ -88,7 +89,12 @@ class Probe(TaskFacts):
         self.runs_file = runs_file
 
     def live_agents(self) -> list[str]:
-        return sorted(self.zk.get_children(LIVE_AGENTS))
+        try:
+            return sorted(self.zk.get_children(LIVE_AGENTS))
+        except (ConnectionLoss, SessionExpiredError) as exc:
+            # The probe's own session, not the platform's: across a ZooKeeper restart it may
+            # expire too. kazoo opens a new one; for `eventually` this is "not yet".
+            raise AssertionError(f"the probe's ZooKeeper session: {type(exc).__name__}") from exc
 
     def agent_data(self, agent_id: str) -> dict:
         data, _ = self.zk.get(f"{LIVE_AGENTS}/{agent_id}")
