@@ -127,9 +127,19 @@ def test_a_zombie_agents_late_report_is_rejected_and_the_reruns_result_stands(
     eventually(lambda: probe.tasks.get(task.task_id).status == TaskStatus.SUCCESS, 15)
     zombie.resume()
 
-    # Then the zombie's late report is rejected as stale and counted
-    eventually(lambda: probe.stats().get("rejected_stale_attempt", 0) >= 1, 15, message="rejection")
-    eventually(lambda: probe.log_lines(zombie, "report rejected as stale_attempt"), 10)
+    # Then the zombie's late write does not land. Woken, it races two ways, both safe: its run's
+    # end reaches the report first, which the store rejects as stale and counts; or its watcher
+    # reads the newer attempt first, and it drops the run as superseded without writing.
+    def refused() -> str | None:
+        if probe.stats().get("rejected_stale_attempt", 0) >= 1 and probe.log_lines(
+            zombie, "report rejected as stale_attempt"
+        ):
+            return "rejected"
+        if probe.log_lines(zombie, "task SUPERSEDED"):
+            return "dropped as superseded"
+        return None
+
+    late_report = eventually(refused, 15, message="the zombie's late report refused or dropped")
     # and the re-run's result stands
     final = probe.tasks.get(task.task_id)
     assert (final.status, final.attempt, final.agent_id) == (TaskStatus.SUCCESS, 2, "agent-b")
@@ -139,7 +149,7 @@ def test_a_zombie_agents_late_report_is_rejected_and_the_reruns_result_stands(
     eventually(lambda: "agent-z" in probe.live_agents(), 15, message="zombie re-registered")
     assert probe.log_lines(zombie, "session LOST")
     assert SESSION - 0.5 <= failover_after <= SESSION + 2.0, failover_after
-    print(f"\nFIGURES zombie agent: failover_s={failover_after:.2f} late_report=rejected")
+    print(f"\nFIGURES zombie agent: failover_s={failover_after:.2f} late_report={late_report}")
 
 
 # --8<-- [end:zombie]
