@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import socket
-from importlib.util import find_spec
 
 import grpc
 import httpx
-import pytest
 
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
@@ -47,12 +45,3 @@ def wait_for_api(proc: RoleProcess, url: str, timeout: float = 30.0) -> None:
             return False
 
     eventually(answers, timeout, message=f"{proc.name} answers on {url}")
-
-
-# The composite store and the coordinator are built beside the front door's composite
-# surfaces; a test of a composite running on the platform needs both in the tree.
-needs_composites = pytest.mark.skipif(
-    find_spec("common.scheduling.composite") is None
-    or find_spec("common.adapters.redis_composite") is None,
-    reason="needs the composite coordinator and the Redis composite store",
-)

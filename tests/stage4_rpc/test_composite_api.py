@@ -21,14 +21,13 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from rpc_support import needs_composites
 
 from common.cli.remote import epoch
 from common.rpc.errors import details_of
 from common.rpc.gen import task_service_pb2 as pb
 from common.testing import eventually
 
-pytestmark = [pytest.mark.integration, needs_composites]
+pytestmark = pytest.mark.integration
 
 FINAL = {"SUCCESS", "FAILED", "CANCELLED", "SKIPPED"}
 PROBLEM = "application/problem+json"

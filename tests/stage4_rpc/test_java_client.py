@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rpc_support import free_port, needs_composites
+from rpc_support import free_port
 
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.registry import TASK_SERVICE
@@ -183,7 +183,6 @@ def test_the_java_client_submits_to_the_python_providers_and_watches_the_task_to
     assert out[0].rsplit(" ", 1)[1] in pair
 
 
-@needs_composites
 def test_the_java_client_submits_a_shards_composite_and_reads_its_tree(stage4, proxy, pair, jar):
     name = f"java-shards-{uuid.uuid4().hex[:6]}"
     payload = "echo shard $TASKLAB_SHARD_INDEX"
