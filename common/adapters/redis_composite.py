@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from redis import Redis
 
@@ -76,6 +76,16 @@ def _fields(task: Task, **extra: str) -> str:
     return json.dumps({**task.to_hash(), **extra})
 
 
+def _task_keys(task_ids: Iterable[str]) -> list[str]:
+    """Each task's hash and history keys, in pairs: how every composite script takes children."""
+    return [k for i in task_ids for k in (keys.task(i), keys.history(i))]
+
+
+def _creations(children: Iterable[Task]) -> list[str]:
+    """Each child's id and hash fields, in pairs: the ARGV of a script that creates them."""
+    return [a for c in children for a in (c.task_id, _fields(c))]
+
+
 def _write(raw: list) -> CoordinatorWrite:
     return CoordinatorWrite(bool(int(raw[0])), _s(raw[1]), int(raw[2]))
 
@@ -104,11 +114,6 @@ class RedisCompositeStore(CompositeStore):
             retry_of=retry_of,
         )
         children = initial_children(parent, spec)
-        child_keys: list[str] = []
-        child_args: list[str] = []
-        for child in children:
-            child_keys += [keys.task(child.task_id), keys.history(child.task_id)]
-            child_args += [child.task_id, _fields(child)]
         parent_id, created, *conflict = self._scripts["submit"](
             keys=[
                 keys.task(parent.task_id),
@@ -117,7 +122,7 @@ class RedisCompositeStore(CompositeStore):
                 *keys.request_keys(spec.request_id),
                 keys.children(parent.task_id),
                 keys.COMPOSITES_ACTIVE,
-                *child_keys,
+                *_task_keys(c.task_id for c in children),
             ],
             args=[
                 parent.task_id,
@@ -126,7 +131,7 @@ class RedisCompositeStore(CompositeStore):
                 actor,
                 "1" if spec.request_id else "0",
                 composite_fingerprint(spec),
-                *child_args,
+                *_creations(children),
             ],
         )
         if conflict:
@@ -162,7 +167,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.TRANSITION_STATS,
                     keys.COMPOSITES_ACTIVE,
                     keys.children(parent_id),
-                    *(k for i in ids for k in (keys.task(i), keys.history(i))),
+                    *_task_keys(ids),
                 ],
                 args=[parent_id, actor, repr(time.time())],
             )
@@ -250,7 +255,7 @@ class RedisCompositeStore(CompositeStore):
                 keys.children(parent.task_id),
                 keys.COMPOSITES_ACTIVE,
                 *keys.request_keys(request_id),
-                *(k for c in fresh for k in (keys.task(c.task_id), keys.history(c.task_id))),
+                *_task_keys(c.task_id for c in fresh),
                 *(keys.task(i) for i in kept),
             ],
             args=[
@@ -262,7 +267,7 @@ class RedisCompositeStore(CompositeStore):
                 len(fresh),
                 "1" if request_id else "0",
                 retry_fingerprint(parent_id),
-                *(a for c in fresh for a in (c.task_id, _fields(c))),
+                *_creations(fresh),
             ],
         )
         if int(ok) == 2 and request_id:
@@ -333,18 +338,18 @@ class RedisCompositeStore(CompositeStore):
         if not releases:
             return CoordinatorWrite(True, "ok", 0)
         found = self.tasks([r.child_id for r in releases])
-        child_keys: list[str] = []
+        released: list[str] = []
         args: list[str] = []
         for r in releases:
             task = found.get(r.child_id)
             if task is None:
                 continue  # gone (deleted by hand): nothing to release
-            child_keys += [keys.task(r.child_id), keys.history(r.child_id)]
+            released.append(r.child_id)
             # The message is built from the child's spec, which never changes: the scheduler
             # and the claim scripts take it as any submitted task's message.
             args += [r.child_id, json.dumps({k: str(v) for k, v in r.fields.items()})]
             args.append(task.to_message())
-        if not child_keys:
+        if not released:
             return CoordinatorWrite(True, "ok", 0)
         return _write(
             self._scripts["release"](
@@ -353,7 +358,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.TRANSITION_STATS,
                     keys.SCHEDULER_FENCE,
                     keys.PENDING_QUEUE,
-                    *child_keys,
+                    *_task_keys(released),
                 ],
                 args=[parent_id, epoch, actor, repr(time.time()), *args],
             )
@@ -376,7 +381,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.SCHEDULER_FENCE,
                     keys.children(parent_id),
                     keys.TASK_INDEX,
-                    *(k for c in children for k in (keys.task(c.task_id), keys.history(c.task_id))),
+                    *_task_keys(c.task_id for c in children),
                 ],
                 args=[
                     parent_id,
@@ -384,7 +389,7 @@ class RedisCompositeStore(CompositeStore):
                     actor,
                     repr(time.time()),
                     reduce,
-                    *(a for c in children for a in (c.task_id, _fields(c))),
+                    *_creations(children),
                 ],
             )
         )
@@ -416,7 +421,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.task(parent_id),
                     keys.TRANSITION_STATS,
                     keys.SCHEDULER_FENCE,
-                    *(k for i in child_ids for k in (keys.task(i), keys.history(i))),
+                    *_task_keys(child_ids),
                 ],
                 args=[parent_id, epoch, actor, repr(time.time()), reason, *child_ids],
             )
