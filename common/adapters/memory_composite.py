@@ -298,18 +298,29 @@ class InMemoryCompositeStore(CompositeStore):
             self._move(parent_id, _S.RUNNING, epoch, actor, "its coordinator started it")
             return CoordinatorWrite(True, "ok", 1)
 
+    def _unfinished_parent(
+        self, op: str, parent_id: str, epoch: int
+    ) -> tuple[Task | None, CoordinatorWrite | None]:
+        """The checks a fenced write to a parent's children makes first, as its script does:
+        the epoch, then a parent that exists and has not ended. (parent, None) to go on."""
+        self._count(op)
+        if self._stale(epoch):
+            return None, CoordinatorWrite(False, "stale_epoch")
+        parent = self._parent(parent_id)
+        if parent is None:
+            return None, CoordinatorWrite(False, "missing")
+        if parent.status in TERMINAL_STATES:
+            return None, CoordinatorWrite(False, "parent_final")
+        return parent, None
+
     def release(
         self, parent_id: str, releases: Sequence[Release], epoch: int, actor: str
     ) -> CoordinatorWrite:
         with self._lock:
-            self._count("release")
-            if self._stale(epoch):
-                return CoordinatorWrite(False, "stale_epoch")
-            parent = self._parent(parent_id)
-            if parent is None:
-                return CoordinatorWrite(False, "missing")
-            if parent.status in TERMINAL_STATES:
-                return CoordinatorWrite(False, "parent_final")
+            parent, refused = self._unfinished_parent("release", parent_id, epoch)
+            if refused is not None:
+                return refused
+            assert parent is not None
             if parent.status != _S.RUNNING:
                 return CoordinatorWrite(False, "parent_not_running")
             mine = set(self.lists.get(parent_id, []))
@@ -328,14 +339,10 @@ class InMemoryCompositeStore(CompositeStore):
         self, parent_id: str, children: Sequence[Task], epoch: int, actor: str
     ) -> CoordinatorWrite:
         with self._lock:
-            self._count("expand")
-            if self._stale(epoch):
-                return CoordinatorWrite(False, "stale_epoch")
-            parent = self._parent(parent_id)
-            if parent is None:
-                return CoordinatorWrite(False, "missing")
-            if parent.status in TERMINAL_STATES:
-                return CoordinatorWrite(False, "parent_final")
+            parent, refused = self._unfinished_parent("expand", parent_id, epoch)
+            if refused is not None:
+                return refused
+            assert parent is not None
             if parent_id in self.expanded:
                 return CoordinatorWrite(False, "already_expanded")
             listed = self.lists.setdefault(parent_id, [])
