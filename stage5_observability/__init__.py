@@ -1,2 +1,2 @@
-"""Stage 5, observability: under construction (its bootstrap, runbook and compose file
-come later)."""
+"""Stage 5, observability: the stage 4 platform with metrics, alerts, dashboards, logs and
+traces, and the guarantee checker in its topology."""
