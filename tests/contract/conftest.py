@@ -71,6 +71,10 @@ SERVICE_ENV: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
     "redis": _redis,
     "zookeeper": _zookeeper,
     "kafka": _kafka,
+    # Stage 5's watchers: they read the roles, no role reads them, so a contract platform
+    # (which checks the task lifecycle, not the alerts) runs without them.
+    "alertmanager": lambda request: {},
+    "prometheus": lambda request: {},
 }
 
 
