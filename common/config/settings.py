@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 from common.config.durations import parse_duration
+from common.domain.composite import MAX_CHILD_INPUT_BYTES
 from common.domain.task import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     ESCAPED_PAYLOAD_FACTOR,
@@ -504,23 +505,34 @@ def check_transport_limits(settings: Settings, stage: int | None = None) -> None
 
     A task is checked against the limit once, when it enters; after that every transport must
     carry it, or it is accepted and then stranded (DISPATCHED, with a dispatch the producer
-    refuses). The largest message a task makes is its payload escaped for JSON (at most
-    ESCAPED_PAYLOAD_FACTOR times the limit, which validation enforces) plus its envelope.
-    Stage 3 on, it rides on Kafka too. Checked at start-up, for `stage` or `settings.stage`.
+    refuses). The largest message a task makes is a composite's child: its payload and its
+    TASKLAB_INPUT (a map item or a reduce step's input, MAX_CHILD_INPUT_BYTES at most), each
+    escaped for JSON (at most ESCAPED_PAYLOAD_FACTOR times its size, which validation
+    enforces), plus its envelope. Stage 3 on, it rides on Kafka too. Checked at start-up, for
+    `stage` or `settings.stage`.
     """
     stage = settings.stage if stage is None else stage
-    largest = ESCAPED_PAYLOAD_FACTOR * settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
+    largest = (
+        ESCAPED_PAYLOAD_FACTOR * (settings.max_payload_bytes + MAX_CHILD_INPUT_BYTES)
+        + MESSAGE_ENVELOPE_BYTES
+    )
     carriers = [("a Redis value", REDIS_VALUE_MAX_BYTES)]
     if stage >= 3:
         carriers.append(("a Kafka message (message.max.bytes)", KAFKA_MESSAGE_MAX_BYTES))
     for name, capacity in carriers:
         if largest > capacity:
-            fits = (capacity - MESSAGE_ENVELOPE_BYTES) // ESCAPED_PAYLOAD_FACTOR
+            fits = largest_payload_carried(capacity)
             raise ConfigError(
                 f"invalid configuration: max_payload_bytes (TASKLAB_MAX_PAYLOAD_BYTES) is "
                 f"{settings.max_payload_bytes}, but {name} carries at most {capacity} bytes, "
-                f"which fits a payload of up to {fits} bytes in stage {stage}"
+                f"which fits a payload of up to {fits} bytes (beside a composite child's "
+                f"input of up to {MAX_CHILD_INPUT_BYTES}) in stage {stage}"
             )
+
+
+def largest_payload_carried(capacity: int) -> int:
+    """The largest max_payload_bytes whose largest message fits `capacity` bytes."""
+    return (capacity - MESSAGE_ENVELOPE_BYTES) // ESCAPED_PAYLOAD_FACTOR - MAX_CHILD_INPUT_BYTES
 
 
 def check_auth(settings: Settings) -> None:

@@ -47,6 +47,9 @@ DOCUMENT_PAYLOAD_FACTOR = 16
 # string, which Linux caps at 128 KiB): each child's result is cut at RESULT_CUT_BYTES.
 MAX_INPUT_BYTES = 120 * 1024
 RESULT_CUT_BYTES = 4 * 1024
+# The most TASKLAB_INPUT a child carries in its task and its dispatch, beside its payload: a map
+# item (at most DEFAULT_MAX_PAYLOAD_BYTES, see parse_map_output) or a reduce step's input.
+MAX_CHILD_INPUT_BYTES = max(DEFAULT_MAX_PAYLOAD_BYTES, MAX_INPUT_BYTES)
 
 # Child ids are derived from the parent's id and the child's place in it (uuid5), so creating
 # a parent's children twice (a coordinator that died half-way and a new leader that repeats

@@ -6,8 +6,10 @@ from common.config.settings import (
     KAFKA_MESSAGE_MAX_BYTES,
     ConfigError,
     check_transport_limits,
+    largest_payload_carried,
     load_settings,
 )
+from common.domain.composite import MAX_CHILD_INPUT_BYTES
 from common.domain.task import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     ESCAPED_PAYLOAD_FACTOR,
@@ -41,7 +43,11 @@ def test_the_same_limit_is_fine_where_only_redis_carries_tasks():
 
 
 def test_the_largest_limit_accepted_is_the_largest_whose_messages_fit_a_kafka_message():
-    fits = (KAFKA_MESSAGE_MAX_BYTES - MESSAGE_ENVELOPE_BYTES) // ESCAPED_PAYLOAD_FACTOR
+    fits = largest_payload_carried(KAFKA_MESSAGE_MAX_BYTES)
+    # The largest message is a composite child's: its payload beside its TASKLAB_INPUT.
+    assert ESCAPED_PAYLOAD_FACTOR * (fits + MAX_CHILD_INPUT_BYTES) + MESSAGE_ENVELOPE_BYTES <= (
+        KAFKA_MESSAGE_MAX_BYTES
+    )
     check_transport_limits(load_settings(stage=3, max_payload_bytes=fits))
     with pytest.raises(ConfigError, match=f"fits a payload of up to {fits} bytes"):
         check_transport_limits(load_settings(stage=2, max_payload_bytes=fits + 1), 3)
