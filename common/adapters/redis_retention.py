@@ -7,7 +7,8 @@ composite parent's children list and, with a requestId, `request:{requestId}` an
 deletes all of them together: one Lua script per task, which checks again that the task is
 still finished and still old, so a task that was retried or requeued since the sweep read it is
 never deleted. A task that is not finished is never touched, however old it is, and neither is
-a composite's child while its parent is not finished (the parent's tree lists it).
+a composite's child while the parent that lists it is not finished: its parent, or the retry
+that kept it (`keptBy`), whose tree lists it too.
 
 Bounded work: one `sweep` looks at no more than `limit` index entries, and `maybe_sweep` runs
 one sweep at most every `interval` seconds, so a role can call it from its housekeeping loop on
@@ -200,15 +201,17 @@ class RedisRetention:
     def _read(self, ids: list[str]) -> list[tuple[str | None, float | None, str, str]]:
         pipe = self.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hmget(keys.task(task_id), "status", "updatedAt", "requestId", "parentId")
+            pipe.hmget(keys.task(task_id), "status", "updatedAt", "requestId", "parentId", "keptBy")
         out = []
-        for status, updated, request_id, parent_id in pipe.execute():
+        for status, updated, request_id, parent_id, kept_by in pipe.execute():
+            # The parent that holds a child now: the retry that kept it, else its own.
+            holder = kept_by if kept_by is not None else parent_id
             out.append(
                 (
                     None if status is None else _s(status),
                     _float(updated),
                     "" if request_id is None else _s(request_id),
-                    "" if parent_id is None else _s(parent_id),
+                    "" if holder is None else _s(holder),
                 )
             )
         return out
@@ -228,7 +231,7 @@ class RedisRetention:
             keys.request_fingerprint(request_id) if request_id else keys.TASK_INDEX,
             # A composite parent's children list (absent for any other task).
             keys.children(task_id),
-            # A composite's child is kept while its parent is not final.
+            # A composite's child is kept while the parent holding it is not final.
             keys.task(parent_id) if parent_id else keys.TASK_INDEX,
         ]
 

@@ -625,6 +625,37 @@ def test_retention_keeps_a_finished_child_while_its_parent_runs_then_takes_the_w
     assert not redis_client.exists(keys.request("old-run"))
 
 
+def test_retention_keeps_a_child_a_retry_kept_while_the_retry_runs_though_its_own_parent_ended(
+    store, tasks, redis_client
+):
+    # Given a composite of two shards, one succeeded and one failed, retried: the new parent
+    # lists the succeeded shard as it is (its parentId still names the old, finished parent)
+    parent, _ = store.submit_composite(shards(2))
+    kept, failed = store.children(parent.task_id)
+    store.start(parent.task_id, EPOCH, "c")
+    store.release(parent.task_id, [Release(kept), Release(failed)], EPOCH, "c")
+    run_child(tasks, kept, TaskStatus.SUCCESS)
+    run_child(tasks, failed, TaskStatus.FAILED)
+    store.finish(parent.task_id, "FAILED", EPOCH, "c", error="1 of 2 children failed")
+    retry, _ = store.retry_composite(parent.task_id)
+    retention = RedisRetention(redis_client)
+    later = time.time() + 8 * DAY
+    # When a sweep runs while the retry is still running
+    retention.sweep(WEEK, now=later)
+    # Then the old parent and its failed shard are gone, but the kept shard stays: the running
+    # retry's tree needs it
+    assert store.tasks([parent.task_id, failed]) == {}
+    assert store.tasks([kept]).keys() == {kept}
+    assert store.tree(retry.task_id) is not None
+    assert kept in store.children(retry.task_id)
+    assert retention.survey(WEEK, now=later).kept["SUCCESS"] == 1
+    # And once the retry ends, the kept shard goes with the retry's tree
+    store.cancel_composite(retry.task_id)
+    assert store.tasks([retry.task_id])[retry.task_id].status == TaskStatus.CANCELLED
+    retention.sweep(WEEK, now=later)
+    assert store.tasks([kept]) == {}
+
+
 # -- end to end ------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,9 @@
 -- Retry a FAILED or CANCELLED composite: a new parent (retryOf the old one) whose children are
 -- the old succeeded ones, listed again as they are, and a new WAITING task for every other
--- (retryOf the old child). One script, checked against the old parent and the kept children
+-- (retryOf the old child). A kept child's `keptBy` names the new parent: its parentId still
+-- names the old one (its place in the old tree), and retention must keep it while the parent
+-- that lists it now runs (a kept child is kept again by the retry of the retry: the newest
+-- parent is the only one that can still be running). One script, checked against the old parent and the kept children
 -- as they are now: a parent that is not retryable any more gets nothing created.
 -- With a requestId the retry is idempotent: the same id again answers the parent the first call
 -- made; an id that names anything else is a conflict. Checked before anything else, so a replay
@@ -31,6 +34,7 @@ claim_request(KEYS[7], ARGV[7], ARGV[1], KEYS[8], ARGV[8])
 create_task(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
             'retry of ' .. string.sub(KEYS[1], 6))
 create_children(KEYS[4], 9, 9, fresh, ARGV[3], ARGV[4], 'created with its parent', false)
+for k = 9 + 2 * fresh, #KEYS do redis.call('HSET', KEYS[k], 'keptBy', ARGV[1]) end
 push_all(KEYS[5], cjson.decode(ARGV[5]))
 redis.call('SADD', KEYS[6], ARGV[1])
 return {1, 'ok', ARGV[1]}

@@ -2,19 +2,19 @@
 -- The caller picked the task from a read a moment ago; in between it may have been retried,
 -- requeued or touched, so both facts are checked again here, atomically with the deletes.
 -- "Finished" is read off LEGAL (generated from the Python table): a state with no way out.
--- A composite's child is kept while its parent is not final (the parent's tree lists it); a
--- parent goes with its children list.
+-- A composite's child is kept while the parent that lists it is not final: its `keptBy` (the
+-- newest retry that kept it) or else its parentId. A parent goes with its children list.
 -- KEYS: 1 task, 2 history, 3 logs, 4 log cursor, 5 index, 6 request key (or a dummy),
---       7 request fingerprint hash (or a dummy), 8 children list, 9 parent task (or a dummy)
+--       7 request fingerprint hash (or a dummy), 8 children list, 9 holding parent task (or a dummy)
 -- ARGV: 1 taskId, 2 cutoff (updatedAt must be older), 3 requestId the caller read ('' = none),
---       4 parentId the caller read ('' = none)
+--       4 holding parent the caller read: keptBy, else parentId ('' = none)
 -- Returns {removed 0/1, reason, status}.
 local function is_terminal(status)
   return LEGAL[status] ~= nil and next(LEGAL[status]) == nil
 end
 
 local cutoff = tonumber(ARGV[2])
-local cur = redis.call('HMGET', KEYS[1], 'status', 'updatedAt', 'requestId', 'parentId')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'updatedAt', 'requestId', 'parentId', 'keptBy')
 if not cur[1] then
   -- No hash: an index entry (and maybe history or logs) left behind by a hand-deleted task.
   -- Only an old entry is cleared; a hash is always written together with its index entry.
@@ -33,9 +33,10 @@ if not updated or updated >= cutoff then return {0, 'recent', status} end
 -- KEYS[6] was named after the requestId the caller read; a hash that says otherwise means
 -- the key passed is not this task's, so nothing is deleted on its word.
 if (cur[3] or '') ~= ARGV[3] then return {0, 'request_mismatch', status} end
--- The same for KEYS[9], named after the parentId the caller read.
-if (cur[4] or '') ~= (ARGV[4] or '') then return {0, 'parent_mismatch', status} end
-if cur[4] then
+-- The same for KEYS[9], named after the holding parent the caller read.
+local holder = cur[5] or cur[4]
+if (holder or '') ~= (ARGV[4] or '') then return {0, 'parent_mismatch', status} end
+if holder then
   local parent = redis.call('HGET', KEYS[9], 'status')
   if parent and not is_terminal(parent) then return {0, 'parent_unfinished', status} end
 end
