@@ -21,7 +21,7 @@ from common import keys
 from common.cli.shared import fail, settings
 from common.domain.dispatch import entry_ref
 from common.domain.explanation import Liveness, QueuePlace, TaskSnapshot, explain
-from common.domain.task import Task
+from common.domain.task import Task, TaskType
 from common.domain.transitions import TaskStatus
 
 # How far into queue:pending explain looks for the task (from the end taken next): a queue
@@ -148,11 +148,26 @@ def snapshot(client: Redis, task_id: str, zk=None, zk_note: str | None = None) -
         max_lost_attempts=settings().max_lost_attempts,
         rejections=rejections,
         parent_status=parent_status,
-        children=None,
+        children=_children(client, task),
         findings=findings,
         checker_last_pass=last_pass,
         zookeeper=zk_note,
     )
+
+
+def _children(client: Redis, task: Task) -> dict[str, int] | None:
+    """A composite parent's children by status (None for any other task)."""
+    if task.task_type != TaskType.COMPOSITE:
+        return None
+    ids = [_s(i) for i in client.lrange(keys.children(task.task_id), 0, -1)]
+    pipe = client.pipeline(transaction=False)
+    for child in ids:
+        pipe.hget(keys.task(child), "status")
+    counts: dict[str, int] = {}
+    for status in pipe.execute() if ids else []:
+        name = _s(status) if status is not None else "missing"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def explain_command(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from common.domain.task import Task
+from common.domain.task import Task, TaskType
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
 S = TaskStatus
@@ -119,6 +119,8 @@ def _state(snap: TaskSnapshot) -> str:
     t, now = snap.task, snap.now
     since = f"since {clock(t.updated_at)} ({_ago(now, t.updated_at)})"
     status = t.status
+    if t.task_type == TaskType.COMPOSITE and status not in TERMINAL_STATES:
+        return _composite_state(snap, since)
     if status == S.WAITING:
         return (
             f"It is WAITING {since}: a child of composite {t.parent_id}, held back until its "
@@ -165,6 +167,25 @@ def _state(snap: TaskSnapshot) -> str:
     return f"It is {status.value} {since}."
 
 
+def _composite_state(snap: TaskSnapshot, since: str) -> str:
+    t = snap.task
+    if t.status == S.PENDING:
+        sentence = (
+            f"It is PENDING {since}: a composite task, which the leading scheduler's coordinator "
+            "starts (stage 2 on); a composite runs on no agent and sits on no queue."
+        )
+        if snap.fence is None:
+            sentence += (
+                " No scheduler has led on this Redis yet (fence:scheduler holds no epoch): it "
+                "starts once one does (stage 1 runs no coordinator)."
+            )
+        return sentence
+    return (
+        f"It is {t.status.value} {since}: a composite task, coordinated by the leading "
+        f"scheduler (epoch {t.epoch}); it ends when its children's outcome decides it."
+    )
+
+
 def _last_reason(snap: TaskSnapshot) -> str:
     for entry in reversed(snap.history):
         if entry.get("reason"):
@@ -201,7 +222,11 @@ def _queue(snap: TaskSnapshot) -> list[str]:
             )
         elif p.queue == "processing":
             sentences.append(f"Agent {p.agent} holds it on processing:{p.agent} (taken to run).")
-    if not snap.places and t.status in (S.PENDING, S.SCHEDULED, S.DISPATCHED):
+    if (
+        not snap.places
+        and t.status in (S.PENDING, S.SCHEDULED, S.DISPATCHED)
+        and t.task_type != TaskType.COMPOSITE
+    ):
         sentences.append(
             f"Its message is on no queue while it is {t.status.value}: only a recovery sweep "
             "or a failover can move it on; the checker counts it as stuck past its deadline."

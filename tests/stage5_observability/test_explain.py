@@ -141,6 +141,25 @@ def test_a_composite_child_names_its_parent_and_its_parents_state(env, tasks, re
     )
 
 
+def test_a_composite_no_scheduler_has_started_says_so_and_counts_its_children(env, redis_client):
+    # Given a composite of two shards submitted where no scheduler has ever led (stage 1)
+    from common.adapters.redis_composite import RedisCompositeStore
+    from common.domain.composite import validate_composite
+
+    spec = validate_composite(
+        {"kind": "SHARDS", "completions": 2, "template": {"taskType": "SHELL", "payload": "true"}}
+    )
+    parent, _ = RedisCompositeStore(redis_client).submit_composite(spec)
+
+    # Then explain says who starts a composite, that nobody has yet, and counts its children
+    lines = explained(env, parent.task_id)
+    state = next(line for line in lines if line.startswith("It is PENDING"))
+    assert "which the leading scheduler's coordinator starts (stage 2 on)" in state
+    assert "No scheduler has led on this Redis yet" in state
+    assert "Its 2 children: 2 WAITING (0 of 2 finished)." in lines
+    assert not any(line.startswith("Its message is on no queue") for line in lines)
+
+
 def test_an_unknown_task_is_one_line_on_stderr_and_exit_code_1(env):
     done = tasklab(env, "explain", "no-such-task")
     assert done.returncode == 1

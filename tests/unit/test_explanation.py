@@ -131,3 +131,23 @@ def test_a_final_task_says_how_it_ended():
     snap = TaskSnapshot(task(status=S.FAILED, exit_code=3, error="exit 3", attempt=2), [], NOW)
     text = said(snap, "state")[0]
     assert text.startswith("It is FAILED, final") and "exit code 3" in text
+
+
+def test_a_composite_says_who_starts_it_and_that_no_scheduler_has_led_yet():
+    pending = TaskSnapshot(task(task_type=TaskType.COMPOSITE, payload="{}"), [], NOW)
+    state = said(pending, "state")[0]
+    assert "the leading scheduler's coordinator starts (stage 2 on)" in state
+    assert "No scheduler has led on this Redis yet" in state
+    # A composite sits on no queue by design: that is not called stuck.
+    assert said(pending, "queue") == []
+    led = TaskSnapshot(task(task_type=TaskType.COMPOSITE, payload="{}"), [], NOW, fence=4)
+    assert "No scheduler has led" not in said(led, "state")[0]
+    running = TaskSnapshot(
+        task(task_type=TaskType.COMPOSITE, payload="{}", status=S.RUNNING, epoch=4),
+        [],
+        NOW,
+        fence=4,
+        children={"SUCCESS": 1, "WAITING": 2},
+    )
+    assert "coordinated by the leading scheduler (epoch 4)" in said(running, "state")[0]
+    assert said(running, "children") == ["Its 3 children: 1 SUCCESS, 2 WAITING (1 of 3 finished)."]
