@@ -291,16 +291,21 @@ def task_events(
 ) -> StreamingResponse:
     """The REST API's log follow (common.api.sse) under the console's path, where its cookie
     is sent: an EventSource cannot set the X-API-Key header the REST route would need."""
-    given = request.query_params.get("fromLog", "0")
-    start = int(given) if given.isdigit() and len(given) < 12 else 0
+    start, transitions = _position(request, "fromLog"), _position(request, "fromTransition")
     if last_event_id is not None and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id) + 1)
-    stream = sse.follow(_tasks(request), task_id, 2**62, start, _metadata(request))
+    stream = sse.follow(_tasks(request), task_id, transitions, start, _metadata(request))
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _position(request: Request, name: str) -> int:
+    """A stream position from the query: the page's own count of what it already shows."""
+    given = request.query_params.get(name, "0")
+    return int(given) if given.isdigit() and len(given) < 12 else 0
 
 
 def _act(request: Request, task_id: str, command) -> Response:

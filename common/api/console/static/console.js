@@ -18,7 +18,9 @@ function consoleFollow(el) {
   const liveUrl = el.dataset.live;
   let from = Number(el.dataset.fromLog || 0);
   const refresh = () => htmx.ajax("GET", liveUrl, { target: "#task-live", swap: "outerHTML" });
-  const source = new EventSource(el.dataset.events + "?fromLog=" + from);
+  // From what the page already shows: only newer lines and transitions come.
+  const query = "?fromLog=" + from + "&fromTransition=" + Number(el.dataset.fromTransition || 0);
+  const source = new EventSource(el.dataset.events + query);
   source.addEventListener("log", (e) => {
     const seq = Number(e.lastEventId);
     if (Number.isFinite(seq) && seq < from) return; // seen already (a resumed stream)
