@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.adapters.memory_composite import InMemoryCompositeStore
 from common.adapters.memory_dead_letter import InMemoryDeadLetterBox
 from common.adapters.memory_store import InMemoryTaskStore
 from common.api import dto
@@ -100,7 +101,7 @@ class StubTasks:
 class Platform:
     def __init__(self) -> None:
         self.store = InMemoryTaskStore()
-        self.client = TaskClient(self.store, 64 * 1024)
+        self.client = TaskClient(self.store, 64 * 1024, InMemoryCompositeStore(self.store))
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         pb_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(self.client, redis=None, actor="rpc:test"), self.server
@@ -115,6 +116,9 @@ class Platform:
             epoch=4295,
             agents={"agent-1": AgentInfo("agent-1", 4, ["SHELL"], draining=True)},
         )
+
+    def composites_children(self, parent_id: str) -> list[str]:
+        return [t.task_id for t in self.store.list_tasks(None, 0, 1000) if t.parent_id == parent_id]
 
     def app(self, settings: Settings = OFFLINE):
         return create_app(settings, self.tasks, self.dead_letters, lambda: self.cluster)
@@ -222,6 +226,25 @@ def test_cancel_then_retry_from_the_task_page(console, platform):
     assert "Retry task" in page.text and "Cancel task" not in page.text
     retried = console.post(task_page + "/retry", headers=SAME_ORIGIN, follow_redirects=False)
     assert retried.status_code == 303 and retried.headers["location"] != task_page
+
+
+def test_a_composite_parents_page_lists_its_children_each_linked_to_its_page(console, platform):
+    document = {
+        "kind": "GROUP",
+        "taskName": "nightly",
+        "children": [
+            {"taskName": "disk", "taskType": "SHELL", "payload": "echo disk"},
+            {"taskName": "backup", "taskType": "SHELL", "payload": "echo backup"},
+        ],
+    }
+    parent, _ = platform.client.submit_composite(document)
+    page = console.get(f"/ui/tasks/{parent.task_id}")
+    assert page.status_code == 200
+    assert 'id="children-heading"' in page.text
+    children = platform.composites_children(parent.task_id)
+    assert len(children) == 2
+    for child in children:
+        assert f'href="/ui/tasks/{child}"' in page.text
 
 
 def test_the_timeline_shows_each_steps_latency():
