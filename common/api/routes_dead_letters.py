@@ -8,10 +8,12 @@ and is idempotent: repeated, it answers ALREADY_REQUEUED and pushes nothing.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from redis.exceptions import RedisError
 
 from common.api import catalog, dto
 from common.api.links import require
@@ -38,15 +40,27 @@ def dead_letter_view(entry: DeadLetter) -> dto.DeadLetterView:
     )
 
 
+@contextmanager
+def _redis_answers():
+    # Redis away is a backing service down (503, try again), as the contract has it, not a
+    # bug: the list and the requeue are one round trip or one script, so nothing half-done.
+    try:
+        yield
+    except RedisError as exc:
+        raise catalog.unavailable(f"Redis: {exc}", retry_after=2) from None
+
+
 def list_dead_letters(box, limit: int) -> dto.DeadLetterList:
-    entries, total = box.list(limit)
+    with _redis_answers():
+        entries, total = box.list(limit)
     return dto.DeadLetterList(items=[dead_letter_view(e) for e in entries], total=total)
 
 
 def requeue(box, entry_id: str) -> RequeueResult:
     """The requeue use case: a problem 404 when there is no such entry (nor was there one
     requeued lately), else what was done."""
-    result = box.requeue(entry_id)
+    with _redis_answers():
+        result = box.requeue(entry_id)
     if result.outcome == Requeue.NOT_FOUND:
         raise catalog.problem("not-found", f"no dead letter {entry_id}")
     return result

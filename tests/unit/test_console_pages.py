@@ -14,6 +14,7 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.adapters.memory_composite import InMemoryCompositeStore
 from common.adapters.memory_dead_letter import InMemoryDeadLetterBox
@@ -370,3 +371,25 @@ def test_a_read_only_key_sees_no_action_buttons_and_its_posts_are_refused(platfo
         refused = client.post(f"/ui/tasks/{task.task_id}/cancel", headers=SAME_ORIGIN)
         assert refused.status_code == 403 and "TaskWrite" in refused.text
         assert platform.store.get(task.task_id).status == TaskStatus.PENDING
+
+
+def test_a_task_that_does_not_exist_is_a_404_page_and_its_event_stream_never_starts(console):
+    missing = "00000000-0000-4000-8000-000000000000"
+    page = console.get(f"/ui/tasks/{missing}")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert f"no task {missing}" in page.text
+    assert console.get(f"/ui/tasks/{missing}/events").status_code == 404
+
+
+def test_with_redis_away_the_dead_letters_are_a_503_not_an_error(platform):
+    class Away(InMemoryDeadLetterBox):
+        def list(self, limit):
+            raise RedisConnectionError("Connection refused")
+
+    app = create_app(OFFLINE, platform.tasks, Away(), lambda: platform.cluster)
+    with TestClient(app, base_url=BASE) as client:
+        rest = client.get("/api/v1/dead-letters")
+        assert rest.status_code == 503 and rest.json()["type"] == "/problems/service-unavailable"
+        page = client.get("/ui/dead-letters")
+        assert page.status_code == 503 and "Redis: Connection refused" in page.text

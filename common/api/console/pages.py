@@ -291,10 +291,14 @@ def task_events(
 ) -> StreamingResponse:
     """The REST API's log follow (common.api.sse) under the console's path, where its cookie
     is sent: an EventSource cannot set the X-API-Key header the REST route would need."""
+    tasks, metadata = _tasks(request), _metadata(request)
+    # 404 (or 503) before the stream starts, as the REST route does: an EventSource gives up
+    # on an error status, where an error inside a 200 stream would have it reconnect forever.
+    tasks.get_task_info(task_id, timeout=commands.CALL_TIMEOUT, metadata=metadata)
     start, transitions = _position(request, "fromLog"), _position(request, "fromTransition")
     if last_event_id is not None and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id) + 1)
-    stream = sse.follow(_tasks(request), task_id, transitions, start, _metadata(request))
+    stream = sse.follow(tasks, task_id, transitions, start, metadata)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
