@@ -393,3 +393,17 @@ def test_with_redis_away_the_dead_letters_are_a_503_not_an_error(platform):
         assert rest.status_code == 503 and rest.json()["type"] == "/problems/service-unavailable"
         page = client.get("/ui/dead-letters")
         assert page.status_code == 503 and "Redis: Connection refused" in page.text
+
+
+def test_the_same_rendered_form_posted_twice_makes_one_task(console, platform):
+    # Given one rendering of the form (its hidden key), posted twice: a double click
+    form = console.get("/ui/submit").text
+    key = form.split('name="formKey" value="', 1)[1].split('"', 1)[0]
+    first = submit(console, formKey=key)
+    again = submit(console, formKey=key)
+    # Then both lead to the same task, and only one exists
+    assert first.headers["location"] == again.headers["location"]
+    assert len(platform.store.tasks) == 1
+    # ...while a new rendering of the form is a new task
+    fresh = console.get("/ui/submit").text.split('name="formKey" value="', 1)[1][:32]
+    assert submit(console, formKey=fresh).headers["location"] != first.headers["location"]

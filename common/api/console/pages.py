@@ -14,7 +14,9 @@ re-renders its timeline on each transition.
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -104,10 +106,23 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
             "can_admin": who.may(Role.ADMIN),
             "htmx": HTMX,
             "refresh": REFRESH_SECONDS,
+            "form_key": uuid.uuid4().hex,
             **context,
         },
         status_code=status_code,
     )
+
+
+FORM_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def idempotency_key(form_key: str, *parts: str) -> str | None:
+    """The idempotency key of one rendered form's post: a double click, or the browser
+    posting the form again on Back, gets the first answer instead of a second task. Each
+    rendering has its own key, so a deliberate second submit (a new form) is a new task."""
+    if not FORM_KEY.match(form_key or ""):
+        return None
+    return ":".join(("console", form_key, *parts))
 
 
 def _tasks(request: Request):
@@ -227,6 +242,7 @@ def bulk(
     request: Request,
     _: Writer,
     action: Annotated[str, Form(max_length=10)],
+    form_key: Annotated[str, Form(alias="formKey", max_length=40)] = "",
     task_ids: Annotated[list[str], Form(alias="taskId", max_length=500)] = [],  # noqa: B006
 ) -> HTMLResponse:
     """Cancel or retry each selected task; one answer per task, in the order selected."""
@@ -241,7 +257,8 @@ def bulk(
                     text = "already cancelled"
                 results.append({"task_id": task_id, "ok": True, "text": text, "link": None})
             elif action == "retry":
-                outcome = commands.RetryTask(task_id, None).execute(tasks, metadata)
+                key = idempotency_key(form_key, task_id)
+                outcome = commands.RetryTask(task_id, key).execute(tasks, metadata)
                 new = outcome.body.new_task_id
                 results.append(
                     {"task_id": task_id, "ok": True, "text": f"retried as {new}", "link": new}
@@ -329,8 +346,14 @@ def cancel(request: Request, task_id: str, _: Writer) -> Response:
 
 
 @router.post("/tasks/{task_id}/retry")
-def retry(request: Request, task_id: str, _: Writer) -> Response:
-    return _act(request, task_id, commands.RetryTask(task_id, None))
+def retry(
+    request: Request,
+    task_id: str,
+    _: Writer,
+    form_key: Annotated[str, Form(alias="formKey", max_length=40)] = "",
+) -> Response:
+    key = idempotency_key(form_key, task_id)
+    return _act(request, task_id, commands.RetryTask(task_id, key))
 
 
 # -- submit -------------------------------------------------------------------------------------
@@ -388,7 +411,8 @@ async def submit(request: Request, _: Writer) -> Response:
         located = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         errors = validation_errors(RequestValidationError(located))
         return _submit_form(request, form, field_problems(errors), 422)
-    command = commands.SubmitTask(body, body.request_id)
+    key = body.request_id or idempotency_key(str(raw.get("formKey", "")))
+    command = commands.SubmitTask(body, key)
     try:
         # The stub blocks: run it off the event loop, as FastAPI runs a `def` route.
         outcome = await run_in_threadpool(command.execute, _tasks(request), _metadata(request))
