@@ -22,6 +22,11 @@ CHECKER_LAST_PASS = "checker:last-pass"  # when the leading checker last publish
 DEAD_LETTER_SEEN_FIELD = "seenAt"
 
 
+def dead_letter_requeued(entry_id: str) -> str:
+    """String, with a TTL: the dead-letter entry `entry_id` was requeued (a repeat is a no-op)."""
+    return f"dead-letter:requeued:{entry_id}"
+
+
 def task(task_id: str) -> str:
     return f"task:{task_id}"
 

@@ -16,7 +16,9 @@ from redis import Redis
 
 from common import keys
 from common.adapters.redis_scripts import script_source
+from common.domain.dead_letter import DeadLetter, Requeue, RequeueResult, entry_id, read_entry
 from common.observability import get_logger, metrics
+from common.ports.dead_letters import DeadLetterBox
 
 log = get_logger("tasklab.queue")
 
@@ -64,3 +66,59 @@ def dead_letter_stats(client: Redis) -> tuple[int, int]:
     pipe.hget(keys.DEAD_LETTER_STATS, "dropped")
     length, dropped = pipe.execute()
     return int(length), int(dropped or 0)
+
+
+REQUEUED_MARKER_TTL = 7 * 24 * 3600  # how long a repeated requeue is still known as one
+SCAN_PAGE = 500
+
+
+class RedisDeadLetterBox(DeadLetterBox):
+    """The dead-letter list in Redis, read newest first; requeued by requeue_dead_letter.lua."""
+
+    def __init__(self, client: Redis, max_entries: int = DEFAULT_DEAD_LETTER_MAX) -> None:
+        self.client = client
+        self.max_entries = max_entries
+        self._requeue = client.register_script(script_source("requeue_dead_letter"))
+
+    def list(self, limit: int) -> tuple[list[DeadLetter], int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(keys.DEAD_LETTER, 0, limit - 1)
+        pipe.llen(keys.DEAD_LETTER)
+        raws, length = pipe.execute()
+        return [read_entry(_text(raw)) for raw in raws], int(length)
+
+    def _find(self, wanted: str) -> str | None:
+        # Bounded: the list is capped at max_entries, read a page at a time.
+        for start in range(0, self.max_entries, SCAN_PAGE):
+            page = self.client.lrange(keys.DEAD_LETTER, start, start + SCAN_PAGE - 1)
+            for raw in page:
+                text = _text(raw)
+                if entry_id(text) == wanted:
+                    return text
+            if len(page) < SCAN_PAGE:
+                break
+        return None
+
+    def requeue(self, wanted: str) -> RequeueResult:
+        marker = keys.dead_letter_requeued(wanted)
+        raw = self._find(wanted)
+        if raw is None:
+            done = self.client.exists(marker)
+            return RequeueResult(wanted, Requeue.ALREADY_REQUEUED if done else Requeue.NOT_FOUND)
+        message = read_entry(raw).message
+        answer = int(
+            self._requeue(
+                keys=[keys.DEAD_LETTER, keys.PENDING_QUEUE, marker],
+                args=[raw, message, REQUEUED_MARKER_TTL],
+            )
+        )
+        if answer == 1:
+            log.info("requeued dead letter %s onto %s", wanted, keys.PENDING_QUEUE)
+            return RequeueResult(wanted, Requeue.REQUEUED, keys.PENDING_QUEUE)
+        if answer == 2:
+            return RequeueResult(wanted, Requeue.ALREADY_REQUEUED, keys.PENDING_QUEUE)
+        return RequeueResult(wanted, Requeue.NOT_FOUND)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw

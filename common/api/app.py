@@ -18,8 +18,18 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from common.api import errors, links, metrics, openapi, routes_system, routes_tasks
+from common.api import (
+    errors,
+    links,
+    metrics,
+    openapi,
+    routes_dead_letters,
+    routes_system,
+    routes_tasks,
+)
 from common.api.backends import Backends
+from common.api.console.pages import install as install_console
+from common.api.console.session import ConsoleLink
 from common.config import Settings
 
 WORKER_THREADS = 256
@@ -33,9 +43,16 @@ Errors are `application/problem+json` (RFC 9457); each `type` is described at it
 
 
 # --8<-- [start:create-app]
-def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
-    """The app; `tasks` is a TaskService stub to use instead of discovering providers."""
-    backends = Backends(settings, tasks)
+def create_app(
+    settings: Settings,
+    tasks: Any = None,
+    dead_letters: Any = None,
+    cluster: Any = None,
+) -> FastAPI:
+    """The app; `tasks` is a TaskService stub to use instead of discovering providers, and
+    `dead_letters` (a DeadLetterBox) and `cluster` (a function answering a Cluster) replace
+    their Redis and ZooKeeper readers (unit tests)."""
+    backends = Backends(settings, tasks, dead_letters, cluster)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -56,10 +73,15 @@ def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_system.router)
+    app.include_router(routes_dead_letters.router)
+    install_console(app)
     app.include_router(metrics.router)
     # Added last = outermost: the links see a request before the app does; the guard sees
     # every exception, the links' included.
     links.install_links(app, settings, backends.redis)
+    # The console (/ui/) in front of the links: its key cookie becomes the header the auth
+    # link reads, its POSTs must come from its own origin, and no key means its login page.
+    app.add_middleware(ConsoleLink, authenticator=app.state.tasklab_authenticator)
     app.add_middleware(errors.ProblemGuard)
     # Outermost of all: counts every answer, the guard's and the links' included.
     app.add_middleware(metrics.HttpMetricsLink, routes=app.router.routes)

@@ -22,10 +22,13 @@ from kazoo.protocol.states import KazooState
 from redis import Redis
 
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_dead_letter import RedisDeadLetterBox
 from common.api import catalog
+from common.api.cluster import Cluster, read_cluster
 from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.observability import get_logger
+from common.ports.dead_letters import DeadLetterBox
 from common.rpc.proxy import TaskServiceProxy
 
 log = get_logger("tasklab.api")
@@ -41,10 +44,18 @@ class CheckResult:
 
 
 class Backends:
-    def __init__(self, settings: Settings, tasks: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tasks: Any = None,
+        dead_letters: DeadLetterBox | None = None,
+        cluster: Callable[[], Cluster] | None = None,
+    ) -> None:
         self.settings = settings
         self.redis: Redis = redis_client(settings.redis_url)  # a pool: no connection yet
         self._tasks = tasks
+        self._dead_letters = dead_letters
+        self._cluster = cluster
         self._zk: Any = None
         self._kafka: Any = None
         self._health: dict[str, Any] = {}
@@ -65,6 +76,22 @@ class Backends:
                     raise catalog.unavailable(f"ZooKeeper: {exc}", retry_after=2) from None
                 self._tasks = TaskServiceProxy(self._zk).start()
             return self._tasks
+
+    @property
+    def dead_letters(self) -> DeadLetterBox:
+        if self._dead_letters is None:
+            self._dead_letters = RedisDeadLetterBox(self.redis, self.settings.dead_letter_max)
+        return self._dead_letters
+
+    def cluster(self) -> Cluster:
+        """The scheduler leader, its epoch and the live agents' nodes (common.api.cluster)."""
+        if self._cluster is not None:
+            return self._cluster()
+        try:
+            zk = self._zookeeper()
+        except Exception as exc:  # noqa: BLE001 - shown on the page as the reason
+            return read_cluster(None, self.redis, zk_note=getattr(exc, "detail", "") or str(exc))
+        return read_cluster(zk, self.redis)
 
     def providers(self) -> list[str]:
         return self._tasks.providers() if self._tasks is not None else []

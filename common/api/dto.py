@@ -475,6 +475,51 @@ class AgentList(_Response):
     items: list[Agent]
 
 
+class DeadLetterView(_Response):
+    """One message that could not be run, with why (the dead-letter list, newest first)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entryId": "4be1f0c2a9d35e17",
+                    "message": '{"taskType":"RUBY","payload":"puts 1"}',
+                    "reason": "unknown taskType 'RUBY'",
+                    "actor": "scheduler:scheduler-1",
+                    "at": "2026-11-29T21:40:00.123Z",
+                    "source": "queue:pending",
+                }
+            ]
+        }
+    )
+
+    entry_id: str = Field(description="Names this entry for a requeue (a digest of it).")
+    message: str = Field(description="The original message, as it was taken.")
+    reason: str
+    actor: str
+    at: Timestamp | None
+    source: str
+
+
+class DeadLetterList(_Response):
+    items: list[DeadLetterView]
+    total: int = Field(description="Entries on the list now (items shows the newest).")
+
+
+class RequeueAnswer(_Response):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"entryId": "4be1f0c2a9d35e17", "outcome": "REQUEUED", "queue": "queue:pending"}
+            ]
+        }
+    )
+
+    entry_id: str
+    outcome: str = Field(description="REQUEUED now, or ALREADY_REQUEUED by an earlier call.")
+    queue: str
+
+
 class Liveness(_Response):
     status: str = Field(examples=["ok"])
 

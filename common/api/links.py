@@ -43,9 +43,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Reachable without a credential: probes, the API's own description and its problem pages.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/redoc", "/metrics"})
-PUBLIC_PREFIXES = ("/problems/", "/docs/")
+# Reachable without a credential: probes, the API's own description and its problem pages;
+# the console's login form, logout and static files (common.api.console.session).
+PUBLIC_PATHS = frozenset(
+    {"/health", "/ready", "/openapi.json", "/docs", "/redoc", "/metrics", "/ui/login", "/ui/logout"}
+)
+PUBLIC_PREFIXES = ("/problems/", "/docs/", "/ui/static/")
 PRINCIPAL = "principal"  # the key in scope["state"] (request.state.principal)
 CREDENTIALS = "credentials"  # scope["state"]: the credential to pass on as gRPC metadata
 AUTH_ENABLED = "tasklab_auth_enabled"  # on app.state, set by install_links
@@ -377,6 +380,7 @@ def install_links(app: Any, settings: Any, redis: Any) -> None:
             timeout=limits.redis_timeout,
         )
     app.add_middleware(AuthLink, authenticator=authenticator)
+    app.state.tasklab_authenticator = authenticator  # the console's login asks it too
     # Always installed, even with no origins: a preflight is then refused by CORS (400), not
     # asked for a key it cannot carry (401).
     app.add_middleware(

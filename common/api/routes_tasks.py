@@ -119,6 +119,23 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> dto.TaskPage:
+    query = list_request(
+        status, task_type, agent, name, limit, cursor, created_after, created_before
+    )
+    return task_page(_tasks(request), query, credentials(request))
+
+
+def list_request(
+    status: dto.TaskStatus | None = None,
+    task_type: dto.TaskType | None = None,
+    agent: str | None = None,
+    name: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> pb.ListRequest:
+    """A listing's filters as the providers' ListRequest (the REST route's and the console's)."""
     query = pb.ListRequest(
         status=pb.TaskStatus.Value(status.value) if status else 0,
         task_type=pb.TaskType.Value(task_type.value) if task_type else 0,
@@ -131,7 +148,11 @@ def list_tasks(
         query.created_after.CopyFrom(views.to_timestamp(created_after))
     if created_before is not None:
         query.created_before.CopyFrom(views.to_timestamp(created_before))
-    page = _tasks(request).list(query, timeout=commands.CALL_TIMEOUT, metadata=credentials(request))
+    return query
+
+
+def task_page(tasks, query: pb.ListRequest, metadata) -> dto.TaskPage:
+    page = tasks.list(query, timeout=commands.CALL_TIMEOUT, metadata=metadata)
     return dto.TaskPage(
         items=[views.task_view(t) for t in page.tasks], next_cursor=page.next_cursor or None
     )
