@@ -36,7 +36,7 @@ system-deps: ## Install the Debian packages the native stack needs (redis-server
 $(STAMP): pyproject.toml common/devstack/kafka_pom/pom.xml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,dev]'
+	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,stage5,dev]'
 	$(BIN)/python -m common.devstack.kafka fetch
 	touch $@
 
