@@ -268,6 +268,7 @@ def from_metadata(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
 
 
 # -- attempts ----------------------------------------------------------------------------------
+# --8<-- [start:attempt-parent]
 def attempt_parent(task: Task, attempt: int) -> tuple[str | None, list[str]]:
     """Where a span of `attempt` of `task` hangs: (parent traceparent or None for a new trace,
     links). The stored trace is this attempt's if it was made for it; an attempt newer than
@@ -276,6 +277,9 @@ def attempt_parent(task: Task, attempt: int) -> tuple[str | None, list[str]]:
     if stored is not None and (task.trace_attempt or 1) == attempt:
         return stored, []
     return None, [stored] if stored else []
+
+
+# --8<-- [end:attempt-parent]
 
 
 def task_fields(attempt: int) -> dict[str, str]:
