@@ -53,6 +53,8 @@ class InMemoryTaskStore(TaskStore):
                     "actor": actor,
                     "epoch": 0,
                     "attempt": 1,
+                    # create_task (prelude.lua) names the trace the first attempt belongs to.
+                    **({"traceId": task.trace_id} if task.trace_id else {}),
                 }
             ]
             if spec.request_id:

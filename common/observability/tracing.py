@@ -37,9 +37,9 @@ How each hop continues it:
 A retry or a redelivery is a new attempt, and gets a new trace: when the scheduler places an
 attempt newer than `traceAttempt` (or a task nobody traced, such as one pushed by hand onto
 queue:pending), "schedule" starts a new trace, linked to the previous attempt's with a span
-link, and the DISPATCHED transition stores its traceId/traceparent/traceAttempt on the task (the
-history entry of that transition records the traceId too, since transition fields are written
-with it). A retry by hand (`tasklab retry`) makes a new task: its "submit" span links to the
+link, and the DISPATCHED transition stores its traceId/traceparent/traceAttempt on the task. The
+history entry that starts an attempt's trace names it (`traceId` on the submit's PENDING entry
+and on that DISPATCHED one; prelude.lua's create_task and transition write it when given it). A retry by hand (`tasklab retry`) makes a new task: its "submit" span links to the
 original's trace. Stage 1 has no scheduler: there the agent's "run" of a later attempt starts
 its own trace linked to the stored one, but the stored traceId stays that of attempt 1.
 

@@ -204,7 +204,8 @@ def test_a_new_attempt_gets_a_new_trace_linked_to_the_previous_and_stored_on_the
     # The history says which trace each attempt belongs to, where it started.
     traced = [e for e in dispatcher.store.history(task.task_id) if "traceId" in e]
     assert [(e["state"], e["attempt"], e["traceId"]) for e in traced] == [
-        ("DISPATCHED", 2, stored.trace_id)
+        ("PENDING", 1, task.trace_id),
+        ("DISPATCHED", 2, stored.trace_id),
     ]
 
 
