@@ -110,6 +110,9 @@ def _print_task(task: Task, history: list[dict] | None = None) -> None:
         typer.echo(f"agent:    {task.agent_id}")
     if task.exit_code is not None:
         typer.echo(f"exitCode: {task.exit_code}")
+    if task.trace_id:
+        # The trace of the current attempt, to look up in the trace store (tracing.py).
+        typer.echo(f"traceId:  {task.trace_id}")
     if task.error:
         typer.echo(f"error:    {task.error}")
     if task.result:

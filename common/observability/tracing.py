@@ -39,8 +39,9 @@ attempt newer than `traceAttempt` (or a task nobody traced, such as one pushed b
 queue:pending), "schedule" starts a new trace, linked to the previous attempt's with a span
 link, and the DISPATCHED transition stores its traceId/traceparent/traceAttempt on the task. The
 history entry that starts an attempt's trace names it (`traceId` on the submit's PENDING entry
-and on that DISPATCHED one; prelude.lua's create_task and transition write it when given it). A retry by hand (`tasklab retry`) makes a new task: its "submit" span links to the
-original's trace. Stage 1 has no scheduler: there the agent's "run" of a later attempt starts
+and on that DISPATCHED one; prelude.lua's create_task and transition write it when given it).
+A retry by hand (`tasklab retry`) makes a new task: its "submit" span links to the original's
+trace. Stage 1 has no scheduler: there the agent's "run" of a later attempt starts
 its own trace linked to the stored one, but the stored traceId stays that of attempt 1.
 
 Configuration: `otlp_endpoint` (TASKLAB_OTLP_ENDPOINT, an OTLP/gRPC collector such as
