@@ -12,12 +12,15 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from observability_support import free_address
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.messaging.topics import ensure_topics
+from common.observability import tracing
 from common.testing import RoleProcess, eventually
 from common.testing.processes import stop_all
 
@@ -196,3 +199,45 @@ def _answers(http: httpx.Client, path: str) -> bool:
 
 def _seen(spans: list[ReceivedSpan]) -> set[tuple[str, str]]:
     return {(s.service, s.name) for s in spans}
+
+
+def test_a_stage_1_agent_continues_the_stored_trace_and_sends_its_batch_when_it_stops(
+    redis_url, tmp_path
+):
+    # Given a stage 1 agent (no Kafka: the trace reaches it on the task hash) whose batches
+    # would wait ten minutes, and a submit traced in this process
+    receiver = OTLPReceiver().start()
+    exporter = InMemorySpanExporter()
+    tracing.install([SimpleSpanProcessor(exporter)], "test")
+    agent = RoleProcess(
+        "agent",
+        1,
+        {
+            "TASKLAB_REDIS_URL": redis_url,
+            "TASKLAB_AGENT_ID": "agent-s1",
+            "TASKLAB_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        },
+        tmp_path,
+        name="agent-s1",
+    )
+    try:
+        agent.start()
+        tasks = TaskClient(RedisTaskStore(redis_client(redis_url)))
+        task, _ = tasks.submit({"taskType": "SHELL", "payload": "echo hi"})
+        assert tasks.wait(task.task_id, 30).status.value == "SUCCESS"
+        assert receiver.spans(task.trace_id) == []  # still in the agent's batch
+
+        # When the agent is stopped (SIGTERM)
+        stop_all([agent])
+
+        # Then its span arrived on the way out, under the submit's stored span
+        eventually(lambda: receiver.spans(task.trace_id), 10, message="the agent's batch")
+        [run] = receiver.spans(task.trace_id)
+        [submit_span] = exporter.get_finished_spans()
+        assert (run.service, run.name) == ("tasklab-agent", "run")
+        assert run.parent_id == f"{submit_span.get_span_context().span_id:016x}"
+    finally:
+        tracing.shutdown()
+        stop_all([agent])
+        receiver.stop()
