@@ -85,6 +85,8 @@ class TaskEventManager:
                     "tasklab.attempt": event.attempt,
                     "tasklab.status": event.status,
                 },
+                # A final status held back for its log lines is applied again later.
+                deferrals=(NotYet,),
             ),
         ):
             task = self.store.get(event.task_id)

@@ -160,15 +160,18 @@ def span(
     links: Sequence[str | None] = (),
     kind: str = "internal",
     attributes: Mapping[str, object] | None = None,
+    deferrals: tuple[type[BaseException], ...] = (),
 ) -> contextlib.AbstractContextManager[Any]:
     """A span around a block, made the current one; yields it (None when tracing is off).
 
     `parent`: a traceparent value from another process (a stored field, a header); without one
     the span is a child of the current span of this thread, or, with `root`, starts a trace.
-    `links`: traceparents of related spans in other traces (the previous attempt's)."""
+    `links`: traceparents of related spans in other traces (the previous attempt's).
+    An exception out of the block marks the span as an error, except one of `deferrals`: work
+    put off on purpose (the manager's NotYet), noted as `tasklab.deferred` with its message."""
     if _tracer is None:
         return _NOOP
-    return _span(name, parent, root, links, kind, attributes)
+    return _span(name, parent, root, links, kind, attributes, deferrals)
 
 
 @contextlib.contextmanager
@@ -179,6 +182,7 @@ def _span(
     links: Sequence[str | None],
     kind: str,
     attributes: Mapping[str, object] | None,
+    deferrals: tuple[type[BaseException], ...],
 ) -> Iterator[Any]:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
@@ -194,10 +198,20 @@ def _span(
         kind=getattr(trace.SpanKind, kind.upper()),
         attributes=attrs,
         links=span_links,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as current:
         sc = current.get_span_context()
-        with bind(traceId=format(sc.trace_id, "032x"), spanId=format(sc.span_id, "016x")):
-            yield current
+        try:
+            with bind(traceId=format(sc.trace_id, "032x"), spanId=format(sc.span_id, "016x")):
+                yield current
+        except deferrals as exc:
+            current.set_attribute("tasklab.deferred", str(exc))
+            raise
+        except BaseException as exc:
+            current.record_exception(exc)
+            current.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
 
 
 def _span_context(traceparent: str | None) -> Any:

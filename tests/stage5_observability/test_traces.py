@@ -129,7 +129,7 @@ def test_a_task_submitted_through_the_api_is_one_trace_across_every_role(traced)
     print("\n" + render_tree(spans))
     # ...each under the span of the hop before it. Only the manager may have more than one
     # span of a kind: a final status that came before its log lines is held back and
-    # applied again (its first "apply" ends with NotYet), each time a span.
+    # applied again (its first "apply" notes tasklab.deferred), each time a span.
     by_key = {(s.service, s.name): s for s in spans}
     for key, parent in EXPECTED_PARENTS.items():
         for span in (s for s in spans if (s.service, s.name) == key):

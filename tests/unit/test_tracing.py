@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from redis import Redis
 
 from common.agent import Agent
@@ -302,3 +303,17 @@ def test_a_later_attempt_without_a_trace_of_its_own_runs_in_a_new_linked_trace(s
     run = one(spans, "run")
     assert run.parent is None
     assert [traceparent_of_link(link) for link in run.links] == [stored]
+
+
+def test_an_error_marks_its_span_and_a_deferral_only_notes_why(spans):
+    class Later(Exception):
+        pass
+
+    with pytest.raises(ValueError), tracing.span("apply FAILED", root=True):
+        raise ValueError("bad report")
+    with pytest.raises(Later), tracing.span("apply SUCCESS", root=True, deferrals=(Later,)):
+        raise Later("waiting for log lines")
+    failed, deferred = one(spans, "apply FAILED"), one(spans, "apply SUCCESS")
+    assert failed.status.status_code == StatusCode.ERROR and failed.events[0].name == "exception"
+    assert deferred.status.status_code == StatusCode.UNSET and not deferred.events
+    assert deferred.attributes["tasklab.deferred"] == "waiting for log lines"
