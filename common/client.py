@@ -16,7 +16,7 @@ from common.domain.composite import CompositeTree, validate_composite
 from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskType, validate_spec
 from common.domain.transitions import TaskStatus
-from common.observability import metrics
+from common.observability import metrics, tracing
 from common.ports.task_store import CancelResult, TaskStore
 
 if TYPE_CHECKING:
@@ -86,7 +86,13 @@ class TaskClient:
         (created False); a different request under the same id raises IdempotencyConflict,
         naming that task (common/domain/idempotency.py says what "the same" means)."""
         spec = validate_spec(data, self.max_payload_bytes)
-        task, created = self.store.submit(spec, actor=actor)
+        # The trace of the task's first attempt starts here (or continues the API's and the
+        # gRPC call's spans): this span's traceparent is stored on the task.
+        with tracing.span("submit", attributes={"tasklab.task_type": spec.task_type.value}) as sp:
+            task, created = self.store.submit(
+                spec, actor=actor, traceparent=tracing.current_traceparent()
+            )
+            tracing.set_attributes(sp, **{"tasklab.task_id": task.task_id})
         if created:
             metrics.TASKS_SUBMITTED.labels(task.task_type.value).inc()
         return task, created
@@ -160,9 +166,18 @@ class TaskClient:
                 # The parent changed between the read and the script: say so as for a task.
                 raise NotRetryable(task_id, self.get(task_id).status.value) from exc
         spec = old.spec.model_copy(update={"request_id": request_id})
-        task, created = self.store.submit(
-            spec, actor=f"{actor} (retry of {task_id})", retry_of=task_id
-        )
+        # A retry by hand is a new task with a trace of its own, linked to the original's.
+        with tracing.span(
+            "submit",
+            links=[old.traceparent],
+            attributes={"tasklab.task_type": spec.task_type.value, "tasklab.retry_of": task_id},
+        ):
+            task, created = self.store.submit(
+                spec,
+                actor=f"{actor} (retry of {task_id})",
+                retry_of=task_id,
+                traceparent=tracing.current_traceparent(),
+            )
         if created:
             metrics.TASKS_SUBMITTED.labels(task.task_type.value).inc()
         return task, created

@@ -30,7 +30,11 @@ class InMemoryTaskStore(TaskStore):
         self._lock = threading.Lock()
 
     def submit(
-        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+        self,
+        spec: TaskSpec,
+        actor: str = "client",
+        retry_of: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[Task, bool]:
         fingerprint = request_fingerprint(spec, retry_of)
         with self._lock:
@@ -40,7 +44,7 @@ class InMemoryTaskStore(TaskStore):
                 if stored is not None and stored != fingerprint:
                     raise IdempotencyConflict(spec.request_id, existing)
                 return Task.from_hash(self.tasks[existing]), False
-            task = Task.new(spec, retry_of=retry_of)
+            task = Task.new(spec, retry_of=retry_of, traceparent=traceparent)
             self.tasks[task.task_id] = task.to_hash()
             self.histories[task.task_id] = [
                 {
@@ -49,6 +53,8 @@ class InMemoryTaskStore(TaskStore):
                     "actor": actor,
                     "epoch": 0,
                     "attempt": 1,
+                    # create_task (prelude.lua) names the trace the first attempt belongs to.
+                    **({"traceId": task.trace_id} if task.trace_id else {}),
                 }
             ]
             if spec.request_id:
@@ -181,6 +187,8 @@ class InMemoryTaskStore(TaskStore):
         }
         if reason:
             entry["reason"] = reason
+        if "traceId" in (fields or {}):
+            entry["traceId"] = str(fields["traceId"])  # as transition.lua records it
         self.histories[task_id].append(entry)
         self._count("accepted")
         return TransitionResult(True, "ok", TaskStatus(to).value, new_attempt)

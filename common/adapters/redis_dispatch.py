@@ -131,7 +131,7 @@ class RedisDispatcher(Dispatcher):
             attempt=scheduled.attempt,
             epoch=epoch,
             actor=actor,
-            fields={"agentId": agent_id},
+            fields={"agentId": agent_id, **scheduled.trace},
             fenced=True,
             effects=[
                 {"op": "lrem", "key": "scheduling", "v": scheduled.message},

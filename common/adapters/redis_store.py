@@ -27,9 +27,13 @@ class RedisTaskStore(TaskStore):
         self.scripts = Scripts(client)
 
     def submit(
-        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+        self,
+        spec: TaskSpec,
+        actor: str = "client",
+        retry_of: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[Task, bool]:
-        task = Task.new(spec, retry_of=retry_of)
+        task = Task.new(spec, retry_of=retry_of, traceparent=traceparent)
         task_id, created, *conflict = self.scripts.submit(
             keys=[
                 keys.task(task.task_id),

@@ -30,13 +30,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from common.agent.metrics import observe_agent
 from common.domain.outcome import AttemptReport
 from common.executors.base import ExecutionResult
 from common.executors.factory import ExecutorFactory
-from common.observability import bind, get_logger, metrics
+from common.observability import bind, get_logger, metrics, tracing
 from common.ports.agent import (
     Assignment,
     AttemptControl,
@@ -208,7 +210,10 @@ class Agent:
     def _attempt(self, assignment: Assignment) -> Assignment | None:
         """Run one attempt and report it; returns the next attempt if the report took one."""
         task = assignment.task
-        with bind(taskId=task.task_id, agentId=self.agent_id, attempt=assignment.attempt):
+        with (
+            bind(taskId=task.task_id, agentId=self.agent_id, attempt=assignment.attempt),
+            self._traced(assignment) as span,
+        ):
             self._add_load(1)
             try:
                 self._until_answered(lambda: self.sink.started(assignment), "report start")
@@ -221,6 +226,13 @@ class Agent:
                     log.info("task killed at stop; handed back")
                     return None
                 report = _report_of(outcome, reasons)
+                tracing.set_attributes(
+                    span,
+                    **{
+                        "tasklab.exit_code": report.exit_code,
+                        "tasklab.outcome": _verdict_word(report),
+                    },
+                )
                 metrics.TASK_RUN_SECONDS.labels(
                     task.task_type.value,
                     metrics.attempt_outcome(
@@ -237,6 +249,30 @@ class Agent:
                 return self._report(assignment, report, outcome.lines)
             finally:
                 self._add_load(-1)
+
+    def _traced(self, assignment: Assignment) -> AbstractContextManager[Any]:
+        """Span "run" of the attempt's trace: under the dispatch's traceparent header (stage 3
+        on), else under the task's stored one (stages 1 and 2), else a new trace linked to the
+        stored one (stage 1's later attempts, which no scheduler gave a trace of their own).
+        Reports sent inside it carry it to the manager."""
+        if not tracing.enabled():
+            return tracing.span("run")
+        parent, links = assignment.traceparent or None, []
+        if parent is None:
+            parent, links = tracing.attempt_parent(assignment.task, assignment.attempt)
+        return tracing.span(
+            "run",
+            parent=parent,
+            root=parent is None,
+            links=links,
+            kind="consumer",
+            attributes={
+                "tasklab.task_id": assignment.task_id,
+                "tasklab.attempt": assignment.attempt,
+                "tasklab.agent_id": self.agent_id,
+                "tasklab.task_type": assignment.task.task_type.value,
+            },
+        )
 
     def _execute(
         self, assignment: Assignment, reasons: list[str], lines_seen: list[int]

@@ -18,6 +18,7 @@ from common.api import commands, dto, sse, views
 from common.api.commands import Outcome
 from common.api.idempotency import Idempotency
 from common.api.links import forwarded_credentials, require
+from common.observability import tracing
 from common.rpc.gen import task_service_pb2 as pb
 from common.security import Principal, Role
 
@@ -65,7 +66,17 @@ def submit_task(
     ] = None,
 ) -> JSONResponse:
     command = commands.SubmitTask(body, idempotency.key(body.request_id), wait)
-    return answer(command.execute(_tasks(request), credentials(request)))
+    # The trace of the task's first attempt starts here, or continues the caller's own
+    # `traceparent` header; the provider gets this span as gRPC metadata.
+    with tracing.span(
+        "POST /api/v1/tasks",
+        parent=request.headers.get(tracing.TRACEPARENT),
+        kind="server",
+        attributes={"http.request.method": "POST", "http.route": "/api/v1/tasks"},
+    ) as sp:
+        outcome = command.execute(_tasks(request), tracing.grpc_metadata(credentials(request)))
+        tracing.set_attributes(sp, **{"http.response.status_code": outcome.status})
+    return answer(outcome)
 
 
 # --8<-- [end:submit]

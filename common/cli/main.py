@@ -110,6 +110,9 @@ def _print_task(task: Task, history: list[dict] | None = None) -> None:
         typer.echo(f"agent:    {task.agent_id}")
     if task.exit_code is not None:
         typer.echo(f"exitCode: {task.exit_code}")
+    if task.trace_id:
+        # The trace of the current attempt, to look up in the trace store (tracing.py).
+        typer.echo(f"traceId:  {task.trace_id}")
     if task.error:
         typer.echo(f"error:    {task.error}")
     if task.result:
@@ -563,10 +566,42 @@ def run(
         fail(f"stage {number} has no role {role!r} (roles: {', '.join(sorted(spec.roles))})", 2)
     configure_logging(s.log_level, s.log_format)
     serve_operator_port(s, role, number)
+    trace_role(s, role)
     try:
         spec.roles[role](s)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         fail(f"cannot reach Redis at {s.redis_url} ({exc})", 1)
+    finally:
+        from common.observability import tracing
+
+        # The spans of the role's last tasks are still in the batch: sent before it exits.
+        tracing.shutdown()
+
+
+def trace_role(s, role: str) -> None:
+    """Send this role's spans to `otlp_endpoint`, if set, as tasklab-<role>/<its id>."""
+    if not s.otlp_endpoint:
+        return
+    import os
+    import socket
+
+    from common.observability import tracing
+
+    ids = {
+        "agent": s.agent_id,
+        "scheduler": s.scheduler_id,
+        "manager": s.manager_id,
+        "checker": s.checker_id,
+    }
+    instance = ids.get(role) or f"{role}-{socket.gethostname()}-{os.getpid()}"
+    try:
+        tracing.configure(s.otlp_endpoint, role, instance)
+    except ImportError as exc:
+        fail(
+            f"TASKLAB_OTLP_ENDPOINT is set but tracing is not installed ({exc}): "
+            "pip install -e '.[stage5]'",
+            2,
+        )
 
 
 # Stage 5: why a task is in its state; dead letters marked as looked at (common/cli/explain.py).

@@ -361,6 +361,9 @@ class Settings(BaseSettings):
     # Stage 5: every role's operator port, serving /metrics, /health and /ready. Empty = none
     # (the API still serves /metrics on api_address). Port 0 = a free port, logged at start.
     metrics_address: str = Field(default="", pattern=r"^(\[?[A-Za-z0-9_.:-]*\]?:\d{1,5})?$")
+    # Stage 5: where each role sends its trace spans (OTLP over gRPC, e.g. a collector or Jaeger
+    # at http://127.0.0.1:4317). Empty = tracing off, at no cost (common/observability/tracing.py).
+    otlp_endpoint: str = Field(default="", pattern=r"^(https?://[^\s/]+/?)?$")
 
     # Stage 5: the guarantee checker (`tasklab run checker`). A pass reads one window of
     # tasks:index (checker_window task records), every agent's processing list and the new

@@ -312,17 +312,33 @@ class Task(_Wire):
     input: str | None = None
     # The one agent that may run it (a broadcast's child); if that agent is gone, it fails.
     pinned_agent: str | None = None
+    # -- its trace (common/observability/tracing.py); all absent while tracing is off ----------
+    # The trace of the current attempt (32 hex), the W3C traceparent of the span that started
+    # that attempt (the submit, for attempt 1), and which attempt that is (absent = 1).
+    trace_id: str | None = None
+    traceparent: str | None = None
+    trace_attempt: int | None = None
 
     @classmethod
-    def new(cls, spec: TaskSpec, task_id: str | None = None, retry_of: str | None = None) -> Task:
+    def new(
+        cls,
+        spec: TaskSpec,
+        task_id: str | None = None,
+        retry_of: str | None = None,
+        traceparent: str | None = None,
+    ) -> Task:
         spec = spec.with_default_name()
         now = time.time()
+        # A traceparent is version-traceId-spanId-flags: the trace id is its second part.
+        trace_id = traceparent.split("-")[1] if traceparent else None
         return cls(
             task_id=task_id or str(uuid.uuid4()),
             **spec.model_dump(),
             created_at=now,
             updated_at=now,
             retry_of=retry_of,
+            trace_id=trace_id,
+            traceparent=traceparent,
         )
 
     @property

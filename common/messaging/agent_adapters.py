@@ -41,7 +41,8 @@ from common.messaging.schemas import (
     decode,
 )
 from common.messaging.topics import DISPATCH, HEARTBEAT, LOGS, STATUS
-from common.observability import get_logger
+from common.observability import get_logger, tracing
+from common.observability.tracing import TRACEPARENT
 from common.ports.agent import Assignment, EventSink, WorkIntake
 
 log = get_logger("tasklab.agent")
@@ -202,6 +203,7 @@ class KafkaDispatchIntake(WorkIntake):
             attempt=dispatch.attempt,
             epoch=dispatch.epoch,
             entry=acceptance.entry,
+            traceparent=header(msg, TRACEPARENT) or "",
         )
 
     # --8<-- [end:take]
@@ -311,6 +313,8 @@ class KafkaEventSink(EventSink):
     def _status(self, assignment: Assignment, status: str, **fields: object) -> None:
         self.publisher.publish(
             STATUS,
+            # Sent from inside the attempt's "run" span: the manager's "apply" continues it.
+            headers=tracing.headers(),
             key=assignment.task_id,
             message=StatusEvent(
                 task_id=assignment.task_id,

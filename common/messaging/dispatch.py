@@ -31,7 +31,7 @@ from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, TaskValidationError
 from common.messaging.clients import EventPublisher
 from common.messaging.schemas import CHILD_FIELDS, DispatchMessage
 from common.messaging.topics import DISPATCH
-from common.observability import get_logger
+from common.observability import get_logger, tracing
 from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.dispatch")
@@ -97,8 +97,8 @@ class KafkaDispatcher(RedisDispatcher):
                 last = self._published.setdefault(key, now)
                 if now - last < self.republish_after:
                     continue
-                message = self._message(parsed, agent_id)
-                self._publish(message)
+                message, traceparent = self._message(parsed, agent_id)
+                self._publish(message, traceparent)
                 count += 1
                 log.warning(
                     "dispatch of %s attempt %d to %s not taken up after %.1fs: published again",
@@ -113,28 +113,30 @@ class KafkaDispatcher(RedisDispatcher):
         self.republished += count
         return count
 
-    def _message(self, parsed: DispatchEntry, agent_id: str) -> DispatchMessage:
-        """Rebuild the dispatch message of an inbox entry. The entry is the task's queue
-        message (its spec); a composite's child has more (its index, its input), read from its
-        hash, as the first dispatch was built from it."""
+    def _message(self, parsed: DispatchEntry, agent_id: str) -> tuple[DispatchMessage, str | None]:
+        """Rebuild the dispatch message of an inbox entry, with the task's stored traceparent.
+        The entry is the task's queue message (its spec); a composite's child has more (its
+        index, its input), read from its hash, as the first dispatch was built from it."""
         task = parsed.task
         stored = self.store.get(parsed.task_id)
         if stored is not None and stored.parent_id is not None:
             task = task.model_copy(update={name: getattr(stored, name) for name in CHILD_FIELDS})
-        return DispatchMessage.for_task(
+        message = DispatchMessage.for_task(
             task, parsed.attempt, parsed.epoch, agent_id, max_payload_bytes=self.max_payload_bytes
         )
+        return message, stored.traceparent if stored is not None else None
 
-    def _publish(self, message: DispatchMessage) -> None:
+    def _publish(self, message: DispatchMessage, traceparent: str | None = None) -> None:
         self._published[(message.task_id, message.attempt)] = time.monotonic()
+        headers = {AGENT_HEADER: message.agent_id}
+        # The attempt's trace travels with the dispatch, beside the body, as HTTP carries it:
+        # the scheduler's "schedule" span (current here) or, republished, the stored one.
+        traceparent = traceparent or tracing.current_traceparent()
+        if traceparent:
+            headers[tracing.TRACEPARENT] = traceparent
         # Asynchronous: the Redis record is already written, and the relay covers a message
         # the broker never acknowledges, so the leader does not wait for one here.
-        self.publisher.publish(
-            DISPATCH,
-            key=message.task_id,
-            message=message,
-            headers={AGENT_HEADER: message.agent_id},
-        )
+        self.publisher.publish(DISPATCH, key=message.task_id, message=message, headers=headers)
 
 
 # --8<-- [end:dispatcher]

@@ -33,9 +33,10 @@ from common.domain.outcome import AttemptReport, FinalReport, judge_final
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.messaging.consumer import NotYet, Unprocessable
+from common.messaging.dead_letter import header
 from common.messaging.heartbeat_monitor import HeartbeatMonitor
 from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
-from common.observability import bind, get_logger, metrics
+from common.observability import bind, get_logger, metrics, tracing
 from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
 
@@ -72,7 +73,22 @@ class TaskEventManager:
     # -- task-status-update-topic ------------------------------------------------------------
     def on_status(self, msg: Message) -> None:
         event = decode(StatusEvent, msg.value())
-        with bind(taskId=event.task_id, attempt=event.attempt, agentId=event.agent_id):
+        with (
+            bind(taskId=event.task_id, attempt=event.attempt, agentId=event.agent_id),
+            # The agent's "run" span, carried in the event's header: this write is its child.
+            tracing.span(
+                f"apply {event.status}",
+                parent=header(msg, tracing.TRACEPARENT) if tracing.enabled() else None,
+                kind="consumer",
+                attributes={
+                    "tasklab.task_id": event.task_id,
+                    "tasklab.attempt": event.attempt,
+                    "tasklab.status": event.status,
+                },
+                # A final status held back for its log lines is applied again later.
+                deferrals=(NotYet,),
+            ),
+        ):
             task = self.store.get(event.task_id)
             if task is None:
                 raise Unprocessable(f"no task {event.task_id}")

@@ -35,6 +35,9 @@ class Assignment:
     epoch: int = 0
     entry: str = ""  # the ledger entry, as it sits on the processing list ("" if untracked)
     retries_used: int | None = None  # read with the claim; None = the writer reads it
+    # The span this attempt's "run" hangs under: the dispatch message's `traceparent` header
+    # (stage 3 on); "" = the task's stored traceparent (common/observability/tracing.py).
+    traceparent: str = ""
 
     @property
     def task_id(self) -> str:

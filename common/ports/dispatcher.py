@@ -9,7 +9,8 @@ refused when a newer leader raised the fence: that is the contract a fake must k
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from common.domain.task import Task
 from common.ports.task_store import TransitionResult
@@ -22,6 +23,9 @@ class Scheduled:
     task: Task
     message: str
     attempt: int
+    # Task fields the dispatch writes with DISPATCHED: the trace a new attempt started
+    # (traceId, traceparent, traceAttempt; common/observability/tracing.py). Empty: none.
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

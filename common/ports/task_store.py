@@ -35,11 +35,16 @@ class CancelResult(NamedTuple):
 class TaskStore(ABC):
     @abstractmethod
     def submit(
-        self, spec: TaskSpec, actor: str = "client", retry_of: str | None = None
+        self,
+        spec: TaskSpec,
+        actor: str = "client",
+        retry_of: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[Task, bool]:
         """Store and enqueue a new task; return (task, created). Same requestId = same task.
 
-        `retry_of`: the id of the finished task this one retries, kept on the new task."""
+        `retry_of`: the id of the finished task this one retries, kept on the new task.
+        `traceparent`: the span that submitted it, stored with its trace id (tracing.py)."""
 
     @abstractmethod
     def get(self, task_id: str) -> Task | None: ...

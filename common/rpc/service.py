@@ -23,7 +23,7 @@ from common.client import TaskClient
 from common.coordination.agent_info import AgentInfo
 from common.coordination.paths import LIVE_AGENTS, agent_node
 from common.domain.task import Task, TaskType, TaskValidationError
-from common.observability import get_logger
+from common.observability import get_logger, tracing
 from common.rpc import convert, errors
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
@@ -99,7 +99,15 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     @_mapped
     # --8<-- [start:submit]
     def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:  # noqa: N802
-        task, created = self.tasks.submit(convert.submit_data(request), actor=self.actor)
+        # The caller's span (the REST API's) arrives as the `traceparent` metadata entry.
+        caller = tracing.from_metadata(context.invocation_metadata())
+        with tracing.span(
+            "TaskService/Submit",
+            parent=caller,
+            kind="server",
+            attributes={"rpc.system": "grpc", "rpc.method": "Submit"},
+        ):
+            task, created = self.tasks.submit(convert.submit_data(request), actor=self.actor)
         return pb.SubmitResponse(task=convert.task(task), created=created)
 
     # --8<-- [end:submit]

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
-from common.observability import bind, get_logger, metrics
+from common.observability import bind, get_logger, metrics, tracing
 from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.fencing import Deposed
@@ -211,7 +213,10 @@ class Scheduler:
             log.info("skipped a message: %s (status %s)", scheduled.reason, scheduled.status)
             return
         task = scheduled.task
-        with bind(taskId=task.task_id, attempt=scheduled.attempt, epoch=term.epoch):
+        with (
+            bind(taskId=task.task_id, attempt=scheduled.attempt, epoch=term.epoch),
+            self._traced(scheduled, term) as (scheduled, span),
+        ):
             if task.pinned_agent:
                 self._place_pinned(scheduled, term, candidates)
                 return
@@ -228,6 +233,7 @@ class Scheduler:
                 self.view.changed.wait(0.5)
                 return
             chosen = self.strategy.choose(task, able)
+            tracing.set_attributes(span, **{"tasklab.agent_id": chosen.agent_id})
             result = self.dispatcher.dispatch(scheduled, chosen.agent_id, term.epoch, self.actor)
             self._check(result.accepted, result.reason)
             if result.accepted:
@@ -243,6 +249,33 @@ class Scheduler:
                 log.info("dispatch refused: %s (task is %s)", result.reason, result.status)
 
     # --8<-- [end:place]
+
+    @contextmanager
+    def _traced(self, scheduled: Scheduled, term: Term) -> Iterator[tuple[Scheduled, Any]]:
+        """The placement as span "schedule" of the attempt's trace: under the task's stored
+        traceparent (the submit's), or, for an attempt newer than the stored trace (a retry, a
+        failover) or a task nobody traced, the first span of a new trace linked to the old
+        one, whose ids the dispatch then stores on the task (common/observability/tracing.py).
+        """
+        if not tracing.enabled():
+            yield scheduled, None
+            return
+        task = scheduled.task
+        parent, links = tracing.attempt_parent(task, scheduled.attempt)
+        with tracing.span(
+            "schedule",
+            parent=parent,
+            root=parent is None,
+            links=links,
+            attributes={
+                "tasklab.task_id": task.task_id,
+                "tasklab.attempt": scheduled.attempt,
+                "tasklab.epoch": term.epoch,
+            },
+        ) as span:
+            if parent is None:
+                scheduled = replace(scheduled, trace=tracing.task_fields(scheduled.attempt))
+            yield scheduled, span
 
     # --8<-- [start:pinned]
     def _place_pinned(self, scheduled: Scheduled, term: Term, candidates: list[Candidate]) -> None:

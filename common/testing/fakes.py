@@ -235,7 +235,8 @@ class InMemoryDispatcher(Dispatcher):
         self.seen.add(agent_id)
         r = self.store.transition(
             scheduled.task.task_id, TaskStatus.DISPATCHED, attempt=scheduled.attempt,
-            epoch=epoch, actor=actor, fields={"agentId": agent_id}, fenced=True,
+            epoch=epoch, actor=actor, fields={"agentId": agent_id, **scheduled.trace},
+            fenced=True,
         )  # fmt: skip
         if r.accepted:
             self.scheduling.remove(scheduled.message)

@@ -17,6 +17,7 @@ local function create_task(tkey, hkey, index_key, task_id, fields_json, now, act
   local state = fields.status or 'PENDING'
   local entry = {state = state, at = now, actor = actor, epoch = 0, attempt = 1}
   if reason ~= '' then entry.reason = reason end
+  if fields.traceId then entry.traceId = fields.traceId end
   redis.call('RPUSH', hkey, cjson.encode(entry))
   redis.call('ZADD', index_key, now, task_id)
 end
@@ -113,6 +114,8 @@ local function transition(tkey, hkey, stats_key, fence_key, to, attempt, epoch, 
   local entry = {state = to, from = status, at = now, actor = actor, epoch = new_epoch,
                  attempt = new_attempt}
   if reason ~= '' then entry.reason = reason end
+  -- A transition that starts an attempt's trace names it in the history (tracing.py).
+  if fields and fields.traceId then entry.traceId = fields.traceId end
   redis.call('RPUSH', hkey, cjson.encode(entry))
   count(stats_key, 'accepted')
   return {1, 'ok', to, new_attempt}
