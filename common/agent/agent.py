@@ -208,7 +208,12 @@ class Agent:
     def _attempt(self, assignment: Assignment) -> Assignment | None:
         """Run one attempt and report it; returns the next attempt if the report took one."""
         task = assignment.task
-        with bind(taskId=task.task_id, agentId=self.agent_id, attempt=assignment.attempt):
+        with bind(
+            taskId=task.task_id,
+            agentId=self.agent_id,
+            attempt=assignment.attempt,
+            epoch=assignment.epoch,  # the leader's that placed it (stage 2 on; 0 is left out)
+        ):
             self._add_load(1)
             try:
                 self._until_answered(lambda: self.sink.started(assignment), "report start")

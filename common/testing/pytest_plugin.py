@@ -175,6 +175,12 @@ def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
     yield from _start("kafka", "TASKLAB_TEST_KAFKA_BOOTSTRAP", tmp_path_factory.mktemp("kafka"))
 
 
+@pytest.fixture(scope="session")
+def victorialogs_service(tmp_path_factory) -> Iterator[ServiceHandle]:
+    """A real VictoriaLogs (stage 5's log store); its env is TASKLAB_LOGS_URL."""
+    yield from _start("victorialogs", "TASKLAB_TEST_LOGS_URL", tmp_path_factory.mktemp("vlogs"))
+
+
 @pytest.fixture
 def kafka_namespace() -> str:
     """A fresh topic and consumer-group prefix per test (TASKLAB_KAFKA_NAMESPACE), so tests
