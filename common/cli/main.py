@@ -466,8 +466,10 @@ def logs(
     limit: Annotated[int, typer.Option(min=1, help="With --all: at most this many.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="With --all: the JSON lines.")] = False,
 ) -> None:
-    """Print a task's output lines (--follow: until it finishes); with --all, what every role
-    logged (about --task ID, of --role, --since 10m), oldest first, from the log store."""
+    """Print a task's output lines (--follow: until it finishes); --all: every role's log.
+
+    --all reads the log store (TASKLAB_LOGS_URL): the lines about --task ID, of --role, from
+    the last --since 10m, oldest first."""
     if all_roles:
         from common.cli.logstore import readable, store_lines
 

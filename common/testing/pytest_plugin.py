@@ -79,6 +79,14 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
             "redis://{}:{}/0",
         ),
         "zookeeper": ("zookeeper:3.8.0", 2181, "binding to port", "TASKLAB_ZK_HOSTS", "{}:{}"),
+        # The version `make setup` builds (common/devstack/victorialogs.py).
+        "victorialogs": (
+            "victoriametrics/victoria-logs:v1.52.1",
+            9428,
+            "started server at",
+            "TASKLAB_LOGS_URL",
+            "http://{}:{}",
+        ),
     }[name]
     with DockerContainer(image).with_exposed_ports(port) as container:
         wait_for_logs(container, ready, timeout=60)
