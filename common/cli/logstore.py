@@ -81,8 +81,15 @@ def query_store(url: str | None, query: str, timeout: float = 10.0) -> list[dict
 def as_logged(stored: dict) -> dict:
     """A stored line with the keys the role wrote: `ts` and `msg` again, the store's own
     `_stream` and `_stream_id` left out."""
-    line = {"ts": millis(stored.get("_time", "")), "msg": stored.get("_msg", "")}
-    line.update({k: v for k, v in stored.items() if not k.startswith("_")})
+    fields = {k: v for k, v in stored.items() if not k.startswith("_")}
+    line = {"ts": millis(stored.get("_time", ""))}
+    # In the order a role writes them (the store returns fields sorted by name).
+    for key in ("level", "logger"):
+        if key in fields:
+            line[key] = fields.pop(key)
+    line["msg"] = stored.get("_msg", "")
+    line.update({k: fields.pop(k) for k in ("role", "process") if k in fields})
+    line.update(fields)
     return line
 
 

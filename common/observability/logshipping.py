@@ -197,7 +197,7 @@ class LogShipper(logging.Handler):
         metrics.LOG_LINES_SHIPPED.inc(len(batch))
         if self._store_down:
             self._store_down = False
-            log.warning("log store at %s answers again; shipping resumed", self.url)
+            log.info("log store at %s answers again; shipping resumed", self.url)
         return "sent"
 
     def _note_down(self, why: str) -> None:

@@ -62,6 +62,8 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
     from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
     from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-not-found]
 
+    from common.devstack.victorialogs import VICTORIALOGS_VERSION
+
     if name == "kafka":
         from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
 
@@ -81,7 +83,7 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
         "zookeeper": ("zookeeper:3.8.0", 2181, "binding to port", "TASKLAB_ZK_HOSTS", "{}:{}"),
         # The version `make setup` builds (common/devstack/victorialogs.py).
         "victorialogs": (
-            "victoriametrics/victoria-logs:v1.52.1",
+            f"victoriametrics/victoria-logs:{VICTORIALOGS_VERSION}",
             9428,
             "started server at",
             "TASKLAB_LOGS_URL",

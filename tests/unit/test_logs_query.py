@@ -51,6 +51,7 @@ def test_a_stored_line_reads_back_with_the_keys_the_role_wrote_and_one_readable_
         "taskId": "t-1",
     }
     line = as_logged(stored)
+    assert list(line)[:6] == ["ts", "level", "logger", "msg", "role", "process"]
     assert line == {
         "ts": "2026-11-30T04:30:01.120Z",
         "msg": "task SUCCESS in 0.004s",
