@@ -108,9 +108,7 @@ def test_lines_go_in_batches_of_batch_lines_to_insert_jsonline(store, logger):
     assert shipper.shipped == 7
 
 
-def test_a_lone_line_is_posted_after_flush_interval_without_waiting_for_a_full_batch(
-    store, logger
-):
+def test_a_lone_line_is_posted_after_flush_interval_without_waiting_for_a_full_batch(store, logger):
     log = logger(LogShipper(store.url, batch_lines=500, flush_interval=0.2))
     started = time.monotonic()
     log.info("alone")
