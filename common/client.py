@@ -16,11 +16,13 @@ from common.domain.composite import CompositeTree, validate_composite
 from common.domain.idempotency import IdempotencyConflict
 from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskType, validate_spec
 from common.domain.transitions import TaskStatus
-from common.observability import metrics, tracing
+from common.observability import bind, get_logger, metrics, tracing
 from common.ports.task_store import CancelResult, TaskStore
 
 if TYPE_CHECKING:
     from common.ports.composite import CompositeStore
+
+log = get_logger("tasklab.client")
 
 
 class TaskNotFound(LookupError):
@@ -95,6 +97,16 @@ class TaskClient:
             tracing.set_attributes(sp, **{"tasklab.task_id": task.task_id})
         if created:
             metrics.TASKS_SUBMITTED.labels(task.task_type.value).inc()
+        with bind(taskId=task.task_id):
+            # The first line of a task's story in the log store, written by the process that
+            # took the submit (the rpc provider from stage 4, the API through it).
+            log.info(
+                "%s %s task %r by %s",
+                "submitted" if created else "re-submitted (same requestId)",
+                task.task_type.value,
+                task.task_name,
+                actor,
+            )
         return task, created
 
     def get(self, task_id: str) -> Task:
@@ -128,6 +140,8 @@ class TaskClient:
         parent, created = self.composites.submit_composite(spec, actor=actor)
         if created:
             metrics.TASKS_SUBMITTED.labels(parent.task_type.value).inc()
+        with bind(taskId=parent.task_id):
+            log.info("submitted composite %r by %s", parent.task_name, actor)
         return parent, created
 
     def tree(self, task_id: str) -> CompositeTree | None:

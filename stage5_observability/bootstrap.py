@@ -26,6 +26,6 @@ STAGE = StageSpec(
     number=5,
     title="Observability: metrics, alerts, dashboards, logs and traces on the stage 4 platform",
     roles=dict(PLATFORM.roles),
-    services=(*PLATFORM.services, "alertmanager", "prometheus"),
+    services=(*PLATFORM.services, "alertmanager", "prometheus", "victorialogs"),
     topology=(*PLATFORM.topology, ("checker", 1)),
 )

@@ -211,7 +211,12 @@ class Agent:
         """Run one attempt and report it; returns the next attempt if the report took one."""
         task = assignment.task
         with (
-            bind(taskId=task.task_id, agentId=self.agent_id, attempt=assignment.attempt),
+            bind(
+                taskId=task.task_id,
+                agentId=self.agent_id,
+                attempt=assignment.attempt,
+                epoch=assignment.epoch,  # the leader's that placed it (stage 2 on; 0 is left out)
+            ),
             self._traced(assignment) as span,
         ):
             self._add_load(1)

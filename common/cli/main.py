@@ -457,10 +457,32 @@ def list_tasks(
 @app.command()
 @_guard
 def logs(
-    task_id: str,
+    task_id: Annotated[str | None, typer.Argument(help="The task whose output to print.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    all_roles: Annotated[
+        bool,
+        typer.Option("--all", help="Every role's log lines from the log store (TASKLAB_LOGS_URL)."),
+    ] = False,
+    task: Annotated[str | None, typer.Option(help="With --all: lines about this task.")] = None,
+    role: Annotated[str | None, typer.Option(help="With --all: lines of this role.")] = None,
+    since: Annotated[str | None, typer.Option(help="With --all: lines this recent (10m).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="With --all: at most this many.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="With --all: the JSON lines.")] = False,
 ) -> None:
-    """Print a task's output lines (--follow: until it finishes)."""
+    """Print a task's output lines (--follow: until it finishes); --all: every role's log.
+
+    --all reads the log store (TASKLAB_LOGS_URL): the lines about --task ID, of --role, from
+    the last --since 10m, oldest first."""
+    if all_roles:
+        from common.cli.logstore import readable, store_lines
+
+        if follow:
+            raise CliError("--follow prints a task's own output; it does not go with --all", 2)
+        for line in store_lines(settings().logs_url, task or task_id, role, since, limit):
+            typer.echo(json.dumps(line) if as_json else readable(line))
+        return
+    if task_id is None:
+        raise CliError("give a TASK_ID (or --all --task ID for every role's lines about it)", 2)
     backend = tasks()
     lines = backend.follow_logs(task_id) if follow else backend.logs(task_id)
     for line in lines:
@@ -547,6 +569,13 @@ def serve_operator_port(s, role: str, stage: int) -> None:
         fail(f"cannot serve metrics on {s.metrics_address} ({exc})", 2)
 
 
+def process_name(s, role: str) -> str:
+    """The `process` of this role's log lines: TASKLAB_PROCESS_NAME, else ROLE-HOST-PID."""
+    import socket
+
+    return s.process_name or f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
 @app.command()
 def run(
     role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker")],
@@ -564,7 +593,12 @@ def run(
         fail(str(exc), 2)
     if role not in spec.roles:
         fail(f"stage {number} has no role {role!r} (roles: {', '.join(sorted(spec.roles))})", 2)
-    configure_logging(s.log_level, s.log_format)
+    configure_logging(s.log_level, s.log_format, role=role, process=process_name(s, role))
+    if s.logs_url:
+        from common.observability.logshipping import ship_logs
+
+        # Never fails the role: an unusable URL is logged, an unreachable store retried.
+        ship_logs(s.logs_url, queue_lines=s.logs_queue_lines, batch_lines=s.logs_batch_lines)
     serve_operator_port(s, role, number)
     trace_role(s, role)
     try:

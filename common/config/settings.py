@@ -392,6 +392,18 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Stage 5: the log store (VictoriaLogs, http://host:port). When set, every role also ships
+    # its JSON lines there (common/observability/logshipping.py); stderr stays the log. Not
+    # checked here: a role with an unusable one says so and runs on, its lines on stderr only.
+    logs_url: str = ""
+    # Lines a role keeps while the store is away; past that, new ones are dropped and counted.
+    logs_queue_lines: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Lines per POST; a batch waiting for the store to come back is held beside the queue, so
+    # at most logs_queue_lines + logs_batch_lines lines wait in all.
+    logs_batch_lines: int = Field(default=500, ge=1, le=100_000)
+    # The `process` on every log line ("agent-2", as the dev stack and compose name them);
+    # empty = ROLE-HOSTNAME-PID.
+    process_name: str = ""
 
     # Stage 4: the front doors' security ([api.auth], [api.rate_limiting], [api.security]).
     api: ApiConfig = Field(default_factory=ApiConfig)

@@ -26,7 +26,8 @@ class RoleProcess:
         self.role = role
         self.stage = stage
         self.name = name or f"{role}-{stage}"
-        self.env = {**os.environ, **env}
+        # The process's name on its log lines, as in the logs store (`tasklab logs --all`).
+        self.env = {**os.environ, "TASKLAB_PROCESS_NAME": self.name, **env}
         self.log_path = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
 

@@ -26,6 +26,8 @@ SERVICE_CLASSES: dict[str, str] = {
     # Stage 5's monitoring: Alertmanager first, so Prometheus can be told where it is.
     "alertmanager": "common.devstack.alertmanager:AlertmanagerService",
     "prometheus": "common.devstack.prometheus:PrometheusService",
+    # Stage 5's log store: every role ships its JSON lines to it (TASKLAB_LOGS_URL).
+    "victorialogs": "common.devstack.victorialogs:VictoriaLogsService",
 }
 
 

@@ -74,7 +74,12 @@ class TaskEventManager:
     def on_status(self, msg: Message) -> None:
         event = decode(StatusEvent, msg.value())
         with (
-            bind(taskId=event.task_id, attempt=event.attempt, agentId=event.agent_id),
+            bind(
+                taskId=event.task_id,
+                attempt=event.attempt,
+                agentId=event.agent_id,
+                epoch=event.epoch,
+            ),
             # The agent's "run" span, carried in the event's header: this write is its child.
             tracing.span(
                 f"apply {event.status}",
@@ -103,6 +108,7 @@ class TaskEventManager:
         result = self._start(event)
         if result.accepted:
             self.stats.count("status_applied")
+            log.info("applied RUNNING reported by %s", event.agent_id)
             if event.attempt == 1 and task.created_at > 0:
                 # From stage 3 the manager writes RUNNING, and it has the task's creation time.
                 metrics.SCHEDULE_TO_START.labels(task.task_type.value).observe(
@@ -167,6 +173,7 @@ class TaskEventManager:
         self._waiting_for_logs.pop(key, None)
         if result.accepted:
             self.stats.count("status_applied")
+            log.info("applied %s reported by %s", event.status, event.agent_id)
         elif result.reason in ("stale_attempt", "stale_epoch"):
             self.stats.count("status_stale")
         else:

@@ -533,6 +533,31 @@ F_ROLE = family(
 )
 ROLE_INFO = Gauge(F_ROLE.name, F_ROLE.help, F_ROLE.labels)
 
+# -- log shipping -----------------------------------------------------------------------------
+LOGS = "Log shipping (TASKLAB_LOGS_URL)"
+# Why a line never reached the store: its queue was full (the store away longer than the queue
+# holds), the store refused the batch (HTTP 4xx: retrying would not help), or the role stopped
+# before the store took it. A bounded set, so a label.
+LOG_DROP_REASONS = ("queue_full", "rejected", "shutdown")
+F_LOG_LINES_SHIPPED = family(
+    "tasklab_log_lines_shipped_total",
+    "counter",
+    "Log lines this process shipped to the log store (VictoriaLogs), after the store took them.",
+    served_by=["every role"],
+    section=LOGS,
+)
+F_LOG_LINES_DROPPED = family(
+    "tasklab_log_lines_dropped_total",
+    "counter",
+    "Log lines this process did not ship, by reason: queue_full, rejected, shutdown. Its "
+    "stderr still has them.",
+    ["reason"],
+    served_by=["every role"],
+    section=LOGS,
+)
+LOG_LINES_SHIPPED = _counter(F_LOG_LINES_SHIPPED)
+LOG_LINES_DROPPED = _counter(F_LOG_LINES_DROPPED)
+
 
 # -- recording helpers ------------------------------------------------------------------------
 def record_outcome(task_type: str, verdict: str, accepted: bool) -> None:

@@ -62,6 +62,8 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
     from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
     from testcontainers.core.waiting_utils import wait_for_logs  # type: ignore[import-not-found]
 
+    from common.devstack.victorialogs import VICTORIALOGS_VERSION
+
     if name == "kafka":
         from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
 
@@ -79,6 +81,14 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
             "redis://{}:{}/0",
         ),
         "zookeeper": ("zookeeper:3.8.0", 2181, "binding to port", "TASKLAB_ZK_HOSTS", "{}:{}"),
+        # The version `make setup` builds (common/devstack/victorialogs.py).
+        "victorialogs": (
+            f"victoriametrics/victoria-logs:{VICTORIALOGS_VERSION}",
+            9428,
+            "started server at",
+            "TASKLAB_LOGS_URL",
+            "http://{}:{}",
+        ),
     }[name]
     with DockerContainer(image).with_exposed_ports(port) as container:
         wait_for_logs(container, ready, timeout=60)
@@ -173,6 +183,12 @@ def zk(zookeeper_service: ServiceHandle, zk_chroot: str):
 @pytest.fixture(scope="session")
 def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
     yield from _start("kafka", "TASKLAB_TEST_KAFKA_BOOTSTRAP", tmp_path_factory.mktemp("kafka"))
+
+
+@pytest.fixture(scope="session")
+def victorialogs_service(tmp_path_factory) -> Iterator[ServiceHandle]:
+    """A real VictoriaLogs (stage 5's log store); its env is TASKLAB_LOGS_URL."""
+    yield from _start("victorialogs", "TASKLAB_TEST_LOGS_URL", tmp_path_factory.mktemp("vlogs"))
 
 
 @pytest.fixture

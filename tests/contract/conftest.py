@@ -75,6 +75,9 @@ SERVICE_ENV: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
     # (which checks the task lifecycle, not the alerts) runs without them.
     "alertmanager": lambda request: {},
     "prometheus": lambda request: {},
+    # The log store: roles ship to it only when TASKLAB_LOGS_URL is set, and their stderr
+    # stays the log either way, so a contract platform runs without it too.
+    "victorialogs": lambda request: {},
 }
 
 
