@@ -28,6 +28,7 @@ import yaml
 
 from common.testing import eventually
 from common.testing.processes import RoleProcess, stop_all
+from common.testing.pytest_plugin import unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,6 +40,8 @@ READY_TIMEOUT = 180.0
 
 def render() -> list[dict]:
     kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
+    if not Path(kubectl).exists():
+        unavailable("kubectl not found: its `kubectl kustomize` renders the manifests")
     proc = subprocess.run(
         [kubectl, "kustomize", str(DEV)], capture_output=True, text=True, timeout=120
     )

@@ -20,10 +20,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.testing.pytest_plugin import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 COMPOSE = ROOT / "stage5_observability" / "compose.yaml"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+
+def need_kubectl() -> None:
+    # Part of this kind of machine, not installed by `make setup`: where it is missing, skip
+    # locally and fail under CI, as a missing service does.
+    if not Path(KUBECTL).exists():
+        unavailable("kubectl not found: its `kubectl kustomize` renders the manifests")
+
+
 # The oldest Kubernetes the manifests promise to fit (CronJob timeZone, matchLabelKeys: 1.27+)
 # and kubernetes-validate's newest.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
@@ -39,6 +50,7 @@ WORKLOADS = ("Deployment", "StatefulSet", "CronJob")
 
 
 def kustomize(path: Path) -> list[dict]:
+    need_kubectl()
     proc = subprocess.run(
         [KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120
     )
@@ -108,6 +120,7 @@ def test_both_overlays_render_with_every_role_and_the_namespace_they_name(dev, p
 
 
 def test_the_prod_overlay_does_not_render_without_the_operators_secrets_file(tmp_path):
+    need_kubectl()
     tree = tmp_path / "kubernetes"
     shutil.copytree(KUBE, tree, ignore=shutil.ignore_patterns("secrets.env"))
     proc = subprocess.run(
