@@ -33,6 +33,7 @@ from common.cli.backend import (
     TaskInfo,
 )
 from common.cli.bus import bus_app
+from common.cli.config import config_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.explain import dead_letters_seen_command, explain_command
@@ -59,6 +60,7 @@ app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
 
 
 # --8<-- [start:choose]
