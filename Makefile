@@ -18,7 +18,7 @@ export NO_MKDOCS_2_WARNING := 1
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-system-deps: ## Install the Debian packages the native stack needs (redis-server, zookeeper, JDK, Maven, Prometheus, Alertmanager), and node
+system-deps: ## Install the Debian packages the native stack needs (redis-server, zookeeper, JDK, Maven, Prometheus, Alertmanager, PostgreSQL), and node
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/share/zookeeper/bin/zkServer.sh ] || missing="$$missing zookeeper"; \
@@ -27,6 +27,7 @@ system-deps: ## Install the Debian packages the native stack needs (redis-server
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -36,7 +37,7 @@ system-deps: ## Install the Debian packages the native stack needs (redis-server
 $(STAMP): pyproject.toml common/devstack/kafka_pom/pom.xml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,dev]'
+	$(BIN)/pip install -q -e '.[stage2,stage3,stage4,stage5,dev]'
 	$(BIN)/python -m common.devstack.kafka fetch
 	touch $@
 

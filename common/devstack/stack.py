@@ -26,6 +26,8 @@ SERVICE_CLASSES: dict[str, str] = {
     # Stage 5's monitoring: Alertmanager first, so Prometheus can be told where it is.
     "alertmanager": "common.devstack.alertmanager:AlertmanagerService",
     "prometheus": "common.devstack.prometheus:PrometheusService",
+    # Stage 5's archive of final states (TASKLAB_ARCHIVE_DSN).
+    "postgresql": "common.devstack.postgresql:PostgresService",
 }
 
 
