@@ -10,7 +10,7 @@ WORKDIR /app
 # .dockerignore keeps tests, docs, benchmarks and local state out of the image.
 COPY . .
 # The gRPC code is generated from proto/ at build time, as `make setup` does natively.
-RUN pip install --no-cache-dir '.[stage2,stage3,stage4]' \
+RUN pip install --no-cache-dir '.[stage2,stage3,stage4,stage5]' \
     && python -m common.rpc.codegen \
     && pip install --no-cache-dir --no-deps '.' \
     && useradd --create-home --uid 10001 tasklab
