@@ -12,6 +12,7 @@ PostgreSQL's text and jsonb cannot hold a NUL character, which a task's output m
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,6 +107,8 @@ class PostgresArchive:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
         self._conn: psycopg.Connection | None = None
+        # One connection: the API reads from its thread pool, one statement at a time.
+        self._lock = threading.RLock()
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -162,11 +165,15 @@ class PostgresArchive:
 
     # --8<-- [end:write]
     def get(self, task_id: str) -> ArchivedTask | None:
+        with self._lock:
+            return self._get(task_id)
+
+    def _get(self, task_id: str) -> ArchivedTask | None:
         try:
             conn = self._connection()
             with conn.transaction():
                 cursor = conn.execute(
-                    "SELECT task_id, attempt, status, agent_id, result, error, exit_code, "
+                    "SELECT task_id, attempt, status, agent_id, epoch, result, error, exit_code, "
                     "timed_out, duration_seconds, task_type, task_name, parent_id, created_at, "
                     "finished_at, archived_at, task "
                     "FROM task_attempts WHERE task_id = %s ORDER BY attempt",
@@ -206,6 +213,7 @@ def _attempt(row: Iterable[Any]) -> ArchivedAttempt:
         attempt,
         status,
         agent_id,
+        epoch,
         result,
         error,
         exit_code,
@@ -224,6 +232,7 @@ def _attempt(row: Iterable[Any]) -> ArchivedAttempt:
         attempt=attempt,
         status=status,
         agent_id=agent_id,
+        epoch=epoch,
         finished_at=_seconds(finished_at) or 0.0,
         archived_at=_seconds(archived_at) or 0.0,
         result=result,

@@ -419,11 +419,17 @@ def status(
     """Show a task: state, result, and its timeline of transitions.
 
     A composite parent also shows its children (state, index or node), a DAG's edges and a
-    progress line; a composite's child names its parent."""
+    progress line; a composite's child names its parent. A task Redis no longer has is read
+    from the PostgreSQL archive (TASKLAB_ARCHIVE_DSN), marked `archived`."""
     info = tasks().info(task_id)
     if as_json:
-        typer.echo(json.dumps(_info_json(info)))
+        data = _info_json(info)
+        if info.archived:
+            data["archived"] = True
+        typer.echo(json.dumps(data))
     else:
+        if info.archived:
+            typer.echo("archived: yes (gone from Redis; read from the PostgreSQL archive)")
         _print_task(info.task, info.timeline)
         _print_tree(info)
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from common.domain.task import Task
+
 
 class ArchiveUnavailable(RuntimeError):
     """The archive is configured but does not answer (a reader says 503, not 404)."""
@@ -27,6 +31,7 @@ class ArchivedAttempt:
     agent_id: str
     finished_at: float  # seconds since the epoch (the agent's report)
     archived_at: float
+    epoch: int = 0
     result: str | None = None
     error: str | None = None
     exit_code: int | None = None
@@ -51,6 +56,50 @@ class ArchivedTask:
     @property
     def last(self) -> ArchivedAttempt:
         return self.attempts[-1]
+
+    def task(self) -> Task | None:
+        """The task as it ended: its description from the archived Redis hash, its outcome
+        from the last attempt. None when the rows were archived without the hash (Redis had
+        already deleted the task), so there is no spec to show."""
+        last = self.last
+        doc = next((a.task for a in reversed(self.attempts) if a.task), {})
+        if not doc:
+            return None
+        fields = {
+            **doc,
+            "taskId": self.task_id,
+            "status": last.status,
+            "attempt": str(last.attempt),
+            "agentId": last.agent_id,
+            "updatedAt": repr(last.finished_at),
+        }
+        for name, value in (
+            ("result", last.result),
+            ("error", last.error),
+            ("exitCode", last.exit_code),
+        ):
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = str(value)
+        try:
+            return Task.from_hash(fields)
+        except ValidationError:
+            return None
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """One entry per archived attempt's end, in the store's history format."""
+        return [
+            {
+                "state": a.status,
+                "at": a.finished_at,
+                "actor": f"agent:{a.agent_id}",
+                "epoch": a.epoch,
+                "attempt": a.attempt,
+                "reason": "archived",
+            }
+            for a in self.attempts
+        ]
 
 
 class TaskArchive(Protocol):
