@@ -15,6 +15,7 @@ import threading
 import psycopg
 import sqlalchemy.exc
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_metrics import observe_redis
@@ -25,7 +26,6 @@ from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
 from common.messaging.clients import Bus, EventPublisher
 from common.messaging.dead_letter import DeadLetters
-from common.messaging.metrics import observe_consumer
 from common.messaging.topics import ensure_topics
 from common.observability import get_logger
 from common.observability.health import CHECKS
@@ -79,6 +79,9 @@ def run_archiver(settings: Settings) -> None:
 
     CHECKS.add("postgresql", postgresql)
     observe_redis(settings.redis_url)
+    # Not ready while the schema is being migrated (or PostgreSQL awaited): the consumer is
+    # not reading yet.
+    CHECKS.add("archiver", lambda: (False, "schema not migrated yet"))
     if not migrate_when_reachable(settings.archive_dsn, stopping, backoff):
         return
     publisher = EventPublisher(bus, client_id=f"archiver-{settings.archive_id}")
@@ -91,7 +94,16 @@ def run_archiver(settings: Settings) -> None:
         batch_max=settings.archive_batch_max,
         backoff=backoff,
     )
-    observe_consumer(archiver)
+    # The broker asked by a client of its own: a call on the archiver's consumer would queue
+    # behind its consume() and time out while it waits for a batch.
+    admin = AdminClient({"bootstrap.servers": bus.bootstrap, "logger": log})
+
+    def kafka() -> tuple[bool, str]:
+        brokers = admin.list_topics(timeout=1.5).brokers
+        return bool(brokers), f"{len(brokers)} broker(s)"
+
+    CHECKS.add("kafka", kafka)
+    CHECKS.add("archiver", lambda: (True, f"{archiver.archived} row(s) archived"))
     log.info(
         "archiver %s started: group %s, batches of up to %d",
         settings.archive_id,
