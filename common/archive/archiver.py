@@ -1,7 +1,9 @@
 """The archiver: every attempt's final state, from the status events into PostgreSQL, once.
 
-Pattern: Idempotent Consumer (introduced in stage 5, on the stage 3 bus). Kafka delivers at
-least once; the archive must hold exactly one row per (task, attempt). Two rules give that:
+Pattern: exactly-once rows from at-least-once delivery, an Idempotent Consumer whose offset
+follows its write (introduced in stage 5, on the stage 3 bus; docs/patterns/archive.md). Kafka
+delivers at least once; the archive must hold exactly one row per (task, attempt). Two rules
+give that:
 
 1. The write is idempotent: `INSERT ... ON CONFLICT (task_id, attempt) DO NOTHING`. A
    redelivered event inserts nothing.
