@@ -24,6 +24,7 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.cli.archive import archive_app
 from common.cli.backend import (
     API_KEY_ENV,
     API_URL_ENV,
@@ -59,6 +60,7 @@ app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
+app.add_typer(archive_app, name="archive")
 
 
 # --8<-- [start:choose]
