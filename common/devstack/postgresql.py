@@ -98,6 +98,12 @@ class PostgresService(NativeService):
                 ) from None
 
     def command(self, workdir: Path, port: int) -> list[str]:
+        if self.as_root and subprocess.run(self._argv("test", "-x", str(workdir))).returncode:
+            raise ServiceUnavailable(
+                f"PostgreSQL runs as the {self.run_as!r} user here (we are root), who cannot "
+                f"reach {workdir}: every parent must be searchable by others (chmod o+x), or "
+                "use a state dir that is (--state-dir)"
+            )
         data = workdir / "data"
         sockets = workdir / "sockets"
         sockets.mkdir(exist_ok=True)

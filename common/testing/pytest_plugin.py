@@ -209,18 +209,26 @@ def postgresql_service() -> Iterator[ServiceHandle]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def archive_dsn(postgresql_service: ServiceHandle) -> str:
-    """A DSN of an empty database of its own for this test (created on the session's server)."""
+def new_database(postgresql_service: ServiceHandle) -> str:
+    """A DSN of a new, empty database on the session's PostgreSQL."""
     import psycopg
 
     base = postgresql_service.env["TASKLAB_ARCHIVE_DSN"]
     name = f"t{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def archive_dsn(postgresql_service: ServiceHandle) -> str:
+    """A DSN of an empty database of its own for this test (created on the session's server)."""
+    import psycopg
+
+    dsn = new_database(postgresql_service)
+    yield dsn
+    with psycopg.connect(postgresql_service.env["TASKLAB_ARCHIVE_DSN"], autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture
