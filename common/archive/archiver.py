@@ -198,6 +198,9 @@ class Archiver:
         batch could not be written (nothing is committed then)."""
         outcome = BatchOutcome()
         finals: list[tuple[Message, StatusEvent]] = []
+        # Dead-lettered only once the rows are written: a batch read again after an outage
+        # would otherwise send its bad messages to the dead letters once per retry.
+        bad: list[tuple[Message, str, str]] = []
         for msg in batch:
             if msg.error() is not None:
                 self._on_error(msg.error())
@@ -205,8 +208,7 @@ class Archiver:
             try:
                 event = decode(StatusEvent, msg.value())
             except MalformedMessage as exc:
-                self._dead_letter(msg, str(exc), "malformed")
-                outcome.dead_lettered += 1
+                bad.append((msg, str(exc), "malformed"))
                 continue
             if event.is_final:
                 finals.append((msg, event))
@@ -218,7 +220,7 @@ class Archiver:
             except RedisError as exc:
                 raise RetryLater("redis", str(exc)) from exc
             rows = [(msg, row_of(event, found.get(event.task_id))) for msg, event in finals]
-            inserted = self._write(rows, outcome)
+            inserted = self._write(rows, bad)
             now = time.time()
             for _, row in rows:
                 if row.key in inserted:
@@ -230,13 +232,19 @@ class Archiver:
             self.duplicates += outcome.duplicates
             if outcome.duplicates:
                 metrics.ARCHIVE_DUPLICATES.inc(outcome.duplicates)
-        # Only now, with the rows committed in PostgreSQL: the next offset of each partition.
+        for msg, error, reason in bad:
+            self._dead_letter(msg, error, reason)
+        outcome.dead_lettered = len(bad)
+        # Only now, with the rows committed in PostgreSQL (and the bad messages safely in the
+        # dead-letter topic): the next offset of each partition.
         outcome.committed = self._commit(batch)
         self.last_ok = time.monotonic()
         return outcome
 
     # --8<-- [end:handle]
-    def _write(self, rows: list[tuple[Message, ArchiveRow]], outcome: BatchOutcome) -> set:
+    def _write(
+        self, rows: list[tuple[Message, ArchiveRow]], bad: list[tuple[Message, str, str]]
+    ) -> set:
         try:
             return self.archive.write([row for _, row in rows])
         except psycopg.OperationalError as exc:
@@ -252,8 +260,7 @@ class Archiver:
             except psycopg.OperationalError as exc:
                 raise RetryLater("database", str(exc).strip().splitlines()[0]) from exc
             except psycopg.Error as exc:
-                self._dead_letter(msg, f"archive refused the row: {exc}", "refused")
-                outcome.dead_lettered += 1
+                bad.append((msg, f"archive refused the row: {exc}", "refused"))
         return inserted
 
     def _dead_letter(self, msg: Message, error: str, reason: str) -> None:
