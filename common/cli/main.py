@@ -554,7 +554,9 @@ def serve_operator_port(s, role: str, stage: int) -> None:
 
 @app.command()
 def run(
-    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker")],
+    role: Annotated[
+        str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker | archiver")
+    ],
     stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,
 ) -> None:
     """Run one role of a stage in the foreground until SIGTERM / Ctrl-C."""
