@@ -208,9 +208,13 @@ def postmaster_pid(running: RunningService) -> int | None:
     """
     try:
         first = (Path(running.workdir) / "data" / "postmaster.pid").read_text().split("\n")[0]
-        return int(first)
+        pid = int(first)
+        # A file left by a killed server may name a PID reused since by another program:
+        # only a postgres process counts.
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
     except (OSError, ValueError):
         return None
+    return pid if command.endswith(b"postgres") else None
 
 
 def dsn(host: str, port: int, database: str = DATABASE) -> str:
