@@ -17,6 +17,7 @@ stage4_rpc/bootstrap.py). Stages never import each other; the entry point is the
 
 from __future__ import annotations
 
+from common.archive.role import run_archiver
 from common.stages import StageSpec, load_stage
 
 PLATFORM = load_stage(4)
@@ -25,7 +26,7 @@ PLATFORM = load_stage(4)
 STAGE = StageSpec(
     number=5,
     title="Observability: metrics, alerts, dashboards, logs and traces on the stage 4 platform",
-    roles=dict(PLATFORM.roles),
-    services=(*PLATFORM.services, "alertmanager", "prometheus", "victorialogs"),
-    topology=(*PLATFORM.topology, ("checker", 1)),
+    roles={**PLATFORM.roles, "archiver": run_archiver},
+    services=(*PLATFORM.services, "alertmanager", "prometheus", "victorialogs", "postgresql"),
+    topology=(*PLATFORM.topology, ("checker", 1), ("archiver", 1)),
 )

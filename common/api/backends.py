@@ -28,6 +28,7 @@ from common.api.cluster import Cluster, read_cluster
 from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.observability import get_logger
+from common.ports.archive import ArchiveUnavailable, NoArchive, TaskArchive
 from common.ports.dead_letters import DeadLetterBox
 from common.rpc.proxy import TaskServiceProxy
 
@@ -61,6 +62,7 @@ class Backends:
         self._health: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-ready")
+        self._archive: TaskArchive | None = None
 
     # -- the TaskService -------------------------------------------------------------------
     @property
@@ -93,6 +95,31 @@ class Backends:
             return read_cluster(None, self.redis, zk_note=getattr(exc, "detail", "") or str(exc))
         return read_cluster(zk, self.redis)
 
+    # -- the archive (stage 5): where a task is read once Redis no longer has it ----------
+    @property
+    def archive(self) -> TaskArchive:
+        """PostgreSQL when `archive_dsn` is set, else `NoArchive`: the driver is imported only
+        when an archive is configured, so the API runs without it."""
+        if self._archive is None:
+            if self.settings.archive_dsn:
+                from common.archive.store import PostgresArchive
+
+                self._archive = PostgresArchive(self.settings.archive_dsn)
+            else:
+                self._archive = NoArchive()
+        return self._archive
+
+    def archived(self, task_id: str):
+        """The task's archived view (marked `archived`), or None if never archived; a
+        Problem 503 when the archive is configured and does not answer."""
+        from common.api import views
+
+        try:
+            found = self.archive.get(task_id)
+        except ArchiveUnavailable as exc:
+            raise catalog.unavailable(f"archive: {exc}", retry_after=2) from None
+        return None if found is None else views.archived_detail(found)
+
     def providers(self) -> list[str]:
         return self._tasks.providers() if self._tasks is not None else []
 
@@ -102,6 +129,8 @@ class Backends:
         for channel, _ in self._health.values():
             channel.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._archive is not None and hasattr(self._archive, "close"):
+            self._archive.close()
         if self._zk is not None:
             # Closed, not left to expire: ZooKeeper forgets this session (and its watches) now.
             close_zk(self.settings)

@@ -391,6 +391,12 @@ class TaskDetail(TaskView):
 
     logs: list[str]
     timeline: list[TimelineEntry]
+    archived: bool = Field(
+        default=False,
+        description="Read from the PostgreSQL archive: Redis no longer has the task (its "
+        "retention deleted it). The timeline then holds one entry per archived attempt's end, "
+        "and there are no logs.",
+    )
 
 
 class CancelResult(_Response):

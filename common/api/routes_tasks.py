@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import grpc
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -176,9 +177,18 @@ def task_page(tasks, query: pb.ListRequest, metadata) -> dto.TaskPage:
     responses=_READ_ERRORS,
 )
 def get_task(task_id: TaskId, request: Request, _: Reader) -> dto.TaskDetail:
-    info = _tasks(request).get_task_info(
-        task_id, timeout=commands.CALL_TIMEOUT, metadata=credentials(request)
-    )
+    try:
+        info = _tasks(request).get_task_info(
+            task_id, timeout=commands.CALL_TIMEOUT, metadata=credentials(request)
+        )
+    except grpc.RpcError as exc:
+        # Gone from Redis (retention deleted it): the archive may still have how it ended.
+        if not hasattr(exc, "code") or exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        archived = request.app.state.backends.archived(task_id)
+        if archived is None:
+            raise
+        return archived
     return views.task_detail(info)
 
 

@@ -12,12 +12,20 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.api import dto
+from common.ports.archive import ArchivedTask
 from common.rpc.gen import task_service_pb2 as pb
 
 
 def rfc3339(ts: Timestamp) -> str:
     moment = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _at(seconds: float) -> str:
+    """Seconds since the epoch (the archive's times) as the same RFC 3339 string."""
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return rfc3339(ts)
 
 
 def to_timestamp(moment: datetime) -> Timestamp:
@@ -115,6 +123,52 @@ def task_detail(info: pb.TaskInfo) -> dto.TaskDetail:
         **_task_fields(info.task, tree=True),
         logs=list(info.logs),
         timeline=[timeline_entry(e) for e in info.timeline],
+    )
+
+
+def archived_detail(found: ArchivedTask) -> dto.TaskDetail | None:
+    """A task read from the archive, marked `archived`; None if its rows carry no spec."""
+    task = found.task()
+    if task is None:
+        return None
+    return dto.TaskDetail(
+        task_id=task.task_id,
+        task_name=task.task_name,
+        task_type=dto.TaskType(task.task_type.value),
+        payload=task.payload,
+        execution_timeout=task.execution_timeout,
+        retry_count=task.retry_count,
+        request_id=task.request_id,
+        status=dto.TaskStatus(task.status.value),
+        attempt=task.attempt,
+        epoch=found.last.epoch,
+        agent_id=task.agent_id,
+        result=task.result,
+        error=task.error,
+        exit_code=task.exit_code,
+        created_at=_at(task.created_at),
+        updated_at=_at(found.last.finished_at),
+        retry_of=task.retry_of,
+        parent_id=task.parent_id,
+        role=task.role,
+        shard_index=task.shard_index,
+        shard_total=task.shard_total,
+        node=task.node,
+        pinned_agent=task.pinned_agent,
+        logs=[],
+        timeline=[
+            dto.TimelineEntry(
+                state=dto.TaskStatus(e["state"]),
+                from_state=None,
+                at=_at(e["at"]),
+                actor=e["actor"],
+                epoch=e["epoch"],
+                attempt=e["attempt"],
+                reason=e["reason"],
+            )
+            for e in found.timeline()
+        ],
+        archived=True,
     )
 
 

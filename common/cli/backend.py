@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from common.config import Settings
 from common.domain.task import Task
 from common.domain.transitions import TaskStatus
+from common.ports.archive import ArchiveUnavailable, NoArchive, TaskArchive
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -62,6 +63,8 @@ class TaskInfo:
     children: list[ChildRow] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)
+    # Read from the PostgreSQL archive: Redis no longer has the task (stage 5).
+    archived: bool = False
 
 
 class TaskBackend(ABC):
@@ -108,10 +111,18 @@ class TaskBackend(ABC):
 class RedisBackend(TaskBackend):
     """The verbs over `TaskClient` and Redis itself: what `tasklab` did before the API."""
 
-    def __init__(self, client: TaskClient, redis: Redis | None = None, actor: str = "cli") -> None:
+    def __init__(
+        self,
+        client: TaskClient,
+        redis: Redis | None = None,
+        actor: str = "cli",
+        archive: TaskArchive | None = None,
+    ) -> None:
         self.client = client
         self.redis = redis  # for the agents' heartbeat keys, which no facade covers
         self.actor = actor
+        # Asked only for a task Redis no longer has; NoArchive when none is configured.
+        self.archive = archive or NoArchive()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBackend:
@@ -124,7 +135,23 @@ class RedisBackend(TaskBackend):
         client = TaskClient(
             RedisTaskStore(redis), settings.max_payload_bytes, RedisCompositeStore(redis)
         )
-        return cls(client, redis)
+        archive: TaskArchive | None = None
+        if settings.archive_dsn:
+            # Imported only when configured: the CLI runs without the database driver.
+            from common.archive.store import PostgresArchive
+
+            archive = PostgresArchive(settings.archive_dsn)
+        return cls(client, redis, archive=archive)
+
+    def _archived(self, task_id: str) -> TaskInfo | None:
+        try:
+            found = self.archive.get(task_id)
+        except ArchiveUnavailable as exc:
+            raise CliError(f"task {task_id} is not in Redis, and {exc}", 1) from None
+        task = None if found is None else found.task()
+        if task is None:
+            return None
+        return TaskInfo(task, found.timeline(), [], archived=True)
 
     def submit(self, data: dict, wait: float | None = None) -> tuple[Task, bool]:
         task, created = self.client.submit(data, actor=self.actor)
@@ -139,7 +166,15 @@ class RedisBackend(TaskBackend):
         return parent, created
 
     def info(self, task_id: str) -> TaskInfo:
-        task = self.client.get(task_id)
+        from common.client import TaskNotFound
+
+        try:
+            task = self.client.get(task_id)
+        except TaskNotFound:
+            archived = self._archived(task_id)
+            if archived is None:
+                raise
+            return archived
         store = self.client.store
         tree = self.client.tree(task_id)
         if tree is None:

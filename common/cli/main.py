@@ -24,6 +24,7 @@ import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.cli.archive import archive_app
 from common.cli.backend import (
     API_KEY_ENV,
     API_URL_ENV,
@@ -61,6 +62,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(archive_app, name="archive")
 
 
 # --8<-- [start:choose]
@@ -424,11 +426,17 @@ def status(
     """Show a task: state, result, and its timeline of transitions.
 
     A composite parent also shows its children (state, index or node), a DAG's edges and a
-    progress line; a composite's child names its parent."""
+    progress line; a composite's child names its parent. A task Redis no longer has is read
+    from the PostgreSQL archive (TASKLAB_ARCHIVE_DSN), marked `archived`."""
     info = tasks().info(task_id)
     if as_json:
-        typer.echo(json.dumps(_info_json(info)))
+        data = _info_json(info)
+        if info.archived:
+            data["archived"] = True
+        typer.echo(json.dumps(data))
     else:
+        if info.archived:
+            typer.echo("archived: yes (gone from Redis; read from the PostgreSQL archive)")
         _print_task(info.task, info.timeline)
         _print_tree(info)
 
@@ -580,7 +588,9 @@ def process_name(s, role: str) -> str:
 
 @app.command()
 def run(
-    role: Annotated[str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker")],
+    role: Annotated[
+        str, typer.Argument(help="agent | scheduler | manager | api | rpc | checker | archiver")
+    ],
     stage: Annotated[int | None, typer.Option("--stage", "-s")] = None,
 ) -> None:
     """Run one role of a stage in the foreground until SIGTERM / Ctrl-C."""

@@ -251,6 +251,7 @@ class ApiTaskClient(TaskBackend):
             children=[child_row(c) for c in view.get("children") or []],
             edges=[(e["from"], e["to"]) for e in view.get("edges") or []],
             progress=dict(view.get("progress") or {}),
+            archived=bool(view.get("archived")),
         )
 
     def logs(self, task_id: str) -> list[str]:

@@ -378,6 +378,12 @@ class Settings(BaseSettings):
     checker_scheduled_deadline: float = Field(default=30.0, gt=0)
     checker_dispatched_deadline: float = Field(default=120.0, gt=0)
 
+    # Stage 5: the PostgreSQL archive (`tasklab run archiver`, common/archive). Empty = none.
+    archive_dsn: str = ""
+    archive_id: str = Field(default_factory=_default_agent_id)
+    archive_batch_max: int = Field(default=500, ge=1, le=100_000)
+    archive_retry_max: float = Field(default=30.0, gt=0)
+
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
     max_log_lines: int = Field(default=1000, ge=1)

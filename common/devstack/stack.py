@@ -28,6 +28,8 @@ SERVICE_CLASSES: dict[str, str] = {
     "prometheus": "common.devstack.prometheus:PrometheusService",
     # Stage 5's log store: every role ships its JSON lines to it (TASKLAB_LOGS_URL).
     "victorialogs": "common.devstack.victorialogs:VictoriaLogsService",
+    # Stage 5's archive of final states (TASKLAB_ARCHIVE_DSN).
+    "postgresql": "common.devstack.postgresql:PostgresService",
 }
 
 

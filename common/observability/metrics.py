@@ -475,10 +475,52 @@ F_LAG = family(
     "Messages a consumer group has not yet committed on a partition this process reads "
     "(high watermark minus committed offset, from librdkafka's statistics).",
     ["group", "topic", "partition"],
-    served_by=["manager", "agent (stage 3 on)"],
+    served_by=["manager", "agent (stage 3 on)", "archiver"],
     section=KAFKA,
     collected=True,
 )
+
+# -- the archive ------------------------------------------------------------------------------
+ARCHIVE = "Archive (PostgreSQL)"
+F_ARCHIVE_ROWS = family(
+    "tasklab_archive_rows_total",
+    "counter",
+    "Rows this archiver inserted into task_attempts, one per attempt's final state, by status.",
+    ["status"],
+    served_by=["archiver"],
+    section=ARCHIVE,
+)
+F_ARCHIVE_DUPLICATES = family(
+    "tasklab_archive_duplicates_total",
+    "counter",
+    "Final status events whose (task, attempt) row was already archived: redeliveries the "
+    "idempotent write absorbed (ON CONFLICT DO NOTHING).",
+    served_by=["archiver"],
+    section=ARCHIVE,
+)
+F_ARCHIVE_ERRORS = family(
+    "tasklab_archive_errors_total",
+    "counter",
+    "Batches the archiver could not write and will read again (database: PostgreSQL down; "
+    "redis: the task could not be read; bus: a dead letter not acknowledged), and messages it "
+    "dead-lettered (malformed, refused).",
+    ["reason"],
+    served_by=["archiver"],
+    section=ARCHIVE,
+)
+F_ARCHIVE_DELAY = family(
+    "tasklab_archive_delay_seconds",
+    "histogram",
+    "From an agent's final report to its row committed in PostgreSQL: how far the archive "
+    "is behind (an outage shows here once it ends, and as consumer lag while it lasts).",
+    served_by=["archiver"],
+    section=ARCHIVE,
+    buckets=WAIT_BUCKETS,
+)
+ARCHIVE_ROWS = _counter(F_ARCHIVE_ROWS)
+ARCHIVE_DUPLICATES = _counter(F_ARCHIVE_DUPLICATES)
+ARCHIVE_ERRORS = _counter(F_ARCHIVE_ERRORS)
+ARCHIVE_DELAY = _histogram(F_ARCHIVE_DELAY)
 
 # -- front doors ------------------------------------------------------------------------------
 FRONT = "Front doors"

@@ -1,7 +1,8 @@
 """pytest fixtures for real services, resolved the same way for every service.
 
 For each service, in order: an address given in the environment (TASKLAB_TEST_REDIS_URL,
-TASKLAB_TEST_ZK_HOSTS, TASKLAB_TEST_KAFKA_BOOTSTRAP), else the native binary started on a free
+TASKLAB_TEST_ZK_HOSTS, TASKLAB_TEST_KAFKA_BOOTSTRAP,
+TASKLAB_TEST_ARCHIVE_DSN), else the native binary started on a free
 loopback port with a throw-away data dir, else testcontainers when a Docker engine answers.
 If none works: the test fails under CI (CI=true) and is skipped locally, with the reason.
 """
@@ -9,6 +10,8 @@ If none works: the test fails under CI (CI=true) and is skipped locally, with th
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +74,21 @@ def _containers(name: str) -> Iterator[dict[str, str]]:
 
         with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as kafka:
             yield {"TASKLAB_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server()}
+        return
+    if name == "postgresql":
+        from common.devstack.postgresql import MAJOR
+
+        with (
+            DockerContainer(f"postgres:{MAJOR}")
+            .with_env("POSTGRES_USER", "tasklab")
+            .with_env("POSTGRES_DB", "tasklab")
+            .with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
+            .with_exposed_ports(5432) as container
+        ):
+            # The image's entrypoint restarts the server once after its first-run setup.
+            wait_for_logs(container, "ready to accept connections", timeout=60)
+            host, mapped = container.get_container_host_ip(), container.get_exposed_port(5432)
+            yield {"TASKLAB_ARCHIVE_DSN": f"postgresql://tasklab@{host}:{mapped}/tasklab"}
         return
     image, port, ready, env_var, fmt = {
         "redis": (
@@ -189,6 +207,44 @@ def kafka_service(tmp_path_factory) -> Iterator[ServiceHandle]:
 def victorialogs_service(tmp_path_factory) -> Iterator[ServiceHandle]:
     """A real VictoriaLogs (stage 5's log store); its env is TASKLAB_LOGS_URL."""
     yield from _start("victorialogs", "TASKLAB_TEST_LOGS_URL", tmp_path_factory.mktemp("vlogs"))
+
+
+@pytest.fixture(scope="session")
+def postgresql_service() -> Iterator[ServiceHandle]:
+    """PostgreSQL for the archive (TASKLAB_ARCHIVE_DSN), one server for the session.
+
+    Its dir is not under pytest's tmp dir: that one is private to its owner (0700), and when
+    the tests run as root PostgreSQL runs as the `postgres` user, who must be able to reach
+    its data dir (common/devstack/postgresql.py).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="tasklab-postgresql-"))
+    workdir.chmod(0o755)
+    try:
+        yield from _start("postgresql", "TASKLAB_TEST_ARCHIVE_DSN", workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def new_database(postgresql_service: ServiceHandle) -> str:
+    """A DSN of a new, empty database on the session's PostgreSQL."""
+    import psycopg
+
+    base = postgresql_service.env["TASKLAB_ARCHIVE_DSN"]
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def archive_dsn(postgresql_service: ServiceHandle) -> str:
+    """A DSN of an empty database of its own for this test (created on the session's server)."""
+    import psycopg
+
+    dsn = new_database(postgresql_service)
+    yield dsn
+    with psycopg.connect(postgresql_service.env["TASKLAB_ARCHIVE_DSN"], autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture

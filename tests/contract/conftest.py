@@ -23,6 +23,7 @@ from common.client import TaskClient
 from common.devstack.base import free_port
 from common.stages import installed_stages, load_stage
 from common.testing.processes import RoleProcess, stop_all
+from common.testing.pytest_plugin import new_database
 
 STAGES = [s for s in installed_stages() if load_stage(s).topology]
 # A shared platform's database: other suites flush database 0 per test, and this platform
@@ -65,6 +66,13 @@ def _kafka(request) -> dict[str, str]:
     return env
 
 
+def _postgresql(request) -> dict[str, str]:
+    if not _shared(request):
+        return {"TASKLAB_ARCHIVE_DSN": request.getfixturevalue("archive_dsn")}
+    service = request.getfixturevalue("postgresql_service")
+    return {"TASKLAB_ARCHIVE_DSN": new_database(service)}
+
+
 # Backing service -> the TASKLAB_* settings that point a role at the test's instance of it.
 # Keyed by service, not by stage: a new stage built on these services needs nothing here.
 SERVICE_ENV: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
@@ -78,6 +86,8 @@ SERVICE_ENV: dict[str, Callable[[pytest.FixtureRequest], dict[str, str]]] = {
     # The log store: roles ship to it only when TASKLAB_LOGS_URL is set, and their stderr
     # stays the log either way, so a contract platform runs without it too.
     "victorialogs": lambda request: {},
+    # Stage 5's archive: its archiver runs in the topology, on a database of its own.
+    "postgresql": _postgresql,
 }
 
 

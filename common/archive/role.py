@@ -1,0 +1,123 @@
+"""`tasklab run archiver`: the archiver role, for any stage with the bus (3 on; stage 5 runs it).
+
+Start-up: the topics exist (the role may be the first on the bus), the schema is at head
+(migrated under the advisory lock, so any number of archivers may start at once), then the
+consumer loop (common/archive/archiver.py) until SIGTERM. PostgreSQL not answering at start is
+waited out with a backoff, like an outage later on: the process stays up and says why.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import psycopg
+import sqlalchemy.exc
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_metrics import observe_redis
+from common.archive import migrate
+from common.archive.archiver import ARCHIVER_GROUP, Archiver, redis_tasks
+from common.archive.store import PostgresArchive
+from common.config import Settings
+from common.domain.backoff import ExponentialBackoff
+from common.messaging.clients import Bus, EventPublisher
+from common.messaging.dead_letter import DeadLetters
+from common.messaging.topics import ensure_topics
+from common.observability import get_logger
+from common.observability.health import CHECKS
+
+log = get_logger("tasklab.archiver")
+
+
+def migrate_when_reachable(
+    dsn: str, stopping: threading.Event, backoff: ExponentialBackoff
+) -> bool:
+    """Upgrade the schema to head, waiting for PostgreSQL; False if told to stop first."""
+    failures = 0
+    while not stopping.is_set():
+        try:
+            revision = migrate.upgrade(dsn)
+            log.info("archive schema at revision %s", revision)
+            return True
+        except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:
+            failures += 1
+            delay = backoff.delay(failures)
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            log.warning("archive: PostgreSQL not reachable (%s); again in %.1fs", first, delay)
+            stopping.wait(delay)
+    return False
+
+
+def run_archiver(settings: Settings) -> None:
+    if not settings.archive_dsn:
+        print(
+            "error: no archive configured: set TASKLAB_ARCHIVE_DSN "
+            "(`tasklab dev up --stage 5` prints it)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    bus = Bus.from_settings(settings)
+    try:
+        ensure_topics(bus.bootstrap, bus.namespace)
+    except KafkaException as exc:
+        sys.exit(f"error: cannot reach Kafka at {bus.bootstrap} ({exc.args[0].str()})")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    backoff = ExponentialBackoff(0.2, settings.archive_retry_max)
+    archive = PostgresArchive(settings.archive_dsn)
+
+    def postgresql() -> tuple[bool, str]:
+        # Its own short connection: the archiver's is not shared between threads.
+        with psycopg.connect(settings.archive_dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True, "SELECT 1 answered"
+
+    CHECKS.add("postgresql", postgresql)
+    observe_redis(settings.redis_url)
+    # Not ready while the schema is being migrated (or PostgreSQL awaited): the consumer is
+    # not reading yet.
+    CHECKS.add("archiver", lambda: (False, "schema not migrated yet"))
+    if not migrate_when_reachable(settings.archive_dsn, stopping, backoff):
+        return
+    publisher = EventPublisher(bus, client_id=f"archiver-{settings.archive_id}")
+    archiver = Archiver(
+        bus,
+        f"archiver-{settings.archive_id}",
+        archive,
+        redis_tasks(redis_client(settings.redis_url)),
+        DeadLetters(publisher, bus.group(ARCHIVER_GROUP)),
+        batch_max=settings.archive_batch_max,
+        backoff=backoff,
+    )
+    # The broker asked by a client of its own: a call on the archiver's consumer would queue
+    # behind its consume() and time out while it waits for a batch.
+    admin = AdminClient({"bootstrap.servers": bus.bootstrap, "logger": log})
+
+    def kafka() -> tuple[bool, str]:
+        brokers = admin.list_topics(timeout=1.5).brokers
+        return bool(brokers), f"{len(brokers)} broker(s)"
+
+    CHECKS.add("kafka", kafka)
+    CHECKS.add("archiver", lambda: (True, f"{archiver.archived} row(s) archived"))
+    log.info(
+        "archiver %s started: group %s, batches of up to %d",
+        settings.archive_id,
+        archiver.group,
+        settings.archive_batch_max,
+    )
+    try:
+        archiver.run(stopping)
+    finally:
+        publisher.close()
+        archive.close()
+        log.info(
+            "archiver %s stopped: %d row(s) archived, %d duplicate(s) absorbed",
+            settings.archive_id,
+            archiver.archived,
+            archiver.duplicates,
+        )
