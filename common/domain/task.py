@@ -312,6 +312,9 @@ class Task(_Wire):
     input: str | None = None
     # The one agent that may run it (a broadcast's child); if that agent is gone, it fails.
     pinned_agent: str | None = None
+    # -- a cron schedule's run (common/domain/schedule.py); absent on any other task ----------
+    schedule_id: str | None = None  # the schedule's name
+    scheduled_for: float | None = None  # the fire time (Unix seconds) this run belongs to
 
     @classmethod
     def new(cls, spec: TaskSpec, task_id: str | None = None, retry_of: str | None = None) -> Task:
