@@ -399,7 +399,7 @@ COUNT_CAP = 1000
 
 
 @dataclass(frozen=True)
-class ActiveRun:
+class Run:
     run_id: str
     scheduled_for: float
 
@@ -459,7 +459,7 @@ def decide_fires(
     created_at: float,
     last_scheduled: float | None,
     now: float,
-    active: Sequence[ActiveRun],
+    active: Sequence[Run],
     recheck: float = 1.0,
 ) -> FirePlan:
     """Kubernetes' CronJob sync for one schedule at `now`, as a pure function.

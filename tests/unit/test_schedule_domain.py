@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.domain.schedule import (
-    ActiveRun,
     ConcurrencyPolicy,
     CronError,
+    Run,
     Skip,
     decide_fires,
     iter_fires,
@@ -329,7 +329,7 @@ def test_on_resume_the_most_recent_time_missed_while_suspended_runs_within_the_d
 
 
 def test_forbid_skips_while_a_run_is_active_and_looks_again_soon():
-    active = [ActiveRun("r1", T0)]
+    active = [Run("r1", T0)]
     plan = decide_fires(spec(concurrencyPolicy="Forbid"), T0 - 30, T0, T0 + 301, active)
     assert plan.fire_at is None and plan.skipped == Skip.FORBID
     assert plan.next_check == T0 + 302
@@ -342,20 +342,20 @@ def test_forbid_runs_the_skipped_time_late_once_the_run_ended_within_the_deadlin
 
 
 def test_replace_cancels_the_active_runs_then_fires():
-    active = [ActiveRun("r1", T0)]
+    active = [Run("r1", T0)]
     plan = decide_fires(spec(concurrencyPolicy="Replace"), T0 - 30, T0, T0 + 301, active)
     assert plan.fire_at == T0 + 300 and plan.cancel == ("r1",)
 
 
 def test_replace_keeps_cancelling_runs_older_than_the_last_fire_until_they_end():
     # A leader that fired and died before cancelling: the next one sees it and cancels.
-    active = [ActiveRun("old", T0), ActiveRun("new", T0 + 300)]
+    active = [Run("old", T0), Run("new", T0 + 300)]
     plan = decide_fires(spec(concurrencyPolicy="Replace"), T0 - 30, T0 + 300, T0 + 310, active)
     assert plan.fire_at is None and plan.cancel == ("old",)
 
 
 def test_allow_fires_beside_an_active_run():
-    plan = decide_fires(spec(), T0 - 30, T0, T0 + 301, [ActiveRun("r1", T0)])
+    plan = decide_fires(spec(), T0 - 30, T0, T0 + 301, [Run("r1", T0)])
     assert plan.fire_at == T0 + 300 and plan.cancel == ()
 
 
