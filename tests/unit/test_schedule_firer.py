@@ -40,9 +40,7 @@ def make(**over):
 
 
 def runs(tasks: InMemoryTaskStore) -> dict[float, str]:
-    return {
-        float(t["scheduledFor"]): tid for tid, t in tasks.tasks.items() if t.get("scheduleId")
-    }
+    return {float(t["scheduledFor"]): tid for tid, t in tasks.tasks.items() if t.get("scheduleId")}
 
 
 def finish(tasks: InMemoryTaskStore, task_id: str, status: TaskStatus) -> None:
