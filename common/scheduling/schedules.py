@@ -34,10 +34,14 @@ from common.config.settings import Settings
 from common.domain.schedule import (
     FirePlan,
     Run,
+    ScheduleSpec,
     decide_fires,
     iso,
+    next_fires,
+    parse_cron,
     run_id,
     runs_to_delete,
+    zone_of,
 )
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
@@ -243,3 +247,22 @@ def firer_of(client: Redis, settings: Settings) -> ScheduleFirer:
         clock,
         interval=settings.schedule_interval,
     )
+
+
+# -- what clients call (the API, gRPC, the CLI) -------------------------------------------------
+
+
+def first_check(spec: ScheduleSpec, now: float) -> float:
+    """When a new or changed schedule is first due: its next fire time."""
+    upcoming = next_fires(spec.cron, spec.zone, now, 1)
+    return upcoming[0] if upcoming else now + _IDLE_CHECK
+
+
+def create_schedule(store: ScheduleStore, spec: ScheduleSpec, now: float) -> ScheduleState:
+    """Store a validated schedule; ScheduleExists if its name is taken."""
+    return store.create(spec, now, first_check(spec, now))
+
+
+def preview(cron: str, time_zone: str, now: float, n: int) -> list[float]:
+    """The next `n` fire times of an expression in a zone (CronError if either is wrong)."""
+    return next_fires(parse_cron(cron), zone_of(time_zone), now, n)
