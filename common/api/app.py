@@ -18,7 +18,15 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from common.api import errors, links, metrics, openapi, routes_system, routes_tasks
+from common.api import (
+    errors,
+    links,
+    metrics,
+    openapi,
+    routes_schedules,
+    routes_system,
+    routes_tasks,
+)
 from common.api.backends import Backends
 from common.config import Settings
 
@@ -55,6 +63,7 @@ def create_app(settings: Settings, tasks: Any = None) -> FastAPI:
     app.state.backends = backends
     errors.install_handlers(app)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_schedules.router)
     app.include_router(routes_system.router)
     app.include_router(metrics.router)
     # Added last = outermost: the links see a request before the app does; the guard sees

@@ -36,6 +36,7 @@ from common.cli.bus import bus_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.explain import dead_letters_seen_command, explain_command
+from common.cli.schedules import schedule_app
 from common.cli.shared import fail, settings
 from common.domain.task import (
     RUNNABLE_TYPES,
@@ -59,6 +60,7 @@ app.add_typer(dev_app, name="dev")
 # Stage 3 on: the Kafka event bus (imports confluent-kafka only when a bus command runs).
 app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
+app.add_typer(schedule_app, name="schedule")
 
 
 # --8<-- [start:choose]

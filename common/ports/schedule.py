@@ -25,6 +25,12 @@ class ScheduleExists(Exception):
         super().__init__(f"a schedule named {name!r} exists already")
 
 
+class ScheduleNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule {name!r}")
+
+
 @dataclass(frozen=True)
 class ScheduleState:
     """A schedule as stored: its document (with `suspend` as it is now) and its status."""

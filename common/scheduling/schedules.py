@@ -26,6 +26,7 @@ term (`Deposed`), as for a placement.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -266,3 +267,37 @@ def create_schedule(store: ScheduleStore, spec: ScheduleSpec, now: float) -> Sch
 def preview(cron: str, time_zone: str, now: float, n: int) -> list[float]:
     """The next `n` fire times of an expression in a zone (CronError if either is wrong)."""
     return next_fires(parse_cron(cron), zone_of(time_zone), now, n)
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def schedule_json(state: ScheduleState, fire_times: list[float]) -> dict:
+    """A schedule as the REST API shows it (GET /api/v1/schedules/{name}), built from the
+    store: what the CLI prints when it reads Redis directly, the same shape either way."""
+    spec = state.spec
+    doc = spec.model_dump(by_alias=True, mode="json")
+    doc["task"] = {k: v for k, v in doc["task"].items() if k != "requestId"}
+
+    def runs(rs: tuple[Run, ...]) -> list[dict]:
+        return [{"taskId": r.run_id, "scheduledFor": _rfc3339(r.scheduled_for)} for r in rs]
+
+    doc["status"] = {
+        "uid": state.uid,
+        "createdAt": _rfc3339(state.created_at),
+        "updatedAt": _rfc3339(state.updated_at),
+        "lastScheduleTime": _rfc3339(state.last_schedule_time),
+        "lastRunId": state.last_run_id,
+        "lastMissed": state.last_missed,
+        "lastSkip": state.last_skip,
+        "nextCheck": _rfc3339(state.next_check),
+        "active": runs(state.active),
+        "succeeded": runs(state.succeeded),
+        "failed": runs(state.failed),
+    }
+    doc["nextFireTimes"] = [_rfc3339(t) for t in fire_times]
+    return doc
