@@ -180,7 +180,7 @@ def _document(file: str | None, fields: dict[str, Any]) -> dict:
         if not isinstance(doc, dict):
             raise CliError(f"{source}: a schedule document is a JSON object", 2)
         return doc
-    if not fields["name"] or not fields["schedule"] or not fields["payload"]:
+    if any(fields[k] is None for k in ("name", "schedule", "payload")):
         raise CliError("give NAME, --cron and --payload (or --file with a document)", 2)
     doc: dict[str, Any] = {
         "name": fields["name"],
