@@ -454,6 +454,7 @@ def _due(cron: Cron, zone: ZoneInfo, earliest: float, now: float) -> tuple[float
     return latest, COUNT_CAP
 
 
+# --8<-- [start:decide]
 def decide_fires(
     spec: ScheduleSpec,
     created_at: float,
@@ -500,6 +501,9 @@ def decide_fires(
     if spec.concurrency_policy == ConcurrencyPolicy.REPLACE:
         stale = tuple(r.run_id for r in active)
     return FirePlan(latest, next_time, missed, None, stale)
+
+
+# --8<-- [end:decide]
 
 
 def runs_to_delete(
