@@ -205,15 +205,19 @@ class ScheduleFirer:
         result: SyncResult,
         last_skip: str | None,
     ) -> None:
-        if result.outcome == "fired" and fire is not None and plan.fire_at is not None:
+        fired = result.outcome == "fired" and fire is not None and plan.fire_at is not None
+        # Missed times and skips are told once per fire or per change, not once a second
+        # while a Forbid run goes on.
+        told = fired or (plan.skipped is not None and plan.skipped.value != last_skip)
+        if fired and fire is not None and plan.fire_at is not None:
             self.fired += 1
             with bind(taskId=fire.task_id):
                 log.info("schedule %s fired for %s", name, iso(plan.fire_at))
-        if plan.missed > 1:
+        if told and plan.missed > 1:
             log.info("schedule %s: %d start time(s) missed", name, plan.missed - 1)
-        if plan.too_many_missed:
-            # Kubernetes' event, word for word in spirit: the clock moved far or the leader
-            # was away long; only the most recent one ran.
+        if told and plan.too_many_missed:
+            # Kubernetes' warning event, in spirit: the leader was away long or the clock
+            # jumped; only the most recent time ran.
             log.warning(
                 "schedule %s: too many missed start times (%s%d); set or decrease "
                 "startingDeadlineSeconds or check clock skew",
@@ -221,8 +225,7 @@ class ScheduleFirer:
                 "at least " if plan.missed >= 1000 else "",
                 plan.missed,
             )
-        if plan.skipped is not None and plan.missed and plan.skipped.value != last_skip:
-            # Once per change, not once a second while a Forbid run goes on.
+        if told and plan.skipped is not None and plan.missed:
             log.info("schedule %s: a due start time did not run (%s)", name, plan.skipped.value)
 
     def _report(self, name: str, exc: Exception) -> None:

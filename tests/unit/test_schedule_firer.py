@@ -200,3 +200,15 @@ def test_the_loop_stops_when_told_and_a_stale_write_ends_it_with_deposed():
     clock.set(T0 + 301)
     with pytest.raises(Deposed):
         firer.run(EPOCH, threading.Event())
+
+
+def test_more_than_a_hundred_missed_times_are_warned_about_once_and_the_latest_runs(caplog):
+    store, tasks, clock, firer = make(schedule="* * * * *")
+    clock.set(T0 + 150 * 60 + 5)
+    with caplog.at_level("INFO", logger="tasklab.schedules"):
+        firer.tick(EPOCH)
+        firer.tick(EPOCH)
+    assert list(runs(tasks)) == [T0 + 150 * 60]
+    warnings = [r for r in caplog.records if "too many missed start times" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert store.get("every5").last_missed == 151
