@@ -108,9 +108,6 @@ def _print_task(task: Task, history: list[dict] | None = None) -> None:
     typer.echo(f"status:   {task.status.value}")
     typer.echo(f"attempt:  {task.attempt}")
     _print_parent(task)
-    if task.schedule_id and task.scheduled_for is not None:
-        fire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(task.scheduled_for))
-        typer.echo(f"schedule: {task.schedule_id} (fired for {fire})")
     if task.agent_id:
         typer.echo(f"agent:    {task.agent_id}")
     if task.exit_code is not None:
