@@ -91,3 +91,25 @@ def rate_limit(principal: str) -> str:
     """Hash (tokens, at): the caller's token bucket, shared by every API replica (stage 4).
     `principal` is a key's fingerprint or a token's subject, never a key."""
     return f"ratelimit:{principal}"
+
+
+# -- cron schedules (common/domain/schedule.py, stage 2 on) --------------------------------------
+# Zset: schedule name -> when the leader's firer looks at it next (Unix time).
+SCHEDULES_DUE = "schedules:due"
+# Hash: fired / already / suspended / rejected_stale_epoch / too_many_missed counters.
+SCHEDULE_STATS = "stats:schedules"
+
+
+def schedule(name: str) -> str:
+    """Hash: a schedule's document (`spec`), `uid`, `suspend`, `lastScheduleTime`, ..."""
+    return f"schedule:{name}"
+
+
+def schedule_active(name: str) -> str:
+    """Zset: the schedule's runs not seen final yet, score = the fire time each belongs to."""
+    return f"schedule:{name}:active"
+
+
+def schedule_history(name: str, succeeded: bool) -> str:
+    """Zset: the schedule's finished runs kept (successful or failed), score = fire time."""
+    return f"schedule:{name}:{'succeeded' if succeeded else 'failed'}"

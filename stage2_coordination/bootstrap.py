@@ -46,6 +46,7 @@ from common.scheduling.checker import run_checker
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
+from common.scheduling.schedules import firer_of
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
 
@@ -73,6 +74,7 @@ def build_scheduler(settings: Settings) -> Scheduler:
         sweep_interval=settings.scheduler_sweep_interval,
         housekeeping=[retention_of(client, settings).maybe_sweep],
         coordinator=CompositeCoordinator(RedisCompositeStore(client), view, actor),
+        firer=firer_of(client, settings),
     )
 
 

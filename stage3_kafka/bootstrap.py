@@ -64,6 +64,7 @@ from common.scheduling.checker import run_checker
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.metrics import observe_scheduler
 from common.scheduling.scheduler import Scheduler
+from common.scheduling.schedules import firer_of
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
 
@@ -120,6 +121,7 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         sweep_interval=settings.scheduler_sweep_interval,
         housekeeping=[retention_of(client, settings).maybe_sweep],
         coordinator=coordinator,
+        firer=firer_of(client, settings),
     )
     return scheduler, publisher
 

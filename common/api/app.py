@@ -24,6 +24,7 @@ from common.api import (
     metrics,
     openapi,
     routes_dead_letters,
+    routes_schedules,
     routes_system,
     routes_tasks,
 )
@@ -72,6 +73,7 @@ def create_app(
     app.state.backends = backends
     errors.install_handlers(app)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_schedules.router)
     app.include_router(routes_system.router)
     app.include_router(routes_dead_letters.router)
     install_console(app)

@@ -79,6 +79,18 @@ CATALOG: dict[str, ProblemType] = {
             "be cancelled; only a FAILED or CANCELLED task can be retried.",
         ),
         ProblemType(
+            "schedule-not-found",
+            404,
+            "No such schedule",
+            "No cron schedule has this name: it was never created, or it was deleted.",
+        ),
+        ProblemType(
+            "schedule-exists",
+            409,
+            "A schedule of this name exists",
+            "A schedule's name is its id. Delete the existing one first, or choose another name.",
+        ),
+        ProblemType(
             "idempotency-conflict",
             409,
             "Idempotency key already used for another request",

@@ -5,9 +5,11 @@ The providers say what went wrong with a status code and google.rpc details
 a failure the same way:
 
     INVALID_ARGUMENT -> 422 validation (BadRequest field violations -> `errors`)
-    RESOURCE_EXHAUSTED -> 413, NOT_FOUND -> 404, FAILED_PRECONDITION -> 409 illegal-transition,
-    ALREADY_EXISTS -> 409 idempotency-conflict, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403,
-    UNAVAILABLE -> 503 (+ Retry-After from RetryInfo), DEADLINE_EXCEEDED -> 503.
+    RESOURCE_EXHAUSTED -> 413, NOT_FOUND -> 404 (task-not-found, or schedule-not-found by its
+    ResourceInfo), FAILED_PRECONDITION -> 409 illegal-transition, ALREADY_EXISTS -> 409
+    idempotency-conflict (or schedule-exists by its ErrorInfo), UNAUTHENTICATED -> 401,
+    PERMISSION_DENIED -> 403, UNAVAILABLE -> 503 (+ Retry-After from RetryInfo),
+    DEADLINE_EXCEEDED -> 503.
 
 Anything else (INTERNAL, UNKNOWN, ...) is a provider's bug: 503 unexpected-error, logged, and
 never a 500 (nothing was half-done: each command is one atomic script on the provider).
@@ -23,7 +25,7 @@ from google.rpc import error_details_pb2
 from common.api import catalog
 from common.api.problems import Problem, field_error
 from common.observability import get_logger
-from common.rpc.errors import details_of
+from common.rpc.errors import SCHEDULE_EXISTS, SCHEDULE_RESOURCE, details_of
 
 log = get_logger("tasklab.api")
 
@@ -56,10 +58,20 @@ def problem_from_rpc(error: grpc.RpcError) -> Problem:
     if code == Code.RESOURCE_EXHAUSTED:
         return catalog.problem("payload-too-large", message, errors=_field_errors(details))
     if code == Code.NOT_FOUND:
+        if any(
+            isinstance(d, error_details_pb2.ResourceInfo) and d.resource_type == SCHEDULE_RESOURCE
+            for d in details
+        ):
+            return catalog.problem("schedule-not-found", message)
         return catalog.problem("task-not-found", message)
     if code == Code.FAILED_PRECONDITION:
         return catalog.problem("illegal-transition", message)
     if code == Code.ALREADY_EXISTS:
+        if any(
+            isinstance(d, error_details_pb2.ErrorInfo) and d.reason == SCHEDULE_EXISTS
+            for d in details
+        ):
+            return catalog.problem("schedule-exists", message)
         return catalog.problem("idempotency-conflict", message)
     if code == Code.UNAUTHENTICATED:
         return catalog.problem(

@@ -38,6 +38,7 @@ from common.cli.config import config_app
 from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.explain import dead_letters_seen_command, explain_command
+from common.cli.schedules import schedule_app
 from common.cli.shared import fail, settings
 from common.domain.task import (
     RUNNABLE_TYPES,
@@ -63,6 +64,7 @@ app.add_typer(bus_app, name="bus")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(archive_app, name="archive")
+app.add_typer(schedule_app, name="schedule")
 
 
 # --8<-- [start:choose]

@@ -334,6 +334,11 @@ class Settings(BaseSettings):
     scheduler_agent_backlog: int = Field(default=2, ge=1, le=1000)
     scheduler_poll_timeout: float = Field(default=0.5, gt=0)
     scheduler_sweep_interval: float = Field(default=1.0, gt=0)
+    # How often the leader's schedule firer looks for schedules due (seconds).
+    schedule_interval: float = Field(default=0.5, gt=0, le=60)
+    # Tests only: a file holding the Unix time the schedule firer takes as "now" (FileClock),
+    # so a test can move a scheduler process's clock to a fire time. Unset: the system clock.
+    clock_file: str | None = None
 
     # Stage 3: the Kafka event bus and the manager.
     # Prefixes every topic and consumer group, as zk_chroot does for ZooKeeper paths, so several

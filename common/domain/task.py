@@ -318,6 +318,9 @@ class Task(_Wire):
     trace_id: str | None = None
     traceparent: str | None = None
     trace_attempt: int | None = None
+    # -- a cron schedule's run (common/domain/schedule.py); absent on any other task ----------
+    schedule_id: str | None = None  # the schedule's name
+    scheduled_for: float | None = None  # the fire time (Unix seconds) this run belongs to
 
     @classmethod
     def new(

@@ -32,6 +32,12 @@ METHOD_ROLES: dict[str, Role] = {
     "SubmitComposite": Role.TASK_WRITE,
     "Cancel": Role.TASK_WRITE,
     "Retry": Role.TASK_WRITE,
+    "GetSchedule": Role.TASK_READ,
+    "ListSchedules": Role.TASK_READ,
+    "PreviewSchedule": Role.TASK_READ,
+    "CreateSchedule": Role.TASK_WRITE,
+    "SetScheduleSuspended": Role.TASK_WRITE,
+    "DeleteSchedule": Role.TASK_WRITE,
 }
 
 

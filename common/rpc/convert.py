@@ -181,3 +181,136 @@ def composite_data(request: pb.SubmitCompositeRequest) -> dict:
             nodes.append(item)
         data["nodes"] = nodes
     return data
+
+
+# -- cron schedules ------------------------------------------------------------------------------
+_POLICIES = {"Allow": 1, "Forbid": 2, "Replace": 3}
+
+
+def schedule_data(spec: pb.ScheduleSpec) -> dict:
+    """A ScheduleSpec as the camelCase document validate_schedule checks, so a problem is named
+    by the same path (`task.payload`) whichever way it came in. Unset means the default."""
+    data: dict = {"name": spec.name, "schedule": spec.schedule, "suspend": spec.suspend}
+    if spec.time_zone:
+        data["timeZone"] = spec.time_zone
+    if spec.concurrency_policy != pb.CONCURRENCY_POLICY_UNSPECIFIED:
+        names = {v: k for k, v in _POLICIES.items()}
+        data["concurrencyPolicy"] = names.get(spec.concurrency_policy, spec.concurrency_policy)
+    for name, wire in (
+        ("starting_deadline_seconds", "startingDeadlineSeconds"),
+        ("successful_jobs_history_limit", "successfulJobsHistoryLimit"),
+        ("failed_jobs_history_limit", "failedJobsHistoryLimit"),
+    ):
+        if spec.HasField(name):
+            data[wire] = getattr(spec, name)
+    if spec.HasField("task"):
+        data["task"] = _task_spec_data(spec.task)
+    return data
+
+
+def schedule_spec(doc: dict) -> pb.ScheduleSpec:
+    """The camelCase schedule document (a REST body, a CLI file) as a ScheduleSpec; values are
+    carried as they are (validate_schedule, on the provider, judges them), but a value of a
+    type protobuf cannot hold is refused here with the path of the field."""
+    from common.domain.task import TaskValidationError
+
+    problems: list[str] = []
+    spec = pb.ScheduleSpec()
+
+    def put(target, field: str, wire: str, value) -> None:
+        try:
+            setattr(target, field, value)
+        except (TypeError, ValueError):
+            problems.append(f"{wire}: {type(value).__name__} is not valid here")
+
+    for field, wire in (("name", "name"), ("schedule", "schedule"), ("time_zone", "timeZone")):
+        if wire in doc:
+            put(spec, field, wire, doc[wire])
+    if "suspend" in doc:
+        if isinstance(doc["suspend"], bool):
+            spec.suspend = doc["suspend"]
+        else:
+            problems.append("suspend: must be true or false")
+    if "concurrencyPolicy" in doc:
+        policy = _POLICIES.get(doc["concurrencyPolicy"])
+        if policy is None:
+            problems.append("concurrencyPolicy: must be one of Allow, Forbid, Replace")
+        else:
+            spec.concurrency_policy = policy
+    for field, wire in (
+        ("starting_deadline_seconds", "startingDeadlineSeconds"),
+        ("successful_jobs_history_limit", "successfulJobsHistoryLimit"),
+        ("failed_jobs_history_limit", "failedJobsHistoryLimit"),
+    ):
+        if doc.get(wire) is not None:
+            value = doc[wire]
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"{wire}: must be an integer")
+            else:
+                put(spec, field, wire, value)
+    task = doc.get("task")
+    if isinstance(task, dict):
+        for field, wire in (("task_name", "taskName"), ("payload", "payload")):
+            if wire in task:
+                put(spec.task, field, f"task.{wire}", task[wire])
+        if "taskType" in task:
+            name = task["taskType"]
+            if isinstance(name, str) and name.upper() in pb.TaskType.keys():
+                spec.task.task_type = pb.TaskType.Value(name.upper())
+            else:
+                problems.append("task.taskType: must be one of SHELL, PYTHON_SCRIPT, HANDLER")
+        for field, wire in (
+            ("execution_timeout", "executionTimeout"),
+            ("retry_count", "retryCount"),
+        ):
+            if wire in task:
+                put(spec.task, field, f"task.{wire}", task[wire])
+    if problems:
+        raise TaskValidationError(problems)
+    return spec
+
+
+def schedule(state, fire_times: list[float]) -> pb.Schedule:
+    """A stored schedule (common.ports.schedule.ScheduleState) with its next fire times."""
+    s = state.spec
+    spec = pb.ScheduleSpec(
+        name=s.name,
+        schedule=s.schedule,
+        time_zone=s.time_zone,
+        concurrency_policy=_POLICIES[s.concurrency_policy.value],
+        successful_jobs_history_limit=s.successful_jobs_history_limit,
+        failed_jobs_history_limit=s.failed_jobs_history_limit,
+        suspend=s.suspend,
+        task=pb.TaskSpec(
+            task_name=s.task.task_name,
+            task_type=pb.TaskType.Value(s.task.task_type.value),
+            payload=s.task.payload,
+            execution_timeout=s.task.execution_timeout,
+            retry_count=s.task.retry_count,
+        ),
+    )
+    if s.starting_deadline_seconds is not None:
+        spec.starting_deadline_seconds = s.starting_deadline_seconds
+    out = pb.Schedule(
+        spec=spec,
+        uid=state.uid,
+        created_at=timestamp(state.created_at),
+        updated_at=timestamp(state.updated_at),
+        last_run_id=state.last_run_id or "",
+        last_missed=state.last_missed,
+        last_skip=state.last_skip or "",
+        next_fire_times=[timestamp(t) for t in fire_times],
+    )
+    if state.last_schedule_time is not None:
+        out.last_schedule_time.CopyFrom(timestamp(state.last_schedule_time))
+    if state.next_check is not None:
+        out.next_check.CopyFrom(timestamp(state.next_check))
+    for runs, target in (
+        (state.active, out.active),
+        (state.succeeded, out.succeeded),
+        (state.failed, out.failed),
+    ):
+        target.extend(
+            pb.ScheduleRun(task_id=r.run_id, scheduled_for=timestamp(r.scheduled_for)) for r in runs
+        )
+    return out

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from common.client import IdempotencyConflict, NotRetryable, TaskNotFound
 from common.domain.task import TaskValidationError
+from common.ports.schedule import ScheduleExists, ScheduleNotFound
 
 DOMAIN = "tasklab.dev"
 
@@ -55,6 +56,23 @@ def not_found(task_id: str) -> status_pb2.Status:
 
 
 IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
+SCHEDULE_RESOURCE = "tasklab.v1.Schedule"
+
+
+def schedule_not_found(name: str) -> status_pb2.Status:
+    info = error_details_pb2.ResourceInfo(
+        resource_type=SCHEDULE_RESOURCE, resource_name=f"schedules/{name}"
+    )
+    return _status(code_pb2.NOT_FOUND, f"no schedule {name}", info)
+
+
+def schedule_exists(exc: ScheduleExists) -> status_pb2.Status:
+    """ALREADY_EXISTS: a schedule of that name exists (ErrorInfo SCHEDULE_EXISTS)."""
+    info = error_details_pb2.ErrorInfo(
+        reason=SCHEDULE_EXISTS, domain=DOMAIN, metadata={"name": exc.name}
+    )
+    return _status(code_pb2.ALREADY_EXISTS, str(exc), info)
 
 
 def idempotency_conflict(exc: IdempotencyConflict) -> status_pb2.Status:
@@ -96,6 +114,10 @@ def status_of(exc: BaseException) -> status_pb2.Status | None:
         return precondition(exc.task_id, exc.status, str(exc))
     if isinstance(exc, IdempotencyConflict):
         return idempotency_conflict(exc)
+    if isinstance(exc, ScheduleExists):
+        return schedule_exists(exc)
+    if isinstance(exc, ScheduleNotFound):
+        return schedule_not_found(exc.name)
     if isinstance(exc, RedisError):
         # Redis down or not answering: nothing was half-done (every write is one script), and
         # the call may succeed on retry. RetryInfo tells clients how soon.

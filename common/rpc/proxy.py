@@ -255,6 +255,47 @@ class TaskServiceProxy:
     ) -> pb.ListAgentsResponse:
         return self._call("ListAgents", pb.ListAgentsRequest(), timeout, metadata)
 
+    # -- cron schedules: each call is safe to repeat on another provider (a create that
+    # -- stored before its provider died answers ALREADY_EXISTS the second time) -------------
+    def create_schedule(
+        self, spec: pb.ScheduleSpec, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
+        return self._call("CreateSchedule", pb.CreateScheduleRequest(spec=spec), timeout, metadata)
+
+    def get_schedule(
+        self, name: str, preview: int = 0, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
+        request = pb.GetScheduleRequest(name=name, preview=preview)
+        return self._call("GetSchedule", request, timeout, metadata)
+
+    def list_schedules(
+        self, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.ListSchedulesResponse:
+        return self._call("ListSchedules", pb.ListSchedulesRequest(), timeout, metadata)
+
+    def set_schedule_suspended(
+        self, name: str, suspend: bool, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.Schedule:
+        request = pb.SetScheduleSuspendedRequest(name=name, suspend=suspend)
+        return self._call("SetScheduleSuspended", request, timeout, metadata)
+
+    def delete_schedule(
+        self, name: str, timeout: float | None = None, metadata: Metadata = None
+    ) -> pb.DeleteScheduleResponse:
+        request = pb.DeleteScheduleRequest(name=name)
+        return self._call("DeleteSchedule", request, timeout, metadata)
+
+    def preview_schedule(
+        self,
+        schedule: str,
+        time_zone: str = "",
+        count: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = None,
+    ) -> pb.PreviewScheduleResponse:
+        request = pb.PreviewScheduleRequest(schedule=schedule, time_zone=time_zone, count=count)
+        return self._call("PreviewSchedule", request, timeout, metadata)
+
     # --8<-- [start:watch]
     def watch(
         self,

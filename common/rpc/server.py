@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_composite import RedisCompositeStore
 from common.adapters.redis_metrics import observe_redis
+from common.adapters.redis_schedule import RedisScheduleStore
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.config import Settings
@@ -94,6 +95,7 @@ class Provider:
             # The cached client the registration uses too: ListAgents reads each live agent's
             # capacity from its /live-agents node.
             zk=get_zk(settings),
+            schedules=RedisScheduleStore(client),
         )
         limit = max_message_bytes(settings)
         self.server = grpc.server(

@@ -22,12 +22,16 @@ from common.adapters.redis_client import as_text
 from common.client import TaskClient
 from common.coordination.agent_info import AgentInfo
 from common.coordination.paths import LIVE_AGENTS, agent_node
+from common.domain.schedule import CronError, parse_cron, validate_schedule, zone_of
 from common.domain.task import Task, TaskType, TaskValidationError
 from common.observability import get_logger, tracing
+from common.ports.clock import Clock, SystemClock
+from common.ports.schedule import ScheduleNotFound, ScheduleState, ScheduleStore
 from common.rpc import convert, errors
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
 from common.rpc.listing import MAX_PAGE, BadCursor, TaskFilter, list_page
+from common.scheduling.schedules import create_schedule, preview
 
 log = get_logger("tasklab.rpc")
 
@@ -86,8 +90,13 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         watch_poll: float = 0.1,
         watch_max: float = 3600.0,
         zk: Any = None,
+        schedules: ScheduleStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.tasks = tasks
+        # Cron schedules: the store clients write to, and the clock previews count from.
+        self.schedules = schedules
+        self.clock = clock or SystemClock()
         self.redis = redis
         # Optional: with a ZooKeeper client, ListAgents adds each live agent's capacity from
         # its /live-agents node; without one it answers from Redis alone (capacity unknown).
@@ -301,6 +310,87 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             except (ValueError, KeyError, TypeError):
                 log.warning("unreadable /live-agents node %s", agent_id)
         return out
+
+    # -- cron schedules ----------------------------------------------------------------------
+    def _schedule_store(self) -> ScheduleStore:
+        if self.schedules is None:
+            raise RuntimeError("this provider has no schedule store")
+        return self.schedules
+
+    def _schedule_view(self, state: ScheduleState, n: int) -> pb.Schedule:
+        fires = preview(state.spec.schedule, state.spec.time_zone, self.clock.now(), n)
+        return convert.schedule(state, fires)
+
+    @_mapped
+    def CreateSchedule(  # noqa: N802
+        self, request: pb.CreateScheduleRequest, context
+    ) -> pb.Schedule:
+        spec = validate_schedule(convert.schedule_data(request.spec), self.tasks.max_payload_bytes)
+        state = create_schedule(self._schedule_store(), spec, self.clock.now())
+        return self._schedule_view(state, 5)
+
+    @_mapped
+    def GetSchedule(self, request: pb.GetScheduleRequest, context) -> pb.Schedule:  # noqa: N802
+        state = self._schedule_store().get(request.name)
+        if state is None:
+            raise ScheduleNotFound(request.name)
+        return self._schedule_view(state, _preview_count(request.preview))
+
+    @_mapped
+    def ListSchedules(  # noqa: N802
+        self, request: pb.ListSchedulesRequest, context
+    ) -> pb.ListSchedulesResponse:
+        states = self._schedule_store().list()
+        return pb.ListSchedulesResponse(schedules=[self._schedule_view(s, 1) for s in states])
+
+    @_mapped
+    def SetScheduleSuspended(  # noqa: N802
+        self, request: pb.SetScheduleSuspendedRequest, context
+    ) -> pb.Schedule:
+        state = self._schedule_store().set_suspend(request.name, request.suspend, self.clock.now())
+        if state is None:
+            raise ScheduleNotFound(request.name)
+        return self._schedule_view(state, 5)
+
+    @_mapped
+    def DeleteSchedule(  # noqa: N802
+        self, request: pb.DeleteScheduleRequest, context
+    ) -> pb.DeleteScheduleResponse:
+        if not self._schedule_store().delete(request.name):
+            raise ScheduleNotFound(request.name)
+        return pb.DeleteScheduleResponse()
+
+    @_mapped
+    def PreviewSchedule(  # noqa: N802
+        self, request: pb.PreviewScheduleRequest, context
+    ) -> pb.PreviewScheduleResponse:
+        fires = preview_times(
+            request.schedule, request.time_zone or "UTC", self.clock.now(), request.count
+        )
+        return pb.PreviewScheduleResponse(fire_times=[convert.timestamp(t) for t in fires])
+
+
+def _preview_count(n: int) -> int:
+    return 5 if n <= 0 else min(n, 100)
+
+
+def preview_times(cron: str, zone: str, now: float, count: int) -> list[float]:
+    """`preview`, its problems as a validation error naming the field (`schedule`, `timeZone`,
+    `count`), every one at once."""
+    problems = []
+    if count < 0 or count > 100:
+        problems.append("count: must be between 1 and 100")
+    try:
+        parse_cron(cron)
+    except CronError as exc:
+        problems.append(f"schedule: {exc}")
+    try:
+        zone_of(zone)
+    except CronError as exc:
+        problems.append(f"timeZone: {exc}")
+    if problems:
+        raise TaskValidationError(problems)
+    return preview(cron, zone, now, _preview_count(count))
 
 
 def _task_id(value: str) -> str:

@@ -16,7 +16,9 @@ A leader's term, in numbered phases:
    and releases retries whose backoff elapsed.
 5. Coordinate composites (when given a coordinator): a thread of the term's own releases
    their children onto `queue:pending`, where phase 3 places them, and finishes their parents
-   (common/scheduling/composite.py); its writes carry the same epoch.
+   (common/scheduling/composite.py); its writes carry the same epoch. Fire cron schedules
+   (when given a firer): another thread of the term creates each due run onto
+   `queue:pending` (common/scheduling/schedules.py), fenced with the same epoch too.
 6. The term ends when the ZooKeeper session is lost or a fenced write says a newer leader
    exists; the scheduler then contends again as a standby. While SUSPENDED it places nothing.
 """
@@ -39,6 +41,7 @@ from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
 from common.scheduling.composite import CompositeCoordinator
 from common.scheduling.fencing import Deposed
 from common.scheduling.metrics import observe_scheduler
+from common.scheduling.schedules import ScheduleFirer
 from common.scheduling.strategies import Candidate, PlacementStrategy
 
 __all__ = ["Deposed", "Scheduler", "SchedulerStats"]
@@ -68,10 +71,13 @@ class Scheduler:
         sweep_interval: float = 1.0,
         housekeeping: Sequence[Callable[[], object]] = (),
         coordinator: CompositeCoordinator | None = None,
+        firer: ScheduleFirer | None = None,
     ) -> None:
         self.scheduler_id = scheduler_id
-        # Composite tasks' coordinator, run during a term only (phase 5).
+        # Composite tasks' coordinator and cron schedules' firer, run during a term only
+        # (phase 5).
         self.coordinator = coordinator
+        self.firer = firer
         # What only the leader does, on its sweep (the retention of finished tasks).
         self.housekeeping = list(housekeeping)
         self.dispatcher = dispatcher
@@ -130,7 +136,14 @@ class Scheduler:
         idle = 0.05
         # Set when the term is over, by this loop or by the coordinator's thread (Deposed).
         over = threading.Event()
-        coordination = self._start_coordinator(term, over)
+        workers = [
+            w
+            for w in (
+                self._start_worker("composites", self.coordinator, term, over),
+                self._start_worker("schedules", self.firer, term, over),
+            )
+            if w is not None
+        ]
         try:
             while not self.stopping.is_set() and not term.lost.is_set() and not over.is_set():
                 if term.suspended.is_set():
@@ -164,42 +177,49 @@ class Scheduler:
             # No write of this term's coordinator may follow the term: it is stopped and
             # joined before the scheduler contends again (its writes are fenced regardless).
             over.set()
-            if coordination is not None:
+            for worker in workers:
                 # A tick is a handful of round trips; one stuck on a dead Redis socket must not
                 # keep the scheduler from contending again (its writes are fenced regardless).
-                coordination.join(timeout=5.0)
-                if coordination.is_alive():
-                    log.warning("the composite coordinator of epoch %d is still busy", term.epoch)
+                worker.join(timeout=5.0)
+                if worker.is_alive():
+                    log.warning("the %s thread of epoch %d is still busy", worker.name, term.epoch)
         log.info("leadership ended (epoch %d)", term.epoch)
 
     # --8<-- [end:lead]
 
-    def _start_coordinator(self, term: Term, over: threading.Event) -> threading.Thread | None:
-        """The term's composite coordinator, on a thread of its own: the lead loop blocks on
-        `queue:pending` for up to `poll_timeout`, and composites must not wait for it."""
-        coordinator = self.coordinator
-        if coordinator is None:
+    def _start_worker(
+        self,
+        what: str,
+        worker: CompositeCoordinator | ScheduleFirer | None,
+        term: Term,
+        over: threading.Event,
+    ) -> threading.Thread | None:
+        """A worker of the term (the composite coordinator, the schedule firer) on a thread of
+        its own: the lead loop blocks on `queue:pending` for up to `poll_timeout`, and
+        composites and schedules must not wait for it."""
+        if worker is None:
             return None
 
-        def coordinate() -> None:
+        def work() -> None:
             while not over.is_set():
                 try:
-                    coordinator.run(term.epoch, over, paused=term.suspended)
+                    worker.run(term.epoch, over, paused=term.suspended)
                 except Deposed:
                     self.stats.rejected_stale += 1
                     log.warning(
-                        "a composite write was stale: a newer leader holds the fence; "
+                        "a %s write was stale: a newer leader holds the fence; "
                         "stepping down (epoch %d)",
+                        what,
                         term.epoch,
                     )
                     over.set()
                     self.view.changed.set()  # wake the lead loop if it waits for agents
                 except Exception:
                     # A bug must not end the term (placement goes on) nor spin: log, go on.
-                    log.exception("the composite coordinator failed; running it again in 1 s")
+                    log.exception("the %s thread failed; running it again in 1 s", what)
                     over.wait(1.0)
 
-        thread = threading.Thread(target=coordinate, name=f"composites-{term.epoch}", daemon=True)
+        thread = threading.Thread(target=work, name=f"{what}-{term.epoch}", daemon=True)
         thread.start()
         return thread
 
