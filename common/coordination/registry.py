@@ -91,6 +91,10 @@ class AgentRegistry(EphemeralRegistration):
     def report_load(self, load: int) -> None:
         self._update(load=load)
 
+    def announce_dispatch_partition(self, partition: int) -> None:
+        """The partition of task-dispatch-topic this agent reads (stage 3), put in its node."""
+        self._update(dispatch_partition=partition)
+
     def drain(self) -> None:
         self._update(draining=True)
 

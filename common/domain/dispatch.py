@@ -14,6 +14,8 @@ byte for byte and only compare them.
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common.domain.task import (
@@ -88,3 +90,34 @@ def entry_ref(raw: str | bytes) -> tuple[str | None, int | None]:
     if type(attempt) is not int:
         attempt = None
     return data["taskId"], attempt
+
+
+# --8<-- [start:choose-partition]
+def choose_partition(
+    partitions: int, announced: Mapping[int, int], previous: int | None, agent_id: str
+) -> int:
+    """The partition of task-dispatch-topic an agent reads (stage 3 on), chosen once at start.
+
+    Each agent reads one partition and the scheduler produces an agent's dispatches to the
+    partition the agent announced in ZooKeeper, so a dispatch is read by the agents of one
+    partition, not by every agent. The choice:
+    1. `previous`, the partition this agent id read last time (it has offsets there), if no
+       live agent has announced it since: a restarted agent picks up where it stopped;
+    2. else a partition the fewest live agents announced: with no more agents than
+       partitions, each reads a partition of its own, and a dispatch is read exactly once;
+    3. ties broken by a hash of the agent id, so agents starting together (each blind to the
+       others' choices) most likely pick different ones. A collision costs reads, not
+       correctness: every agent still skips a dispatch whose header names another agent.
+    """
+    if partitions < 1:
+        raise ValueError(f"task-dispatch-topic has {partitions} partitions")
+    if previous is not None and 0 <= previous < partitions and not announced.get(previous):
+        return previous
+    start = zlib.crc32(agent_id.encode()) % partitions
+    return min(
+        range(partitions),
+        key=lambda p: (announced.get(p, 0), (p - start) % partitions),
+    )
+
+
+# --8<-- [end:choose-partition]

@@ -1,6 +1,6 @@
-"""Dispatch over Kafka: only the agent a dispatch names runs it, every agent reads every
-dispatch (the price of that routing, measured), a dispatch that never reached Kafka is
-published again, and a poisoned dispatch is moved aside."""
+"""Dispatch over Kafka: only the agent a dispatch names runs it, and only that agent reads it
+(each agent reads the partition it announced; read amplification measured), a dispatch that
+never reached Kafka is published again, and a poisoned dispatch is moved aside."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from common.testing import eventually
 AGENTS = ("agent-1", "agent-2", "agent-3")
 
 
-def test_only_the_agent_a_dispatch_names_runs_it_and_every_agent_reads_every_dispatch(role, probe):
+def test_only_the_agent_a_dispatch_names_runs_it_and_only_that_agent_reads_it(role, probe):
     # Given a scheduler, three agents and a manager
     role("scheduler", "scheduler-1")
     role("manager", "manager-1")
@@ -39,13 +39,15 @@ def test_only_the_agent_a_dispatch_names_runs_it_and_every_agent_reads_every_dis
     runs = probe.runs()
     for label, task_id in labels.items():
         assert runs[label] == [probe.tasks.get(task_id).agent_id], label
-    # and every agent read every dispatch, but started only those addressed to it
+    # and each agent read a partition of its own: only the dispatches addressed to it
+    partitions = {a: probe.dispatch_partition(a) for a in AGENTS}
+    assert len(set(partitions.values())) == len(AGENTS), partitions
     total = probe.dispatches()
     beats = probe.latest_heartbeats(
-        lambda b: set(AGENTS) <= set(b) and all(b[a].dispatch_read >= total for a in AGENTS)
+        lambda b: set(AGENTS) <= set(b) and sum(b[a].dispatch_mine for a in AGENTS) >= total
     )
     per_agent = {a: (beats[a].dispatch_read, beats[a].dispatch_mine) for a in AGENTS}
-    assert all(read == total for read, _ in per_agent.values()), (total, per_agent)
+    assert all(read == mine for read, mine in per_agent.values()), (total, per_agent)
     assert sum(mine for _, mine in per_agent.values()) == total
     assert all(mine > 0 for _, mine in per_agent.values()), per_agent
     amplification = sum(read for read, _ in per_agent.values()) / total
@@ -54,7 +56,7 @@ def test_only_the_agent_a_dispatch_names_runs_it_and_every_agent_reads_every_dis
         + ", ".join(f"{a} read {r} ran {m}" for a, (r, m) in per_agent.items())
         + f"; read amplification {amplification:.2f}"
     )
-    assert amplification == len(AGENTS)
+    assert amplification == 1.0
 
 
 def test_a_dispatch_that_never_reached_kafka_is_published_again_and_runs(role, probe, redis_client):
@@ -95,8 +97,13 @@ def test_a_poisoned_dispatch_is_dead_lettered_by_its_agent_and_the_next_one_runs
 
     # When a dispatch for agent-1 arrives that is not a valid DispatchMessage
     bad = {"taskId": first.task_id, "attempt": 1, "agentId": "agent-1", "taskType": "NOPE"}
+    partition = probe.dispatch_partition("agent-1")
     poison = probe.produce(
-        DISPATCH, first.task_id, json.dumps(bad), headers={AGENT_HEADER: "agent-1"}
+        DISPATCH,
+        first.task_id,
+        json.dumps(bad),
+        headers={AGENT_HEADER: "agent-1"},
+        partition=partition,
     )
     # and right after it a real task
     task, _ = probe.tasks.submit({"taskType": "SHELL", "payload": "echo next"})
@@ -121,7 +128,13 @@ def test_a_poisoned_dispatch_is_dead_lettered_by_its_agent_and_the_next_one_runs
     print(f"\nnext task SUCCESS {took * 1000:.0f} ms after submit, past the poisoned dispatch")
     # A valid dispatch for a task that is not this agent's to run is refused, not run twice
     stale = DispatchMessage.for_task(probe.tasks.get(first.task_id), 1, 0, "agent-1")
-    probe.produce(DISPATCH, first.task_id, stale.encode(), headers={AGENT_HEADER: "agent-1"})
+    probe.produce(
+        DISPATCH,
+        first.task_id,
+        stale.encode(),
+        headers={AGENT_HEADER: "agent-1"},
+        partition=partition,
+    )
     eventually(
         lambda: int(probe.redis.hget(keys.TRANSITION_STATS, "rejected_dispatch_taken") or 0) == 1,
         5,
