@@ -254,6 +254,20 @@ class BusProbe(TaskFacts):
 
 
 @pytest.fixture
+def probe_on(redis_client, tasks, tmp_path, zk):
+    """probe_on(bus): a probe on topics of another namespace (a test that made its own)."""
+    made: list[BusProbe] = []
+
+    def make(bus: Bus) -> BusProbe:
+        made.append(BusProbe(bus, redis_client, tasks, tmp_path / f"runs-{bus.namespace}.log", zk))
+        return made[-1]
+
+    yield make
+    for probe in made:
+        probe.producer.flush(5)
+
+
+@pytest.fixture
 def probe(bus, redis_client, tasks, tmp_path, zk) -> BusProbe:
     probe = BusProbe(bus, redis_client, tasks, tmp_path / "runs.log", zk)
     yield probe

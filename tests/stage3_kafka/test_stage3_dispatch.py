@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import keys
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.transitions import TaskStatus
 from common.messaging import dead_letter
+from common.messaging.clients import Bus
 from common.messaging.dispatch import AGENT_HEADER
 from common.messaging.schemas import DispatchMessage
-from common.messaging.topics import DEAD_LETTER, DISPATCH
+from common.messaging.topics import DEAD_LETTER, DISPATCH, ensure_topics
 from common.testing import eventually
 
 AGENTS = ("agent-1", "agent-2", "agent-3")
@@ -141,3 +146,97 @@ def test_a_poisoned_dispatch_is_dead_lettered_by_its_agent_and_the_next_one_runs
         message="stale dispatch refused",
     )
     assert [h["state"] for h in probe.history(first.task_id)].count("RUNNING") == 1
+
+
+def committed_offset(bus: Bus, agent_id: str, partition: int) -> int:
+    """The offset agent_id's group committed on a partition of task-dispatch-topic (-1: none)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bus.bootstrap, "group.id": bus.group(f"tasklab-agent-{agent_id}")}
+    )
+    try:
+        [tp] = consumer.committed([TopicPartition(bus.topic(DISPATCH), partition)], timeout=10)
+        return tp.offset
+    finally:
+        consumer.close()
+
+
+def test_a_restarted_agent_takes_its_partition_back_and_a_joining_one_takes_a_free_one(role, probe):
+    # Given a scheduler, a manager and two agents, each reading a partition of its own, that
+    # ran tasks (so agent-1 has a committed offset on its partition)
+    role("scheduler", "scheduler-1")
+    role("manager", "manager-1")
+    first = role("agent", "agent-1", agent_capacity=2)
+    role("agent", "agent-2", agent_capacity=2)
+    probe.wait_for_agents("agent-1", "agent-2")
+    before = {a: probe.dispatch_partition(a) for a in ("agent-1", "agent-2")}
+    assert before["agent-1"] != before["agent-2"]
+    warm = probe.submit_counted(20, prefix="w")
+    eventually(lambda: probe.all_succeeded(list(warm.values())), 60, message="warm-up done")
+    eventually(
+        lambda: committed_offset(probe.bus, "agent-1", before["agent-1"]) >= 0,
+        15,
+        message="agent-1 committed its partition's offset",
+    )
+
+    # When agent-1 is killed -9 and started again under its id, and agent-3 joins
+    first.kill()
+    role("agent", "agent-1", agent_capacity=2)
+    role("agent", "agent-3", agent_capacity=2)
+    probe.wait_for_agents("agent-1", "agent-2", "agent-3", timeout=60)
+
+    # Then agent-1 reads its partition again, agent-3 one nobody reads
+    after = {a: probe.dispatch_partition(a) for a in ("agent-1", "agent-2", "agent-3")}
+    assert after["agent-1"] == before["agent-1"]
+    assert len(set(after.values())) == 3, after
+    # and every task runs exactly once, each dispatch read only by the agent it names
+    labels = probe.submit_counted(60)
+    eventually(lambda: probe.all_succeeded(list(labels.values())), 90, message="all SUCCESS")
+    runs = probe.runs()
+    for label, task_id in {**warm, **labels}.items():
+        assert len(runs[label]) == 1, (label, runs[label])
+        assert runs[label] == [probe.tasks.get(task_id).agent_id], label
+    agents = ("agent-1", "agent-2", "agent-3")
+    # (agent-1's counters start again from its restart: it ran the new tasks since)
+    beats = probe.latest_heartbeats(
+        lambda b: set(agents) <= set(b) and sum(b[a].dispatch_mine for a in agents) >= len(labels)
+    )
+    assert all(beats[a].dispatch_read == beats[a].dispatch_mine for a in agents), {
+        a: (beats[a].dispatch_read, beats[a].dispatch_mine) for a in agents
+    }
+
+
+def test_agents_that_outnumber_the_partitions_share_them_and_still_run_each_task_once(
+    role, bus, probe_on
+):
+    # Given a dispatch topic of two partitions (a cluster that made it so) and three agents
+    shared = Bus(bus.bootstrap, f"share{uuid.uuid4().hex[:8]}")
+    admin = AdminClient({"bootstrap.servers": shared.bootstrap})
+    topic = shared.topic(DISPATCH)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+    ensure_topics(shared.bootstrap, shared.namespace)
+    probe = probe_on(shared)
+    bus = shared
+    agents = ("agent-1", "agent-2", "agent-3")
+    role("scheduler", "scheduler-1", kafka_namespace=bus.namespace)
+    role("manager", "manager-1", kafka_namespace=bus.namespace)
+    for name in agents:
+        role("agent", name, agent_capacity=2, kafka_namespace=bus.namespace)
+    probe.wait_for_agents(*agents)
+    partitions = {a: probe.dispatch_partition(a) for a in agents}
+    assert set(partitions.values()) == {0, 1}, partitions
+
+    # When 60 tasks run
+    labels = probe.submit_counted(60)
+    eventually(lambda: probe.all_succeeded(list(labels.values())), 90, message="all SUCCESS")
+
+    # Then each ran exactly once, on the agent it was placed on, though two agents read every
+    # dispatch of their shared partition (and skipped the other's on its header)
+    runs = probe.runs()
+    for label, task_id in labels.items():
+        assert runs[label] == [probe.tasks.get(task_id).agent_id], label
+    total = probe.dispatches()
+    beats = probe.latest_heartbeats(
+        lambda b: set(agents) <= set(b) and sum(b[a].dispatch_mine for a in agents) >= total
+    )
+    reads = sum(beats[a].dispatch_read for a in agents)
+    assert total < reads < 2 * total, (total, reads)
