@@ -43,8 +43,13 @@ from common.config import ConfigError, Settings
 from common.config.settings import check_transport_limits
 from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
+from common.coordination.dispatch_partitions import (
+    announced_partitions,
+    claim_partition,
+    reclaim_partition,
+)
 from common.coordination.election import LeaderElection
-from common.coordination.live_agents import LiveAgentsView, announced_partitions
+from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
@@ -172,8 +177,9 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
         DispatchLedger(client),
         publisher,
         recover,
-        # The agent picks the dispatch partition fewest live agents read, before it registers,
-        # and its node names it: the scheduler produces its dispatches there.
+        # The agent claims a dispatch partition in ZooKeeper before it registers, and its node
+        # names it: the scheduler produces its dispatches there.
+        claim=lambda order: claim_partition(zk, agent_id, order),
         announced=lambda: announced_partitions(zk),
         on_partition=lambda partition: registry.announce_dispatch_partition(partition),
     )
@@ -191,6 +197,8 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
         task_types=[t.value for t in executors.supported()],
     )
     registry = AgentRegistry(zk, info, agent.paused)
+    # A new session lost the old one's claim: take the partition back (or share it).
+    registry.on_reregistered = lambda: reclaim_partition(zk, agent_id, intake.partition or 0)
     agent.on_load_change = registry.report_load
     return agent, registry
 

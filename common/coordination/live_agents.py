@@ -119,26 +119,3 @@ class LiveAgentsView:
             DataWatch(self.zk.raw, agent_node(agent_id), on_data)
         except KazooException as exc:
             log.warning("cannot watch %s: %s", agent_node(agent_id), exc)
-
-
-def announced_partitions(zk: RetryingClient) -> dict[int, int]:
-    """How many live agents read each partition of task-dispatch-topic, as their nodes say now.
-
-    Read once, by an agent choosing its own partition before it registers (stage 3 on). Two
-    agents starting at the same moment may both miss each other and pick the same partition:
-    that costs reads (each skips the other's dispatches), never correctness.
-    """
-    counts: dict[int, int] = {}
-    try:
-        children = zk.get_children(LIVE_AGENTS)
-    except KazooException:
-        return counts  # no /live-agents yet: nobody has announced anything
-    for agent_id in children:
-        try:
-            data, _ = zk.get(agent_node(agent_id))
-            partition = AgentInfo.from_json(data).dispatch_partition
-        except (KazooException, ValueError, KeyError, TypeError):
-            continue  # gone since the listing, or not agent JSON
-        if partition is not None:
-            counts[partition] = counts.get(partition, 0) + 1
-    return counts

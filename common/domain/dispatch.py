@@ -93,31 +93,32 @@ def entry_ref(raw: str | bytes) -> tuple[str | None, int | None]:
 
 
 # --8<-- [start:choose-partition]
-def choose_partition(
-    partitions: int, announced: Mapping[int, int], previous: int | None, agent_id: str
-) -> int:
-    """The partition of task-dispatch-topic an agent reads (stage 3 on), chosen once at start.
+def partition_order(partitions: int, previous: int | None, agent_id: str) -> list[int]:
+    """The partitions of task-dispatch-topic an agent tries to claim, in order (stage 3 on).
 
-    Each agent reads one partition and the scheduler produces an agent's dispatches to the
-    partition the agent announced in ZooKeeper, so a dispatch is read by the agents of one
-    partition, not by every agent. The choice:
-    1. `previous`, the partition this agent id read last time (it has offsets there), if no
-       live agent has announced it since: a restarted agent picks up where it stopped;
-    2. else a partition the fewest live agents announced: with no more agents than
-       partitions, each reads a partition of its own, and a dispatch is read exactly once;
-    3. ties broken by a hash of the agent id, so agents starting together (each blind to the
-       others' choices) most likely pick different ones. A collision costs reads, not
-       correctness: every agent still skips a dispatch whose header names another agent.
+    Each agent reads one partition, claimed for itself in ZooKeeper, and the scheduler
+    produces an agent's dispatches to the partition the agent names, so a dispatch is read
+    once, by the agent it is for. The order: `previous` first (the partition this agent id
+    read last time, where its committed offset is), so a restarted agent picks up where it
+    stopped; then every partition from one picked by a hash of the agent id, so agents
+    starting together mostly try different ones first and few claims collide.
     """
     if partitions < 1:
         raise ValueError(f"task-dispatch-topic has {partitions} partitions")
-    if previous is not None and 0 <= previous < partitions and not announced.get(previous):
-        return previous
     start = zlib.crc32(agent_id.encode()) % partitions
-    return min(
-        range(partitions),
-        key=lambda p: (announced.get(p, 0), (p - start) % partitions),
-    )
+    order = [(start + k) % partitions for k in range(partitions)]
+    if previous is not None and 0 <= previous < partitions:
+        order.remove(previous)
+        order.insert(0, previous)
+    return order
+
+
+def least_shared(partitions: int, announced: Mapping[int, int], agent_id: str) -> int:
+    """The partition to share when every one is claimed (more agents than partitions): the one
+    the fewest live agents read. Sharing costs reads, never correctness: each agent skips a
+    dispatch whose header names another agent."""
+    order = partition_order(partitions, None, agent_id)
+    return min(order, key=lambda p: (announced.get(p, 0), order.index(p)))
 
 
 # --8<-- [end:choose-partition]

@@ -2,13 +2,13 @@
 the bus. The agent itself is the one of every stage (common/agent/agent.py).
 
 `KafkaDispatchIntake`:
-1. Position: choose the one partition of task-dispatch-topic this agent reads
-   (`choose_partition`: the one it read last time if nobody took it since, else the one the
-   fewest live agents read), and read it from this agent's last committed offset there, or
-   from its end. The partition and position are fixed when the agent starts, *before* it
-   registers in ZooKeeper with the partition in its node, so the scheduler (which produces
-   an agent's dispatches to the partition its node names) cannot publish to it before it
-   reads.
+1. Position: claim the one partition of task-dispatch-topic this agent reads (in ZooKeeper,
+   `common/coordination/dispatch_partitions.py`: the one it read last time if free, else the
+   first free one from a place its id hashes to; every one claimed: share the least-read),
+   and read it from this agent's last committed offset there, or from its end. The partition
+   and position are fixed when the agent starts, *before* it registers in ZooKeeper with the
+   partition in its node, so the scheduler (which produces an agent's dispatches to the
+   partition its node names) cannot publish to it before it reads.
 2. Take (one worker at a time, and only when that worker is free): read dispatches; skip
    those whose `agentId` header names another agent; for its own, take the entry off its
    inbox in Redis (`DispatchLedger.accept`: a redelivered or republished dispatch is refused
@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from redis.exceptions import RedisError
 
 from common.adapters.redis_events import Acceptance, DispatchLedger
-from common.domain.dispatch import choose_partition
+from common.domain.dispatch import least_shared, partition_order
 from common.domain.outcome import AttemptReport
 from common.messaging.clients import Bus, EventPublisher, consumer_config
 from common.messaging.dead_letter import DeadLetters, DeadLetterUnavailable, header
@@ -64,14 +64,18 @@ class KafkaDispatchIntake(WorkIntake):
         publisher: EventPublisher,
         recover: Callable[[], int],
         retry_wait: float = 0.5,
+        claim: Callable[[list[int]], int | None] = lambda order: order[0],
         announced: Callable[[], Mapping[int, int]] = dict,
         on_partition: Callable[[int], None] | None = None,
     ) -> None:
         self.agent_id = agent_id
-        # How many live agents read each dispatch partition (from ZooKeeper), and who to tell
-        # the partition chosen (the registry, which puts it in this agent's node).
+        # Claim a dispatch partition (in ZooKeeper: the first free one of an order), count how
+        # many live agents read each (to share the least-read when all are claimed), and tell
+        # the partition read (to the registry, which puts it in this agent's node).
+        self._claim = claim
         self._announced = announced
         self._on_partition = on_partition
+        self.shared = False
         self.partition: int | None = None
         self.bus = bus
         self.ledger = ledger
@@ -139,9 +143,11 @@ class KafkaDispatchIntake(WorkIntake):
         # The partition this id read last time: the one with its committed offset (several
         # means offsets left by an older layout that read them all: no preference then).
         had = [tp.partition for tp in committed if tp.offset >= 0]
-        announced = self._announced()
-        chosen = choose_partition(
-            count, announced, had[0] if len(had) == 1 else None, self.agent_id
+        order = partition_order(count, had[0] if len(had) == 1 else None, self.agent_id)
+        claimed = self._claim(order)
+        self.shared = claimed is None
+        chosen = (
+            least_shared(count, self._announced(), self.agent_id) if claimed is None else claimed
         )
         position = next(tp for tp in committed if tp.partition == chosen)
         if position.offset < 0:
@@ -154,13 +160,11 @@ class KafkaDispatchIntake(WorkIntake):
             )
         self.partition = chosen
         log.info(
-            "reading partition %d of %s from offset %d (%d of %d partitions read by other "
-            "live agents)",
+            "reading partition %d of %s from offset %d (%s)",
             chosen,
             topic,
             position.offset,
-            sum(1 for n in announced.values() if n),
-            count,
+            f"shared: all {count} partitions are claimed" if self.shared else "claimed",
         )
         return [position]
 
