@@ -174,8 +174,8 @@ stage3-test: setup ## Stage 3 integration tests (real Kafka + ZooKeeper + Redis,
 	  tests/unit/test_heartbeat_monitor.py tests/unit/test_pending_offsets.py \
 	  -k "not stage1 and not stage2 and not stage4"
 
-stage3-measure: setup ## What dispatch routing costs with 1, 3 and 6 agents (a markdown table)
-	$(BIN)/python -m stage3_kafka.measure_dispatch --agents 1 3 6 --tasks 300
+stage3-measure: setup ## What dispatch routing costs with 1, 3, 6 and 12 agents (a markdown table)
+	$(BIN)/python -m stage3_kafka.measure_dispatch --agents 1 3 6 12 --tasks 300
 
 # ---- stage 4 -------------------------------------------------------------------------------
 stage4-local: setup ## Stage 4 natively: the stage 3 platform plus 2 gRPC TaskService providers

@@ -43,6 +43,11 @@ from common.config import ConfigError, Settings
 from common.config.settings import check_transport_limits
 from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
+from common.coordination.dispatch_partitions import (
+    announced_partitions,
+    claim_partition,
+    reclaim_partition,
+)
 from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
 from common.coordination.registry import AgentRegistry
@@ -97,6 +102,13 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
     zk = get_zk(settings)
     client = redis_client(settings.redis_url)
     publisher = EventPublisher(bus, client_id=f"scheduler-{settings.scheduler_id}")
+    view = LiveAgentsView(zk)
+
+    def partition_of(agent_id: str) -> int | None:
+        # Each agent reads one partition of the dispatch topic and names it in its node.
+        info = view.info(agent_id)
+        return None if info is None else info.dispatch_partition
+
     dispatcher = KafkaDispatcher(
         client,
         RedisTaskStore(client),
@@ -105,8 +117,8 @@ def build_scheduler(settings: Settings, bus: Bus) -> tuple[Scheduler, EventPubli
         max_payload_bytes=settings.max_payload_bytes,
         max_lost_attempts=settings.max_lost_attempts,
         dead_letter_max=settings.dead_letter_max,
+        partition_of=partition_of,
     )
-    view = LiveAgentsView(zk)
     coordinator = CompositeCoordinator(
         RedisCompositeStore(client), view, f"scheduler:{settings.scheduler_id}"
     )
@@ -160,7 +172,19 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
         return failover.reap(agent_id, lists, keys.PENDING_QUEUE, agent_id, "own").requeued
 
     publisher = EventPublisher(bus, client_id=f"agent-{agent_id}")
-    intake = KafkaDispatchIntake(agent_id, bus, DispatchLedger(client), publisher, recover)
+    zk = get_zk(settings)
+    intake = KafkaDispatchIntake(
+        agent_id,
+        bus,
+        DispatchLedger(client),
+        publisher,
+        recover,
+        # The agent claims a dispatch partition in ZooKeeper before it registers, and its node
+        # names it: the scheduler produces its dispatches there.
+        claim=lambda order: claim_partition(zk, agent_id, order),
+        announced=lambda: announced_partitions(zk),
+        on_partition=lambda partition: registry.announce_dispatch_partition(partition),
+    )
     agent = Agent(
         agent_id,
         intake,
@@ -174,7 +198,9 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
         capacity=settings.agent_capacity,
         task_types=[t.value for t in executors.supported()],
     )
-    registry = AgentRegistry(get_zk(settings), info, agent.paused)
+    registry = AgentRegistry(zk, info, agent.paused)
+    # A new session lost the old one's claim: take the partition back (or share it).
+    registry.on_reregistered = lambda: reclaim_partition(zk, agent_id, intake.partition or 0)
     agent.on_load_change = registry.report_load
     return agent, registry
 

@@ -1,14 +1,15 @@
 """Measure what stage 3's dispatch routing costs as agents are added.
 
-    .venv/bin/python -m stage3_kafka.measure_dispatch --agents 1 2 4 6 --tasks 200
+    .venv/bin/python -m stage3_kafka.measure_dispatch --agents 1 3 6 12 --tasks 300
 
-Every agent reads all of task-dispatch-topic and skips what is addressed to others (see the
-stage 3 README, "Trade-offs"). For each agent count this starts the real stage natively (one
-scheduler, one manager, N agents with two slots each, its own topic namespace, ZooKeeper
-chroot and empty Redis), runs the same batch of tasks, stops the agents cleanly (each
-publishes its final counters in a last heartbeat) and prints one markdown table row:
-dispatch messages read in total and per task, how many an agent started, the agents' CPU,
-and the time from DISPATCHED in Redis to the agent's RUNNING report.
+Each agent reads the partition of task-dispatch-topic it announced in ZooKeeper, and the
+scheduler produces an agent's dispatches there, so reads per task stay at 1 as agents are
+added, up to the topic's partitions (see the stage 3 README, "Trade-offs"). For each agent
+count this starts the real stage natively (one scheduler, one manager, N agents with two
+slots each, its own topic namespace, ZooKeeper chroot and empty Redis), runs the same batch of
+tasks, stops the agents cleanly (each publishes its final counters in a last heartbeat) and
+prints one markdown table row: dispatch messages read in total and per task, how many an agent
+started, the agents' CPU, and the time from DISPATCHED in Redis to the agent's RUNNING report.
 """
 
 from __future__ import annotations

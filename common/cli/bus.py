@@ -28,6 +28,32 @@ def _bus():
     return Bus.from_settings(settings())
 
 
+def _agent_partition(agent_id: str) -> int:
+    """The dispatch partition a live agent reads, from its node; a one-line error otherwise."""
+    from common.cli.errors import fail
+    from common.cli.shared import settings
+    from common.coordination.agent_info import AgentInfo
+    from common.coordination.paths import agent_node
+    from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
+
+    s = settings()
+    try:
+        zk = get_zk(s)
+    except CoordinationUnavailable as exc:
+        fail(str(exc))
+    try:
+        stat = zk.exists(agent_node(agent_id))
+        data = zk.get(agent_node(agent_id))[0] if stat is not None else None
+    finally:
+        close_zk(s)
+    if data is None:
+        fail(f"agent {agent_id} is not live (no {agent_node(agent_id)})")
+    found = AgentInfo.from_json(data).dispatch_partition
+    if found is None:
+        fail(f"agent {agent_id} names no dispatch partition (not a stage 3 agent)")
+    return found
+
+
 def _reader(bootstrap: str):
     from confluent_kafka import Consumer
 
@@ -147,6 +173,17 @@ def publish(
     value: Annotated[str, typer.Argument(help="the message value, as is")],
     key: Annotated[str | None, typer.Option("--key", "-k")] = None,
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="NAME=VALUE")] = None,
+    partition: Annotated[
+        int | None, typer.Option("--partition", "-p", help="this partition, not the key's")
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="a dispatch for this live agent: its agentId header, on the partition of "
+            "task-dispatch-topic its ZooKeeper node says it reads",
+        ),
+    ] = None,
 ) -> None:
     """Put one message on a topic exactly as given (to try what a consumer does with it)."""
     from confluent_kafka import Producer
@@ -155,6 +192,11 @@ def publish(
     pairs = [tuple(h.split("=", 1)) for h in header or []]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("headers are NAME=VALUE")
+    if agent is not None:
+        if partition is not None:
+            raise typer.BadParameter("--agent names the partition: give one of the two")
+        partition = _agent_partition(agent)
+        pairs = [p for p in pairs if p[0] != "agentId"] + [("agentId", agent)]
     producer = Producer({"bootstrap.servers": bus.bootstrap, "enable.idempotence": True})
     done: list = []
     producer.produce(
@@ -163,6 +205,7 @@ def publish(
         value=value.encode(),
         headers=pairs or None,
         on_delivery=lambda err, msg: done.append((err, msg)),
+        **({} if partition is None else {"partition": partition}),
     )
     producer.flush(15)
     if not done or done[0][0] is not None:

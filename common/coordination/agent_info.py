@@ -24,6 +24,9 @@ class AgentInfo:
     started_at: float = field(default_factory=time.time)
     load: int = 0  # tasks running right now; LeastLoadStrategy reads it
     draining: bool = False  # shutting down: finishing its tasks, wants no new ones
+    # Stage 3 on: the partition of task-dispatch-topic this agent reads (and only that one);
+    # the scheduler produces its dispatches there. None where dispatches do not ride on Kafka.
+    dispatch_partition: int | None = None
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -37,6 +40,8 @@ class AgentInfo:
             "load": data["load"],
             "draining": data["draining"],
         }
+        if data["dispatch_partition"] is not None:
+            wire["dispatchPartition"] = data["dispatch_partition"]
         return json.dumps(wire, separators=(",", ":")).encode()
 
     @classmethod
@@ -51,4 +56,7 @@ class AgentInfo:
             started_at=float(d.get("startedAt", 0.0)),
             load=int(d.get("load", 0)),
             draining=bool(d.get("draining", False)),
+            dispatch_partition=(
+                int(d["dispatchPartition"]) if d.get("dispatchPartition") is not None else None
+            ),
         )

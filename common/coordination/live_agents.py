@@ -60,6 +60,11 @@ class LiveAgentsView:
         with self._lock:
             return sorted(self._agents.values(), key=lambda a: a.agent_id)
 
+    def info(self, agent_id: str) -> AgentInfo | None:
+        """What agent `agent_id` last said about itself, if it is live as last seen."""
+        with self._lock:
+            return self._agents.get(agent_id)
+
     def ids(self) -> set[str]:
         with self._lock:
             return set(self._watched)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from kazoo.client import KazooState
@@ -50,6 +51,9 @@ class AgentRegistry(EphemeralRegistration):
         self.paused = paused
         self._data: bytes | None = None  # what our node holds, as last written
         self.registrations = 0  # how many times a node was created (1 + re-registrations)
+        # Called on this registry's thread after a re-registration (a new session): what else
+        # the agent held in the old session to take again (its dispatch partition's claim).
+        self.on_reregistered: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def wait_until_free(self, timeout: float) -> None:
@@ -91,6 +95,10 @@ class AgentRegistry(EphemeralRegistration):
     def report_load(self, load: int) -> None:
         self._update(load=load)
 
+    def announce_dispatch_partition(self, partition: int) -> None:
+        """The partition of task-dispatch-topic this agent reads (stage 3), put in its node."""
+        self._update(dispatch_partition=partition)
+
     def drain(self) -> None:
         self._update(draining=True)
 
@@ -131,6 +139,8 @@ class AgentRegistry(EphemeralRegistration):
                 self.registrations += 1
                 if self.registrations > 1:
                     log.warning("re-registered %s with a new session", self.path)
+                    if self.on_reregistered is not None:
+                        self.on_reregistered()
             except NodeExistsError:
                 # Our own create, retried after a dropped reply (see zk.RETRIED_CALLS), or a
                 # race with an old session's node: the ownership check below sorts it out.

@@ -14,6 +14,8 @@ byte for byte and only compare them.
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common.domain.task import (
@@ -88,3 +90,35 @@ def entry_ref(raw: str | bytes) -> tuple[str | None, int | None]:
     if type(attempt) is not int:
         attempt = None
     return data["taskId"], attempt
+
+
+# --8<-- [start:choose-partition]
+def partition_order(partitions: int, previous: int | None, agent_id: str) -> list[int]:
+    """The partitions of task-dispatch-topic an agent tries to claim, in order (stage 3 on).
+
+    Each agent reads one partition, claimed for itself in ZooKeeper, and the scheduler
+    produces an agent's dispatches to the partition the agent names, so a dispatch is read
+    once, by the agent it is for. The order: `previous` first (the partition this agent id
+    read last time, where its committed offset is), so a restarted agent picks up where it
+    stopped; then every partition from one picked by a hash of the agent id, so agents
+    starting together mostly try different ones first and few claims collide.
+    """
+    if partitions < 1:
+        raise ValueError(f"task-dispatch-topic has {partitions} partitions")
+    start = zlib.crc32(agent_id.encode()) % partitions
+    order = [(start + k) % partitions for k in range(partitions)]
+    if previous is not None and 0 <= previous < partitions:
+        order.remove(previous)
+        order.insert(0, previous)
+    return order
+
+
+def least_shared(partitions: int, announced: Mapping[int, int], agent_id: str) -> int:
+    """The partition to share when every one is claimed (more agents than partitions): the one
+    the fewest live agents read. Sharing costs reads, never correctness: each agent skips a
+    dispatch whose header names another agent."""
+    order = partition_order(partitions, None, agent_id)
+    return min(order, key=lambda p: (announced.get(p, 0), order.index(p)))
+
+
+# --8<-- [end:choose-partition]

@@ -2,10 +2,13 @@
 the bus. The agent itself is the one of every stage (common/agent/agent.py).
 
 `KafkaDispatchIntake`:
-1. Position: read task-dispatch-topic from this agent's last committed offsets, or from the
-   end of each partition if it never ran. The positions are fixed when the agent starts,
-   *before* it registers in ZooKeeper, so no dispatch addressed to it can be published
-   before it reads.
+1. Position: claim the one partition of task-dispatch-topic this agent reads (in ZooKeeper,
+   `common/coordination/dispatch_partitions.py`: the one it read last time if free, else the
+   first free one from a place its id hashes to; every one claimed: share the least-read),
+   and read it from this agent's last committed offset there, or from its end. The partition
+   and position are fixed when the agent starts, *before* it registers in ZooKeeper with the
+   partition in its node, so the scheduler (which produces an agent's dispatches to the
+   partition its node names) cannot publish to it before it reads.
 2. Take (one worker at a time, and only when that worker is free): read dispatches; skip
    those whose `agentId` header names another agent; for its own, take the entry off its
    inbox in Redis (`DispatchLedger.accept`: a redelivered or republished dispatch is refused
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from redis.exceptions import RedisError
 
 from common.adapters.redis_events import Acceptance, DispatchLedger
+from common.domain.dispatch import least_shared, partition_order
 from common.domain.outcome import AttemptReport
 from common.messaging.clients import Bus, EventPublisher, consumer_config
 from common.messaging.dead_letter import DeadLetters, DeadLetterUnavailable, header
@@ -61,8 +65,19 @@ class KafkaDispatchIntake(WorkIntake):
         publisher: EventPublisher,
         recover: Callable[[], int],
         retry_wait: float = 0.5,
+        claim: Callable[[list[int]], int | None] = lambda order: order[0],
+        announced: Callable[[], Mapping[int, int]] = dict,
+        on_partition: Callable[[int], None] | None = None,
     ) -> None:
         self.agent_id = agent_id
+        # Claim a dispatch partition (in ZooKeeper: the first free one of an order), count how
+        # many live agents read each (to share the least-read when all are claimed), and tell
+        # the partition read (to the registry, which puts it in this agent's node).
+        self._claim = claim
+        self._announced = announced
+        self._on_partition = on_partition
+        self.shared = False
+        self.partition: int | None = None
         self.bus = bus
         self.ledger = ledger
         self._recover = recover
@@ -112,26 +127,47 @@ class KafkaDispatchIntake(WorkIntake):
                     raise
                 log.info("dispatch topic not ready (%s); retrying", exc.args[0].str())
                 time.sleep(0.2)
-        # assign(), not subscribe(): every agent reads every partition in its own group, so
-        # there is no group membership, no rebalance, and no stop-the-world when agents come
-        # and go. The price is that each agent reads every dispatch (see the stage 3 docs).
+        # assign(), not subscribe(): the agent reads the partition it chose in its own group,
+        # so there is no group membership, no rebalance, and no stop-the-world when agents
+        # come and go (see the stage 3 docs' trade-offs).
         self.consumer.assign(positions)
+        if self._on_partition is not None:
+            self._on_partition(positions[0].partition)
 
     def _positions(self) -> list[TopicPartition]:
         topic = self.bus.topic(DISPATCH)
         metadata = self.consumer.list_topics(topic, timeout=10)
-        partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-        positions = self.consumer.committed(partitions, timeout=10)
-        for tp in positions:
-            if tp.offset < 0:
-                # Never ran: everything already in the topic was addressed to other agents
-                # (or to an id that was failed over long ago), so start at the end. Read here,
-                # not left to auto.offset.reset, which would resolve it later, after the
-                # scheduler may already have dispatched to us.
-                _, tp.offset = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, tp.partition), timeout=10
-                )
-        return positions
+        count = len(metadata.topics[topic].partitions)
+        committed = self.consumer.committed(
+            [TopicPartition(topic, p) for p in range(count)], timeout=10
+        )
+        # The partition this id read last time: the one with its committed offset (several
+        # means offsets left by an older layout that read them all: no preference then).
+        had = [tp.partition for tp in committed if tp.offset >= 0]
+        order = partition_order(count, had[0] if len(had) == 1 else None, self.agent_id)
+        claimed = self._claim(order)
+        self.shared = claimed is None
+        chosen = (
+            least_shared(count, self._announced(), self.agent_id) if claimed is None else claimed
+        )
+        position = next(tp for tp in committed if tp.partition == chosen)
+        if position.offset < 0:
+            # Never read it: everything already there was addressed to other agents (or to
+            # an id that was failed over long ago), so start at the end. Read here, not left
+            # to auto.offset.reset, which would resolve it later, after the scheduler may
+            # already have dispatched to us.
+            _, position.offset = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, chosen), timeout=10
+            )
+        self.partition = chosen
+        log.info(
+            "reading partition %d of %s from offset %d (%s)",
+            chosen,
+            topic,
+            position.offset,
+            f"shared: all {count} partitions are claimed" if self.shared else "claimed",
+        )
+        return [position]
 
     # --8<-- [end:position]
     # -- 2. take -------------------------------------------------------------------------

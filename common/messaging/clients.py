@@ -149,9 +149,13 @@ class EventPublisher:
         message: BusMessage,
         headers: dict[str, str] | None = None,
         on_delivery: DeliveryCallback | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue a message for `topic` (a base name; the namespace is added here)."""
-        self.publish_raw(self.bus.topic(topic), key, message.encode(), headers, on_delivery)
+        """Queue a message for `topic` (a base name; the namespace is added here), to
+        `partition` if given, else to the one its key hashes to."""
+        self.publish_raw(
+            self.bus.topic(topic), key, message.encode(), headers, on_delivery, partition
+        )
 
     def publish_raw(
         self,
@@ -160,7 +164,11 @@ class EventPublisher:
         value: bytes | None,
         headers: dict[str, str] | list | None = None,
         on_delivery: DeliveryCallback | None = None,
+        partition: int | None = None,
     ) -> None:
+        # Only when given: confluent-kafka's own default (-1) means "by the key".
+        where = {} if partition is None else {"partition": partition}
+
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 self.failed += 1
@@ -171,7 +179,7 @@ class EventPublisher:
         while True:
             try:
                 self.producer.produce(
-                    full_topic, key=key, value=value, headers=headers, on_delivery=report
+                    full_topic, key=key, value=value, headers=headers, on_delivery=report, **where
                 )
                 return
             except BufferError:

@@ -6,7 +6,8 @@ transaction, so one of them has to be the record and the other a delivery channe
 1. The record: SCHEDULED -> DISPATCHED and an entry on `agent:{agentId}:tasks`, in one fenced
    Lua script (exactly stage 2's `RedisDispatcher.dispatch`). That inbox is the outbox.
 2. The delivery: a `DispatchMessage` on task-dispatch-topic, keyed by taskId, with an
-   `agentId` header naming the one agent that is to run it.
+   `agentId` header naming the one agent that is to run it, produced to the partition that
+   agent reads (its ZooKeeper node names it): one agent reads it, not every agent.
 3. The relay: a leader that crashed between 1 and 2, or a broker that was away longer than the
    producer retries, leaves an entry with no message. The leader's recovery sweep publishes
    any inbox entry older than `republish_after` again. A duplicate costs nothing: the agent
@@ -19,6 +20,7 @@ message before the task is DISPATCHED and refuse it, stranding the task.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from redis import Redis
 
@@ -51,9 +53,13 @@ class KafkaDispatcher(RedisDispatcher):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS,
         dead_letter_max: int | None = None,
+        partition_of: Callable[[str], int | None] = lambda agent_id: None,
     ) -> None:
         super().__init__(client, store, max_payload_bytes, max_lost_attempts, dead_letter_max)
         self.publisher = publisher
+        # The partition an agent reads, as its node says (None: not known, by the key then; an
+        # agent that misses a dispatch that way gets it from the relay once its node is seen).
+        self.partition_of = partition_of
         self.ledger = DispatchLedger(client)
         self.republish_after = republish_after
         self.republished = 0
@@ -136,7 +142,13 @@ class KafkaDispatcher(RedisDispatcher):
             headers[tracing.TRACEPARENT] = traceparent
         # Asynchronous: the Redis record is already written, and the relay covers a message
         # the broker never acknowledges, so the leader does not wait for one here.
-        self.publisher.publish(DISPATCH, key=message.task_id, message=message, headers=headers)
+        self.publisher.publish(
+            DISPATCH,
+            key=message.task_id,
+            message=message,
+            headers=headers,
+            partition=self.partition_of(message.agent_id),
+        )
 
 
 # --8<-- [end:dispatcher]

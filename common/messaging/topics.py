@@ -37,8 +37,12 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    # Key taskId: the dispatches of one task (attempt 1, then a retry's attempt 2) stay in order.
-    TopicSpec(DISPATCH, 3, "taskId"),
+    # One partition per agent: each agent reads the partition it announced in ZooKeeper and the
+    # scheduler produces an agent's dispatches there (keyed by taskId all the same), so a
+    # dispatch is read once, however many agents run. More agents than partitions share them
+    # (each skips the others' dispatches on a header): 12 covers a laptop's or a small
+    # cluster's agents at the cost of a few idle partitions.
+    TopicSpec(DISPATCH, 12, "taskId"),
     # Key taskId: one task's RUNNING is read before its SUCCESS, by the same manager.
     TopicSpec(STATUS, 6, "taskId"),
     # Key taskId: one task's lines stay in order in one partition.

@@ -19,7 +19,8 @@ from kazoo.client import KazooClient
 from common import keys
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
-from common.coordination.paths import LIVE_AGENTS
+from common.coordination.agent_info import AgentInfo
+from common.coordination.paths import LIVE_AGENTS, agent_node
 from common.domain.task import TaskSpec, TaskType
 from common.domain.transitions import TaskStatus
 from common.messaging.clients import Bus
@@ -95,8 +96,11 @@ class BusProbe(TaskFacts):
         )
 
     # -- injecting -----------------------------------------------------------------------
-    def produce(self, topic: str, key: str, value: bytes | str, headers=None) -> Message:
-        """Publish raw bytes to a topic of this test's namespace; returns the delivered message."""
+    def produce(
+        self, topic: str, key: str, value: bytes | str, headers=None, partition: int | None = None
+    ) -> Message:
+        """Publish raw bytes to a topic of this test's namespace; returns the delivered message.
+        To `partition` if given (a dispatch: the partition its agent reads), else by the key."""
         delivered: list[Message] = []
         self.producer.produce(
             self.bus.topic(topic),
@@ -104,6 +108,7 @@ class BusProbe(TaskFacts):
             value=value.encode() if isinstance(value, str) else value,
             headers=headers,
             on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
+            **({} if partition is None else {"partition": partition}),
         )
         assert self.producer.flush(15) == 0 and delivered, f"not delivered to {topic}"
         return delivered[0]
@@ -174,6 +179,13 @@ class BusProbe(TaskFacts):
     def live_agents(self) -> list[str]:
         return sorted(self.zk.get_children(LIVE_AGENTS))
 
+    def dispatch_partition(self, agent_id: str) -> int:
+        """The partition of task-dispatch-topic `agent_id` reads, as its node says."""
+        data, _ = self.zk.get(agent_node(agent_id))
+        partition = AgentInfo.from_json(data).dispatch_partition
+        assert partition is not None, f"{agent_id}'s node names no dispatch partition"
+        return partition
+
     def wait_for_agents(self, *names: str, timeout: float = 30.0) -> None:
         eventually(
             lambda: set(names) <= set(self.live_agents()),
@@ -239,6 +251,20 @@ class BusProbe(TaskFacts):
         entry.update(attempt=1, epoch=epoch)
         self.redis.lpush(keys.processing(agent_id), json.dumps(entry, separators=(",", ":")))
         return task.task_id, epoch
+
+
+@pytest.fixture
+def probe_on(redis_client, tasks, tmp_path, zk):
+    """probe_on(bus): a probe on topics of another namespace (a test that made its own)."""
+    made: list[BusProbe] = []
+
+    def make(bus: Bus) -> BusProbe:
+        made.append(BusProbe(bus, redis_client, tasks, tmp_path / f"runs-{bus.namespace}.log", zk))
+        return made[-1]
+
+    yield make
+    for probe in made:
+        probe.producer.flush(5)
 
 
 @pytest.fixture

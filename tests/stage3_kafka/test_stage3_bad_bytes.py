@@ -30,7 +30,8 @@ from kazoo.client import KazooClient
 
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
-from common.coordination.paths import LIVE_AGENTS
+from common.coordination.agent_info import AgentInfo
+from common.coordination.paths import LIVE_AGENTS, agent_node
 from common.messaging import dead_letter
 from common.messaging.clients import Bus
 from common.messaging.topics import DEAD_LETTER, DISPATCH, HEARTBEAT, LOGS, STATUS, ensure_topics
@@ -158,7 +159,21 @@ def stage3(redis_service, zookeeper_service, kafka_service, tmp_path_factory):
     try:
         # A task that exists, for the base messages to be about; also: the stage is up.
         existing = run_valid_task(tasks, timeout=90)
-        yield roles, tasks, existing, bus, producer, reader
+
+        def dispatch_partition() -> int:
+            # The partition the agent reads, as its node says once it is registered (a
+            # restarted agent takes its partition back, and says so only once registered).
+            # In a list: partition 0 would read as "not yet".
+            def announced() -> list[int]:
+                if zk.exists(chroot + agent_node(AGENT)) is None:
+                    return []
+                data, _ = zk.get(chroot + agent_node(AGENT))
+                partition = AgentInfo.from_json(data).dispatch_partition
+                return [] if partition is None else [partition]
+
+            return eventually(announced, 30, message=f"{AGENT} registered with a partition")[0]
+
+        yield roles, tasks, existing, bus, producer, reader, dispatch_partition
     finally:
         reader.close()
         producer.flush(5)
@@ -168,7 +183,9 @@ def stage3(redis_service, zookeeper_service, kafka_service, tmp_path_factory):
         zk.close()
 
 
-def produce(producer: Producer, topic: str, value: bytes | None, headers: list) -> Message:
+def produce(
+    producer: Producer, topic: str, value: bytes | None, headers: list, partition: int | None
+) -> Message:
     delivered: list[Message] = []
     producer.produce(
         topic,
@@ -176,19 +193,22 @@ def produce(producer: Producer, topic: str, value: bytes | None, headers: list) 
         value=value,
         headers=headers,
         on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
+        **({} if partition is None else {"partition": partition}),
     )
     assert producer.flush(15) == 0 and delivered, f"not delivered to {topic}"
     return delivered[0]
 
 
 def check_dead_lettered(stage3, topic: str, case: BadMessage | None) -> None:
-    roles, tasks, existing, bus, producer, reader = stage3
+    roles, tasks, existing, bus, producer, reader, dispatch_partition = stage3
     roles.restart_dead()
     value = None if case is None else case.raw(existing)
-    # Addressed to the agent, so it reads the body rather than skip it on the header.
+    # Addressed to the agent, on the partition it reads, so it reads the body rather than skip
+    # it on the header.
     headers = [("agentId", AGENT.encode())] if topic == DISPATCH else []
+    partition = dispatch_partition() if topic == DISPATCH else None
     # Given a bad message on the topic
-    original = produce(producer, bus.topic(topic), value, headers)
+    original = produce(producer, bus.topic(topic), value, headers, partition)
     # When the stage runs a valid task after it
     run_valid_task(tasks, timeout=30)
     # Then the bad one is on the dead-letter topic with the schema's reason

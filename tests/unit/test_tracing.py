@@ -81,7 +81,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Any, dict[str, str] | None]] = []
 
-    def publish(self, topic, key, message, headers=None, on_delivery=None) -> None:
+    def publish(self, topic, key, message, headers=None, on_delivery=None, partition=None) -> None:
         self.sent.append((topic, key, message, headers))
 
 
