@@ -3,8 +3,13 @@ dev overlay is started natively, the way the kubelet would start its container: 
 args the manifest says, the environment it builds (envFrom the ConfigMap and the Secret, then
 env, with the downward API's pod name and IP), the ConfigMap's files where the manifest mounts
 them. Only what must differ on one machine is rewritten: the in-cluster service names become
-this test's native Redis, ZooKeeper and Kafka, each `0.0.0.0:PORT` a role serves on becomes a
-free loopback port, and the test gets its own ZooKeeper chroot and Kafka topic prefix.
+this test's native Redis, ZooKeeper, Kafka, PostgreSQL and VictoriaLogs, each `0.0.0.0:PORT` a
+role serves on becomes a free loopback port, and the test gets its own ZooKeeper chroot and
+Kafka topic prefix.
+
+The archiver writes to this test's own database on the session's native PostgreSQL (the dev
+Secret's ARCHIVE_DSN, rewritten), and every role ships its log lines to the native VictoriaLogs
+(the endpoints' LOGS_URL, rewritten).
 
 Then every role must become ready on the port and path its readinessProbe declares, and alive
 on its livenessProbe's: a manifest whose probe, port, env or command drifts from the code fails
@@ -23,6 +28,7 @@ from base64 import b64decode
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
@@ -173,9 +179,12 @@ def probe_answers(port: int, path: str) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, zookeeper_service, zk, kafka_service) -> Cluster:
+def cluster(
+    tmp_path, redis_url, zookeeper_service, zk, kafka_service, archive_dsn, victorialogs_service
+) -> Cluster:
     docs = render()
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    (secret,) = [d for d in docs if d["kind"] == "Secret" and "ARCHIVE_DSN" in d.get("data", {})]
     # The dev overlay's in-cluster names -> this test's native services. Each is asserted to
     # be used, so a renamed service in the manifests fails here instead of going unnoticed.
     zk_hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
@@ -184,6 +193,11 @@ def cluster(tmp_path, redis_url, zookeeper_service, zk, kafka_service) -> Cluste
         f"redis://redis:{services['redis']['spec']['ports'][0]['port']}/0": redis_url,
         f"zookeeper:{services['zookeeper']['spec']['ports'][0]['port']}": zk_hosts,
         f"kafka:{services['kafka']['spec']['ports'][0]['port']}": bootstrap,
+        # The whole DSN: the dev password means nothing to this test's PostgreSQL.
+        b64decode(secret["data"]["ARCHIVE_DSN"]).decode(): archive_dsn,
+        f"http://victorialogs:{services['victorialogs']['spec']['ports'][0]['port']}": (
+            victorialogs_service.env["TASKLAB_LOGS_URL"]
+        ),
     }
     return Cluster(docs, tmp_path, rewrites)
 
@@ -254,6 +268,37 @@ def test_every_deployment_of_the_dev_overlay_runs_natively_and_passes_its_probes
             return body["status"] == "SUCCESS" and "manifests" in (body.get("result") or "")
 
         eventually(succeeded, 60, 0.25, message=f"task {task_id} SUCCESS through the API")
+
+        # The archiver, deployed, archived its final state: one row, in the DSN the Secret
+        # gave it (rewritten to this test's database).
+        archiver = next(p for p, d, _ in pods if d["metadata"]["name"] == "archiver")
+        dsn = archiver.env["TASKLAB_ARCHIVE_DSN"]
+
+        def archived() -> bool:
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                rows = conn.execute(
+                    "SELECT status FROM task_attempts WHERE task_id = %s", (task_id,)
+                ).fetchall()
+            assert rows in ([], [("SUCCESS",)]), rows
+            return rows == [("SUCCESS",)]
+
+        eventually(archived, 60, 0.25, message=f"task {task_id} archived once")
+
+        # Every role ships its lines to the log store the endpoints name: the archiver's own
+        # process (role-hostname-pid, as it names itself) has lines there.
+        logs_url = archiver.env["LOGS_URL"]  # from the endpoints; the profile reads it
+        process = f"archiver-{socket.gethostname()}-{archiver.pid}"
+
+        def shipped() -> bool:
+            response = httpx.post(
+                f"{logs_url}/select/logsql/query",
+                data={"query": f'{{process="{process}"}}', "limit": "5"},
+                timeout=5,
+            )
+            assert response.status_code == 200, response.text[:300]
+            return bool(response.text.strip())
+
+        eventually(shipped, 30, 0.5, message=f"{process}'s lines in the log store")
     finally:
         stop_all([pod for pod, _, _ in pods])
         for pod, _, _ in pods:

@@ -9,6 +9,7 @@ command natively, with the env the manifests give it, and waits for its probes.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -39,6 +40,7 @@ def need_kubectl() -> None:
 # and kubernetes-validate's newest.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 GOOD_SECRET = "0f4c9a8e7b6d5c4b3a29181706f5e4d3c2b1a09f8e7d6c5b"
+GOOD_DSN = "postgresql://tasklab:s3cret@pg.data.svc.cluster.local:5432/tasklab"
 RECOMMENDED = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -69,7 +71,7 @@ def prod(tmp_path_factory) -> list[dict]:
     tree = tmp_path_factory.mktemp("kube") / "kubernetes"
     shutil.copytree(KUBE, tree)
     (tree / "overlays" / "prod" / "secrets.env").write_text(
-        f'API_KEYS={{"k-1": ["Admin"]}}\nJWT_SECRET={GOOD_SECRET}\n'
+        f'API_KEYS={{"k-1": ["Admin"]}}\nJWT_SECRET={GOOD_SECRET}\nARCHIVE_DSN={GOOD_DSN}\n'
     )
     return kustomize(tree / "overlays" / "prod")
 
@@ -107,13 +109,23 @@ def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def decoded(secret: dict) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def named(docs: list[dict], kind: str, prefix: str) -> dict:
+    """The one object of a kustomize generator (its name gets a hash of its content)."""
+    (found,) = [d for d in of_kind(docs, kind) if d["metadata"]["name"].startswith(prefix + "-")]
+    return found
+
+
 # -- rendering and validation -------------------------------------------------------------------
 
 
 def test_both_overlays_render_with_every_role_and_the_namespace_they_name(dev, prod):
     for docs, namespace in ((dev, "tasklab-dev"), (prod, "tasklab")):
         deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
-        assert {"api", "rpc", "scheduler", "manager", "checker", "agent"} <= deployments
+        assert {"api", "rpc", "scheduler", "manager", "checker", "agent", "archiver"} <= deployments
         for doc in docs:
             if doc["kind"] != "Namespace":
                 assert doc["metadata"]["namespace"] == namespace, doc["metadata"]
@@ -458,22 +470,77 @@ def test_the_operators_secrets_file_is_never_committed():
 def test_the_dev_overlays_credentials_are_marked_throwaway_and_pass_the_roles_checks(dev):
     from common.config.settings import parse_api_keys, weak_secret_reason
 
-    (secret,) = of_kind(dev, "Secret")
-    assert "dev-only" in secret["metadata"]["annotations"]["tasklab.dev/throwaway"]
-    import base64
-
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert set(data) == {"API_KEYS", "JWT_SECRET"}
+    secrets = of_kind(dev, "Secret")
+    assert len(secrets) == 2
+    for secret in secrets:
+        assert "dev-only" in secret["metadata"]["annotations"]["tasklab.dev/throwaway"]
+    data = decoded(named(dev, "Secret", "tasklab-secrets"))
+    assert set(data) == {"API_KEYS", "JWT_SECRET", "ARCHIVE_DSN"}
     assert weak_secret_reason(data["JWT_SECRET"]) is None  # else the production roles refuse it
     assert all(key.startswith("dev-only") for key in parse_api_keys(data["API_KEYS"]))
+    # The archive's DSN opens the dev PostgreSQL: its password is the one the server was
+    # given, its host and port the Service's.
+    dsn = re.fullmatch(r"postgresql://(\w+):([^@]+)@([a-z-]+):(\d+)/(\w+)", data["ARCHIVE_DSN"])
+    assert dsn, data["ARCHIVE_DSN"]
+    user, password, host, port, database = dsn.groups()
+    assert password.startswith("dev-only")
+    assert decoded(named(dev, "Secret", "postgres-credentials")) == {"POSTGRES_PASSWORD": password}
+    (pg,) = pod_spec(one(dev, "StatefulSet", "postgres"))["containers"]
+    env = env_of(pg)
+    assert (env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"]) == (user, database)
+    assert int(port) in [p["port"] for p in one(dev, "Service", host)["spec"]["ports"]]
 
 
 def test_the_prod_secret_holds_only_what_the_operator_supplied(prod):
     (secret,) = of_kind(prod, "Secret")
-    import base64
+    assert decoded(secret) == {
+        "API_KEYS": '{"k-1": ["Admin"]}',
+        "JWT_SECRET": GOOD_SECRET,
+        "ARCHIVE_DSN": GOOD_DSN,
+    }
 
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert data == {"API_KEYS": '{"k-1": ["Admin"]}', "JWT_SECRET": GOOD_SECRET}
+
+def test_every_secret_key_a_pod_reads_is_in_the_overlays_secret(rendered):
+    # A secretKeyRef to a missing Secret or key keeps the pod from starting at all
+    # (CreateContainerConfigError), which no offline check of the role's code would notice.
+    secrets = {d["metadata"]["name"]: decoded(d) for d in of_kind(rendered, "Secret")}
+    refs = 0
+    for doc in rendered:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        for c in pod_spec(doc)["containers"]:
+            for item in c.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs += 1
+                    assert ref["key"] in secrets[ref["name"]], (doc["metadata"]["name"], ref)
+                    assert not ref.get("optional"), (doc["metadata"]["name"], ref)
+    assert refs
+
+
+def test_the_archiver_gets_its_dsn_from_the_secret_and_no_other_credential(rendered):
+    (c,) = pod_spec(one(rendered, "Deployment", "archiver"))["containers"]
+    ref = env_of(c)["TASKLAB_ARCHIVE_DSN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"].startswith("tasklab-secrets-") and ref["key"] == "ARCHIVE_DSN"
+    secret_refs = [
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in c["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    assert secret_refs == ["ARCHIVE_DSN"]
+    # The front doors read the archive too: their whole Secret carries it, and config/base.toml
+    # reads it as archive_dsn.
+    base = tomllib.loads((ROOT / "config" / "base.toml").read_text())
+    assert base["archive_dsn"] == "${ARCHIVE_DSN:-}"
+
+
+def test_every_role_ships_its_logs_to_the_endpoints_log_store(rendered):
+    # The profile reads LOGS_URL, which every role and the CronJob get from the endpoints
+    # ConfigMap (test_every_role_reads_the_production_profile_from_the_mounted_configmap).
+    production = tomllib.loads((ROOT / "config" / "production.toml").read_text())
+    assert production["logs_url"] == "${LOGS_URL:-}"
+    endpoints = named(rendered, "ConfigMap", "tasklab-endpoints")
+    assert re.fullmatch(r"http://[a-z0-9.-]+:\d+", endpoints["data"]["LOGS_URL"])
 
 
 # -- the dev overlay's stores are the compose file's ---------------------------------------------
@@ -481,9 +548,11 @@ def test_the_prod_secret_holds_only_what_the_operator_supplied(prod):
 
 def test_the_dev_stores_use_the_compose_files_images_and_flags(dev):
     compose = yaml.safe_load(COMPOSE.read_text())["services"]
-    for name in ("redis", "zookeeper", "kafka"):
+    for name in ("redis", "zookeeper", "kafka", "postgres", "victorialogs"):
         (c,) = pod_spec(one(dev, "StatefulSet", name))["containers"]
         assert c["image"] == compose[name]["image"], name
+    (vlogs,) = pod_spec(one(dev, "StatefulSet", "victorialogs"))["containers"]
+    assert vlogs["args"] == compose["victorialogs"]["command"]  # the image's entrypoint runs
     (redis,) = pod_spec(one(dev, "StatefulSet", "redis"))["containers"]
     assert redis["command"] == compose["redis"]["command"]
     assert redis["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
@@ -514,7 +583,7 @@ def test_the_dev_endpoints_name_the_dev_stores_services(dev):
     ]
     services = {s["metadata"]["name"]: s for s in of_kind(dev, "Service")}
     for key, value in endpoints["data"].items():
-        host, port = re.match(r"^(?:redis://)?([a-z-]+):(\d+)", value).groups()
+        host, port = re.match(r"^(?:[a-z]+://)?([a-z-]+):(\d+)", value).groups()
         ports = [p["port"] for p in services[host]["spec"]["ports"]]
         assert int(port) in ports, (key, value)
 
@@ -526,5 +595,27 @@ def test_the_prod_endpoints_point_at_no_in_namespace_store(prod):
         for d in of_kind(prod, "ConfigMap")
         if d["metadata"]["name"].startswith("tasklab-endpoints-")
     ]
-    assert set(endpoints["data"]) == {"REDIS_URL", "ZK_HOSTS", "KAFKA_BOOTSTRAP"}
+    assert set(endpoints["data"]) == {"REDIS_URL", "ZK_HOSTS", "KAFKA_BOOTSTRAP", "LOGS_URL"}
     assert json.dumps(endpoints["data"]).count("127.0.0.1") == 0
+
+
+def test_every_dev_store_lets_tasklabs_pods_in_on_a_port_it_serves(dev):
+    # The base denies ingress to tasklab's pods only; a store's own policy must let the roles
+    # reach it, on a port its container names (a policy naming a missing port lets nothing in).
+    policies = of_kind(dev, "NetworkPolicy")
+    for store in of_kind(dev, "StatefulSet"):
+        labels = store["spec"]["template"]["metadata"]["labels"]
+        (c,) = pod_spec(store)["containers"]
+        served = {p["name"] for p in c["ports"]}
+        mine = [
+            p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        allowed = {
+            port["port"]
+            for p in mine
+            for rule in p["spec"].get("ingress", [])
+            if {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tasklab"}}}
+            in rule.get("from", [])
+            for port in rule.get("ports", [])
+        }
+        assert allowed and allowed <= served, (store["metadata"]["name"], allowed, served)
