@@ -118,6 +118,12 @@ def scaled_rules(dest: Path, factor: int = 30) -> Path:
     return dest
 
 
+def alert_names() -> list[str]:
+    """Every alert of the repository's rules file."""
+    rules = yaml.safe_load((RULES_DIR / "tasklab.yml").read_text())
+    return [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
+
+
 DASHBOARDS_DIR = DEPLOY_DIR / "grafana" / "dashboards"
 
 
