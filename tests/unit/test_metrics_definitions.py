@@ -237,3 +237,25 @@ def test_known_values_for_labels_the_family_does_not_have_are_refused():
     spec = metrics.Family("tasklab_things_total", "counter", "Things.", ("kind",))
     with pytest.raises(ValueError, match="known values"):
         metrics._counter(spec, {"colour": ("red",)}, registry=CollectorRegistry())
+
+
+def test_a_scraper_that_hung_up_before_the_answer_leaves_no_traceback_behind(capsys):
+    # Given the operator port of a process that was frozen while Prometheus waited
+    server = OperatorServer("127.0.0.1:0", registry=CollectorRegistry(), checks=ReadinessChecks())
+    try:
+        # When the answer's write finds the scraper's socket closed
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 50000))
+        quiet = capsys.readouterr().err
+        # Then nothing is printed, while a real error still is, with its traceback
+        try:
+            raise ValueError("a bug in a collector")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 50000))
+        loud = capsys.readouterr().err
+    finally:
+        server.server_close()
+    assert quiet == ""
+    assert "ValueError: a bug in a collector" in loud
