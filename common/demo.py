@@ -116,7 +116,12 @@ def role_processes(
             spec.number,
             {
                 **env,
-                "TASKLAB_AGENT_ID": name,
+                # Each role's id is its process name, which is also its `instance` in
+                # Prometheus's targets file: alerts and logs say the same "scheduler-2".
+                **{
+                    f"TASKLAB_{kind}_ID": name
+                    for kind in ("AGENT", "SCHEDULER", "MANAGER", "CHECKER")
+                },
                 **({"TASKLAB_METRICS_ADDRESS": metrics[name][1]} if name in metrics else {}),
             },
             workdir,
