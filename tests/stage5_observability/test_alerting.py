@@ -178,8 +178,7 @@ def test_prometheus_scrapes_the_scheduler_and_both_agents_from_the_targets_file(
 
 def test_a_message_that_is_not_json_reaches_the_webhook_as_dead_letters_growing(live_platform):
     # Given the message pushed onto queue:pending by hand, which the scheduler set aside as a
-    # dead letter: the first of its reason, in a counter series born at 1 that increase()
-    # cannot see
+    # dead letter: the first of its reason, in a counter series served at 0 until then
     # Then Alertmanager posts DeadLettersGrowing for its channel and reason
     alerts = eventually(
         lambda: live_platform.webhook.alerts("DeadLettersGrowing"),
