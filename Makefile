@@ -13,7 +13,8 @@ export NO_MKDOCS_2_WARNING := 1
         stage1-local stage1-up stage1-down stage1-logs stage1-test stage1-compose-check \
         stage2-local stage2-up stage2-down stage2-logs stage2-test \
         stage3-local stage3-up stage3-down stage3-logs stage3-test stage3-measure \
-        stage4-local stage4-up stage4-down stage4-logs stage4-test
+        stage4-local stage4-up stage4-down stage4-logs stage4-test \
+        stage5-local stage5-up stage5-down stage5-logs stage5-test
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -194,6 +195,25 @@ stage4-test: setup ## Stage 4 on real services: providers killed mid-call, the R
 	$(BIN)/pytest -q tests/stage4_rpc tests/unit/test_rpc_codegen.py tests/unit/test_rpc_mapping.py \
 	  tests/unit/test_api_app.py tests/unit/test_cli_remote.py tests/unit/test_refdocs.py \
 	  tests/unit/test_authenticator.py tests/unit/test_security_config.py
+
+# ---- stage 5 -------------------------------------------------------------------------------
+stage5-local: setup ## Stage 5 natively: the stage 4 platform, the checker, Prometheus and Alertmanager
+	$(BIN)/python -m common.demo --stage 5 --serve
+
+stage5-up: ## Stage 5 with Docker Compose, Prometheus, Alertmanager and Grafana (needs a Docker engine)
+	docker compose -f stage5_observability/compose.yaml up -d --build
+
+stage5-down: ## Stop the stage 5 compose stack
+	docker compose -f stage5_observability/compose.yaml down -v
+
+stage5-logs: ## Follow the stage 5 compose logs
+	docker compose -f stage5_observability/compose.yaml logs -f
+
+stage5-test: setup ## Stage 5 on real services: every role's metrics, the checker, real Prometheus and Alertmanager firing, dashboards, explain
+	$(BIN)/pytest -q tests/stage5_observability tests/unit/test_metrics_definitions.py \
+	  tests/unit/test_metricsdocs.py tests/unit/test_http_metrics.py \
+	  tests/unit/test_devstack_metrics_ports.py tests/unit/test_deploy_files.py \
+	  tests/unit/test_guarantees.py
 
 # ---- runbooks and exercises ------------------------------------------------------------------
 .PHONY: runbooks exercise-stage1 exercise-stage2 exercise-stage3 exercise-stage4 exercise-solutions

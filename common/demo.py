@@ -68,12 +68,18 @@ def run(stage: int, serve: bool, metrics: bool = False) -> int:
         env.update(
             {"TASKLAB_ENV": "local", "TASKLAB_HEARTBEAT_TTL": "3", "TASKLAB_LOG_FORMAT": "text"}
         )
-        ports = stack.metrics_addresses(stage) if metrics else {}
+        # Where the stack runs Prometheus it lists every process at its operator port
+        # (DevStack.write_scrape_targets): the roles must serve there, or every target is down
+        # and AgentDown fires for agents that are running fine.
+        watched = "prometheus" in spec.services
+        ports = stack.metrics_addresses(stage) if metrics or watched else {}
         for proc in role_processes(spec, env, workdir, ports):
             processes.append(proc.start())
-            metrics = proc.env.get("TASKLAB_METRICS_ADDRESS")
-            where = f"  metrics http://{metrics}/metrics" if metrics else ""
+            address = proc.env.get("TASKLAB_METRICS_ADDRESS")
+            where = f"  metrics http://{address}/metrics" if address else ""
             say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}{where}")
+        if watched:
+            monitoring_urls(env)
         if serve:
             return serve_forever(env, processes)
         return drive(env)
@@ -82,6 +88,17 @@ def run(stage: int, serve: bool, metrics: bool = False) -> int:
             proc.stop()
         stopped = stack.down()
         say(f"== stopped {len(processes)} role process(es) and {len(stopped)} service(s)")
+
+
+def monitoring_urls(env: dict[str, str]) -> None:
+    """Where to look: Prometheus's targets and alerts pages, Alertmanager's alerts."""
+    prometheus = env.get("TASKLAB_PROMETHEUS_URL")
+    alertmanager = env.get("TASKLAB_ALERTMANAGER_URL")
+    say("== watched by")
+    if prometheus:
+        say(f"   Prometheus    {prometheus}/targets  {prometheus}/alerts")
+    if alertmanager:
+        say(f"   Alertmanager  {alertmanager}/#/alerts")
 
 
 def role_processes(
@@ -99,7 +116,12 @@ def role_processes(
             spec.number,
             {
                 **env,
-                "TASKLAB_AGENT_ID": name,
+                # Each role's id is its process name, which is also its `instance` in
+                # Prometheus's targets file: alerts and logs say the same "scheduler-2".
+                **{
+                    f"TASKLAB_{kind}_ID": name
+                    for kind in ("AGENT", "SCHEDULER", "MANAGER", "CHECKER")
+                },
                 **({"TASKLAB_METRICS_ADDRESS": metrics[name][1]} if name in metrics else {}),
             },
             workdir,

@@ -36,6 +36,12 @@ are read when Prometheus asks, from the role itself or from Redis; the cluster r
 Redis are the same on every role that serves them, so aggregate those with `max`. Each process
 also serves prometheus_client's own `process_*` and `python_*` families.
 
+A counted family whose labels take known values (task types and final statuses, dead-letter
+channels and reasons, failover kinds) serves a series at 0 for every combination from the
+process's start: `rate()` and `increase()` need two samples, and a series born at 1 would hide
+the first failure of a type, or the first dead letter of a reason, from them and from every
+alert built on them.
+
 `/health` answers 200 while the process runs: a liveness probe that fails restarts it, and no
 outage behind a role is cured by restarting the role. `/ready` answers 200 only while every
 check the role registered passes (each within 2 s), else 503 with each check's detail:"""

@@ -14,6 +14,7 @@ scrape never blocks the role, and the role never waits for its scrapes.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -89,6 +90,15 @@ class OperatorServer(ThreadingHTTPServer):
         self.checks = checks
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A scraper that gave up before the answer was written (Prometheus's scrape timeout
+        # while this process was frozen or busy, a probe cut short) closes its socket: the
+        # write fails with a broken pipe or a reset. That is the client's business, not an
+        # error of this process; anything else is still printed with its traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -21,15 +21,25 @@ series per task. `docs/reference/metrics.md` is generated from FAMILIES (tools/m
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from common.domain.task import TaskType
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -102,8 +112,27 @@ def family(
     return spec
 
 
-def _counter(spec: Family) -> Counter:
-    return Counter(spec.base, spec.help, spec.labels)
+def _counter(
+    spec: Family,
+    known: Mapping[str, Iterable[str]] | None = None,
+    registry: CollectorRegistry = REGISTRY,
+) -> Counter:
+    """The family's counter, with a series at 0 for every combination of `known` label values.
+
+    A labelled counter has no series until its first `.labels(...).inc()`, and that first
+    series is born at 1: `rate()` and `increase()` need two samples, so the first failure of a
+    type, the first dead letter of a reason or the first failover would be invisible to them,
+    and to every alert built on them. Series that exist at 0 from the process's start are seen
+    going 0 -> 1. Only bounded, known values are listed (task types, final statuses, reason
+    categories), so the series count stays fixed.
+    """
+    counter = Counter(spec.base, spec.help, spec.labels, registry=registry)
+    if known:
+        if set(known) != set(spec.labels):
+            raise ValueError(f"{spec.name}: known values for {sorted(known)}, labels {spec.labels}")
+        for values in itertools.product(*(tuple(known[label]) for label in spec.labels)):
+            counter.labels(*values)
+    return counter
 
 
 def _histogram(spec: Family) -> Histogram:
@@ -193,15 +222,20 @@ F_FAILOVER_TASKS = family(
     section=TASK,
 )
 
-TASKS_SUBMITTED = _counter(F_SUBMITTED)
-TASKS_STARTED = _counter(F_STARTED)
-TASKS_FINISHED = _counter(F_FINISHED)
-TASK_RETRIES = _counter(F_RETRIES)
+# The bounded values these counters' labels take, each series created at 0 (see _counter).
+TASK_TYPES = tuple(t.value for t in TaskType)
+FINAL_STATUSES = ("SUCCESS", "FAILED", "CANCELLED")
+DEAD_LETTER_CHANNELS = ("redis", "kafka")
+FAILOVER_KINDS = ("zookeeper", "heartbeat", "reaper")
+
+TASKS_SUBMITTED = _counter(F_SUBMITTED, {"type": TASK_TYPES})
+TASKS_STARTED = _counter(F_STARTED, {"type": TASK_TYPES})
+TASKS_FINISHED = _counter(F_FINISHED, {"type": TASK_TYPES, "status": FINAL_STATUSES})
+TASK_RETRIES = _counter(F_RETRIES, {"type": TASK_TYPES})
 TASK_RUN_SECONDS = _histogram(F_RUN)
 SCHEDULE_TO_START = _histogram(F_SCHEDULE_TO_START)
-DEAD_LETTERS = _counter(F_DEAD_LETTERS)
-FAILOVERS = _counter(F_FAILOVERS)
-FAILOVER_TASKS = _counter(F_FAILOVER_TASKS)
+FAILOVERS = _counter(F_FAILOVERS, {"by": FAILOVER_KINDS})
+FAILOVER_TASKS = _counter(F_FAILOVER_TASKS, {"by": FAILOVER_KINDS})
 
 # -- the cluster, as Redis holds it (read at scrape time) --------------------------------------
 CLUSTER = "Cluster state, read from Redis"
@@ -641,6 +675,9 @@ _DEAD_LETTER_REASONS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("not_applicable", re.compile(r"cannot apply|is placed on|illegal|cannot", re.I)),
 )
 DEAD_LETTER_REASONS = tuple(name for name, _ in _DEAD_LETTER_REASONS) + ("other",)
+DEAD_LETTERS = _counter(
+    F_DEAD_LETTERS, {"channel": DEAD_LETTER_CHANNELS, "reason": DEAD_LETTER_REASONS}
+)
 
 
 def dead_letter_reason(text: str) -> str:

@@ -28,6 +28,7 @@ PAGES = {
     "stage2": ROOT / "stage2_coordination/README.md",
     "stage3": ROOT / "stage3_kafka/README.md",
     "stage4": ROOT / "stage4_rpc/README.md",
+    "stage5": ROOT / "stage5_observability/README.md",
 }
 # Fixed loopback addresses a page starts a process on (two providers, a second API): each run
 # gets free ports in their place, so two runs, or a run and a learner's own stack, never fight
@@ -155,6 +156,7 @@ TUTORIALS = {
     "stage2": ROOT / "docs/tutorial/stage2.md",
     "stage3": ROOT / "docs/tutorial/stage3.md",
     "stage4": ROOT / "docs/tutorial/stage4.md",
+    "stage5": ROOT / "docs/tutorial/stage5.md",
 }
 
 

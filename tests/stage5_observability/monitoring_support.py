@@ -92,6 +92,15 @@ class PrometheusAPI:
     def targets(self, job: str = "tasklab") -> list[dict]:
         return [t for t in self.get("/api/v1/targets")["activeTargets"] if t["scrapePool"] == job]
 
+    def values(self, expr: str, label: str) -> dict[str, float]:
+        """An instant query's result as {the value of `label`: the sample's value}."""
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expr)}
+
+    def rule(self, name: str) -> dict:
+        """One alerting rule as Prometheus evaluates it: state, lastEvaluation, alerts."""
+        groups = self.get("/api/v1/rules")["groups"]
+        return next(r for g in groups for r in g["rules"] if r["name"] == name)
+
     def rule_names(self) -> set[str]:
         groups = self.get("/api/v1/rules")["groups"]
         return {rule["name"] for group in groups for rule in group["rules"]}
@@ -116,6 +125,12 @@ def scaled_rules(dest: Path, factor: int = 30) -> Path:
                 rule["for"] = f"{max(1, int(amount) * _SECONDS[unit] // factor)}s"
     dest.write_text(yaml.safe_dump(rules, sort_keys=False))
     return dest
+
+
+def alert_names() -> list[str]:
+    """Every alert of the repository's rules file."""
+    rules = yaml.safe_load((RULES_DIR / "tasklab.yml").read_text())
+    return [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
 
 
 DASHBOARDS_DIR = DEPLOY_DIR / "grafana" / "dashboards"
@@ -174,15 +189,18 @@ def wait_until_every_series_scraped_thrice(prometheus: PrometheusAPI) -> None:
 
 
 @contextmanager
-def monitoring(root: Path, webhook_url: str) -> Iterator[tuple[PrometheusAPI, Path]]:
+def monitoring(
+    root: Path, webhook_url: str, factor: int = 30
+) -> Iterator[tuple[PrometheusAPI, Path]]:
     """The real Alertmanager (routed to `webhook_url`, one-second group wait) and Prometheus
-    (scraping and evaluating every second, the scaled rules, the targets file it yields)."""
+    (scraping and evaluating every second, the rules' waits divided by `factor`, the targets
+    file it yields)."""
     alertmanager = AlertmanagerService(
         webhook_url=webhook_url, group_wait="1s", group_interval="1s", repeat_interval="1h"
     )
     targets = root / "targets.json"
     prometheus = PrometheusService(
-        targets_file=targets, rules=[scaled_rules(root / "rules.yml")], scrape_interval="1s"
+        targets_file=targets, rules=[scaled_rules(root / "rules.yml", factor)], scrape_interval="1s"
     )
     started = []
     try:

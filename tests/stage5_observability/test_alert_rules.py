@@ -35,6 +35,10 @@ EXPECTED_ALERTS = {
     "DuplicateRun",
     "ConsumerLag",
     "DeadLettersGrowing",
+    # The guarantee checker's gauges: a violation of any check, and dead letters nobody
+    # looked at.
+    "GuaranteeViolated",
+    "DeadLettersUnseen",
 }
 # Labels every scraped tasklab series has besides its own: the scrape job and the targets
 # file's (common/devstack/monitoring.py).

@@ -92,3 +92,108 @@ def test_an_agents_stop_grace_period_outlasts_its_own_grace_for_running_tasks(pa
         period = svc.get("stop_grace_period", "10s")
         seconds = float(re.fullmatch(r"(\d+)s", period)[1])
         assert seconds >= grace + 5, (name, period, grace)
+
+
+# ---- stage 5: the monitoring services of the compose file ----------------------------------
+STAGE5 = ROOT / "stage5_observability"
+
+
+def stage5_compose() -> dict:
+    return yaml.safe_load((STAGE5 / "compose.yaml").read_text())
+
+
+def stage5_scrape_targets() -> dict[str, tuple[str, str]]:
+    """instance -> (role, host:port) of the compose Prometheus's tasklab job."""
+    config = yaml.safe_load((STAGE5 / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "tasklab")
+    found = {}
+    for group in job["static_configs"]:
+        (target,) = group["targets"]
+        found[group["labels"]["instance"]] = (group["labels"]["role"], target)
+    return found
+
+
+def native_version(argv: list[str]) -> str:
+    assert shutil.which(argv[0]), f"{argv[0]} missing: `make system-deps` installs it"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    return re.search(r"version (\d+\.\d+\.\d+)", done.stdout + done.stderr)[1]
+
+
+@pytest.mark.parametrize(
+    ("service", "image", "argv"),
+    [
+        ("prometheus", "prom/prometheus", ["prometheus", "--version"]),
+        ("alertmanager", "prom/alertmanager", ["prometheus-alertmanager", "--version"]),
+    ],
+)
+def test_compose_prometheus_and_alertmanager_are_the_native_stacks_versions(service, image, argv):
+    assert stage5_compose()["services"][service]["image"] == f"{image}:v{native_version(argv)}"
+
+
+def test_compose_grafana_is_the_release_whose_schema_checks_the_dashboards():
+    import json
+
+    schema = json.loads((ROOT / "tools/grafana-schema/package.json").read_text())
+    version = schema["dependencies"]["@grafana/schema"]
+    assert stage5_compose()["services"]["grafana"]["image"] == f"grafana/grafana:{version}"
+
+
+def test_every_role_in_the_stage5_compose_serves_its_operator_port():
+    roles = {
+        name: svc
+        for name, svc in stage5_compose()["services"].items()
+        if (svc.get("command") or [])[:1] == ["run"]
+    }
+    assert len(roles) == 10, sorted(roles)
+    for name, svc in roles.items():
+        assert svc["environment"]["TASKLAB_METRICS_ADDRESS"] == "0.0.0.0:9100", name
+
+
+def test_the_compose_scrape_config_lists_every_process_of_the_stage5_topology():
+    from common.stages import load_stage
+
+    targets = stage5_scrape_targets()
+    services = stage5_compose()["services"]
+    # One target per process of the topology, labelled with its role and name...
+    assert {name: role for name, (role, _) in targets.items()} == dict(
+        (name, role) for role, name in load_stage(5).processes()
+    )
+    for name, (role, target) in targets.items():
+        host, port = target.split(":")
+        # ...at a compose service of that name, running that role, serving on that port
+        svc = services[host]
+        assert host == name and svc["hostname"] == name, name
+        assert svc["command"][:2] == ["run", role], (name, svc["command"])
+        assert svc["environment"]["TASKLAB_METRICS_ADDRESS"].endswith(f":{port}"), name
+    # ...and an agent's or scheduler's id is its instance label, which the alerts name
+    for name in targets:
+        env = services[name]["environment"]
+        ids = {k: v for k, v in env.items() if k.startswith("TASKLAB_") and k.endswith("_ID")}
+        assert all(v == name for v in ids.values()), (name, ids)
+
+
+def test_the_compose_monitoring_mounts_exist_and_the_compose_prometheus_config_passes_promtool(
+    tmp_path,
+):
+    services = stage5_compose()["services"]
+    for name in ("prometheus", "alertmanager", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (STAGE5 / source).resolve().exists(), (name, volume)
+    # The config as the container sees it, its rules path pointed at the repository's.
+    text = (STAGE5 / "prometheus.yml").read_text()
+    assert "/etc/prometheus/rules/*.yml" in text
+    rules = ROOT / "deploy/prometheus/rules"
+    assert any(
+        f"{rules.relative_to(ROOT)}:/etc/prometheus/rules" in v.replace("../", "")
+        for v in services["prometheus"]["volumes"]
+    )
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/rules", str(rules)))
+    assert shutil.which("promtool"), "promtool missing: `make system-deps` installs it"
+    done = subprocess.run(
+        ["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rules found" in done.stdout

@@ -174,3 +174,88 @@ def test_consumer_lag_is_read_from_librdkafka_statistics_for_the_partitions_this
     assert got == {("g1", "status", "0"): 20, ("g1", "status", "1"): 7}
     lag.update("g1", {"topics": {}})  # its partitions were revoked
     assert list(lag.collect())[0].samples == []
+
+
+def scraped(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of `name` in this process's registry: its labels -> value."""
+    from prometheus_client import REGISTRY
+
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == name
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        ("tasklab_tasks_finished_total", {"type": "HANDLER", "status": "CANCELLED"}),
+        ("tasklab_tasks_submitted_total", {"type": "PYTHON_SCRIPT"}),
+        ("tasklab_tasks_started_total", {"type": "SHELL"}),
+        ("tasklab_task_retries_total", {"type": "SHELL"}),
+        ("tasklab_dead_letters_total", {"channel": "kafka", "reason": "too_large"}),
+        ("tasklab_failovers_total", {"by": "heartbeat"}),
+        ("tasklab_failover_requeued_tasks_total", {"by": "reaper"}),
+    ],
+)
+def test_a_labelled_counter_serves_each_known_label_value_before_its_first_increment(name, labels):
+    # Given a process that imported the definitions and counted nothing of this kind
+    samples = scraped(name)
+    key = tuple(sorted(labels.items()))
+    # Then the series is there already, at 0 or at what this test process counted, so that
+    # rate() sees its first increment as 0 -> 1
+    assert key in samples, f"{name}{labels} is not served before its first increment"
+
+
+def test_every_combination_of_the_known_values_is_served_and_nothing_else():
+    finished = scraped("tasklab_tasks_finished_total")
+    expected = {
+        (("status", status), ("type", task_type))
+        for task_type in metrics.TASK_TYPES
+        for status in metrics.FINAL_STATUSES
+    }
+    assert expected <= set(finished)
+    dead = {dict(k)["reason"] for k in scraped("tasklab_dead_letters_total")}
+    assert dead >= set(metrics.DEAD_LETTER_REASONS)
+    assert set(metrics.TASK_TYPES) == {"SHELL", "PYTHON_SCRIPT", "HANDLER", "COMPOSITE"}
+
+
+def test_a_zero_series_counts_its_first_increment_from_zero():
+    registry = CollectorRegistry()
+    spec = metrics.Family("tasklab_things_total", "counter", "Things.", ("kind",))
+    counter = metrics._counter(spec, {"kind": ("a", "b")}, registry=registry)
+    before = {s.labels["kind"]: s.value for s in next(iter(registry.collect())).samples}
+    counter.labels("a").inc()
+    after = {s.labels["kind"]: s.value for s in next(iter(registry.collect())).samples}
+    assert before == {"a": 0.0, "b": 0.0}
+    assert after == {"a": 1.0, "b": 0.0}
+
+
+def test_known_values_for_labels_the_family_does_not_have_are_refused():
+    spec = metrics.Family("tasklab_things_total", "counter", "Things.", ("kind",))
+    with pytest.raises(ValueError, match="known values"):
+        metrics._counter(spec, {"colour": ("red",)}, registry=CollectorRegistry())
+
+
+def test_a_scraper_that_hung_up_before_the_answer_leaves_no_traceback_behind(capsys):
+    # Given the operator port of a process that was frozen while Prometheus waited
+    server = OperatorServer("127.0.0.1:0", registry=CollectorRegistry(), checks=ReadinessChecks())
+    try:
+        # When the answer's write finds the scraper's socket closed
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 50000))
+        quiet = capsys.readouterr().err
+        # Then nothing is printed, while a real error still is, with its traceback
+        try:
+            raise ValueError("a bug in a collector")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 50000))
+        loud = capsys.readouterr().err
+    finally:
+        server.server_close()
+    assert quiet == ""
+    assert "ValueError: a bug in a collector" in loud
