@@ -37,10 +37,10 @@ def test_the_native_server_is_the_major_version_the_devstack_declares():
 def test_compose_runs_the_archiver_against_a_healthchecked_postgres():
     services = compose()["services"]
     assert "healthcheck" in services["postgres"]
-    archiver = services["archiver"]
+    archiver = services["archiver-1"]
     assert archiver["command"][:2] == ["run", "archiver"]
     assert archiver["depends_on"]["postgres"]["condition"] == "service_healthy"
     dsn = archiver["environment"]["TASKLAB_ARCHIVE_DSN"]
     assert dsn.startswith("postgresql://") and "@postgres:5432/" in dsn
     # The readers (the API, the providers) get the same DSN.
-    assert services["api"]["environment"]["TASKLAB_ARCHIVE_DSN"] == dsn
+    assert services["api-1"]["environment"]["TASKLAB_ARCHIVE_DSN"] == dsn
