@@ -18,4 +18,3 @@ def test_the_demo_schedule_is_created_once_and_a_second_demo_keeps_it(capsys):
     assert "created cron schedule 'demo-every-minute'" in out
     assert "exists already: kept" in out
     assert out.count("next fire times: ") == 2
-
