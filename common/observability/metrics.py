@@ -536,11 +536,7 @@ F_SCHEDULE_SKIPPED = family(
 )
 SCHEDULE_FIRES = _counter(F_SCHEDULE_FIRES)
 SCHEDULE_MISSED = _counter(F_SCHEDULE_MISSED)
-SCHEDULE_SKIPPED = _counter(F_SCHEDULE_SKIPPED)
-# Every reason at 0 from the start: a rate() over a series that appears at its first increment
-# misses that increment.
-for _reason in SCHEDULE_SKIP_REASONS:
-    SCHEDULE_SKIPPED.labels(_reason)
+SCHEDULE_SKIPPED = _counter(F_SCHEDULE_SKIPPED, {"reason": SCHEDULE_SKIP_REASONS})
 
 # -- Kafka ------------------------------------------------------------------------------------
 KAFKA = "Kafka"

@@ -236,13 +236,6 @@ def grown(before: dict[str, float]) -> dict[str, float]:
     return {k: v - before[k] for k, v in counted().items() if v != before[k]}
 
 
-def test_every_skip_reason_is_exported_from_the_start_not_from_its_first_skip():
-    # Set up by the module itself: a fresh registry sees the series at 0 before any firer runs.
-    for reason in metrics.SCHEDULE_SKIP_REASONS:
-        sample = {"reason": reason}
-        assert REGISTRY.get_sample_value("tasklab_schedule_skipped_total", sample) is not None
-
-
 def test_the_firer_counts_a_fire_the_start_times_it_passed_over_and_a_forbid_skip_once():
     # After downtime: one fire, three older start times passed over
     store, tasks, clock, firer = make()
