@@ -4,6 +4,9 @@ Starts the stage's real backing services (`common.devstack`) in a throw-away dir
 roles as real processes (`tasklab run ROLE --stage N`), submits tasks the way a user would (the
 client, and one `LPUSH` by hand), prints each task's state as it changes, then stops everything
 it started, by PID. `--serve` keeps the platform up until Ctrl-C instead.
+
+From stage 2 (where the scheduler leader fires cron schedules) it also creates one schedule
+firing every minute, and waits for a run of it; from stage 4 it prints the web console's URL.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from pathlib import Path
 
 from common import keys
 from common.adapters.redis_client import redis_client
+from common.adapters.redis_schedule import RedisScheduleStore
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
 from common.devstack import DevStack
 from common.devstack.roles import RoleProcess
+from common.domain.schedule import validate_schedule
+from common.ports.schedule import ScheduleExists, ScheduleStore
+from common.scheduling.schedules import create_schedule, preview
 from common.stages import StageSpec, installed_stages, load_stage
 
 DEMO_TASKS = [
@@ -46,6 +53,15 @@ DEMO_TASKS = [
         "executionTimeout": 1,
     },
 ]
+
+# The scheduler leader fires cron schedules from stage 2 on (common/scheduling/schedules.py).
+SCHEDULES_FROM_STAGE = 2
+DEMO_SCHEDULE = {
+    "name": "demo-every-minute",
+    "schedule": "* * * * *",
+    "concurrencyPolicy": "Forbid",
+    "task": {"taskType": "SHELL", "payload": "echo fired by the demo schedule; date -u"},
+}
 
 
 def say(msg: str) -> None:
@@ -80,9 +96,14 @@ def run(stage: int, serve: bool, metrics: bool = False) -> int:
             say(f"   {proc.name:<10} pid {proc.pid:<7} log {proc.log_path}{where}")
         if watched:
             monitoring_urls(env)
+        if "TASKLAB_API_URL" in env:
+            say(f"== web console: {env['TASKLAB_API_URL']}/ui/")
+        schedules = stage >= SCHEDULES_FROM_STAGE
+        if schedules:
+            create_demo_schedule(RedisScheduleStore(redis_client(env["TASKLAB_REDIS_URL"])))
         if serve:
             return serve_forever(env, processes)
-        return drive(env)
+        return drive(env, schedules)
     finally:
         for proc in processes:
             proc.stop()
@@ -131,7 +152,25 @@ def role_processes(
     ]
 
 
-def drive(env: dict[str, str]) -> int:
+def create_demo_schedule(store: ScheduleStore) -> None:
+    """The demo's cron schedule, created unless it exists (a second demo on the same Redis
+    keeps the one it has): the leader fires it at the next whole minute."""
+    spec = validate_schedule(DEMO_SCHEDULE)
+    now = time.time()
+    try:
+        create_schedule(store, spec, now)
+        say(f"== created cron schedule {spec.name!r} ({spec.schedule}, Forbid)")
+    except ScheduleExists:
+        say(f"== cron schedule {spec.name!r} exists already: kept")
+    fires = ", ".join(_iso(t) for t in preview(spec.schedule, spec.time_zone, now, 2))
+    say(f"   next fire times: {fires}   (`tasklab schedule get {spec.name}`)")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%H:%M:%SZ", time.gmtime(ts))
+
+
+def drive(env: dict[str, str], schedules: bool = False) -> int:
     client = TaskClient(RedisTaskStore(redis_client(env["TASKLAB_REDIS_URL"])))
     say("== submitting tasks")
     ids = []
@@ -147,7 +186,8 @@ def drive(env: dict[str, str]) -> int:
 
     say("== watching states (each line is a change)")
     last: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+    # A `* * * * *` schedule fires within a minute: wait for one of its runs to end as well.
+    deadline = time.monotonic() + (100 if schedules else 60)
     while time.monotonic() < deadline:
         tasks = client.store.list_tasks(limit=50)
         for t in reversed(tasks):
@@ -155,7 +195,10 @@ def drive(env: dict[str, str]) -> int:
             if last.get(t.task_id) != state:
                 last[t.task_id] = state
                 say(f"   {t.task_id[:8]}  {t.task_name[:32]:<32}  {state}")
-        if len(tasks) == len(DEMO_TASKS) + 1 and all(t.is_terminal for t in tasks):
+        submitted = [t for t in tasks if not t.schedule_id]
+        runs = [t for t in tasks if t.schedule_id]
+        done = len(submitted) == len(DEMO_TASKS) + 1 and all(t.is_terminal for t in submitted)
+        if done and (not schedules or any(t.is_terminal for t in runs)):
             break
         time.sleep(0.1)
 
@@ -164,13 +207,16 @@ def drive(env: dict[str, str]) -> int:
     for t in reversed(client.store.list_tasks(limit=50)):
         detail = (t.result or "").strip().splitlines()[:1] or [t.error or ""]
         say(f"   {t.status.value:<8} {t.task_name[:32]:<32} {detail[0][:60]}")
-        if not t.is_terminal:
+        # A schedule's next run may have just begun; the tasks the demo submitted must be over.
+        if not t.is_terminal and not t.schedule_id:
             outcome = 1
     flaky = client.get(ids[3])
     say(f"== timeline of {flaky.task_name!r} (`tasklab status {flaky.task_id}`)")
     for h in client.store.history(flaky.task_id):
         reason = f"  ({h['reason']})" if h.get("reason") else ""
         say(f"   {h['state']:<8} attempt {h['attempt']}  by {h['actor']}{reason}")
+    if schedules:
+        outcome = max(outcome, report_schedule(r))
     dead = r.lrange(keys.DEAD_LETTER, 0, -1)
     say(f"== dead-letter list ({keys.DEAD_LETTER}): {len(dead)} message(s)")
     for raw in dead:
@@ -179,12 +225,27 @@ def drive(env: dict[str, str]) -> int:
     return outcome
 
 
+def report_schedule(client) -> int:
+    """The demo schedule's status, as `tasklab schedule get` shows it; 1 if it never fired."""
+    state = RedisScheduleStore(client).get(DEMO_SCHEDULE["name"])
+    if state is None or state.last_schedule_time is None:
+        say(f"== cron schedule {DEMO_SCHEDULE['name']!r} did not fire")
+        return 1
+    say(
+        f"== cron schedule {state.name!r}: last fired for {_iso(state.last_schedule_time)}, "
+        f"run {state.last_run_id}"
+    )
+    return 0
+
+
 def serve_forever(env: dict[str, str], processes: list[RoleProcess]) -> int:
     say("== the platform is up. In another shell:")
     for key, value in env.items():
         if key.startswith("TASKLAB_") and key.endswith(("URL", "HOSTS", "BOOTSTRAP")):
             say(f"   export {key}={value}")
     say("   .venv/bin/tasklab submit 'echo hi' --wait")
+    if "TASKLAB_API_URL" in env:
+        say(f"   open {env['TASKLAB_API_URL']}/ui/ (the web console)")
     say("== Ctrl-C stops everything")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -155,6 +155,16 @@ def _invalid(exc: TaskValidationError):
     return catalog.validation(errors)
 
 
+def checked_spec(body: Any) -> pb.ScheduleSpec:
+    """A schedule document checked and converted, or the 422 (413) problem listing every
+    violation by field: the REST route's and the console form's one check."""
+    try:
+        validate_schedule(body)
+        return convert.schedule_spec(body)
+    except TaskValidationError as exc:
+        raise _invalid(exc) from None
+
+
 @router.post(
     "/schedules",
     status_code=201,
@@ -173,11 +183,7 @@ def create_schedule(
     _: Writer,
     body: Annotated[Any, Body(openapi_examples={"weekdays": {"value": EXAMPLE}})],
 ) -> JSONResponse:
-    try:
-        validate_schedule(body)
-        spec = convert.schedule_spec(body)
-    except TaskValidationError as exc:
-        raise _invalid(exc) from None
+    spec = checked_spec(body)
     answer = _tasks(request).create_schedule(
         spec, timeout=commands.CALL_TIMEOUT, metadata=forwarded_credentials(request.scope)
     )

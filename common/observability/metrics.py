@@ -501,6 +501,43 @@ F_CHECKER_PASS_SECONDS = family(
     collected=True,
 )
 
+# -- cron schedules ---------------------------------------------------------------------------
+SCHEDULES = "Cron schedules"
+# Why a due start time was held back, as the firer's plan names it (common.domain.schedule.Skip):
+# Forbid with a run still active. Not `suspended` (a paused schedule records nothing: on resume
+# the firer sees what it missed) nor `too_late`: the firer only looks back as far as
+# startingDeadlineSeconds, so a time past it is never due, as in Kubernetes.
+SCHEDULE_SKIP_REASONS = ("forbid_active",)
+F_SCHEDULE_FIRES = family(
+    "tasklab_schedule_fires_total",
+    "counter",
+    "Runs this scheduler's firer created, one per fire time (its fenced write accepted; a fire "
+    "time another leader fired already is not counted).",
+    served_by=["scheduler (stage 2 on)"],
+    section=SCHEDULES,
+)
+F_SCHEDULE_MISSED = family(
+    "tasklab_schedule_missed_fires_total",
+    "counter",
+    "Start times passed over: when a fire ran and more than one start time was due (after "
+    "downtime, a pause or a Forbid wait), only the most recent ran; the others count here.",
+    served_by=["scheduler (stage 2 on)"],
+    section=SCHEDULES,
+)
+F_SCHEDULE_SKIPPED = family(
+    "tasklab_schedule_skipped_total",
+    "counter",
+    "Due start times a schedule's policy held back, each counted once by the firer that saw "
+    "it, by reason: forbid_active (concurrencyPolicy Forbid, a run still active; the most "
+    "recent may still run when it ends, within startingDeadlineSeconds).",
+    ["reason"],
+    served_by=["scheduler (stage 2 on)"],
+    section=SCHEDULES,
+)
+SCHEDULE_FIRES = _counter(F_SCHEDULE_FIRES)
+SCHEDULE_MISSED = _counter(F_SCHEDULE_MISSED)
+SCHEDULE_SKIPPED = _counter(F_SCHEDULE_SKIPPED, {"reason": SCHEDULE_SKIP_REASONS})
+
 # -- Kafka ------------------------------------------------------------------------------------
 KAFKA = "Kafka"
 F_LAG = family(

@@ -46,7 +46,7 @@ from common.domain.schedule import (
 )
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
-from common.observability import bind, get_logger
+from common.observability import bind, get_logger, metrics
 from common.ports.clock import Clock, SystemClock
 from common.ports.schedule import Finished, ScheduleState, ScheduleStore, Sync, SyncResult
 from common.ports.task_store import TaskStore
@@ -98,6 +98,9 @@ class ScheduleFirer:
         self.ticks = 0
         self.fired = 0
         self._reported: set[tuple[str, str]] = set()
+        # Per schedule, the skipped start times already counted since its last recorded fire:
+        # a Forbid wait sees the same due times again each recheck, counted once each.
+        self._skips_counted: dict[str, tuple[float | None, int]] = {}
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, epoch: int, stop: threading.Event, paused: threading.Event | None = None) -> None:
@@ -138,6 +141,7 @@ class ScheduleFirer:
     def reconcile(self, name: str, epoch: int, now: float) -> SyncResult | None:
         state = self.store.get(name)
         if state is None:
+            self._skips_counted.pop(name, None)
             return None  # deleted meanwhile (a delete takes it off the due set too)
         statuses = self.store.run_statuses([r.run_id for r in state.active])
         finished: list[Finished] = []
@@ -174,6 +178,7 @@ class ScheduleFirer:
                     raise Deposed
                 return result  # gone: deleted or made again under its name meanwhile
             self._log(name, plan, fire, result, state.last_skip)
+            self._count(name, plan, fire, result, state.last_schedule_time)
             for old in plan.cancel:
                 cancelled = self.tasks.cancel(old, self.actor)
                 if cancelled.accepted and cancelled.reason == "ok":
@@ -227,6 +232,32 @@ class ScheduleFirer:
             )
         if told and plan.skipped is not None and plan.missed:
             log.info("schedule %s: a due start time did not run (%s)", name, plan.skipped.value)
+
+    def _count(
+        self,
+        name: str,
+        plan: FirePlan,
+        fire: Task | None,
+        result: SyncResult,
+        last_fire: float | None,
+    ) -> None:
+        """The schedule metrics: a fire, the start times it passed over, and due times a
+        policy skipped (only the ones not counted yet: `missed` counts every time due since
+        the last fire, and a Forbid wait looks again each recheck)."""
+        if result.outcome == "fired" and fire is not None and plan.fire_at is not None:
+            metrics.SCHEDULE_FIRES.inc()
+            if plan.missed > 1:
+                metrics.SCHEDULE_MISSED.inc(plan.missed - 1)
+            self._skips_counted.pop(name, None)
+            return
+        if plan.skipped is None or plan.skipped.value not in metrics.SCHEDULE_SKIP_REASONS:
+            return
+        since, counted = self._skips_counted.get(name, (last_fire, 0))
+        if since != last_fire:
+            counted = 0  # another leader fired it meanwhile: a new count
+        if plan.missed > counted:
+            metrics.SCHEDULE_SKIPPED.labels(plan.skipped.value).inc(plan.missed - counted)
+            self._skips_counted[name] = (last_fire, plan.missed)
 
     def _report(self, name: str, exc: Exception) -> None:
         problem = f"{type(exc).__name__}: {exc}"

@@ -331,6 +331,40 @@ def test_a_dead_letter_is_shown_with_its_reason_and_requeued_from_the_page(
     expect(page.get_by_role("status")).to_contain_text("requeued onto queue:pending")
 
 
+# -- schedules ----------------------------------------------------------------------------------
+
+
+def test_a_schedule_created_from_the_form_is_listed_with_its_next_fire_and_paused(
+    console, page, shots
+):
+    name = f"every-minute-{uuid.uuid4().hex[:6]}"
+    # Given the schedules page, reached from the navigation
+    page.goto(console + "/ui/tasks")
+    page.get_by_role("link", name="Schedules").click()
+    page.wait_for_url("**/ui/schedules")
+    # When the operator fills in the form and creates the schedule
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Cron").fill("* * * * *")
+    page.get_by_label("Time zone").fill("Europe/Berlin")
+    page.get_by_label("Payload").fill("echo from a console schedule")
+    page.get_by_role("button", name="Create schedule").click()
+    # Then it is listed, not paused, with its next fire time (a whole minute, in UTC)
+    expect(page.get_by_role("status")).to_contain_text(f"created {name}")
+    row = page.locator(f"#schedule-{name}")
+    expect(row).to_contain_text("* * * * *")
+    expect(row).to_contain_text("Europe/Berlin")
+    expect(row.locator(".suspend")).to_have_text("no")
+    expect(row.locator(".next-fire")).to_contain_text(":00.000Z")
+    page.screenshot(path=shots / "schedules.png", full_page=True)
+    # When it is paused, the list says so and offers Resume; the REST API agrees
+    row.get_by_role("button", name=f"Pause {name}").click()
+    expect(page.locator(f"#schedule-{name} .suspend")).to_have_text("paused")
+    expect(page.get_by_role("button", name=f"Resume {name}")).to_be_visible()
+    view = httpx.get(f"{console}/api/v1/schedules/{name}", timeout=20).json()
+    assert view["suspend"] is True
+    httpx.delete(f"{console}/api/v1/schedules/{name}", timeout=20)
+
+
 # -- login --------------------------------------------------------------------------------------
 
 

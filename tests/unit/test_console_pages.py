@@ -7,6 +7,7 @@ real platform in tests/stage5_observability/test_console_browser.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -16,8 +17,10 @@ from fastapi.testclient import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from common.adapters.clock import ManualClock
 from common.adapters.memory_composite import InMemoryCompositeStore
 from common.adapters.memory_dead_letter import InMemoryDeadLetterBox
+from common.adapters.memory_schedule import InMemoryScheduleStore
 from common.adapters.memory_store import InMemoryTaskStore
 from common.api import dto
 from common.api.app import create_app
@@ -27,11 +30,13 @@ from common.client import TaskClient
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
 from common.domain.dead_letter import Requeue, entry_id, read_entry
+from common.domain.schedule import validate_schedule
 from common.domain.transitions import TaskStatus
 from common.rpc import convert
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
 from common.rpc.service import TaskServicer
+from common.scheduling.schedules import ScheduleFirer
 
 # Nothing listens on port 1: a page that reached a real service would fail, not pass.
 OFFLINE = Settings(
@@ -87,6 +92,26 @@ class StubTasks:
         request.from_log = from_log
         return self.stub.Watch(request, timeout=timeout, metadata=metadata)
 
+    def create_schedule(self, spec, timeout=None, metadata=None):
+        request = pb.CreateScheduleRequest(spec=spec)
+        return self.stub.CreateSchedule(request, timeout=timeout, metadata=metadata)
+
+    def get_schedule(self, name, preview=0, timeout=None, metadata=None):
+        request = pb.GetScheduleRequest(name=name, preview=preview)
+        return self.stub.GetSchedule(request, timeout=timeout, metadata=metadata)
+
+    def list_schedules(self, timeout=None, metadata=None):
+        request = pb.ListSchedulesRequest()
+        return self.stub.ListSchedules(request, timeout=timeout, metadata=metadata)
+
+    def set_schedule_suspended(self, name, suspend, timeout=None, metadata=None):
+        request = pb.SetScheduleSuspendedRequest(name=name, suspend=suspend)
+        return self.stub.SetScheduleSuspended(request, timeout=timeout, metadata=metadata)
+
+    def delete_schedule(self, name, timeout=None, metadata=None):
+        request = pb.DeleteScheduleRequest(name=name)
+        return self.stub.DeleteSchedule(request, timeout=timeout, metadata=metadata)
+
     def list_agents(self, timeout=None, metadata=None):
         # ListAgents reads Redis, which this in-memory platform has not: two canned agents.
         beat = Timestamp()
@@ -103,9 +128,11 @@ class Platform:
     def __init__(self) -> None:
         self.store = InMemoryTaskStore()
         self.client = TaskClient(self.store, 64 * 1024, InMemoryCompositeStore(self.store))
+        self.schedules = InMemoryScheduleStore(self.store)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         pb_grpc.add_TaskServiceServicer_to_server(
-            TaskServicer(self.client, redis=None, actor="rpc:test"), self.server
+            TaskServicer(self.client, redis=None, actor="rpc:test", schedules=self.schedules),
+            self.server,
         )
         port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -294,14 +321,107 @@ def test_a_dead_letter_entry_is_named_by_its_exact_text():
     assert hand_written.message == "not json" and hand_written.reason
 
 
-def test_the_schedules_entry_appears_only_when_a_schedules_page_is_served(platform):
-    app = platform.app()
-    with TestClient(app, base_url=BASE) as client:
-        assert 'href="/ui/schedules"' not in client.get("/ui/tasks").text
-    app = platform.app()
-    app.get(pages.SCHEDULES_PAGE)(lambda: "schedules")
-    with TestClient(app, base_url=BASE) as client:
-        assert 'href="/ui/schedules"' in client.get("/ui/tasks").text
+def schedule_form(**fields: str) -> dict[str, str]:
+    return {
+        "name": "nightly",
+        "schedule": "30 2 * * *",
+        "timeZone": "Europe/Berlin",
+        "concurrencyPolicy": "Forbid",
+        "task.taskType": "SHELL",
+        "task.payload": "echo report",
+        "task.executionTimeout": "60",
+        **fields,
+    }
+
+
+def test_the_nav_links_the_schedules_page_which_lists_nothing_at_first(console):
+    assert 'href="/ui/schedules"' in console.get("/ui/tasks").text
+    page = console.get("/ui/schedules")
+    assert page.status_code == 200
+    assert "No schedules." in page.text and 'aria-current="page"' in page.text
+
+
+def test_a_schedule_created_from_the_form_is_listed_with_its_cron_zone_and_next_fire(
+    console, platform
+):
+    answer = console.post(
+        "/ui/schedules", data=schedule_form(), headers=SAME_ORIGIN, follow_redirects=False
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/schedules?done=created+nightly"
+    assert platform.schedules.get("nightly").spec.time_zone == "Europe/Berlin"
+    page = console.get(answer.headers["location"]).text
+    row = page[page.index('id="schedule-nightly"') :].split("</tr>")[0]
+    assert "30 2 * * *" in row and "Europe/Berlin" in row and "never" in row
+    # 02:30 in Berlin is 00:30 or 01:30 UTC, by the season.
+    assert ":30:00.000Z" in row.split('class="next-fire">')[1].split("</td>")[0]
+    assert 'action="/ui/schedules/nightly/pause"' in row
+    assert 'action="/ui/schedules/nightly/delete"' in row
+    detail = console.get("/ui/schedules/nightly").text
+    assert detail.count(":30:00.000Z</li>") == 10, "the schedule's page previews ten fires"
+
+
+def test_the_forms_errors_are_the_schedule_routes_own_shown_next_to_their_fields(console):
+    bad = {
+        "name": "Bad Name",
+        "schedule": "*/0 * * * *",
+        "timeZone": "Nowhere/City",
+        "concurrencyPolicy": "Never",
+        "task": {"taskType": "SHELL", "payload": ""},
+    }
+    rest = console.post("/api/v1/schedules", json=bad)
+    assert rest.status_code == 422
+    expected = {e["field"]: e["detail"] for e in rest.json()["errors"]}
+    page = console.post(
+        "/ui/schedules",
+        data=schedule_form(
+            name="Bad Name",
+            schedule="*/0 * * * *",
+            timeZone="Nowhere/City",
+            concurrencyPolicy="Never",
+            **{"task.payload": "", "task.executionTimeout": ""},
+        ),
+        headers=SAME_ORIGIN,
+    )
+    assert page.status_code == 422
+    text = page.text.replace("&#39;", "'").replace("&#34;", '"').replace("&quot;", '"')
+    for field in ("name", "schedule", "timeZone", "concurrencyPolicy", "task.payload"):
+        assert f'id="{field}-error">{expected[field]}' in text, field
+        assert f'aria-describedby="{field}-error"' in text
+    assert 'value="Nowhere/City"' in text, "the form keeps what was typed"
+
+
+def test_a_taken_name_is_named_next_to_the_name_field(console):
+    form = schedule_form()
+    assert console.post("/ui/schedules", data=form, headers=SAME_ORIGIN).status_code == 200
+    again = console.post("/ui/schedules", data=form, headers=SAME_ORIGIN)
+    assert again.status_code == 409
+    assert 'id="name-error">' in again.text and "exists already" in again.text
+
+
+def test_pause_resume_and_delete_from_the_list(console, platform):
+    console.post("/ui/schedules", data=schedule_form(), headers=SAME_ORIGIN)
+    paused = console.post("/ui/schedules/nightly/pause", headers=SAME_ORIGIN)
+    assert paused.status_code == 200 and "Schedule paused nightly." in paused.text
+    assert platform.schedules.get("nightly").spec.suspend is True
+    assert 'action="/ui/schedules/nightly/resume"' in paused.text
+    console.post("/ui/schedules/nightly/resume", headers=SAME_ORIGIN)
+    assert platform.schedules.get("nightly").spec.suspend is False
+    console.post("/ui/schedules/nightly/delete", headers=SAME_ORIGIN)
+    assert platform.schedules.get("nightly") is None
+    missing = console.post("/ui/schedules/nightly/pause", headers=SAME_ORIGIN)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+
+
+def test_a_schedules_runs_link_to_their_task_pages(console, platform):
+    console.post("/ui/schedules", data=schedule_form(), headers=SAME_ORIGIN)
+    clock = ManualClock(time.time() + 2 * 86400)  # two days on: a fire time is due
+    firer = ScheduleFirer(platform.schedules, platform.store, "scheduler:test", clock)
+    firer.tick(epoch=1)
+    (run,) = platform.schedules.get("nightly").active
+    for page in (console.get("/ui/schedules").text, console.get("/ui/schedules/nightly").text):
+        assert f'href="/ui/tasks/{run.run_id}"' in page
+    assert console.get(f"/ui/tasks/{run.run_id}").status_code == 200
 
 
 # -- session, CSRF, roles -----------------------------------------------------------------------
@@ -368,6 +488,22 @@ def test_a_read_only_key_sees_no_action_buttons_and_its_posts_are_refused(platfo
         page = client.get(f"/ui/tasks/{task.task_id}").text
         assert "Cancel task" not in page
         assert "/requeue" not in client.get("/ui/dead-letters").text
+        platform.schedules.create(
+            validate_schedule(
+                {
+                    "name": "nightly",
+                    "schedule": "30 2 * * *",
+                    "task": {"taskType": "SHELL", "payload": "echo"},
+                }
+            ),
+            0.0,
+            0.0,
+        )
+        schedules = client.get("/ui/schedules").text
+        assert "nightly" in schedules
+        assert "/pause" not in schedules and "Create schedule" not in schedules
+        forbidden = client.post("/ui/schedules/nightly/delete", headers=SAME_ORIGIN)
+        assert forbidden.status_code == 403 and platform.schedules.get("nightly") is not None
         refused = client.post(f"/ui/tasks/{task.task_id}/cancel", headers=SAME_ORIGIN)
         assert refused.status_code == 403 and "TaskWrite" in refused.text
         assert platform.store.get(task.task_id).status == TaskStatus.PENDING

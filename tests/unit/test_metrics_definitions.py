@@ -198,6 +198,7 @@ def scraped(name: str) -> dict[tuple[tuple[str, str], ...], float]:
         ("tasklab_dead_letters_total", {"channel": "kafka", "reason": "too_large"}),
         ("tasklab_failovers_total", {"by": "heartbeat"}),
         ("tasklab_failover_requeued_tasks_total", {"by": "reaper"}),
+        ("tasklab_schedule_skipped_total", {"reason": "forbid_active"}),
     ],
 )
 def test_a_labelled_counter_serves_each_known_label_value_before_its_first_increment(name, labels):

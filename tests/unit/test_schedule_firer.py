@@ -8,12 +8,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.adapters.clock import ManualClock
 from common.adapters.memory_schedule import InMemoryScheduleStore
 from common.adapters.memory_store import InMemoryTaskStore
 from common.domain.schedule import run_id, validate_schedule
 from common.domain.transitions import TaskStatus
+from common.observability import metrics
 from common.ports.schedule import ScheduleExists
 from common.scheduling.fencing import Deposed
 from common.scheduling.schedules import ScheduleFirer
@@ -212,3 +214,48 @@ def test_more_than_a_hundred_missed_times_are_warned_about_once_and_the_latest_r
     warnings = [r for r in caplog.records if "too many missed start times" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
     assert store.get("every5").last_missed == 151
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def counted() -> dict[str, float]:
+    """The schedule counters now (the process's registry: compare before and after)."""
+    value = REGISTRY.get_sample_value
+    return {
+        "fires": value("tasklab_schedule_fires_total") or 0.0,
+        "missed": value("tasklab_schedule_missed_fires_total") or 0.0,
+        **{
+            reason: value("tasklab_schedule_skipped_total", {"reason": reason})
+            for reason in metrics.SCHEDULE_SKIP_REASONS
+        },
+    }
+
+
+def grown(before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before[k] for k, v in counted().items() if v != before[k]}
+
+
+def test_the_firer_counts_a_fire_the_start_times_it_passed_over_and_a_forbid_skip_once():
+    # After downtime: one fire, three older start times passed over
+    store, tasks, clock, firer = make()
+    before = counted()
+    clock.set(T0 + 3 * 300 + 5)
+    firer.tick(EPOCH)
+    firer.tick(EPOCH)
+    assert grown(before) == {"fires": 1, "missed": 3}
+    # Forbid, a run active: the due time is skipped, counted once however often it is seen
+    store, tasks, clock, firer = make(concurrencyPolicy="Forbid")
+    clock.set(T0 + 1)
+    firer.tick(EPOCH)
+    before = counted()
+    for second in (301, 302, 303):
+        clock.set(T0 + second)
+        firer.tick(EPOCH)
+    assert grown(before) == {"forbid_active": 1}
+    # A second leader deciding a fire time already fired counts nothing
+    other = ScheduleFirer(store, tasks, "scheduler:s2", clock)
+    before = counted()
+    store.due_at["every5"] = T0
+    other.reconcile("every5", EPOCH, T0 + 304)
+    assert grown(before).get("fires") is None

@@ -31,7 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from common.api import commands, dto, routes_dead_letters, sse, views
+from common.api import commands, dto, routes_dead_letters, routes_schedules, sse, views
 from common.api.console import session
 from common.api.errors import validation_errors
 from common.api.links import AUTH_ENABLED, forwarded_credentials, principal_of, require
@@ -45,7 +45,7 @@ HERE = Path(__file__).parent
 HTMX = "htmx-2.0.11.min.js"  # vendored from the htmx.org package, 0BSD (static/README.md)
 REFRESH_SECONDS = 3
 PAGE_SIZE = 25
-SCHEDULES_PAGE = "/ui/schedules"  # the schedules page, when the schedules feature adds it
+SCHEDULES_PAGE = "/ui/schedules"  # the nav shows it only while a route serves it
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -476,6 +476,157 @@ def requeue(request: Request, entry_id: str, _: Admin) -> Response:
     result = routes_dead_letters.requeue(request.app.state.backends.dead_letters, entry_id)
     query = urlencode({"done": result.entry_id, "outcome": result.outcome.value})
     return RedirectResponse(f"/ui/dead-letters?{query}", status_code=303)
+
+
+# -- schedules ----------------------------------------------------------------------------------
+
+# The create form's fields, by the path a problem names (`task.payload`), so an error from the
+# REST route's own check lands next to its input.
+SCHEDULE_FIELDS = (
+    "name",
+    "schedule",
+    "timeZone",
+    "concurrencyPolicy",
+    "startingDeadlineSeconds",
+    "task.taskType",
+    "task.payload",
+    "task.executionTimeout",
+)
+SCHEDULE_INTS = ("startingDeadlineSeconds", "task.executionTimeout")
+POLICIES = ("Allow", "Forbid", "Replace")
+SCHEDULE_DEFAULTS = {
+    "timeZone": "UTC",
+    "concurrencyPolicy": "Forbid",
+    "task.taskType": "SHELL",
+    "task.executionTimeout": "60",
+}
+
+
+def schedule_body(form: dict[str, str]) -> dict[str, Any]:
+    """The form as the REST body: `task.x` fields nested under `task`, empty optional fields
+    left out (the REST defaults apply), whole numbers as numbers; anything else as typed, so
+    the check names it."""
+    body: dict[str, Any] = {"task": {}}
+    for name in SCHEDULE_FIELDS:
+        value = form.get(name, "")
+        if value == "" and name not in ("name", "schedule", "task.payload"):
+            continue
+        if name in SCHEDULE_INTS and value.strip().lstrip("-").isdigit():
+            typed: Any = int(value.strip())
+        else:
+            typed = value
+        head, _, tail = name.partition(".")
+        if tail:
+            body[head][tail] = typed
+        else:
+            body[name] = typed
+    return body
+
+
+def _schedule_problems(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for error in errors:
+        field = error.get("field", "")
+        out.setdefault(field if field in SCHEDULE_FIELDS else "", []).append(error["detail"])
+    return out
+
+
+def _schedules_page(
+    request: Request,
+    form: dict[str, str] | None = None,
+    errors: dict[str, list[str]] | None = None,
+    status: int = 200,
+    done: str = "",
+) -> HTMLResponse:
+    items: list[routes_schedules.ScheduleView] = []
+    error = None
+    try:
+        answer = _tasks(request).list_schedules(
+            timeout=commands.CALL_TIMEOUT, metadata=_metadata(request)
+        )
+        items = [routes_schedules.schedule_view(s) for s in answer.schedules]
+    except (grpc.RpcError, Problem) as exc:
+        error = _problem(exc).detail
+    return render(
+        request,
+        "schedules.html",
+        status,
+        title="Schedules",
+        items=items,
+        error=error,
+        form=form or dict(SCHEDULE_DEFAULTS),
+        errors=errors or {},
+        policies=POLICIES,
+        types=[t.value for t in dto.RunnableType],
+        done=done,
+    )
+
+
+@router.get(SCHEDULES_PAGE.removeprefix("/ui"), response_class=HTMLResponse)
+def schedules_page(request: Request, _: Reader, done: str = "") -> HTMLResponse:
+    return _schedules_page(request, done=done[:200])
+
+
+@router.post(SCHEDULES_PAGE.removeprefix("/ui"))
+async def create_schedule(request: Request, _: Writer) -> Response:
+    raw = await request.form()
+    form = {name: str(raw.get(name, "")) for name in SCHEDULE_FIELDS}
+    try:
+        # The REST route's own check: the same rules, and the same message for each field.
+        spec = routes_schedules.checked_spec(schedule_body(form))
+        await run_in_threadpool(
+            _tasks(request).create_schedule,
+            spec,
+            timeout=commands.CALL_TIMEOUT,
+            metadata=_metadata(request),
+        )
+    except (grpc.RpcError, Problem) as exc:
+        # A taken name (409) or the provider's own checks come back as the REST problem.
+        problem = _problem(exc)
+        errors = _schedule_problems(problem.errors) if problem.errors else {}
+        if problem.status == 409:
+            errors = {"name": [problem.detail]}
+        return _schedules_page(request, form, errors or {"": [problem.detail]}, problem.status)
+    query = urlencode({"done": f"created {form['name']}"})
+    return RedirectResponse(f"{SCHEDULES_PAGE}?{query}", status_code=303)
+
+
+@router.get("/schedules/{name}", response_class=HTMLResponse)
+def schedule_page(request: Request, name: str, _: Reader) -> HTMLResponse:
+    answer = _tasks(request).get_schedule(
+        name, 10, timeout=commands.CALL_TIMEOUT, metadata=_metadata(request)
+    )
+    view = routes_schedules.schedule_view(answer)
+    return render(request, "schedule.html", title=f"Schedule {view.name}", s=view)
+
+
+def _schedule_action(request: Request, name: str, action: str) -> Response:
+    tasks, metadata = _tasks(request), _metadata(request)
+    if action == "delete":
+        tasks.delete_schedule(name, timeout=commands.CALL_TIMEOUT, metadata=metadata)
+    else:
+        suspend = action == "pause"
+        tasks.set_schedule_suspended(
+            name, suspend, timeout=commands.CALL_TIMEOUT, metadata=metadata
+        )
+    done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[action]
+    query = urlencode({"done": f"{done} {name}"})
+    return RedirectResponse(f"{SCHEDULES_PAGE}?{query}", status_code=303)
+
+
+@router.post("/schedules/{name}/pause")
+def pause_schedule(request: Request, name: str, _: Writer) -> Response:
+    return _schedule_action(request, name, "pause")
+
+
+@router.post("/schedules/{name}/resume")
+def resume_schedule(request: Request, name: str, _: Writer) -> Response:
+    return _schedule_action(request, name, "resume")
+
+
+@router.post("/schedules/{name}/delete")
+def delete_schedule(request: Request, name: str, _: Writer) -> Response:
+    return _schedule_action(request, name, "delete")
 
 
 # -- login ---------------------------------------------------------------------------------------
