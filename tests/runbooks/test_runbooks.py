@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     from the test run."""
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
+    if os.geteuid() == 0:
+        # Run as root, the dev stack runs PostgreSQL as the `postgres` user, who must be able
+        # to reach its data dir inside the sandbox (common/devstack/postgresql.py). pytest makes
+        # its temporary dirs 0700; searchable (o+x, not readable) is all it takes.
+        for parent in [work / "tmp", *(work / "tmp").parents]:
+            if parent == Path("/") or parent == Path(tempfile.gettempdir()):
+                break
+            parent.chmod(parent.stat().st_mode | 0o001)
     (work / ".venv").symlink_to(ROOT / ".venv")
     # The stage folders, for the files a page hands to a command (a composite's document).
     for stage in ROOT.glob("stage[0-9]_*"):

@@ -10,7 +10,6 @@ fixture touches this module's platform.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,10 @@ from rpc_support import free_port, wait_for_api
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
-from common.messaging.topics import ensure_topics
 from common.rpc.proxy import TaskServiceProxy
 from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
+from common.testing.platforms import stage4_environment
 from common.testing.processes import RoleProcess, stop_all
 
 pytestmark = pytest.mark.integration
@@ -93,24 +92,7 @@ def stage4(
     url = redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{STAGE4_DB}"
     client = redis_client(url)
     client.flushdb()
-    chroot = f"/tasklab-s4-{uuid.uuid4().hex[:8]}"
-    namespace = f"s4{uuid.uuid4().hex[:8]}"
-    env = {
-        "TASKLAB_REDIS_URL": url,
-        **zookeeper_service.env,
-        "TASKLAB_ZK_CHROOT": chroot,
-        **kafka_service.env,
-        "TASKLAB_KAFKA_NAMESPACE": namespace,
-    }
-    ensure_topics(env["TASKLAB_KAFKA_BOOTSTRAP"], namespace)
-    hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
-    bootstrap = KazooClient(hosts=hosts)
-    bootstrap.start(timeout=10)
-    bootstrap.ensure_path(chroot + TASK_SERVICE)
-    bootstrap.stop()
-    bootstrap.close()
-    zk = KazooClient(hosts=hosts + chroot)
-    zk.start(timeout=10)
+    env, zk = stage4_environment(url, zookeeper_service, kafka_service, "s4")
     log_dir = tmp_path_factory.mktemp("stage4-roles")
     platform = Stage4(env, log_dir, TaskClient(RedisTaskStore(client)), zk)
     try:

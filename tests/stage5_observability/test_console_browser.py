@@ -24,9 +24,9 @@ from kazoo.client import KazooClient
 from observability_support import free_address
 
 from common.adapters.redis_client import redis_client
-from common.messaging.topics import ensure_topics
 from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
+from common.testing.platforms import stage4_environment
 from common.testing.processes import RoleProcess, stop_all
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -80,24 +80,7 @@ class Platform:
 def platform(redis_service, zookeeper_service, kafka_service, tmp_path_factory):
     url = redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{CONSOLE_DB}"
     redis_client(url).flushdb()
-    chroot = f"/tasklab-console-{uuid.uuid4().hex[:8]}"
-    namespace = f"ui{uuid.uuid4().hex[:8]}"
-    env = {
-        "TASKLAB_REDIS_URL": url,
-        **zookeeper_service.env,
-        "TASKLAB_ZK_CHROOT": chroot,
-        **kafka_service.env,
-        "TASKLAB_KAFKA_NAMESPACE": namespace,
-    }
-    ensure_topics(env["TASKLAB_KAFKA_BOOTSTRAP"], namespace)
-    hosts = zookeeper_service.env["TASKLAB_ZK_HOSTS"]
-    bootstrap = KazooClient(hosts=hosts)
-    bootstrap.start(timeout=10)
-    bootstrap.ensure_path(chroot + TASK_SERVICE)
-    bootstrap.stop()
-    bootstrap.close()
-    zk = KazooClient(hosts=hosts + chroot)
-    zk.start(timeout=10)
+    env, zk = stage4_environment(url, zookeeper_service, kafka_service, "ui")
     running = Platform(env, tmp_path_factory.mktemp("console-roles"), zk)
     try:
         for role in ("scheduler", "agent", "manager"):
