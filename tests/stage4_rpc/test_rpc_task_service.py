@@ -286,4 +286,10 @@ def test_health_and_reflection_answer_on_every_provider(providers):
             "Watch",
             "ListAgents",
             "SubmitComposite",
+            "CreateSchedule",
+            "GetSchedule",
+            "ListSchedules",
+            "SetScheduleSuspended",
+            "DeleteSchedule",
+            "PreviewSchedule",
         ]

@@ -198,7 +198,14 @@ def test_every_final_state_is_archived_once_and_a_bad_message_is_dead_lettered_n
     assert metrics.value("tasklab_archive_rows_total", status="FAILED") >= 1
     assert metrics.value("tasklab_archive_delay_seconds_count") == len(expected)
     group = bus.group(ARCHIVER_GROUP)
-    assert group in metrics.label_values("tasklab_kafka_consumer_lag", "group")
+    # Consumer lag comes from librdkafka's statistics, reported every STATS_INTERVAL_MS: it
+    # is there once the first report after the assignment arrived, not at any one moment.
+    eventually(
+        lambda: group in scrape(address).label_values("tasklab_kafka_consumer_lag", "group"),
+        15,
+        0.2,
+        message="the archiver's consumer lag on /metrics",
+    )
 
 
 @pytest.mark.slow
