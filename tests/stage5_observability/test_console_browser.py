@@ -83,8 +83,11 @@ def platform(redis_service, zookeeper_service, kafka_service, tmp_path_factory):
     env, zk = stage4_environment(url, zookeeper_service, kafka_service, "ui")
     running = Platform(env, tmp_path_factory.mktemp("console-roles"), zk)
     try:
-        for role in ("scheduler", "agent", "manager"):
-            running.start(role, f"{role}-1")
+        running.start("scheduler", "scheduler-1")
+        # Room for the sleeps the tests leave running (a filter's, a guarded one's) beside
+        # the task a test waits to see RUNNING: one agent, whatever order the tests run in.
+        running.start("agent", "agent-1", TASKLAB_AGENT_CAPACITY="8")
+        running.start("manager", "manager-1")
         rpc = free_address()
         running.start("rpc", "rpc-1", TASKLAB_RPC_ADDRESS=rpc)
         eventually(lambda: rpc in zk.get_children(TASK_SERVICE), 30, message="provider up")
