@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import playwright.sync_api as playwright
 import pytest
 from kazoo.client import KazooClient
 from observability_support import free_address
@@ -28,8 +29,6 @@ from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
 from common.testing.platforms import stage4_environment
 from common.testing.processes import RoleProcess, stop_all
-
-playwright = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
