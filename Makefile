@@ -97,7 +97,7 @@ setup: system-deps $(STAMP) $(GEN_STAMP) $(MERMAID_STAMP) $(GRAFANA_SCHEMA_STAMP
 
 test: setup ## Lint, unit + integration tests on real services, strict docs build
 	$(MAKE) lint
-	CI=$${CI:-} $(BIN)/pytest -q
+	CI=$${CI:-} $(BIN)/pytest -q --durations=30
 	$(MAKE) docs
 
 test-fast: setup ## Everything `make test` runs but the slow fault tests (pytest -m "not slow")
