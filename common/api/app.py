@@ -49,11 +49,13 @@ def create_app(
     tasks: Any = None,
     dead_letters: Any = None,
     cluster: Any = None,
+    bus_dead_letters: Any = None,
 ) -> FastAPI:
     """The app; `tasks` is a TaskService stub to use instead of discovering providers, and
-    `dead_letters` (a DeadLetterBox) and `cluster` (a function answering a Cluster) replace
-    their Redis and ZooKeeper readers (unit tests)."""
-    backends = Backends(settings, tasks, dead_letters, cluster)
+    `dead_letters` (a DeadLetterBox), `cluster` (a function answering a Cluster) and
+    `bus_dead_letters` (a BusDeadLetters) replace their Redis, ZooKeeper and Kafka readers
+    (unit tests)."""
+    backends = Backends(settings, tasks, dead_letters, cluster, bus_dead_letters)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

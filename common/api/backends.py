@@ -29,6 +29,7 @@ from common.config import Settings
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.observability import get_logger
 from common.ports.archive import ArchiveUnavailable, NoArchive, TaskArchive
+from common.ports.bus_dead_letters import BusDeadLetters, NoBusDeadLetters
 from common.ports.dead_letters import DeadLetterBox
 from common.rpc.proxy import TaskServiceProxy
 
@@ -51,11 +52,13 @@ class Backends:
         tasks: Any = None,
         dead_letters: DeadLetterBox | None = None,
         cluster: Callable[[], Cluster] | None = None,
+        bus_dead_letters: BusDeadLetters | None = None,
     ) -> None:
         self.settings = settings
         self.redis: Redis = redis_client(settings.redis_url)  # a pool: no connection yet
         self._tasks = tasks
         self._dead_letters = dead_letters
+        self._bus_dead_letters = bus_dead_letters
         self._cluster = cluster
         self._zk: Any = None
         self._kafka: Any = None
@@ -84,6 +87,22 @@ class Backends:
         if self._dead_letters is None:
             self._dead_letters = RedisDeadLetterBox(self.redis, self.settings.dead_letter_max)
         return self._dead_letters
+
+    @property
+    def bus_dead_letters(self) -> BusDeadLetters:
+        """The dead-letter topic's reader; `NoBusDeadLetters` when no bus is configured (an
+        empty `kafka_bootstrap`). Its Kafka client is imported and made on first use only."""
+        if self._bus_dead_letters is None:
+            if not self.settings.kafka_bootstrap.strip():
+                self._bus_dead_letters = NoBusDeadLetters(
+                    "no Kafka event bus is configured (kafka_bootstrap is empty)"
+                )
+            else:
+                from common.api.bus_dead_letters import KafkaBusDeadLetters
+                from common.messaging.clients import Bus
+
+                self._bus_dead_letters = KafkaBusDeadLetters(Bus.from_settings(self.settings))
+        return self._bus_dead_letters
 
     def cluster(self) -> Cluster:
         """The scheduler leader, its epoch and the live agents' nodes (common.api.cluster)."""
@@ -131,6 +150,8 @@ class Backends:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._archive is not None and hasattr(self._archive, "close"):
             self._archive.close()
+        if self._bus_dead_letters is not None:
+            self._bus_dead_letters.close()
         if self._zk is not None:
             # Closed, not left to expire: ZooKeeper forgets this session (and its watches) now.
             close_zk(self.settings)
@@ -176,6 +197,8 @@ class Backends:
         return "session connected"
 
     def _check_kafka(self) -> str:
+        if not self.settings.kafka_bootstrap.strip():
+            return "no event bus configured"
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 

@@ -119,7 +119,9 @@ class TaskView(_Response):
     A composite's child also says where it stands in its parent (`parentId`, `role`,
     `shardIndex`, `shardTotal`, `node`, `pinnedAgent`); a composite parent (taskType
     COMPOSITE) read on its own (GET /tasks/{taskId}, the answer to POST /composites) lists its
-    `children`, a DAG's `edges` and its `progress`. They are null where they do not apply.
+    `children`, a DAG's `edges` and its `progress`. A cron schedule's run names its schedule
+    (`scheduleId`) and the fire time it belongs to (`scheduledFor`); a traced task its
+    `traceId`. They are null where they do not apply.
     """
 
     model_config = ConfigDict(
@@ -143,6 +145,9 @@ class TaskView(_Response):
                     "createdAt": "2026-11-29T21:40:00.123Z",
                     "updatedAt": "2026-11-29T21:40:00.456Z",
                     "retryOf": None,
+                    "scheduleId": "nightly-report",
+                    "scheduledFor": "2026-11-29T21:40:00.000Z",
+                    "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
                 }
             ]
         }
@@ -165,6 +170,18 @@ class TaskView(_Response):
     created_at: Timestamp
     updated_at: Timestamp
     retry_of: str | None
+    # -- a cron schedule's run, and the trace of a traced task ------------------------------
+    schedule_id: str | None = Field(
+        default=None, description="The cron schedule that fired this task (its name)."
+    )
+    scheduled_for: Timestamp | None = Field(
+        default=None, description="The fire time of the schedule this run belongs to."
+    )
+    trace_id: str | None = Field(
+        default=None,
+        description="The W3C trace id (32 hex) of the current attempt's trace, while tracing "
+        "is on: look it up in the trace store.",
+    )
     # -- a composite's child ----------------------------------------------------------------
     parent_id: str | None = None
     role: str | None = None
@@ -481,8 +498,23 @@ class AgentList(_Response):
     items: list[Agent]
 
 
+class DeadLetterBoxName(StrEnum):
+    """Where a dead letter is kept: the Redis list, or (stage 3 on) the bus's topic."""
+
+    redis = "redis"
+    bus = "bus"
+
+
 class DeadLetterView(_Response):
-    """One message that could not be run, with why (the dead-letter list, newest first)."""
+    """One message that could not be run or applied, with why, newest first.
+
+    `box` says where it is kept. On the Redis list (`redis`): what the queue's intake could not
+    take; `entryId` names it for a requeue and `source` is the queue it was taken from. On the
+    event bus's dead-letter topic (`bus`, stage 3 on): a bus message a consumer could not parse
+    or apply; `entryId` is its partition@offset on the dead-letter topic, `actor` the consumer
+    group that refused it, `source` and `topic`/`partition`/`offset` where it was refused, and
+    `key` its key. Those four are null on the Redis list.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -494,22 +526,49 @@ class DeadLetterView(_Response):
                     "actor": "scheduler:scheduler-1",
                     "at": "2026-11-29T21:40:00.123Z",
                     "source": "queue:pending",
-                }
+                    "box": "redis",
+                },
+                {
+                    "entryId": "0@17",
+                    "message": '{"taskId":"3f1c9a52","status":"SUCCES"}',
+                    "reason": "not a status event: status: unknown 'SUCCES'",
+                    "actor": "tasklab-manager",
+                    "at": "2026-11-29T21:41:02.000Z",
+                    "source": "task-status-update-topic",
+                    "box": "bus",
+                    "topic": "task-status-update-topic",
+                    "partition": 3,
+                    "offset": 1042,
+                    "key": "3f1c9a52",
+                },
             ]
         }
     )
 
-    entry_id: str = Field(description="Names this entry for a requeue (a digest of it).")
+    entry_id: str = Field(
+        description="Names this entry: a digest of it on the Redis list (what a requeue "
+        "takes), partition@offset on the dead-letter topic."
+    )
     message: str = Field(description="The original message, as it was taken.")
     reason: str
     actor: str
     at: Timestamp | None
     source: str
+    box: DeadLetterBoxName = DeadLetterBoxName.redis
+    topic: str | None = Field(default=None, description="bus: the topic it was refused on.")
+    partition: int | None = Field(default=None, description="bus: its partition there.")
+    offset: int | None = Field(default=None, description="bus: its offset there.")
+    key: str | None = Field(default=None, description="bus: its message key.")
 
 
 class DeadLetterList(_Response):
     items: list[DeadLetterView]
-    total: int = Field(description="Entries on the list now (items shows the newest).")
+    total: int = Field(description="Entries held now (items shows the newest).")
+    box: DeadLetterBoxName = DeadLetterBoxName.redis
+    note: str | None = Field(
+        default=None,
+        description="Why there is nothing to list: e.g. no event bus is configured.",
+    )
 
 
 class RequeueAnswer(_Response):

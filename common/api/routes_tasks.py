@@ -130,9 +130,17 @@ def list_tasks(
     created_before: Annotated[datetime | None, Query(alias="createdBefore")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    schedule_id: Annotated[
+        str | None,
+        Query(
+            alias="scheduleId",
+            max_length=200,
+            description="Only the runs of this cron schedule (by its name).",
+        ),
+    ] = None,
 ) -> dto.TaskPage:
     query = list_request(
-        status, task_type, agent, name, limit, cursor, created_after, created_before
+        status, task_type, agent, name, limit, cursor, created_after, created_before, schedule_id
     )
     return task_page(_tasks(request), query, credentials(request))
 
@@ -146,6 +154,7 @@ def list_request(
     cursor: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    schedule_id: str | None = None,
 ) -> pb.ListRequest:
     """A listing's filters as the providers' ListRequest (the REST route's and the console's)."""
     query = pb.ListRequest(
@@ -153,6 +162,7 @@ def list_request(
         task_type=pb.TaskType.Value(task_type.value) if task_type else 0,
         agent_id=agent or "",
         name=name or "",
+        schedule_id=schedule_id or "",
         page_size=limit,
         cursor=cursor or "",
     )

@@ -71,6 +71,9 @@ def _task_fields(task: pb.Task, tree: bool = False) -> dict:
         "created_at": rfc3339(task.created_at),
         "updated_at": rfc3339(task.updated_at),
         "retry_of": task.retry_of or None,
+        "schedule_id": task.schedule_id or None,
+        "scheduled_for": rfc3339(task.scheduled_for) if task.HasField("scheduled_for") else None,
+        "trace_id": task.trace_id or None,
         **_composite_fields(task, tree),
     }
 
@@ -149,6 +152,9 @@ def archived_detail(found: ArchivedTask) -> dto.TaskDetail | None:
         created_at=_at(task.created_at),
         updated_at=_at(found.last.finished_at),
         retry_of=task.retry_of,
+        schedule_id=task.schedule_id,
+        scheduled_for=_at(task.scheduled_for) if task.scheduled_for is not None else None,
+        trace_id=task.trace_id,
         parent_id=task.parent_id,
         role=task.role,
         shard_index=task.shard_index,

@@ -105,6 +105,11 @@ def _when(ts: float | str | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(millis // 1000)) + f".{millis % 1000:03d}"
 
 
+def _moment(ts: float) -> str:
+    """A fire time in UTC, to the second, as the schedule's own views show it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 def _print_task(task: Task, history: list[dict] | None = None) -> None:
     typer.echo(f"taskId:   {task.task_id}")
     typer.echo(f"name:     {task.task_name}")
@@ -116,6 +121,10 @@ def _print_task(task: Task, history: list[dict] | None = None) -> None:
         typer.echo(f"agent:    {task.agent_id}")
     if task.exit_code is not None:
         typer.echo(f"exitCode: {task.exit_code}")
+    if task.schedule_id:
+        # A cron schedule's run: `tasklab schedule show NAME` has the schedule's other runs.
+        fired = f" (fired for {_moment(task.scheduled_for)})" if task.scheduled_for else ""
+        typer.echo(f"schedule: {task.schedule_id}{fired}")
     if task.trace_id:
         # The trace of the current attempt, to look up in the trace store (tracing.py).
         typer.echo(f"traceId:  {task.trace_id}")

@@ -85,6 +85,8 @@ def task_of(view: dict[str, Any]) -> Task:
     data = dict(view)
     for key in ("createdAt", "updatedAt"):
         data[key] = epoch(data.get(key))
+    if data.get("scheduledFor"):  # a schedule's run: the fire time, as the store keeps it
+        data["scheduledFor"] = epoch(data["scheduledFor"])
     return Task.model_validate(data)
 
 

@@ -258,6 +258,11 @@ class RateLimitConfig(_Section):
     # A check Redis has not answered within this many seconds lets the call through (fail
     # open, see common/security/ratelimit.py), so a hung Redis does not hold every request.
     redis_timeout: float = Field(default=0.5, gt=0, le=30)
+    # The console's login (common/api/console/login_limit.py): this many failed logins per
+    # client address, one more each login_window / login_failures seconds; a good key spends
+    # nothing. With `enabled` off there is no limit on logins either.
+    login_failures: int = Field(default=5, ge=1, le=10_000)
+    login_window: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class SecurityConfig(_Section):

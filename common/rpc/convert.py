@@ -60,6 +60,12 @@ def task(t: Task) -> pb.Task:
         out.shard_total = t.shard_total
     out.node = t.node or ""
     out.pinned_agent = t.pinned_agent or ""
+    # A schedule's run: which schedule fired it, for which fire time. A message field, so an
+    # unset one (any other task) reads as absent, not as the Unix epoch.
+    out.schedule_id = t.schedule_id or ""
+    if t.scheduled_for is not None:
+        out.scheduled_for.CopyFrom(timestamp(t.scheduled_for))
+    out.trace_id = t.trace_id or ""
     return out
 
 

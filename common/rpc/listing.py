@@ -36,10 +36,14 @@ class TaskFilter:
     name: str | None = None
     created_after: float | None = None  # inclusive
     created_before: float | None = None  # exclusive
+    # A schedule's runs: the same bounded scan of the index as any filter (no index per
+    # schedule; the schedule itself keeps its latest runs, common/domain/schedule.py).
+    schedule_id: str | None = None
 
     def matches(self, task: Task) -> bool:
         return (
             (self.status is None or task.status.value == self.status)
+            and (self.schedule_id is None or task.schedule_id == self.schedule_id)
             and (self.task_type is None or task.task_type.value == self.task_type)
             and (self.agent_id is None or task.agent_id == self.agent_id)
             and (self.name is None or self.name.lower() in task.task_name.lower())

@@ -206,6 +206,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             task_type=pb.TaskType.Name(request.task_type) if request.task_type else None,
             agent_id=request.agent_id or None,
             name=request.name or None,
+            schedule_id=request.schedule_id or None,
             created_after=convert.seconds(after) if request.HasField("created_after") else None,
             created_before=convert.seconds(before) if request.HasField("created_before") else None,
         )

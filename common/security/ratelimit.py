@@ -62,19 +62,21 @@ class RateLimiter:
         limits = settings.api.rate_limiting
         return cls(client, limits.requests_per_second, limits.burst)
 
-    def _args(self, name: str) -> dict[str, list]:
-        return {"keys": [keys.rate_limit(name)], "args": [repr(self.rate), self.burst, 1]}
+    def _args(self, name: str, cost: int) -> dict[str, list]:
+        return {"keys": [keys.rate_limit(name)], "args": [repr(self.rate), self.burst, cost]}
 
-    def take(self, name: str) -> Decision:
+    def take(self, name: str, cost: int = 1) -> Decision:
+        """Take `cost` tokens if the bucket has them. Cost 0 takes nothing and answers how
+        many whole tokens are there (`remaining`): a look that spends nothing."""
         try:
-            reply = self._script(**self._args(name))
+            reply = self._script(**self._args(name, cost))
         except (RedisError, OSError) as exc:
             return self._failed_open(exc)
         return self._decision(reply)
 
-    async def take_async(self, name: str) -> Decision:
+    async def take_async(self, name: str, cost: int = 1) -> Decision:
         try:
-            reply = await self._script(**self._args(name))
+            reply = await self._script(**self._args(name, cost))
         except (RedisError, OSError) as exc:
             return self._failed_open(exc)
         return self._decision(reply)

@@ -14,6 +14,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.domain.task import TaskSpec, TaskType
+from common.rpc import convert
 from common.rpc.errors import SCHEDULE_EXISTS, SCHEDULE_RESOURCE, details_of
 from common.rpc.gen import task_service_pb2 as pb
 from common.testing import eventually
@@ -174,6 +179,48 @@ def test_the_cli_prints_the_same_through_the_api_as_from_redis(rest, stage4):
     assert missing.returncode == 1 and "No such schedule" in missing.stderr
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+FIRE = datetime.fromisoformat("2026-11-29T21:40:00+00:00").timestamp()
+
+
+def test_a_runs_schedule_and_a_traced_tasks_trace_show_over_grpc_rest_and_the_cli(
+    http, proxy, rest, stage4
+):
+    # Given a task submitted in a trace, and one written as the leader's fire writes a run
+    # (the same task hash, with the schedule's name and the fire time it belongs to)
+    client = redis_client(stage4.env["TASKLAB_REDIS_URL"])
+    store = RedisTaskStore(client)
+    shell = TaskType.SHELL
+    traced, _ = store.submit(
+        TaskSpec(task_type=shell, payload="echo traced"), traceparent=TRACEPARENT
+    )
+    run, _ = store.submit(TaskSpec(task_type=shell, payload="echo a run"))
+    client.hset(
+        keys.task(run.task_id), mapping={"scheduleId": "views-a", "scheduledFor": repr(FIRE)}
+    )
+    trace_id = TRACEPARENT.split("-")[1]
+    # Then gRPC carries them...
+    grpc_run = proxy.get_task_info(run.task_id).task
+    assert grpc_run.schedule_id == "views-a" and convert.seconds(grpc_run.scheduled_for) == FIRE
+    assert proxy.get_task_info(traced.task_id).task.trace_id == trace_id
+    # ...REST shows them...
+    view = http.get(f"/api/v1/tasks/{run.task_id}").json()
+    assert (view["scheduleId"], view["scheduledFor"]) == ("views-a", "2026-11-29T21:40:00.000Z")
+    assert http.get(f"/api/v1/tasks/{traced.task_id}").json()["traceId"] == trace_id
+    # ...a listing by schedule finds the run alone, over REST and gRPC...
+    listed = http.get("/api/v1/tasks", params={"scheduleId": "views-a"}).json()["items"]
+    assert [t["taskId"] for t in listed] == [run.task_id]
+    page = proxy.list(pb.ListRequest(schedule_id="views-a"))
+    assert [t.task_id for t in page.tasks] == [run.task_id]
+    # ...and tasklab status prints them, through the API as from Redis
+    api = {"TASKLAB_API_URL": rest}
+    for env in (api, {"TASKLAB_REDIS_URL": stage4.env["TASKLAB_REDIS_URL"]}):
+        shown = tasklab("status", run.task_id, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert "schedule: views-a (fired for 2026-11-29 21:40:00 UTC)" in shown.stdout
+    assert f"traceId:  {trace_id}" in tasklab("status", traced.task_id, env=api).stdout
+
+
 @pytest.mark.slow
 def test_a_schedule_fires_on_the_real_clock_and_its_run_succeeds(http, stage4):
     made = http.post(
@@ -190,6 +237,8 @@ def test_a_schedule_fires_on_the_real_clock_and_its_run_succeeds(http, stage4):
     status = eventually(fired, 75, interval=0.5, message="the schedule fired")
     run = http.get(f"/api/v1/tasks/{status['lastRunId']}")
     assert run.status_code == 200
+    assert run.json()["scheduleId"] == "every-minute"
+    assert run.json()["scheduledFor"] == made.json()["nextFireTimes"][0]
     eventually(
         lambda: http.get(f"/api/v1/tasks/{status['lastRunId']}").json()["status"] == "SUCCESS",
         30,

@@ -21,10 +21,13 @@ from pathlib import Path
 import httpx
 import playwright.sync_api as playwright
 import pytest
+from confluent_kafka import Producer
 from kazoo.client import KazooClient
 from observability_support import free_address
 
 from common.adapters.redis_client import redis_client
+from common.messaging.clients import Bus
+from common.messaging.topics import STATUS
 from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
 from common.testing.platforms import stage4_environment
@@ -307,8 +310,22 @@ def test_a_dead_letter_is_shown_with_its_reason_and_requeued_from_the_page(
     client = redis_client(platform.env["TASKLAB_REDIS_URL"])
     client.lpush("queue:pending", "this is not a task")
     eventually(lambda: client.llen("queue:dead-letter") >= 1, 30, message="dead-lettered")
+    # ...and a status message the manager cannot parse, dead-lettered on the bus's topic
+    bus = Bus(platform.env["TASKLAB_KAFKA_BOOTSTRAP"], platform.env["TASKLAB_KAFKA_NAMESPACE"])
+    producer = Producer({"bootstrap.servers": bus.bootstrap})
+    producer.produce(bus.topic(STATUS), key=b"no-task", value=b"this is not a status event")
+    assert producer.flush(10) == 0
+
+    def on_the_bus() -> bool:
+        answer = httpx.get(console + "/api/v1/dead-letters", params={"box": "bus"}, timeout=10)
+        return answer.json()["total"] >= 1
+
+    eventually(on_the_bus, 30, interval=0.5, message="dead-lettered on the bus")
     page.goto(console + "/ui/dead-letters")
     expect(page.locator("tbody")).to_contain_text("this is not a task")
+    bus_row = page.locator("tbody tr", has_text="this is not a status event")
+    expect(bus_row).to_contain_text(bus.topic(STATUS))
+    expect(bus_row.get_by_role("button")).to_have_count(0)
     page.screenshot(path=shots / "dead-letters.png", full_page=True)
     # When the operator requeues it
     page.get_by_role("button", name="Requeue").first.click()

@@ -26,12 +26,20 @@ from common.api import dto
 from common.api.app import create_app
 from common.api.cluster import Cluster
 from common.api.console import pages, session
+from common.api.views import rfc3339 as convert_rfc3339
 from common.client import TaskClient
 from common.config import Settings
 from common.coordination.agent_info import AgentInfo
 from common.domain.dead_letter import Requeue, entry_id, read_entry
 from common.domain.schedule import validate_schedule
+from common.domain.task import TaskSpec, TaskType
 from common.domain.transitions import TaskStatus
+from common.ports.bus_dead_letters import (
+    BusDeadLetter,
+    BusDeadLetters,
+    BusUnavailable,
+    NoBusDeadLetters,
+)
 from common.rpc import convert
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
@@ -68,6 +76,7 @@ class StubTasks:
             for t in self.store.list_tasks(status, 0, 10_000)
             if request.name in t.task_name
             and (not request.agent_id or t.agent_id == request.agent_id)
+            and (not request.schedule_id or t.schedule_id == request.schedule_id)
         ]
         start = int(request.cursor or 0)
         end = start + request.page_size
@@ -124,6 +133,28 @@ class StubTasks:
         )
 
 
+class BusDeadLettersInMemory(BusDeadLetters):
+    """The dead-letter topic's reader over a list (the Kafka one is tested on a real broker
+    in tests/stage5_observability/test_bus_dead_letters.py); `down` makes it not answer."""
+
+    def __init__(self) -> None:
+        self.entries: list[BusDeadLetter] = []
+        self.down = False
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    @property
+    def topic(self) -> str:
+        return "tasklab-dead-letter-topic"
+
+    def list(self, limit):
+        if self.down:
+            raise BusUnavailable("Local: Broker transport failure")
+        return sorted(self.entries, key=lambda d: -(d.at or 0))[:limit], len(self.entries)
+
+
 class Platform:
     def __init__(self) -> None:
         self.store = InMemoryTaskStore()
@@ -139,6 +170,7 @@ class Platform:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.tasks = StubTasks(pb_grpc.TaskServiceStub(self.channel), self.store)
         self.dead_letters = InMemoryDeadLetterBox()
+        self.bus = BusDeadLettersInMemory()
         self.cluster = Cluster(
             leader="scheduler-2",
             epoch=4295,
@@ -149,7 +181,7 @@ class Platform:
         return [t.task_id for t in self.store.list_tasks(None, 0, 1000) if t.parent_id == parent_id]
 
     def app(self, settings: Settings = OFFLINE):
-        return create_app(settings, self.tasks, self.dead_letters, lambda: self.cluster)
+        return create_app(settings, self.tasks, self.dead_letters, lambda: self.cluster, self.bus)
 
     def close(self) -> None:
         self.channel.close()
@@ -543,3 +575,142 @@ def test_the_same_rendered_form_posted_twice_makes_one_task(console, platform):
     # ...while a new rendering of the form is a new task
     fresh = console.get("/ui/submit").text.split('name="formKey" value="', 1)[1][:32]
     assert submit(console, formKey=fresh).headers["location"] != first.headers["location"]
+
+
+# -- a schedule's run, a traced task ------------------------------------------------------------
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def fire_nightly(console, platform) -> str:
+    """Create the `nightly` schedule and fire it once (the leader's firer, a clock two days on);
+    the run's task id."""
+    console.post("/ui/schedules", data=schedule_form(), headers=SAME_ORIGIN)
+    clock = ManualClock(time.time() + 2 * 86400)
+    ScheduleFirer(platform.schedules, platform.store, "scheduler:test", clock).tick(epoch=1)
+    (run,) = platform.schedules.get("nightly").active
+    return run.run_id
+
+
+def test_a_schedules_run_names_its_schedule_and_fire_time_over_grpc_rest_and_its_page(
+    console, platform
+):
+    # Given a run the schedule fired
+    run_id = fire_nightly(console, platform)
+    fired_for = platform.store.get(run_id).scheduled_for
+    # Then gRPC carries the schedule and the fire time...
+    task = platform.tasks.get_task_info(run_id).task
+    assert task.schedule_id == "nightly" and task.HasField("scheduled_for")
+    assert convert.seconds(task.scheduled_for) == fired_for
+    # ...REST shows them, the fire time in RFC 3339...
+    view = console.get(f"/api/v1/tasks/{run_id}").json()
+    assert view["scheduleId"] == "nightly"
+    assert view["scheduledFor"] == views_rfc3339(fired_for)
+    assert view["traceId"] is None
+    # ...the listing finds the schedule's runs by its name...
+    listed = console.get("/api/v1/tasks", params={"scheduleId": "nightly"}).json()["items"]
+    assert [t["taskId"] for t in listed] == [run_id]
+    assert console.get("/api/v1/tasks", params={"scheduleId": "other"}).json()["items"] == []
+    # ...and the task page links the schedule's page and its other runs, which list it
+    page = console.get(f"/ui/tasks/{run_id}").text
+    assert 'href="/ui/schedules/nightly"' in page and 'href="/ui/tasks?schedule=nightly"' in page
+    assert 'href="/ui/tasks?schedule=nightly"' in console.get("/ui/schedules/nightly").text
+    runs = console.get("/ui/tasks?schedule=nightly").text
+    assert run_id in runs and 'value="nightly"' in runs
+
+
+def views_rfc3339(seconds: float) -> str:
+    return convert_rfc3339(convert.timestamp(seconds))
+
+
+def test_a_traced_task_shows_its_trace_id_and_a_plain_one_shows_none(console, platform):
+    spec = TaskSpec(task_type=TaskType.SHELL, payload="echo traced")
+    traced, _ = platform.store.submit(spec, traceparent=TRACEPARENT)
+    plain, _ = platform.store.submit(TaskSpec(task_type=TaskType.SHELL, payload="echo plain"))
+    trace_id = TRACEPARENT.split("-")[1]
+    assert platform.tasks.get_task_info(traced.task_id).task.trace_id == trace_id
+    assert console.get(f"/api/v1/tasks/{traced.task_id}").json()["traceId"] == trace_id
+    assert (
+        f'<code id="task-trace">{trace_id}</code>'
+        in console.get(f"/ui/tasks/{traced.task_id}").text
+    )
+    # A task neither fired nor traced: null in REST, absent in gRPC, nothing on its page
+    grpc_plain = platform.tasks.get_task_info(plain.task_id).task
+    assert grpc_plain.trace_id == "" and not grpc_plain.HasField("scheduled_for")
+    view = console.get(f"/api/v1/tasks/{plain.task_id}").json()
+    assert (view["scheduleId"], view["scheduledFor"], view["traceId"]) == (None, None, None)
+    page = console.get(f"/ui/tasks/{plain.task_id}").text
+    assert "task-trace" not in page and "task-schedule" not in page
+
+
+# -- the bus's dead letters ------------------------------------------------------------------------
+
+
+def bus_letter(offset: int, at: float) -> BusDeadLetter:
+    return BusDeadLetter(
+        partition=0,
+        offset=offset,
+        key="3f1c9a52",
+        message='{"taskId":"3f1c9a52","status":"SUCCES"}',
+        reason="not a status event: status: unknown 'SUCCES'",
+        group="tasklab-manager",
+        original_topic="task-status-update-topic",
+        original_partition=3,
+        original_offset=1042,
+        at=at,
+    )
+
+
+def test_the_buss_dead_letters_are_listed_beside_the_redis_ones_without_a_requeue(
+    console, platform
+):
+    # Given one dead letter on the Redis list and one on the bus's topic, newer
+    redis_entry = platform.dead_letters.add('{"taskType":"RUBY"}', "unknown taskType 'RUBY'")
+    platform.bus.entries.append(bus_letter(17, time.time() + 60))
+    # Then the page shows both, the bus's first, with where it was refused and no requeue
+    page = console.get("/ui/dead-letters").text
+    assert page.index('id="dl-bus-0-17"') < page.index(f'id="dl-redis-{redis_entry}"')
+    bus_row = page[page.index('id="dl-bus-0-17"') :].split("</tr>")[0]
+    assert "task-status-update-topic [3]@1042" in bus_row and "unknown &#39;SUCCES&#39;" in bus_row
+    assert "tasklab-manager" in bus_row and "/requeue" not in bus_row
+    assert f"/ui/dead-letters/{redis_entry}/requeue" in page
+    # ...and REST lists the bus's with ?box=bus, the Redis list's by default
+    bus = console.get("/api/v1/dead-letters", params={"box": "bus"}).json()
+    assert bus["box"] == "bus" and bus["total"] == 1 and bus["note"] is None
+    (item,) = bus["items"]
+    assert (item["entryId"], item["topic"], item["partition"], item["offset"]) == (
+        "0@17",
+        "task-status-update-topic",
+        3,
+        1042,
+    )
+    assert item["box"] == "bus" and item["actor"] == "tasklab-manager" and item["key"] == "3f1c9a52"
+    redis = console.get("/api/v1/dead-letters").json()
+    assert redis["box"] == "redis" and [i["entryId"] for i in redis["items"]] == [redis_entry]
+    assert console.get("/api/v1/dead-letters", params={"box": "kafka"}).status_code == 422
+
+
+def test_a_bus_that_does_not_answer_is_a_note_on_the_page_and_a_503_over_rest(console, platform):
+    platform.dead_letters.add('{"taskType":"RUBY"}', "unknown taskType 'RUBY'")
+    platform.bus.down = True
+    page = console.get("/ui/dead-letters")
+    assert page.status_code == 200 and "unknown taskType" in page.text, "the list still shows"
+    assert "The event bus did not answer: Kafka: Local: Broker transport failure" in page.text
+    rest = console.get("/api/v1/dead-letters", params={"box": "bus"})
+    assert rest.status_code == 503 and rest.headers["retry-after"] == "2"
+
+
+def test_with_no_bus_configured_the_page_and_rest_say_so_instead_of_failing(platform):
+    app = create_app(
+        OFFLINE.model_copy(update={"kafka_bootstrap": ""}),
+        platform.tasks,
+        platform.dead_letters,
+        lambda: platform.cluster,
+    )
+    with TestClient(app, base_url=BASE) as client:
+        assert isinstance(app.state.backends.bus_dead_letters, NoBusDeadLetters)
+        page = client.get("/ui/dead-letters")
+        assert page.status_code == 200
+        assert "no Kafka event bus is configured" in page.text
+        rest = client.get("/api/v1/dead-letters", params={"box": "bus"}).json()
+        assert rest["items"] == [] and "no Kafka event bus is configured" in rest["note"]

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.api import commands, dto, routes_dead_letters, routes_schedules, sse, views
 from common.api.console import session
+from common.api.console.login_limit import LoginThrottle
 from common.api.errors import validation_errors
 from common.api.links import AUTH_ENABLED, forwarded_credentials, principal_of, require
 from common.api.metrics import route_templates
@@ -92,7 +93,13 @@ def principal(request: Request) -> Principal:
     return principal_of(request.scope) or ANONYMOUS
 
 
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    request: Request,
+    name: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
     who = principal(request)
     auth_on = getattr(request.app.state, AUTH_ENABLED, False)
     return templates.TemplateResponse(
@@ -110,6 +117,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
             **context,
         },
         status_code=status_code,
+        headers=headers,
     )
 
 
@@ -168,7 +176,7 @@ def home() -> RedirectResponse:
     return RedirectResponse("/ui/tasks", status_code=303)
 
 
-FILTERS = ("status", "type", "name", "agent")
+FILTERS = ("status", "type", "name", "agent", "schedule")
 
 
 def _filters(request: Request) -> tuple[dict[str, str], dict[str, str]]:
@@ -179,7 +187,7 @@ def _filters(request: Request) -> tuple[dict[str, str], dict[str, str]]:
         problems["status"] = f"no status {values['status']!r}"
     if values["type"] and values["type"] not in dto.TaskType.__members__:
         problems["type"] = f"no task type {values['type']!r}"
-    for key in ("name", "agent"):
+    for key in ("name", "agent", "schedule"):
         if len(values[key]) > 200:
             problems[key] = "at most 200 characters"
     return values, problems
@@ -197,6 +205,7 @@ def tasks_page(request: Request, _: Reader, cursor: str | None = None) -> HTMLRe
             name=values["name"] or None,
             limit=PAGE_SIZE,
             cursor=(cursor or "")[:1000] or None,
+            schedule_id=values["schedule"] or None,
         )
         try:
             page = task_page(_tasks(request), query, _metadata(request))
@@ -457,15 +466,34 @@ def agents_page(request: Request, _: Reader) -> HTMLResponse:
     return render(request, name, title="Agents", rows=rows, cluster=cluster, error=error)
 
 
+DEAD_LETTERS_SHOWN = 100  # of each box
+
+
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters_page(request: Request, _: Reader, done: str = "", outcome: str = ""):
-    box = request.app.state.backends.dead_letters
-    listing = routes_dead_letters.list_dead_letters(box, 100)
+    """Both dead-letter boxes in one table, newest first: the Redis list (requeue) and, from
+    stage 3, the bus's dead-letter topic (read only). Redis away is the page's 503, as the REST
+    route's; the bus away (or none configured) is a note above the table: the list still shows."""
+    backends = request.app.state.backends
+    listing = routes_dead_letters.list_dead_letters(backends.dead_letters, DEAD_LETTERS_SHOWN)
+    try:
+        bus = routes_dead_letters.list_bus_dead_letters(
+            backends.bus_dead_letters, DEAD_LETTERS_SHOWN
+        )
+        bus_note, bus_total = bus.note, bus.total
+    except Problem as exc:
+        bus, bus_note, bus_total = None, f"The event bus did not answer: {exc.detail}", None
+    items = listing.items + (bus.items if bus else [])
+    items.sort(key=lambda d: d.at or "", reverse=True)
     return render(
         request,
         "dead_letters.html",
         title="Dead letters",
         listing=listing,
+        items=items,
+        bus_topic=backends.bus_dead_letters.topic,
+        bus_total=bus_total,
+        bus_note=bus_note,
         done=done[:16],
         outcome=outcome[:20],
     )
@@ -637,8 +665,18 @@ def login_form(request: Request, next: str = "") -> HTMLResponse:  # noqa: A002
     return render(request, "login.html", title="Log in", next=session.safe_next(next), error="")
 
 
+def _login_throttle(request: Request) -> LoginThrottle:
+    """The login's limit, made on first use from the API's settings and Redis pool."""
+    throttle = getattr(request.app.state, "console_login_throttle", None)
+    if throttle is None:
+        backends = request.app.state.backends
+        throttle = LoginThrottle.from_settings(backends.settings, backends.redis)
+        request.app.state.console_login_throttle = throttle
+    return throttle
+
+
 @router.post("/login")
-def login(
+async def login(
     request: Request,
     key: Annotated[str, Form(alias="apiKey", max_length=4096)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",  # noqa: A002
@@ -647,9 +685,25 @@ def login(
     target = session.safe_next(next)
     if not authenticator.enabled:
         return RedirectResponse(target, status_code=303)
+    throttle = _login_throttle(request)
+    address = request.client.host if request.client else ""
+    # Looked at before the key is: while the bucket is empty no key is checked at all, so a
+    # guesser learns nothing from the answer (see login_limit.py).
+    wait = await throttle.blocked(address)
+    if wait is not None:
+        return render(
+            request,
+            "login.html",
+            429,
+            title="Log in",
+            next=target,
+            error=throttle.policy.message(wait),
+            headers={"Retry-After": str(wait)},
+        )
     try:
         authenticator.authenticate({"X-API-Key": key})
     except Exception as exc:  # noqa: BLE001 - Unauthenticated: say why, next to the field
+        await throttle.failed(address)
         reason = getattr(exc, "reason", "") or "unknown API key"
         return render(request, "login.html", 401, title="Log in", next=target, error=reason)
     answer = RedirectResponse(target, status_code=303)
