@@ -124,7 +124,8 @@ def test_a_preview_creates_nothing_and_names_a_bad_field(http):
     assert {e["field"] for e in bad.json()["errors"]} == {"schedule", "timeZone"}
 
 
-def test_grpc_names_a_taken_name_and_a_missing_schedule_in_its_details(proxy):
+def test_grpc_names_a_taken_name_and_a_missing_schedule_in_its_details(rest, proxy):
+    # `rest` starts the providers the proxy finds, so the test also runs on its own.
     spec = pb.ScheduleSpec(
         name="grpc-a",
         schedule=YEARLY,
