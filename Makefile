@@ -263,3 +263,7 @@ bench-stage4: setup $(BENCH_STAMP) ## Submit via gRPC and REST next to the direc
 
 bench-stage4-quick: setup $(BENCH_STAMP) ## The same, smoke run (under two minutes)
 	$(BIN)/python -m bench.front_door --quick $(BENCH_ARGS)
+
+.PHONY: bench-scaling
+bench-scaling: setup $(BENCH_STAMP) ## One recorded workload on 50 light agents per placement strategy (~6 min; BENCH_ARGS=--quick: 10 agents)
+	$(BIN)/python -m bench.scaling $(BENCH_ARGS)

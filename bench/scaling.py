@@ -46,6 +46,7 @@ from bench.run import Context
 from bench.scaling_metrics import summarize, timeline
 from bench.scaling_workload import DEFAULT_FILE, Workload, load
 from bench.systems import REPO, TasklabSystem
+from common import keys
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class Trial:
             if contenders:
                 # A scheduler's id is `<host>-<pid>` (Settings.scheduler_id's default).
                 pid = int(contenders[0].rsplit("-", 1)[1])
-                if pid in pids and self.ctx.redis.get("fence:scheduler"):
+                if pid in pids and self.ctx.redis.get(keys.SCHEDULER_FENCE):
                     self.leader_pid = pid
                     self.standby_pids = sorted(pids - {pid})
                     return
@@ -288,8 +289,8 @@ class Trial:
     def timelines(self, ids: list[str]):
         pipe = self.ctx.redis.pipeline(transaction=False)
         for tid in ids:
-            pipe.lrange(f"task:{tid}:history", 0, -1)
-            pipe.hget(f"task:{tid}", "agentId")
+            pipe.lrange(keys.history(tid), 0, -1)
+            pipe.hget(keys.task(tid), "agentId")
         got = pipe.execute()
         out = []
         for i, tid in enumerate(ids):
