@@ -263,3 +263,10 @@ bench-stage4: setup $(BENCH_STAMP) ## Submit via gRPC and REST next to the direc
 
 bench-stage4-quick: setup $(BENCH_STAMP) ## The same, smoke run (under two minutes)
 	$(BIN)/python -m bench.front_door --quick $(BENCH_ARGS)
+
+.PHONY: bench-scaling bench-scaling-quick
+bench-scaling: setup $(BENCH_STAMP) ## One recorded workload on 50 light agents, once per placement strategy (3-6 min; docs/scaling.md)
+	$(BIN)/python -m bench.scaling $(BENCH_ARGS)
+
+bench-scaling-quick: setup $(BENCH_STAMP) ## The same, smoke run (10 agents, the first 8 s of the workload)
+	$(BIN)/python -m bench.scaling --quick $(BENCH_ARGS)
