@@ -114,6 +114,7 @@ def schedule_history(name: str, succeeded: bool) -> str:
     """Zset: the schedule's finished runs kept (successful or failed), score = fire time."""
     return f"schedule:{name}:{'succeeded' if succeeded else 'failed'}"
 
+
 # -- the archive (stage 5, common/archive/outbox.py) ---------------------------------------------
 # Stream: final states that no agent reported (a cancel, a failover giving up, a composite's
 # parent and its skipped or cancelled children), each appended by the script that made it, in
