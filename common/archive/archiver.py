@@ -29,8 +29,10 @@ and the whole hash is kept as the row's `task` document. When Redis no longer ha
 the event carries and those columns NULL: the outcome matters more than its description, and
 waiting for a task that is gone would stall the partition for ever.
 
-Only agents' reports travel on the bus: a task cancelled before it ever ran, or failed by the
-failover after its agent died, has no final event, and no row (see docs/patterns/archive.md).
+Only agents' reports travel on the bus. A final state no agent reports (a task cancelled before
+it ran, failed by the failover after its run was lost too often, a composite's parent and its
+skipped or cancelled children) reaches the archive through the outbox stream instead, read by
+outbox.py in the same process with the same two rules (see docs/patterns/archive.md).
 
 Failures, none of them fatal to the process:
 - PostgreSQL (or Redis) down: the batch is not committed anywhere; the consumer seeks back to
