@@ -113,3 +113,11 @@ def schedule_active(name: str) -> str:
 def schedule_history(name: str, succeeded: bool) -> str:
     """Zset: the schedule's finished runs kept (successful or failed), score = fire time."""
     return f"schedule:{name}:{'succeeded' if succeeded else 'failed'}"
+
+
+# -- the archive (stage 5, common/archive/outbox.py) ---------------------------------------------
+# Stream: final states that no agent reported (a cancel, a failover giving up, a composite's
+# parent and its skipped or cancelled children), each appended by the script that made it, in
+# the same step. Only while the stream exists: the archiver creates it with its consumer group
+# (XGROUP CREATE ... MKSTREAM), and deletes each entry once its row is in PostgreSQL.
+ARCHIVE_OUTBOX = "archive:outbox"

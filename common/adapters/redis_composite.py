@@ -41,7 +41,9 @@ from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.ports.composite import CompositeStore, CoordinatorWrite, Release
 from common.ports.task_store import CancelResult
 
-# The scripts, each built as LEGAL + prelude + composite_lib.lua + its body.
+# The scripts, each built as LEGAL + prelude + these library files + its body: the composite
+# helpers, and the archive's outbox entry of the scripts that end a task (archive_outbox.lua).
+LIBS = ("composite_lib", "archive_outbox")
 SCRIPTS = (
     "submit",
     "cancel",
@@ -94,7 +96,7 @@ class RedisCompositeStore(CompositeStore):
     def __init__(self, client: Redis) -> None:
         self.client = client
         self._scripts = {
-            name: client.register_script(script_source(f"composite_{name}", "composite_lib"))
+            name: client.register_script(script_source(f"composite_{name}", *LIBS))
             for name in SCRIPTS
         }
 
@@ -167,6 +169,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.TRANSITION_STATS,
                     keys.COMPOSITES_ACTIVE,
                     keys.children(parent_id),
+                    keys.ARCHIVE_OUTBOX,
                     *_task_keys(ids),
                 ],
                 args=[parent_id, actor, repr(time.time())],
@@ -414,13 +417,14 @@ class RedisCompositeStore(CompositeStore):
         actor: str,
     ) -> CoordinatorWrite:
         """One fenced script over listed children that all get the same reason: the parent, the
-        counters and the fence, then each child's hash and history."""
+        counters, the fence and the archive's outbox, then each child's hash and history."""
         return _write(
             self._scripts[script](
                 keys=[
                     keys.task(parent_id),
                     keys.TRANSITION_STATS,
                     keys.SCHEDULER_FENCE,
+                    keys.ARCHIVE_OUTBOX,
                     *_task_keys(child_ids),
                 ],
                 args=[parent_id, epoch, actor, repr(time.time()), reason, *child_ids],
@@ -449,6 +453,7 @@ class RedisCompositeStore(CompositeStore):
                     keys.TRANSITION_STATS,
                     keys.SCHEDULER_FENCE,
                     keys.COMPOSITES_ACTIVE,
+                    keys.ARCHIVE_OUTBOX,
                 ],
                 args=[parent_id, final.value, epoch, actor, repr(time.time()), json.dumps(fields)],
             )

@@ -72,7 +72,7 @@ class RedisFailover:
     def __init__(self, client: Redis, max_lost_attempts: int = DEFAULT_MAX_LOST_ATTEMPTS) -> None:
         self.client = client
         self.max_lost_attempts = max_lost_attempts
-        self._reap = client.register_script(script_source("reap"))
+        self._reap = client.register_script(script_source("reap", "archive_outbox"))
         self._recover = client.register_script(script_source("recover"))
 
     # -- the agent's own start-up ------------------------------------------------------------
@@ -186,7 +186,8 @@ class RedisFailover:
 
 
 def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
-    """KEYS in the order reap.lua and recover.lua name them (give_back_keys in prelude.lua).
+    """KEYS in the order reap.lua and recover.lua name them (give_back_keys in prelude.lua,
+    then reap.lua's archive:outbox).
 
     A raw entry (no taskId) touches no task: its task keys are placeholders never read.
     """
@@ -200,7 +201,8 @@ def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
         fixed["fence"],
     ]
     if "heartbeat" in fixed:
-        ordered += [fixed["heartbeat"], fixed["incarnation"]]
+        # reap.lua: also the archive's outbox, for a task it fails (lost too often).
+        ordered += [fixed["heartbeat"], fixed["incarnation"], keys.ARCHIVE_OUTBOX]
     return ordered
 
 

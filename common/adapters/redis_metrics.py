@@ -13,6 +13,8 @@ role's own families are still worth having then).
 
 from __future__ import annotations
 
+import time
+
 from redis import Redis
 
 from common import keys
@@ -29,6 +31,9 @@ SHARED_QUEUES = (
     ("scheduling", "llen", keys.SCHEDULING_QUEUE),
     ("delayed", "zcard", keys.DELAYED_QUEUE),
     ("dead_letter", "llen", keys.DEAD_LETTER),
+    # Stage 5: final states the archiver has not archived yet (it deletes each archived entry,
+    # so the length is the backlog). 0 while no archiver created the stream.
+    ("archive_outbox", "xlen", keys.ARCHIVE_OUTBOX),
 )
 
 
@@ -64,7 +69,8 @@ class RedisStateCollector:
         pipe.hgetall(keys.TRANSITION_STATS)
         pipe.hget(keys.DEAD_LETTER_STATS, "dropped")
         pipe.get(keys.SCHEDULER_FENCE)
-        seen, *depths, transitions, dropped, fence = pipe.execute()
+        pipe.xrange(keys.ARCHIVE_OUTBOX, count=1)
+        seen, *depths, transitions, dropped, fence, oldest = pipe.execute()
         agents = sorted(as_text(a) for a in seen)
         pipe = self.client.pipeline(transaction=False)
         for agent in agents:
@@ -101,7 +107,18 @@ class RedisStateCollector:
         trimmed.add_metric([], int(dropped or 0))
         epoch = metrics.F_FENCE.gauge_family()
         epoch.add_metric([], int(fence or 0))
-        return [depth, heartbeating, rejected, accepted, trimmed, epoch]
+        outbox_age = metrics.F_ARCHIVE_OUTBOX_AGE.gauge_family()
+        outbox_age.add_metric([], _age(oldest))
+        return [depth, heartbeating, rejected, accepted, trimmed, epoch, outbox_age]
+
+
+def _age(oldest: list) -> float:
+    """Age of a stream's first entry from its id (milliseconds since the epoch, then a
+    sequence number); 0 for an empty or missing stream."""
+    if not oldest:
+        return 0.0
+    millis = int(as_text(oldest[0][0]).split("-", 1)[0])
+    return max(0.0, time.time() - millis / 1000)
 
 
 def observe_redis(url: str) -> None:

@@ -13,7 +13,7 @@ from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import Scripts
 from common.domain.idempotency import IdempotencyConflict, request_fingerprint
 from common.domain.task import Task, TaskSpec
-from common.domain.transitions import TaskStatus
+from common.domain.transitions import TERMINAL_STATES, TaskStatus
 from common.ports.task_store import CancelResult, TaskStore, TransitionResult
 
 
@@ -123,7 +123,14 @@ class RedisTaskStore(TaskStore):
 
         Each effect is {"op": ..., "key": a name in `effect_keys`, "v": value}: keys are
         passed by name, and `transition_keys` turns the names into KEYS positions.
+
+        A final `to` written here is a decision of the platform, not an agent's report (those
+        go through RedisOutcomeWriter and reach the archive on the bus): it is written by
+        transition_final.lua, which also appends it to the archive's outbox.
         """
+        final = TaskStatus(to) in TERMINAL_STATES
+        if final:
+            effect_keys = {**(effect_keys or {}), "outbox": keys.ARCHIVE_OUTBOX}
         all_keys, effects = named_effects(task_id, effect_keys, effects)
         arg = transition_arg(
             to,
@@ -136,11 +143,21 @@ class RedisTaskStore(TaskStore):
             fenced=fenced,
             effects=effects,
         )
+        if final:
+            # The outbox key's KEYS position, and which path wrote the entry.
+            request = {**json.loads(arg), "outbox": all_keys.index(keys.ARCHIVE_OUTBOX) + 1}
+            request["source"] = "dispatch"
+            return as_result(self.scripts.transition_final(keys=all_keys, args=[_encode(request)]))
         return as_result(self.scripts.transition(keys=all_keys, args=[arg]))
 
     def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
         accepted, reason, status, attempt, cancelled_from = self.scripts.cancel(
-            keys=[keys.task(task_id), keys.history(task_id), keys.TRANSITION_STATS],
+            keys=[
+                keys.task(task_id),
+                keys.history(task_id),
+                keys.TRANSITION_STATS,
+                keys.ARCHIVE_OUTBOX,
+            ],
             args=[actor, repr(time.time())],
         )
         return CancelResult(

@@ -5,4 +5,6 @@
 - store.py: `PostgresArchive`, the one place that speaks SQL: the idempotent batch write and the
   `TaskArchive` port's read.
 - archiver.py: the role, a consumer of task-status-update-topic in its own group.
+- outbox.py: its second consumer, of the Redis stream archive:outbox, where the scripts that end
+  a task without an agent's report append it.
 """

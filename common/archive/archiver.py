@@ -29,8 +29,10 @@ and the whole hash is kept as the row's `task` document. When Redis no longer ha
 the event carries and those columns NULL: the outcome matters more than its description, and
 waiting for a task that is gone would stall the partition for ever.
 
-Only agents' reports travel on the bus: a task cancelled before it ever ran, or failed by the
-failover after its agent died, has no final event, and no row (see docs/patterns/archive.md).
+Only agents' reports travel on the bus. A final state no agent reports (a task cancelled before
+it ran, failed by the failover after its run was lost too often, a composite's parent and its
+skipped or cancelled children) reaches the archive through the outbox stream instead, read by
+outbox.py in the same process with the same two rules (see docs/patterns/archive.md).
 
 Failures, none of them fatal to the process:
 - PostgreSQL (or Redis) down: the batch is not committed anywhere; the consumer seeks back to
@@ -46,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -64,6 +67,9 @@ from common.observability import get_logger, metrics
 log = get_logger("tasklab.archiver")
 
 ARCHIVER_GROUP = "tasklab-archiver"
+
+# What a row came from: a Kafka message, an outbox entry id.
+T = TypeVar("T")
 
 # Reads the Redis hashes of these task ids: {taskId: hash} (absent = Redis has no such task).
 TaskReader = Callable[[Sequence[str]], dict[str, dict[str, str]]]
@@ -115,6 +121,35 @@ def row_of(event: StatusEvent, task: dict[str, str] | None) -> ArchiveRow:
         created_at=_float(task.get("createdAt")),
         task=task,
     )
+
+
+def write_rows(
+    archive: PostgresArchive,
+    rows: Sequence[tuple[T, ArchiveRow]],
+    refused: Callable[[T, str], None],
+) -> set[tuple[str, int]]:
+    """Insert `rows` (each with what it came from) in one transaction; the keys inserted now.
+
+    PostgreSQL not answering raises RetryLater("database"): nothing was written. A batch
+    refused for another reason (not an outage: some row breaks a constraint) is written again
+    row by row; each refused row is handed to `refused` with PostgreSQL's reason, to be
+    dead-lettered, and the others are archived. Shared by the bus and the outbox paths.
+    """
+    try:
+        return archive.write([row for _, row in rows])
+    except psycopg.OperationalError as exc:
+        raise RetryLater("database", str(exc).strip().splitlines()[0]) from exc
+    except psycopg.Error as exc:
+        log.warning("archive: batch refused (%s); writing its rows one by one", exc)
+    inserted: set[tuple[str, int]] = set()
+    for origin, row in rows:
+        try:
+            inserted |= archive.write([row])
+        except psycopg.OperationalError as exc:
+            raise RetryLater("database", str(exc).strip().splitlines()[0]) from exc
+        except psycopg.Error as exc:
+            refused(origin, f"archive refused the row: {exc}")
+    return inserted
 
 
 class RetryLater(Exception):
@@ -224,14 +259,14 @@ class Archiver:
             now = time.time()
             for _, row in rows:
                 if row.key in inserted:
-                    metrics.ARCHIVE_ROWS.labels(row.status).inc()
+                    metrics.ARCHIVE_ROWS.labels(row.status, "event").inc()
                     metrics.ARCHIVE_DELAY.observe(max(0.0, now - row.finished_at))
             outcome.inserted = len(inserted)
             outcome.duplicates = len({row.key for _, row in rows}) - len(inserted)
             self.archived += outcome.inserted
             self.duplicates += outcome.duplicates
             if outcome.duplicates:
-                metrics.ARCHIVE_DUPLICATES.inc(outcome.duplicates)
+                metrics.ARCHIVE_DUPLICATES.labels("event").inc(outcome.duplicates)
         for msg, error, reason in bad:
             self._dead_letter(msg, error, reason)
         outcome.dead_lettered = len(bad)
@@ -245,23 +280,10 @@ class Archiver:
     def _write(
         self, rows: list[tuple[Message, ArchiveRow]], bad: list[tuple[Message, str, str]]
     ) -> set:
-        try:
-            return self.archive.write([row for _, row in rows])
-        except psycopg.OperationalError as exc:
-            raise RetryLater("database", str(exc).strip().splitlines()[0]) from exc
-        except psycopg.Error as exc:
-            # Not an outage: some row is refused. Write them one by one; each refused row is
-            # dead-lettered with PostgreSQL's reason, the others are archived.
-            log.warning("archive: batch refused (%s); writing its rows one by one", exc)
-        inserted: set = set()
-        for msg, row in rows:
-            try:
-                inserted |= self.archive.write([row])
-            except psycopg.OperationalError as exc:
-                raise RetryLater("database", str(exc).strip().splitlines()[0]) from exc
-            except psycopg.Error as exc:
-                bad.append((msg, f"archive refused the row: {exc}", "refused"))
-        return inserted
+        def refused(msg: Message, error: str) -> None:
+            bad.append((msg, error, "refused"))
+
+        return write_rows(self.archive, rows, refused)
 
     def _dead_letter(self, msg: Message, error: str, reason: str) -> None:
         try:

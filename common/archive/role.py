@@ -2,8 +2,12 @@
 
 Start-up: the topics exist (the role may be the first on the bus), the schema is at head
 (migrated under the advisory lock, so any number of archivers may start at once), then the
-consumer loop (common/archive/archiver.py) until SIGTERM. PostgreSQL not answering at start is
-waited out with a backoff, like an outage later on: the process stays up and says why.
+consumer loop (common/archive/archiver.py) until SIGTERM, and beside it, in a thread of its own
+with its own connections, the consumer of the outbox stream (common/archive/outbox.py), which
+creates the stream and its group first. PostgreSQL not answering at start is waited out with a
+backoff, like an outage later on: the process stays up and says why. Should either loop end
+by a bug rather than by SIGTERM, the other is stopped too and the process exits 1, so that its
+supervisor restarts the whole archiver rather than leave half of it running.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from common.adapters.redis_client import redis_client
 from common.adapters.redis_metrics import observe_redis
 from common.archive import migrate
 from common.archive.archiver import ARCHIVER_GROUP, Archiver, redis_tasks
+from common.archive.outbox import OutboxArchiver, OutboxDeadLetters
 from common.archive.store import PostgresArchive
 from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
@@ -104,20 +109,63 @@ def run_archiver(settings: Settings) -> None:
 
     CHECKS.add("kafka", kafka)
     CHECKS.add("archiver", lambda: (True, f"{archiver.archived} row(s) archived"))
+    # Its own PostgreSQL and Redis connections: neither is shared between threads.
+    outbox = OutboxArchiver(
+        redis_client(settings.redis_url),
+        f"archiver-{settings.archive_id}",
+        PostgresArchive(settings.archive_dsn),
+        redis_tasks(redis_client(settings.redis_url)),
+        OutboxDeadLetters(publisher, bus.group(ARCHIVER_GROUP)),
+        batch_max=settings.archive_batch_max,
+        backoff=backoff,
+    )
+    crashed = threading.Event()
+    outbox_thread = threading.Thread(
+        target=_until_crash, args=(outbox.run, stopping, crashed), name="archive-outbox"
+    )
+    CHECKS.add(
+        "outbox",
+        lambda: (
+            outbox.ready and outbox_thread.is_alive(),
+            f"{outbox.archived} row(s) archived from {outbox.key}"
+            if outbox.ready
+            else f"{outbox.key} not created yet",
+        ),
+    )
     log.info(
-        "archiver %s started: group %s, batches of up to %d",
+        "archiver %s started: group %s, batches of up to %d; outbox %s",
         settings.archive_id,
         archiver.group,
         settings.archive_batch_max,
+        outbox.key,
     )
+    outbox_thread.start()
     try:
-        archiver.run(stopping)
+        _until_crash(archiver.run, stopping, crashed)
     finally:
+        stopping.set()
+        outbox_thread.join(30)
         publisher.close()
         archive.close()
+        outbox.archive.close()
         log.info(
-            "archiver %s stopped: %d row(s) archived, %d duplicate(s) absorbed",
+            "archiver %s stopped: %d row(s) archived from the bus, %d from the outbox, "
+            "%d duplicate(s) absorbed",
             settings.archive_id,
             archiver.archived,
-            archiver.duplicates,
+            outbox.archived,
+            archiver.duplicates + outbox.duplicates,
         )
+    if crashed.is_set():
+        sys.exit(1)
+
+
+def _until_crash(loop, stopping: threading.Event, crashed: threading.Event) -> None:
+    """Run one of the archiver's loops; an exception it did not handle is a bug: logged, and
+    the whole process told to stop (the other loop too), to exit 1."""
+    try:
+        loop(stopping)
+    except Exception:
+        log.exception("archiver loop %s failed; stopping the archiver", loop.__qualname__)
+        crashed.set()
+        stopping.set()

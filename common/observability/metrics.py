@@ -252,8 +252,9 @@ F_REDIS_UP = family(
 F_QUEUE_DEPTH = family(
     "tasklab_queue_depth",
     "gauge",
-    "Entries in a queue: pending, scheduling, delayed (retries in backoff), dead_letter; and "
-    "per agent (label agent) its inbox and its processing list (the attempts it runs).",
+    "Entries in a queue: pending, scheduling, delayed (retries in backoff), dead_letter, "
+    "archive_outbox (final states the archiver has not archived yet; stage 5); and per agent "
+    "(label agent) its inbox and its processing list (the attempts it runs).",
     ["queue", "agent"],
     served_by=REDIS_READERS,
     section=CLUSTER,
@@ -556,16 +557,20 @@ ARCHIVE = "Archive (PostgreSQL)"
 F_ARCHIVE_ROWS = family(
     "tasklab_archive_rows_total",
     "counter",
-    "Rows this archiver inserted into task_attempts, one per attempt's final state, by status.",
-    ["status"],
+    "Rows this archiver inserted into task_attempts, one per attempt's final state, by status "
+    "and by source: event (an agent's report on the status topic) or outbox (a final state no "
+    "agent reports: a cancel, a failover giving up, a composite's parent and skipped children).",
+    ["status", "source"],
     served_by=["archiver"],
     section=ARCHIVE,
 )
 F_ARCHIVE_DUPLICATES = family(
     "tasklab_archive_duplicates_total",
     "counter",
-    "Final status events whose (task, attempt) row was already archived: redeliveries the "
-    "idempotent write absorbed (ON CONFLICT DO NOTHING).",
+    "Final states whose (task, attempt) row was already archived, by source (event, outbox): "
+    "redeliveries, or a cancelled run both reported by its agent and written to the outbox, "
+    "that the idempotent write absorbed (ON CONFLICT DO NOTHING).",
+    ["source"],
     served_by=["archiver"],
     section=ARCHIVE,
 )
@@ -582,14 +587,27 @@ F_ARCHIVE_ERRORS = family(
 F_ARCHIVE_DELAY = family(
     "tasklab_archive_delay_seconds",
     "histogram",
-    "From an agent's final report to its row committed in PostgreSQL: how far the archive "
-    "is behind (an outage shows here once it ends, and as consumer lag while it lasts).",
+    "From a final state (an agent's report, or an outbox entry) to its row committed in "
+    "PostgreSQL: how far the archive is behind (an outage shows here once it ends, and as "
+    "consumer lag and the outbox's age while it lasts).",
     served_by=["archiver"],
     section=ARCHIVE,
     buckets=WAIT_BUCKETS,
 )
+F_ARCHIVE_OUTBOX_AGE = family(
+    "tasklab_archive_outbox_oldest_seconds",
+    "gauge",
+    "Age of the oldest entry of the archive's outbox (archive:outbox) not archived yet, 0 when "
+    "it is empty: how far behind the archiver is on the final states no agent reports. Read "
+    "from Redis, so it is served while the archiver is down (its length is "
+    'tasklab_queue_depth{queue="archive_outbox"}).',
+    served_by=[*REDIS_READERS, "archiver"],
+    section=ARCHIVE,
+    collected=True,
+)
+ARCHIVE_SOURCES = ("event", "outbox")
 ARCHIVE_ROWS = _counter(F_ARCHIVE_ROWS)
-ARCHIVE_DUPLICATES = _counter(F_ARCHIVE_DUPLICATES)
+ARCHIVE_DUPLICATES = _counter(F_ARCHIVE_DUPLICATES, {"source": ARCHIVE_SOURCES})
 ARCHIVE_ERRORS = _counter(F_ARCHIVE_ERRORS)
 ARCHIVE_DELAY = _histogram(F_ARCHIVE_DELAY)
 

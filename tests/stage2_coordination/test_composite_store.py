@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from common import keys
-from common.adapters.redis_composite import SCRIPTS, RedisCompositeStore
+from common.adapters.redis_composite import LIBS, SCRIPTS, RedisCompositeStore
 from common.adapters.redis_dispatch import RedisDispatcher
 from common.adapters.redis_queue import Claim, RedisWorkQueue
 from common.adapters.redis_retention import RedisRetention
@@ -559,7 +559,7 @@ def test_every_composite_script_touches_only_the_keys_it_declares(store, tasks, 
     client = store.client
     # Loaded first: a script's first EVALSHA fails with NOSCRIPT and runs nothing.
     for name in SCRIPTS:
-        client.script_load(script_source(f"composite_{name}", "composite_lib"))
+        client.script_load(script_source(f"composite_{name}", *LIBS))
     client.script_load(script_source("retention"))
     spec = map_reduce().model_copy(update={"request_id": "k-1"})
     parent = None

@@ -39,6 +39,8 @@ EXPECTED_ALERTS = {
     # looked at.
     "GuaranteeViolated",
     "DeadLettersUnseen",
+    # The archive's outbox not drained (stage 5's archiver down or stuck).
+    "ArchiveOutboxStalled",
 }
 # Labels every scraped tasklab series has besides its own: the scrape job and the targets
 # file's (common/devstack/monitoring.py).

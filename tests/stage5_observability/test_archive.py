@@ -171,11 +171,20 @@ def test_every_final_state_is_archived_once_and_a_bad_message_is_dead_lettered_n
     producer.produce(bus.topic(STATUS), key=b"poison", value=b"this is not json")
     assert producer.flush(15) == 0
     ids += submit(tasks, 6, "b")
+    # ...and a client cancels a running task: cancel.lua ends it (an outbox entry) and its
+    # agent, which kills the run, reports CANCELLED (an event), one (task, attempt) both ways
+    running, _ = tasks.submit({"taskType": "SHELL", "payload": "sleep 30"})
+    eventually(
+        lambda: tasks.store.get(running.task_id).status.value == "RUNNING", 30, message="running"
+    )
+    assert tasks.cancel(running.task_id).accepted
+    ids.append(running.task_id)
     final = finals(tasks, ids)
 
     # Then every attempt's final state is archived exactly once, with its task's description
     expected = assert_archived_exactly_once(archive, final)
     assert any(task.attempt == 2 for task in final.values()), "no retry exercised"
+    assert archive.get(running.task_id).last.status == "CANCELLED"
 
     # ...the bad message went to the dead letters with the archiver's group and a reason
     poison = consume_dead_letters(
@@ -196,6 +205,13 @@ def test_every_final_state_is_archived_once_and_a_bad_message_is_dead_lettered_n
 
     metrics = eventually(counted, 15, 0.2, message="archived rows on /metrics")
     assert metrics.value("tasklab_archive_errors_total", reason="malformed") == 1
+    # The cancelled run's second report, from whichever path came last, inserted nothing
+    eventually(
+        lambda: scrape(address).value("tasklab_archive_duplicates_total") >= 1,
+        15,
+        0.2,
+        message="the cancelled run's second report absorbed",
+    )
     assert metrics.value("tasklab_archive_rows_total", status="FAILED") >= 1
     assert metrics.value("tasklab_archive_delay_seconds_count") == len(expected)
     group = bus.group(ARCHIVER_GROUP)

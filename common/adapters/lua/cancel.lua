@@ -5,7 +5,10 @@
 -- no agent, it supersedes whoever holds the task now. A message still on a queue or an inbox
 -- stays there and is skipped: claim.lua, take_next, schedule.lua and accept_dispatch.lua all
 -- refuse a CANCELLED task and drop their copy; a running agent sees the status and kills it.
--- KEYS: 1 task, 2 history, 3 stats
+-- The cancel is a final state no agent reports (a task cancelled before it ran has no agent at
+-- all): it goes to the archive's outbox in the same step (archive_outbox.lua). A running task's
+-- agent reports CANCELLED too, for the same (task, attempt): the archive's insert absorbs it.
+-- KEYS: 1 task, 2 history, 3 stats, 4 archive:outbox
 -- ARGV: 1 actor, 2 now
 -- Returns {accepted, reason, status, attempt, cancelled from}:
 --   {1, 'ok', 'CANCELLED', attempt, the state it was in}
@@ -24,5 +27,6 @@ if not (LEGAL[status] and LEGAL[status]['CANCELLED']) then
 end
 local r = transition(KEYS[1], KEYS[2], KEYS[3], '', 'CANCELLED', attempt, tonumber(cur[3]) or 0,
                      ARGV[1], ARGV[2], {finishedAt = ARGV[2]}, {}, 'cancel requested')
+if r[1] == 1 then archive_outbox(KEYS[4], KEYS[1], ARGV[1], 'cancel', 'cancel requested') end
 r[5] = status
 return r

@@ -13,11 +13,18 @@
 -- leader's read (refused here), or before it, and then the agent was not registered yet when
 -- ZooKeeper said "gone", so it had no new work: everything on its lists is the dead run's.
 --
+-- A task failed here (lost too often) has no agent left to report it: its final state goes to
+-- the archive's outbox in the same step (archive_outbox.lua).
+--
 -- KEYS: 1 the list, 2 task, 3 history, 4 target queue, 5 stats, 6 fence,
---       7 heartbeat key, 8 incarnation key
+--       7 heartbeat key, 8 incarnation key, 9 archive:outbox
 -- ARGV: 1 the exact entry, 2 JSON options (see give_back in prelude.lua)
 -- Returns {code, reason, status, attempt} (see give_back).
 local a = cjson.decode(ARGV[2])
 a.from = {RUNNING = true, DISPATCHED = true}
 a.reason = 'agent ' .. a.agent .. ' lost'
-return give_back(give_back_keys(), ARGV[1], a)
+local r = give_back(give_back_keys(), ARGV[1], a)
+if r[2] == 'lost_too_often' then
+  archive_outbox(KEYS[9], KEYS[2], a.actor, 'failover', redis.call('HGET', KEYS[2], 'error'))
+end
+return r

@@ -1,0 +1,21 @@
+-- transition.lua for a final state that no agent reports, written through the task store's
+-- generic transition (RedisTaskStore.transition with a final `to`): a pinned task failed by
+-- the leader because its one agent is gone (Dispatcher.fail). The same transition and effects,
+-- and the archive's outbox entry in the same step (archive_outbox.lua). Agents' reports do not
+-- come here: they are written by RedisOutcomeWriter with transition.lua and reach the archive
+-- on the bus.
+-- KEYS: 1 task, 2 history, 3 stats, 4 fence (or a dummy), 5.. keys named by effects, the
+--       archive:outbox key among them at position `outbox`
+-- ARGV: 1 JSON {to, attempt, epoch, actor, now, fields, clear, reason, fenced, effects, outbox,
+--       source}
+local a = cjson.decode(ARGV[1])
+local fence_key = ''
+if a.fenced then fence_key = KEYS[4] end
+local r = transition(KEYS[1], KEYS[2], KEYS[3], fence_key, a.to, a.attempt, a.epoch, a.actor,
+                     a.now, a.fields, a.clear, a.reason or '')
+if r[1] == 1 then
+  apply_effects(a.effects)
+  local fields = a.fields or {}
+  archive_outbox(KEYS[a.outbox], KEYS[1], a.actor, a.source, fields.error, fields.result)
+end
+return r
