@@ -179,8 +179,6 @@ def test_an_agent_restarted_under_the_same_id_does_not_resurrect_stale_work(
 
     # Then every task runs to SUCCESS on a new attempt, none of them twice over
     eventually(lambda: probe.all_succeeded(ids), 30, message="all SUCCESS")
-    # The new incarnation waited for the old one's node to expire instead of hiding its death
-    assert probe.log_lines(second, "left by a previous run of agent-1")
     for label, tid in labels.items():
         history = probe.history(tid)
         assert probe.tasks.get(tid).attempt == 2, history
@@ -190,5 +188,13 @@ def test_an_agent_restarted_under_the_same_id_does_not_resurrect_stale_work(
         assert [h["attempt"] for h in history if h["state"] == "RUNNING"][-1] == 2
         assert probe.runs()[label] in (1, 2)
     assert sum(probe.runs().values()) <= 4  # at most the one in flight ran twice
+    # The new incarnation never hid the old one's death: it found the old node and waited for
+    # it to expire, or gave the old run's work back itself, or (on a loaded machine, where its
+    # start-up outlasts the session timeout) came up after the leader had given it back.
+    waited = probe.log_lines(second, "left by a previous run")
+    reaped_by_leader = all(
+        lost_transitions(probe.history(tid))[0]["actor"] != "agent-1" for tid in ids
+    )
+    assert waited or reaped_by_leader, [probe.history(tid) for tid in ids]
     assert probe.redis.llen(keys.agent_tasks("agent-1")) == 0
     assert probe.redis.llen(keys.processing("agent-1")) == 0

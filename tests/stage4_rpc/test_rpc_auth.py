@@ -16,13 +16,12 @@ from collections.abc import Iterator
 import grpc
 import jwt
 import pytest
-from conftest import Stage4
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from kazoo.client import KazooClient
-from rpc_support import shell, stub
+from rpc_support import Stage4, shell, stub
 
 from common.adapters.redis_client import redis_client
 from common.adapters.redis_store import RedisTaskStore
@@ -57,7 +56,7 @@ def front(redis_service, zookeeper_service, tmp_path_factory) -> Iterator[Stage4
     zk.start(timeout=10)
     env = {"TASKLAB_REDIS_URL": url, **zookeeper_service.env, "TASKLAB_ZK_CHROOT": chroot}
     tasks = TaskClient(RedisTaskStore(client))
-    platform = Stage4(env, tmp_path_factory.mktemp("rpc-auth"), tasks, zk)
+    platform = Stage4(env, tmp_path_factory.mktemp("rpc-auth"), zk, tasks=tasks)
     try:
         yield platform
     finally:

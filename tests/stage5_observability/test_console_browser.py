@@ -22,16 +22,12 @@ import httpx
 import playwright.sync_api as playwright
 import pytest
 from confluent_kafka import Producer
-from kazoo.client import KazooClient
-from observability_support import free_address
 
 from common.adapters.redis_client import redis_client
 from common.messaging.clients import Bus
 from common.messaging.topics import STATUS
-from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
-from common.testing.platforms import stage4_environment
-from common.testing.processes import RoleProcess, stop_all
+from common.testing.platforms import RolePlatform, stage4_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,63 +39,22 @@ KEYS = {"console-writer-key": ["TaskWrite"], "console-reader-key": ["TaskRead"]}
 WAIT_MS = 30_000  # what a live update may take on two busy cores
 
 
-class Platform:
-    def __init__(self, env: dict[str, str], log_dir: Path, zk: KazooClient) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.zk = zk
-        self.processes: list[RoleProcess] = []
-
-    def start(self, role: str, name: str, **extra: str) -> RoleProcess:
-        env = {
-            **self.env,
-            "TASKLAB_AGENT_ID": name,
-            "TASKLAB_SCHEDULER_ID": name,
-            "TASKLAB_MANAGER_ID": name,
-            **extra,
-        }
-        proc = RoleProcess(role, 4, env, self.log_dir, name=name).start()
-        self.processes.append(proc)
-        return proc
-
-    def start_api(self, name: str, **extra: str) -> str:
-        address = free_address()
-        proc = self.start("api", name, TASKLAB_API_ADDRESS=address, **extra)
-        url = f"http://{address}"
-
-        def answers() -> bool:
-            assert proc.alive(), f"{name} exited:\n{proc.log_text()[-2000:]}"
-            try:
-                return httpx.get(url + "/health", timeout=1.0).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        eventually(answers, 30, message=f"{name} answers on {url}")
-        return url
-
-
 @pytest.fixture(scope="module")
 def platform(redis_service, zookeeper_service, kafka_service, tmp_path_factory):
     url = redis_service.env["TASKLAB_REDIS_URL"].rsplit("/", 1)[0] + f"/{CONSOLE_DB}"
     redis_client(url).flushdb()
     env, zk = stage4_environment(url, zookeeper_service, kafka_service, "ui")
-    running = Platform(env, tmp_path_factory.mktemp("console-roles"), zk)
+    running = RolePlatform(env, tmp_path_factory.mktemp("console-roles"), zk)
     try:
         running.start("scheduler", "scheduler-1")
         # Room for the sleeps the tests leave running (a filter's, a guarded one's) beside
         # the task a test waits to see RUNNING: one agent, whatever order the tests run in.
         running.start("agent", "agent-1", TASKLAB_AGENT_CAPACITY="8")
         running.start("manager", "manager-1")
-        rpc = free_address()
-        running.start("rpc", "rpc-1", TASKLAB_RPC_ADDRESS=rpc)
-        eventually(lambda: rpc in zk.get_children(TASK_SERVICE), 30, message="provider up")
+        running.start_provider("rpc-1")
         yield running
     finally:
-        stop_all(running.processes)
-        for proc in running.processes:
-            text = proc.log_text()
-            if text:
-                print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{text[-2000:]}")
+        running.stop_all(tail=2000)
         zk.stop()
         zk.close()
 
