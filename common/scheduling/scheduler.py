@@ -4,6 +4,7 @@ A leader's term, in numbered phases:
 
 1. Elected: raise `fence:scheduler` to this term's epoch. From now on a deposed leader's fenced
    writes are rejected, so nothing below can be undone by a predecessor that wakes up late.
+   The first term starts the live-agents view: a standby follows no agent's node.
 2. Recover: sweep `queue:scheduling` (messages a dead leader took but never dispatched) back
    to `queue:pending`, and fail over every agent that has work in Redis but no node in
    ZooKeeper (it may have died while there was no leader to notice).
@@ -98,12 +99,14 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._departed: set[str] = set()
         self._departed_lock = threading.Lock()
+        self._view_started = False
         self.actor = f"scheduler:{scheduler_id}"
 
     # -- lifecycle -------------------------------------------------------------------------
     def run_forever(self) -> None:
         self.view.on_departure(self._on_departure)
-        self.view.start()
+        # The view is started by the first term (phase 1), not here: a standby that never
+        # leads follows no agent's node, so it costs nothing while agents report their load.
         observe_scheduler(self)
         log.info(
             "scheduler %s started: strategy %s, contending for leadership",
@@ -137,6 +140,12 @@ class Scheduler:
             return
         self.stats.terms += 1
         log.info("became leader with epoch %d (node %s)", term.epoch, term.node)
+        if not self._view_started:
+            # Its watches read /live-agents and every agent's node before start() returns, so
+            # the recovery sweep below sees every live agent; one that left while no view was
+            # kept is one the sweep fails over (it has work in Redis and no node).
+            self.view.start()
+            self._view_started = True
         with self._departed_lock:
             self._departed.clear()
         next_sweep = 0.0
