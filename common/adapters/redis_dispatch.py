@@ -224,9 +224,9 @@ class RedisDispatcher(Dispatcher):
         if not result.accepted:
             return Placed(NotScheduled(result.reason, result.status, task.task_id), agent_id,
                           task.task_id)  # fmt: skip
-        if agent_id is None:
-            # Scheduled only, for the caller to place itself (rare: a pinned task, a type no
-            # candidate runs), with the task as stored, as `schedule` returns it.
+        if agent_id is None or result.status == TaskStatus.SCHEDULED.value:
+            # Scheduled only, for the caller to place itself (rare: a type no candidate runs,
+            # a task pinned in its hash), with the task as stored, as `schedule` returns it.
             stored = self.store.get(task.task_id)
             assert stored is not None
             return Placed(Scheduled(stored, task.to_message(), result.attempt),

@@ -184,3 +184,20 @@ def chained_report(store: RedisTaskStore, claim: Claim) -> tuple[list[str], str]
     writer = RedisOutcomeWriter(store.client, store, ExponentialBackoff(1, 1))
     decision = writer.decide(claim.task, AttemptReport(success=True, exit_code=0), 0)
     return writer.request(assignment, decision, "agent-1", [])
+
+
+def test_a_task_pinned_in_its_hash_is_left_scheduled_whatever_agent_the_batch_chose(
+    dispatcher, redis_client, store, client
+):
+    # Given a broadcast's child, pinned to agent-2 in its hash (its message does not say so)
+    [task_id] = submit(client, 1)
+    redis_client.hset(keys.task(task_id), "pinnedAgent", "agent-2")
+    assert dispatcher.raise_fence(4) == (True, 4)
+    # When the batch's chooser, seeing only the message, picks agent-1
+    [placed] = dispatcher.place_batch(dispatcher.take_batch(1, 10), 4, ACTOR, lambda t: "agent-1")
+    # Then the task is SCHEDULED, handed back whole for the one-task pinned path, and not on
+    # agent-1's inbox
+    assert isinstance(placed.outcome, Scheduled)
+    assert placed.outcome.task.pinned_agent == "agent-2"
+    assert store.get(task_id).status == TaskStatus.SCHEDULED
+    assert redis_client.llen(keys.agent_tasks("agent-1")) == 0

@@ -13,7 +13,8 @@
 --       hash fields JSON, taskId, has a requestId (1/0), the request's fingerprint,
 --       the chosen agentId ('' = schedule only: the caller places it itself)
 -- Returns one reply per message, the transition shape {code, reason, status, attempt}:
--- dispatched {1, 'ok', 'DISPATCHED', attempt}; scheduled only {1, 'ok', 'SCHEDULED', attempt};
+-- dispatched {1, 'ok', 'DISPATCHED', attempt}; scheduled only {1, 'ok', 'SCHEDULED', attempt}
+-- (no agent chosen, or the task is pinned to one agent in its hash);
 -- refused as schedule.lua refuses (an idempotency conflict with the existing taskId as a
 -- fifth element). A stale epoch: one reply, {0, 'stale_epoch', '', 0}, and nothing written.
 local epoch = tonumber(ARGV[1])
@@ -60,7 +61,9 @@ for i = 1, n do
     if reply[1] == 0 then
       -- Not schedulable (cancelled, finished, a duplicate copy of a placed task): drop it.
       redis.call('LREM', KEYS[3], 1, message)
-    elseif agent ~= '' then
+    elseif agent ~= '' and not redis.call('HGET', tkey, 'pinnedAgent') then
+      -- (A pinned task, a broadcast's child, is pinned in its hash, not in its message: the
+      -- caller could not see it, so it is left SCHEDULED for the caller's one-task path.)
       attempt = reply[4]
       redis.call('SADD', KEYS[5], agent)
       reply = transition(tkey, hkey, KEYS[1], KEYS[2], 'DISPATCHED', attempt, epoch, actor, now,
