@@ -383,10 +383,12 @@ def main(argv: list[str] | None = None) -> int:
             TasklabSystem(s, ctx, args.agents, args.capacity, args.log_level) for s in stages
         ]
         if args.baseline:
+            # Each stage the run measures, as of that commit too (not only stage 1: a stage 2
+            # change is measured against stage 2 before it).
             source = baseline_checkout(args.baseline, workdir)
-            systems.append(
+            systems += [
                 TasklabSystem(
-                    1,
+                    s,
                     ctx,
                     args.agents,
                     args.capacity,
@@ -394,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                     source=source,
                     label=f"@{args.baseline[:10]}",
                 )
-            )
+                for s in stages
+            ]
         if not args.no_celery:
             systems += [
                 CelerySystem(False, ctx, concurrency, args.log_level),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from redis import Redis
 
@@ -29,7 +30,7 @@ from common.domain.task import (
     parse_task_message,
 )
 from common.domain.transitions import TaskStatus
-from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
+from common.ports.dispatcher import Chooser, Dispatcher, NotScheduled, Placed, Scheduled
 from common.ports.task_store import TransitionResult
 
 
@@ -49,6 +50,8 @@ class RedisDispatcher(Dispatcher):
         self.dead_letter_max = dead_letter_max
         self._fence = client.register_script(script_source("fence"))
         self._schedule = client.register_script(script_source("schedule"))
+        self._take_batch = client.register_script(script_source("take_batch"))
+        self._place_batch = client.register_script(script_source("place_batch"))
 
     # -- fencing ---------------------------------------------------------------------------
     # --8<-- [start:fence]
@@ -141,6 +144,96 @@ class RedisDispatcher(Dispatcher):
         )
 
     # --8<-- [end:place]
+
+    # --8<-- [start:batch]
+    def take_batch(self, timeout: float, limit: int) -> list[str]:
+        """Up to `limit` pending messages onto queue:scheduling in one round trip; only when
+        the queue is empty, a blocking BLMOVE of one (the idle leader's wait)."""
+        if limit > 1:
+            taken = self._take_batch(keys=[keys.PENDING_QUEUE, keys.SCHEDULING_QUEUE], args=[limit])
+            if taken:
+                return [_s(m) for m in taken]
+        raw = self.take(timeout)
+        return [] if raw is None else [raw]
+
+    def place_batch(
+        self, raws: Sequence[str], epoch: int, actor: str, choose: Chooser
+    ) -> list[Placed]:
+        """Schedule and dispatch a batch in one fenced script (place_batch.lua): the agents
+        are chosen here first, from each message's spec, in the batch's order. A message that
+        does not validate is dead-lettered before the script, as `schedule` would."""
+        placed: list[Placed | None] = [None] * len(raws)
+        batch: list[tuple[int, str, Task, str | None, str | None]] = []
+        all_keys = [
+            keys.TRANSITION_STATS,
+            keys.SCHEDULER_FENCE,
+            keys.SCHEDULING_QUEUE,
+            keys.TASK_INDEX,
+            keys.AGENTS_SEEN,
+        ]
+        args: list[object] = [epoch, actor, repr(time.time())]
+        for i, raw in enumerate(raws):
+            try:
+                task_id, spec = parse_task_message(raw, self.max_payload_bytes)
+            except TaskValidationError as exc:
+                self._dead_letter(raw, str(exc), actor)
+                placed[i] = Placed(NotScheduled("dead-lettered: " + str(exc)))
+                continue
+            task = Task.new(spec, task_id=task_id)
+            agent_id = choose(task)
+            message = task.to_message()
+            batch.append((i, raw, task, agent_id, spec.request_id))
+            all_keys += [
+                keys.task(task.task_id),
+                keys.history(task.task_id),
+                *keys.request_keys(spec.request_id),
+                # A dummy that is never written when no agent was chosen.
+                keys.agent_tasks(agent_id) if agent_id else keys.SCHEDULING_QUEUE,
+            ]
+            args += [
+                raw,
+                message,
+                json.dumps(task.to_hash()),
+                task.task_id,
+                "1" if spec.request_id else "0",
+                spec_fingerprint(spec),
+                agent_id or "",
+            ]
+        replies = self._place_batch(keys=all_keys, args=args) if batch else []
+        if batch and _s(replies[0][1]) == "stale_epoch" and len(replies) == 1 < len(batch):
+            replies = replies * len(batch)  # refused whole: the same answer for every message
+        for (i, raw, task, agent_id, request_id), reply in zip(batch, replies, strict=True):
+            placed[i] = self._placed(raw, task, agent_id, request_id, reply, actor)
+        return [p for p in placed if p is not None]
+
+    def _placed(
+        self,
+        raw: str,
+        task: Task,
+        agent_id: str | None,
+        request_id: str | None,
+        reply: list,
+        actor: str,
+    ) -> Placed:
+        result = as_result(reply)
+        if result.reason == "idempotency_conflict":
+            assert request_id
+            conflict = IdempotencyConflict(request_id, _s(reply[4]))
+            self._dead_letter(raw, str(conflict), actor)
+            return Placed(NotScheduled("dead-lettered: " + str(conflict)), task_id=task.task_id)
+        if not result.accepted:
+            return Placed(NotScheduled(result.reason, result.status, task.task_id), agent_id,
+                          task.task_id)  # fmt: skip
+        if agent_id is None or result.status == TaskStatus.SCHEDULED.value:
+            # Scheduled only, for the caller to place itself (rare: a type no candidate runs,
+            # a task pinned in its hash), with the task as stored, as `schedule` returns it.
+            stored = self.store.get(task.task_id)
+            assert stored is not None
+            return Placed(Scheduled(stored, task.to_message(), result.attempt),
+                          task_id=task.task_id)  # fmt: skip
+        return Placed(result, agent_id, task.task_id)
+
+    # --8<-- [end:batch]
 
     def unschedule(
         self, scheduled: Scheduled, epoch: int, actor: str, reason: str

@@ -181,10 +181,10 @@ class RedisWorkQueue:
         a second round trip. A refused report's `entry` is dropped in the same script.
         """
         candidates = self._plain_ids(peeked)
-        if self.reads_inbox:
-            peek = 0  # dispatch entries carry an attempt: claim.lua checks them in full
         task_keys = [
-            k for _, task_id in candidates for k in (keys.task(task_id), keys.history(task_id))
+            k
+            for _, task_id, _, _ in candidates
+            for k in (keys.task(task_id), keys.history(task_id))
         ]
         reply = self._finish_take(
             keys=[
@@ -211,19 +211,29 @@ class RedisWorkQueue:
         if not claimed:
             # Not one of the peeked messages: claimed as a message BLMOVE took would be.
             return as_result(result), self.claim(agent_id, raw, tracked=True), tail
+        if self.reads_inbox:
+            # A peeked dispatch entry, claimed against its stamp (the peek passed it).
+            stamp = dispatch_stamp(raw)
+            task_id = entry_ref(raw)[0] or ""
+            got = self._dispatched_answer(claimed, raw, task_id, stamp, agent_id)
+            return as_result(result), got, tail
         got = self._fast_answer(claimed, raw, entry_ref(raw)[0] or "")
         # None: a hand-pushed message naming a task that does not exist yet, to create.
         return as_result(result), got or self.claim(agent_id, raw, True, fast=False), tail
 
-    def _plain_ids(self, messages: list[str]) -> list[tuple[str, str]]:
-        """(message, taskId) of the messages the fast claim may take from their keys alone."""
-        if self.reads_inbox:
-            return []
+    def _plain_ids(self, messages: list[str]) -> list[tuple[str, str, str, str]]:
+        """(message, taskId, attempt, epoch) of the messages the fast claim may take from their
+        keys alone: on queue:pending a message naming a task (no stamp), on an inbox a dispatch
+        entry with its whole stamp."""
         found = []
         for raw in messages:
             task_id, _ = entry_ref(raw)
-            if task_id is not None and _UUID.match(task_id):
-                found.append((raw, task_id))
+            if task_id is None or not _UUID.match(task_id):
+                continue
+            if not self.reads_inbox:
+                found.append((raw, task_id, "", ""))
+            elif (stamp := dispatch_stamp(raw)) is not None:
+                found.append((raw, task_id, str(stamp[0]), str(stamp[1])))
         return found
 
     def _claim_submitted(self, agent_id: str, raw: str, tracked: bool) -> Claim | Rejected | None:
@@ -231,12 +241,10 @@ class RedisWorkQueue:
         names a task that exists, so there is nothing to validate or create; claim.lua claims
         it from its keys. None: not such a message, the full claim decides."""
         task_id, attempt = entry_ref(raw)
-        if (
-            task_id is None
-            or not _UUID.match(task_id)
-            or (attempt is not None and self.reads_inbox)
-        ):
+        if task_id is None or not _UUID.match(task_id):
             return None
+        if attempt is not None and self.reads_inbox:
+            return self._claim_dispatched(agent_id, raw, task_id, tracked)
         reply = self.store.scripts.claim(
             keys=[
                 keys.task(task_id),
@@ -250,6 +258,50 @@ class RedisWorkQueue:
                   "", "", "0", ""],
         )  # fmt: skip
         return self._fast_answer(reply, raw, task_id)
+
+    def _claim_dispatched(
+        self, agent_id: str, raw: str, task_id: str, tracked: bool
+    ) -> Claim | Rejected | None:
+        """The stage 2 common case, without parsing the task in Python: a dispatch entry the
+        leader put on this inbox. claim.lua checks its stamp (attempt, epoch) against the task
+        and returns the task as stored, which is what runs; the entry's own spec is never
+        read. None: not a whole stamp, the full claim decides."""
+        stamp = dispatch_stamp(raw)
+        if stamp is None:
+            return None
+        reply = self.store.scripts.claim(
+            keys=[
+                keys.task(task_id),
+                keys.history(task_id),
+                keys.TRANSITION_STATS,
+                keys.processing(agent_id),
+                keys.TASK_INDEX,
+                *keys.request_keys(None),
+            ],
+            args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
+                  str(stamp[0]), str(stamp[1]), "0", ""],
+        )  # fmt: skip
+        return self._dispatched_answer(reply, raw, task_id, stamp, agent_id, tracked)
+
+    def _dispatched_answer(
+        self,
+        reply: list,
+        raw: str,
+        task_id: str,
+        stamp: tuple[int, int] | None,
+        agent_id: str,
+        tracked: bool = True,
+    ) -> Claim | Rejected:
+        """The answer of claim_task() for a dispatch entry (claim.lua, finish_take.lua)."""
+        result = as_result(reply)
+        if result.accepted and stamp is not None:
+            return _claimed(reply[4], raw, result.attempt, stamp[1])
+        if result.reason == "missing":
+            # Stamped like a dispatch, but no such task: nothing placed it. It must not vanish:
+            # the dead letters keep it, with the reason (as the full claim does).
+            self.dead_letter(agent_id, raw, "dispatch entry of a task that does not exist", tracked)
+            return Rejected("dead-lettered: dispatch entry of a missing task", task_id)
+        return Rejected(f"not claimable: {result.reason} (status {result.status})", task_id)
 
     def _fast_answer(self, reply: list, raw: str, task_id: str) -> Claim | Rejected | None:
         """A fast claim's answer (claim.lua or finish_take.lua); None if the task does not

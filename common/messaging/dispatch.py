@@ -20,7 +20,7 @@ message before the task is DISPATCHED and refuse it, stranding the task.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from redis import Redis
 
@@ -34,6 +34,7 @@ from common.messaging.clients import EventPublisher
 from common.messaging.schemas import CHILD_FIELDS, DispatchMessage
 from common.messaging.topics import DISPATCH
 from common.observability import get_logger, tracing
+from common.ports.dispatcher import Chooser, Dispatcher, Placed
 from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.dispatch")
@@ -78,6 +79,14 @@ class KafkaDispatcher(RedisDispatcher):
                 )
             )
         return result
+
+    def place_batch(
+        self, raws: Sequence[str], epoch: int, actor: str, choose: Chooser
+    ) -> list[Placed]:
+        """Message by message (the port's default): each dispatch publishes a message built
+        from the task as stored (a composite's child carries its index and input from its
+        hash), which the one-script batch of stage 2 does not read."""
+        return Dispatcher.place_batch(self, raws, epoch, actor, choose)
 
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """The leader's sweep (stage 2), plus the outbox relay: only a leader that is still

@@ -9,7 +9,7 @@ refused when a newer leader raised the fence: that is the contract a fake must k
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.domain.task import Task
@@ -35,6 +35,26 @@ class NotScheduled:
     task_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Placed:
+    """What became of one message of a batch (`Dispatcher.place_batch`).
+
+    `outcome` is the dispatch's TransitionResult when an agent was chosen for the task (accepted:
+    it is DISPATCHED to `agent_id`); a `Scheduled` when none was (the caller places it itself:
+    a pinned task, or one no candidate runs); a `NotScheduled` when the message was not
+    schedulable (dead-lettered, a duplicate, cancelled, or "stale_epoch": the batch was refused
+    whole)."""
+
+    outcome: Scheduled | NotScheduled | TransitionResult
+    agent_id: str | None = None
+    task_id: str | None = None
+
+
+# Given a task about to be scheduled, the agent to dispatch it to, or None to leave it SCHEDULED
+# for the caller. Called once per task, in the batch's order, so it can count what it placed.
+Chooser = Callable[[Task], str | None]
+
+
 class Dispatcher(ABC):
     @abstractmethod
     def raise_fence(self, epoch: int) -> tuple[bool, int]:
@@ -53,6 +73,40 @@ class Dispatcher(ABC):
         self, scheduled: Scheduled, agent_id: str, epoch: int, actor: str
     ) -> TransitionResult:
         """SCHEDULED -> DISPATCHED and onto the agent's inbox, in one fenced step."""
+
+    def take_batch(self, timeout: float, limit: int) -> list[str]:
+        """Move up to `limit` pending messages to the scheduling list, oldest first; waits up to
+        `timeout` for the first only. This default takes one."""
+        raw = self.take(timeout)
+        return [] if raw is None else [raw]
+
+    def place_batch(
+        self, raws: Sequence[str], epoch: int, actor: str, choose: Chooser
+    ) -> list[Placed]:
+        """Schedule each message just taken and dispatch it where `choose` says, one `Placed`
+        per message in order. Fenced as every write: below the fence, every message of the
+        batch is refused ("stale_epoch") and stays on the scheduling list.
+
+        This default is the one-task path, message by message (`schedule`, then `dispatch`);
+        an adapter that can do a batch in one round trip overrides it, keeping these rules.
+        """
+        placed: list[Placed] = []
+        for raw in raws:
+            scheduled = self.schedule(raw, epoch, actor)
+            if isinstance(scheduled, NotScheduled):
+                placed.append(Placed(scheduled, task_id=scheduled.task_id))
+                if scheduled.reason == "stale_epoch":
+                    break  # deposed: the rest stay on the scheduling list too
+                continue
+            agent_id = choose(scheduled.task)
+            if agent_id is None:
+                placed.append(Placed(scheduled, task_id=scheduled.task.task_id))
+                continue
+            result = self.dispatch(scheduled, agent_id, epoch, actor)
+            placed.append(Placed(result, agent_id, scheduled.task.task_id))
+            if result.reason == "stale_epoch":
+                break
+        return placed
 
     @abstractmethod
     def unschedule(

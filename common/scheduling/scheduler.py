@@ -4,13 +4,17 @@ A leader's term, in numbered phases:
 
 1. Elected: raise `fence:scheduler` to this term's epoch. From now on a deposed leader's fenced
    writes are rejected, so nothing below can be undone by a predecessor that wakes up late.
+   The first term starts the live-agents view: a standby follows no agent's node.
 2. Recover: sweep `queue:scheduling` (messages a dead leader took but never dispatched) back
    to `queue:pending`, and fail over every agent that has work in Redis but no node in
    ZooKeeper (it may have died while there was no leader to notice).
-3. Place, one task at a time: wait until some live agent has room in its inbox; BLMOVE a
-   message from `queue:pending` to `queue:scheduling`; PENDING -> SCHEDULED; ask the placement
-   strategy for an agent; SCHEDULED -> DISPATCHED and push onto `agent:{agentId}:tasks`.
-   Every write carries the epoch and is fenced.
+3. Place, a batch at a time: wait until some live agent has room in its inbox; move as many
+   messages as the inboxes have room for (at most `batch_size`) from `queue:pending` to
+   `queue:scheduling`; ask the placement strategy for an agent for each, counting what the
+   batch already gave each agent; then, in one fenced script, PENDING -> SCHEDULED ->
+   DISPATCHED for each, pushed onto `agent:{agentId}:tasks`. Every write carries the epoch
+   and is fenced: a deposed leader's batch is refused whole. (With tracing on, or a
+   `batch_size` of 1, one task at a time, each placement its own span.)
 4. Watch: when an agent's node disappears, its DISPATCHED and RUNNING tasks go back to PENDING
    with attempt + 1 (failover); a periodic sweep repeats phase 2 for anything a watch missed,
    and releases retries whose backoff elapsed.
@@ -36,6 +40,7 @@ from redis.exceptions import RedisError
 
 from common.coordination.election import LeaderElection, Term
 from common.coordination.live_agents import LiveAgentsView
+from common.domain.task import Task
 from common.observability import bind, get_logger, metrics, tracing
 from common.ports.dispatcher import Dispatcher, NotScheduled, Scheduled
 from common.scheduling.composite import CompositeCoordinator
@@ -72,8 +77,11 @@ class Scheduler:
         housekeeping: Sequence[Callable[[], object]] = (),
         coordinator: CompositeCoordinator | None = None,
         firer: ScheduleFirer | None = None,
+        batch_size: int = 16,
     ) -> None:
         self.scheduler_id = scheduler_id
+        # The most messages placed in one fenced script (phase 3); 1 places one at a time.
+        self.batch_size = batch_size
         # Composite tasks' coordinator and cron schedules' firer, run during a term only
         # (phase 5).
         self.coordinator = coordinator
@@ -91,12 +99,14 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._departed: set[str] = set()
         self._departed_lock = threading.Lock()
+        self._view_started = False
         self.actor = f"scheduler:{scheduler_id}"
 
     # -- lifecycle -------------------------------------------------------------------------
     def run_forever(self) -> None:
         self.view.on_departure(self._on_departure)
-        self.view.start()
+        # The view is started by the first term (phase 1), not here: a standby that never
+        # leads follows no agent's node, so it costs nothing while agents report their load.
         observe_scheduler(self)
         log.info(
             "scheduler %s started: strategy %s, contending for leadership",
@@ -130,6 +140,12 @@ class Scheduler:
             return
         self.stats.terms += 1
         log.info("became leader with epoch %d (node %s)", term.epoch, term.node)
+        if not self._view_started:
+            # Its watches read /live-agents and every agent's node before start() returns, so
+            # the recovery sweep below sees every live agent; one that left while no view was
+            # kept is one the sweep fails over (it has work in Redis and no node).
+            self.view.start()
+            self._view_started = True
         with self._departed_lock:
             self._departed.clear()
         next_sweep = 0.0
@@ -164,9 +180,17 @@ class Scheduler:
                     idle = min(idle * 2, 1.0) if not agents else 0.05
                     continue
                 idle = 0.05
-                raw = self.dispatcher.take(self.poll_timeout)
-                if raw is not None:
-                    self._place(raw, term, candidates)
+                if self.batch_size <= 1 or tracing.enabled():
+                    # One task at a time: each placement is its own "schedule" span.
+                    raw = self.dispatcher.take(self.poll_timeout)
+                    if raw is not None:
+                        self._place(raw, term, candidates)
+                    continue
+                # As many as the inboxes have room for: each is dispatched at once.
+                room = sum(self.agent_backlog - c.queued for c in candidates)
+                raws = self.dispatcher.take_batch(self.poll_timeout, min(room, self.batch_size))
+                if raws:
+                    self._place_batch(raws, term, candidates)
         except Deposed:
             log.warning("a newer leader holds the fence; stepping down (epoch %d)", term.epoch)
         except RedisError as exc:
@@ -237,21 +261,9 @@ class Scheduler:
             bind(taskId=task.task_id, attempt=scheduled.attempt, epoch=term.epoch),
             self._traced(scheduled, term) as (scheduled, span),
         ):
-            if task.pinned_agent:
-                self._place_pinned(scheduled, term, candidates)
+            if self._place_scheduled(scheduled, term, candidates):
                 return
             able = [c for c in candidates if task.task_type.value in c.agent.task_types]
-            if not able:
-                result = self.dispatcher.unschedule(
-                    scheduled,
-                    term.epoch,
-                    self.actor,
-                    f"no live agent runs {task.task_type.value}",
-                )
-                self._check(result.accepted, result.reason)
-                log.warning("no live agent runs %s; task back to PENDING", task.task_type.value)
-                self.view.changed.wait(0.5)
-                return
             chosen = self.strategy.choose(task, able)
             tracing.set_attributes(span, **{"tasklab.agent_id": chosen.agent_id})
             result = self.dispatcher.dispatch(scheduled, chosen.agent_id, term.epoch, self.actor)
@@ -269,6 +281,93 @@ class Scheduler:
                 log.info("dispatch refused: %s (task is %s)", result.reason, result.status)
 
     # --8<-- [end:place]
+
+    def _place_scheduled(
+        self, scheduled: Scheduled, term: Term, candidates: list[Candidate]
+    ) -> bool:
+        """The placements that are not a strategy's choice: a pinned task, and a task no
+        candidate runs (back to PENDING). False: neither, for the strategy to choose."""
+        task = scheduled.task
+        if task.pinned_agent:
+            self._place_pinned(scheduled, term, candidates)
+            return True
+        if any(task.task_type.value in c.agent.task_types for c in candidates):
+            return False
+        result = self.dispatcher.unschedule(
+            scheduled,
+            term.epoch,
+            self.actor,
+            f"no live agent runs {task.task_type.value}",
+        )
+        self._check(result.accepted, result.reason)
+        log.warning("no live agent runs %s; task back to PENDING", task.task_type.value)
+        self.view.changed.wait(0.5)
+        return True
+
+    # --8<-- [start:place-batch]
+    def _place_batch(self, raws: list[str], term: Term, candidates: list[Candidate]) -> None:
+        """Place the messages just taken, in one fenced round trip: the strategy chooses for
+        each in turn and sees the load the batch already added (an agent whose inbox the batch
+        filled is no longer a candidate). A task the batch cannot place (pinned, or of a type
+        no candidate runs) comes back SCHEDULED and goes the one-task way."""
+        room = {c.agent_id: c for c in candidates}
+        chosen: dict[str, Candidate] = {}
+
+        def choose(task: Task) -> str | None:
+            if task.pinned_agent:
+                return None
+            able = [c for c in room.values() if task.task_type.value in c.agent.task_types]
+            if not able:
+                return None
+            pick = self.strategy.choose(task, able)
+            chosen[task.task_id] = pick
+            if pick.queued + 1 >= self.agent_backlog:
+                del room[pick.agent_id]
+            else:
+                room[pick.agent_id] = replace(pick, queued=pick.queued + 1)
+            return pick.agent_id
+
+        placed = self.dispatcher.place_batch(raws, term.epoch, self.actor, choose)
+        for p in placed:
+            outcome = p.outcome
+            if isinstance(outcome, NotScheduled):
+                if outcome.reason == "stale_epoch":
+                    self.stats.rejected_stale += 1
+                    raise Deposed
+                log.info("skipped a message: %s (status %s)", outcome.reason, outcome.status)
+            elif isinstance(outcome, Scheduled):
+                with bind(taskId=outcome.task.task_id, attempt=outcome.attempt, epoch=term.epoch):
+                    if outcome.task.pinned_agent:
+                        self._place_pinned(outcome, term, list(room.values()))
+                    elif not self._place_scheduled(outcome, term, candidates):
+                        # Agents run its type, but the batch filled their inboxes first.
+                        self._unschedule_full(outcome, term)
+            else:
+                self._check(outcome.accepted, outcome.reason)
+                pick = chosen[p.task_id or ""]
+                with bind(taskId=p.task_id, attempt=outcome.attempt, epoch=term.epoch):
+                    if outcome.accepted:
+                        self.stats.dispatched += 1
+                        log.info(
+                            "dispatched to %s (%s; busy %d/%d)",
+                            pick.agent_id,
+                            self.strategy.name,
+                            pick.busy,
+                            pick.agent.capacity,
+                        )
+                    else:
+                        log.info(
+                            "dispatch refused: %s (task is %s)", outcome.reason, outcome.status
+                        )
+
+    def _unschedule_full(self, scheduled: Scheduled, term: Term) -> None:
+        task_type = scheduled.task.task_type.value
+        result = self.dispatcher.unschedule(
+            scheduled, term.epoch, self.actor, f"every agent that runs {task_type} is full"
+        )
+        self._check(result.accepted, result.reason)
+
+    # --8<-- [end:place-batch]
 
     @contextmanager
     def _traced(self, scheduled: Scheduled, term: Term) -> Iterator[tuple[Scheduled, Any]]:

@@ -206,6 +206,12 @@ class InMemoryDispatcher(Dispatcher):
         self.scheduling.insert(0, raw)
         return raw
 
+    def take_batch(self, timeout: float, limit: int) -> list[str]:
+        taken = []
+        while len(taken) < limit and (raw := self.take(timeout)) is not None:
+            taken.append(raw)
+        return taken
+
     def schedule(self, raw: str, epoch: int, actor: str) -> Scheduled | NotScheduled:
         if epoch < self.store.fence:
             return NotScheduled("stale_epoch")

@@ -133,3 +133,56 @@ def test_the_sweep_requeues_what_a_previous_leader_left_in_flight(world):
     scheduler._sweep(term)
     assert dispatcher.scheduling == [] and len(dispatcher.pending) == 1
     assert scheduler.stats.recovered == 1
+
+
+def place_batch(scheduler, dispatcher, term, limit: int = 16) -> None:
+    _, candidates = scheduler._candidates()
+    raws = dispatcher.take_batch(0, limit)
+    assert raws
+    scheduler._place_batch(raws, term, candidates)
+
+
+def test_a_batch_is_spread_as_the_strategy_sees_the_load_the_batch_itself_added(world):
+    # Given a1 running one task and a2 idle (capacity 2 each, inboxes bounded at 2), and four
+    # tasks queued
+    scheduler, dispatcher, _, term = world
+    ids = [dispatcher.store.submit(SHELL)[0].task_id for _ in range(4)]
+    # When the leader places all four in one batch
+    place_batch(scheduler, dispatcher, term)
+    # Then each is DISPATCHED, and no inbox got more than its bound (not all four on the agent
+    # that looked idle when the batch began)
+    assert all(dispatcher.store.get(i).status == TaskStatus.DISPATCHED for i in ids)
+    assert {a: len(inbox) for a, inbox in dispatcher.inboxes.items()} == {"a1": 2, "a2": 2}
+    assert dispatcher.scheduling == [] and scheduler.stats.dispatched == 4
+
+
+def test_a_deposed_leaders_batch_places_nothing_and_steps_down(world):
+    scheduler, dispatcher, _, term = world
+    ids = [dispatcher.store.submit(SHELL)[0].task_id for _ in range(3)]
+    dispatcher.raise_fence(11)  # a newer leader was elected
+    with pytest.raises(Deposed):
+        place_batch(scheduler, dispatcher, term)
+    assert all(dispatcher.store.get(i).status == TaskStatus.PENDING for i in ids)
+    # the messages wait on the scheduling list, for the new leader's sweep
+    assert dispatcher.inboxes == {} and len(dispatcher.scheduling) == 3
+
+
+def test_in_a_batch_a_task_no_agent_runs_goes_back_to_pending_and_a_pinned_one_to_its_agent(
+    world,
+):
+    scheduler, dispatcher, view, term = world
+    view.live = {"a1": agent("a1", types=("SHELL",)), "a2": agent("a2", types=("SHELL",))}
+    python = dispatcher.store.submit(TaskSpec(task_type=TaskType.PYTHON_SCRIPT, payload="pass"))
+    pinned = dispatcher.store.submit(SHELL.model_copy(update={"pinned_agent": "a1"}))
+    shell = dispatcher.store.submit(SHELL)
+    place_batch(scheduler, dispatcher, term)
+    stored = {t.task_id: t for t in dispatcher.store.list_tasks()}
+    assert (stored[python[0].task_id].status, stored[python[0].task_id].attempt) == (
+        TaskStatus.PENDING,
+        2,
+    )
+    assert (stored[pinned[0].task_id].status, stored[pinned[0].task_id].agent_id) == (
+        TaskStatus.DISPATCHED,
+        "a1",
+    )
+    assert stored[shell[0].task_id].status == TaskStatus.DISPATCHED

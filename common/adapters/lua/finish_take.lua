@@ -13,7 +13,8 @@
 -- ARGV: 1 transition JSON (as transition.lua), 2 the finished task's entry, dropped from the
 --       processing list if the report is refused (a late report: the copy is stale either way),
 --       3 agentId, 4 now, 5 how many tail messages to peek for the next call (0 = none),
---       then per peeked message i: 4 + 2i the message, 5 + 2i its taskId
+--       then per peeked message i: 2 + 4i the message, 3 + 4i its taskId, 4 + 4i the attempt
+--       and 5 + 4i the epoch it was dispatched with (both '' for a stage 1 message)
 -- Returns {transition result, the next message or false, its claim (claim_task's answer) or
 -- false if it was not claimed here, the tail messages peeked (oldest last)}.
 local a = cjson.decode(ARGV[1])
@@ -31,8 +32,8 @@ end
 local tail = redis.call('LINDEX', KEYS[8], -1)
 local peeked = 0
 if tail then
-  for i = 1, (#ARGV - 5) / 2 do
-    if ARGV[4 + 2 * i] == tail then
+  for i = 1, (#ARGV - 5) / 4 do
+    if ARGV[2 + 4 * i] == tail then
       peeked = i
       break
     end
@@ -45,7 +46,8 @@ if moved and peeked > 0 then
     {task = KEYS[10 + 2 * peeked], history = KEYS[11 + 2 * peeked], stats = KEYS[3],
      processing = KEYS[5], index = KEYS[9], request = KEYS[10], fingerprint = KEYS[11]},
     {raw = moved, message = moved, fields = '', agent = ARGV[3], now = ARGV[4],
-     task_id = ARGV[5 + 2 * peeked], track = '1', attempt = '', epoch = '',
+     task_id = ARGV[3 + 4 * peeked], track = '1', attempt = ARGV[4 + 4 * peeked],
+     epoch = ARGV[5 + 4 * peeked],
      has_request = '0', fingerprint = ''})
 end
 local peek = {}
