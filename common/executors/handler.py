@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 
 from common.domain.task import HANDLER_NAME, Task, TaskType, handler_call
@@ -34,6 +35,20 @@ from common.executors.warm_worker import HandlerWorkerPool
 from common.executors.zygote import SERVER, ZygotePool
 
 HANDLER_MODES = ("warm", "fork")
+
+
+_last_call = threading.local()
+
+
+def parsed_call(payload: str) -> tuple[str, dict]:
+    """`handler_call(payload)`, parsed once per task although validate, prepare and the spawner
+    each need it (a strict JSON parse three times was a fifth of the executor's CPU for a
+    no-op call). One entry per agent thread; the answer is a pure function of the payload, so
+    a remembered one is always right."""
+    if getattr(_last_call, "payload", None) is not payload:
+        _last_call.call = handler_call(payload)
+        _last_call.payload = payload
+    return _last_call.call
 
 
 class HandlerRegistrationError(ValueError):
@@ -105,7 +120,7 @@ class HandlerExecutor(TaskExecutor):
         if problem:
             return problem
         try:
-            name, _ = handler_call(task.payload)
+            name, _ = parsed_call(task.payload)
         except ValueError as exc:  # a hand-pushed message skips nothing: validate_spec ran
             return f"bad HANDLER payload: {exc}"
         if name not in self.handlers:
@@ -115,7 +130,7 @@ class HandlerExecutor(TaskExecutor):
 
     def prepare(self, task: Task) -> list[str]:
         # Without a zygote: the same call in a fresh interpreter (zygote_server.run_one_call).
-        name, args = handler_call(task.payload)
+        name, args = parsed_call(task.payload)
         return [sys.executable, "-I", str(SERVER), "--call", name, json.dumps(args)]
 
     def execute(
@@ -137,7 +152,7 @@ class HandlerExecutor(TaskExecutor):
         return outcome
 
     def start_in_zygote(self, pool: ZygotePool, task: Task, argv: list[str]) -> Child:
-        name, args = handler_call(task.payload)
+        name, args = parsed_call(task.payload)
         if self.workers is not None:
             return self.workers.call(name, args, env=task_environment(task))
         return pool.call(name, args, env=task_environment(task))

@@ -29,15 +29,17 @@ call, so the agent's capture loop sees both pipes end with the call.
 
 The trade-off, and why warm is the default. A warm worker shares what a call leaves behind
 with the next calls: module globals and caches, threads still running, open files, the working
-directory, signal handlers, os.environ changes (the task's own TASKLAB_* variables are
-restored). A forked call (`agent_handler_mode = "fork"`) shares nothing, for ~1 ms more CPU per
-task. Warm is the default because a handler is not a submitter's code: it is a function the
-agent's operator registered and deployed with it, written to be called, as a Celery task is;
-the task types that run code a submitter sends (PYTHON_SCRIPT, SHELL) stay a process per task.
-Whatever leaks, leaks for a bounded time: a worker is recycled after `agent_handler_max_calls`
-calls (Celery's max-tasks-per-child), which costs one fork per that many calls. Choose "fork"
-for handlers that keep state they should not (a global that grows, a thread per call, a file
-never closed) or that must not see each other's.
+directory, signal handlers, os.environ changes (the task's own TASKLAB_* variables are set for
+every call); and what a forked call does as it exits (running atexit functions, joining its
+threads) is not done after each call. A forked call (`agent_handler_mode = "fork"`) shares
+nothing, for ~1.5 ms more CPU per task. Warm is the default because a handler is not a
+submitter's code: it is a function the agent's operator registered and deployed with it,
+written to be called again, as a Celery task is; the task types that run code a submitter
+sends (PYTHON_SCRIPT, SHELL) stay a process per task. Whatever leaks, leaks for a bounded
+time: a worker is recycled after `agent_handler_max_calls` calls (Celery's
+max-tasks-per-child), which costs one fork per that many calls. Choose "fork" for handlers
+that keep state they should not (a global that grows, a thread per call, a file never closed)
+or that must not see each other's.
 """
 
 from __future__ import annotations
