@@ -93,3 +93,11 @@ def chatter(lines):
     for n in range(lines):
         print(f"line {n}")
     return lines
+
+
+def fork_and_return():
+    """Forks, and both processes return: only the caller's result counts, the child ends.
+
+    A naive `os.fork()` in a handler; the child of a warm worker must not go on serving calls.
+    """
+    return {"child": os.fork() == 0}

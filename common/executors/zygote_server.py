@@ -497,6 +497,7 @@ def serve_calls(calls):
     goes nowhere, rather than into the next task's log.
     """
     idle = os.dup(1)
+    me = os.getpid()
     reader = _Reader(calls)
     while True:
         msg = reader.read()
@@ -507,7 +508,7 @@ def serve_calls(calls):
             for fd in fds:
                 os.close(fd)
             return  # a broken protocol: the worker ends, the agent starts another
-        status = serve_call(msg, *fds)
+        status = serve_call(msg, *fds, worker=me)
         # Before the answer: what the call started dies now, as a forked call's leftovers do
         # at "reap". It also lets go of the task's pipes, so the agent sees their end at once.
         sweep()
@@ -518,7 +519,7 @@ def serve_calls(calls):
         os.close(fds[1])
 
 
-def serve_call(msg, out, err):
+def serve_call(msg, out, err, worker=None):
     """One call, in this warm worker: prints to `err`, the result as JSON to `out`.
 
     What a forked call gets by construction is done by hand here: every call sets each of the
@@ -539,7 +540,14 @@ def serve_call(msg, out, err):
     status = 1
     try:
         function = resolve_handler(msg["handler"])
-        value = function(**(msg.get("args") or {}))
+        try:
+            value = function(**(msg.get("args") or {}))
+        finally:
+            if worker is not None and os.getpid() != worker:
+                # A child the handler forked, returning here instead of exiting: it must not
+                # answer the agent too, nor serve calls of its own.
+                _flush_std()
+                os._exit(0)
         data = memoryview(RESULT_ENCODER.encode(value).encode())
         while data:
             data = data[os.write(out, data) :]

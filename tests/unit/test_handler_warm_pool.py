@@ -16,7 +16,18 @@ from common.executors.handler import HandlerExecutor
 from common.testing import eventually, process_alive
 
 EXAMPLES = "common.examples.handlers"
-NAMES = ("add", "echo", "fail", "noop", "sleep", "whoami", "die", "leave_behind", "chatter")
+NAMES = (
+    "add",
+    "echo",
+    "fail",
+    "noop",
+    "sleep",
+    "whoami",
+    "die",
+    "leave_behind",
+    "chatter",
+    "fork_and_return",
+)
 REGISTERED = tuple(f"{EXAMPLES}:{name}" for name in NAMES)
 LIMITS = ExecutorLimits(kill_grace_seconds=0.5)
 
@@ -138,6 +149,15 @@ def test_what_a_call_leaves_running_is_killed_when_it_answers_and_the_worker_liv
     leftover = result(warm, "leave_behind", detach=detach)
     # Killed before the worker answered: nothing of the call outlives its attempt.
     eventually(lambda: not process_alive(leftover), timeout=5, message="the leftover was killed")
+    assert result(warm, "whoami")["pid"] == pid
+
+
+def test_a_child_the_handler_forked_and_that_returns_ends_there_and_never_answers(warm):
+    (pid,) = idle_worker_pids(warm)
+    # Both processes return from the function: only the worker's return is the result, and
+    # the child does not answer the agent (a second answer would be read as the next call's).
+    for _ in range(3):
+        assert result(warm, "fork_and_return") == {"child": False}
     assert result(warm, "whoami")["pid"] == pid
 
 
