@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from bench.systems import TASKLAB_WORKLOADS
+from bench.systems import HANDLER_NOOP, TASKLAB_WORKLOADS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
                 saved, sys.stderr = sys.stderr, fh
                 configure_logging("INFO", "json")
                 sys.stderr = saved
-                settings = Settings(redis_url=url, agent_id="profiled", agent_capacity=1)
+                settings = Settings(
+                    redis_url=url,
+                    agent_id="profiled",
+                    agent_capacity=1,
+                    # The handler the workload calls (TASKLAB_AGENT_HANDLER_MODE=fork: the
+                    # child per call, for a before/after).
+                    agent_handlers=[HANDLER_NOOP] if args.workload == "handler-noop" else [],
+                )
                 agent = build_agent(settings)
                 agent.capacity = 0  # no worker threads: the work loop runs here, profiled
                 agent.start()

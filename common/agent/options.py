@@ -23,6 +23,8 @@ def executors_for(settings: Settings) -> ExecutorFactory:
             output_cap_bytes=settings.output_cap_bytes, max_log_lines=settings.max_log_lines
         ),
         handlers=handlers,
+        handler_mode=settings.agent_handler_mode,
+        handler_max_calls=settings.agent_handler_max_calls,
     )
 
 

@@ -332,6 +332,10 @@ class Settings(BaseSettings):
     # The functions HANDLER tasks may call, as "module:function"; each must be importable by
     # the agent's Python (its zygotes import them once at start). Checked by `run agent`.
     agent_handlers: list[str] = Field(default_factory=list)
+    # Where a HANDLER call runs: "warm" (a pool process that serves call after call, recycled
+    # after agent_handler_max_calls calls; 0 = never) or "fork" (a child forked per call).
+    agent_handler_mode: Literal["warm", "fork"] = "warm"
+    agent_handler_max_calls: int = Field(default=1000, ge=0, le=10_000_000)
 
     # Stage 2: the leader-elected scheduler.
     scheduler_id: str = Field(default_factory=_default_agent_id)

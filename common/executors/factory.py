@@ -59,7 +59,8 @@ class ExecutorFactory:
     def warm(self, parallel: int = 1) -> None:
         """Do per-executor set-up now, at start-up, rather than inside the first task."""
         for task_type in self.supported():
-            self.create(task_type)
+            # HANDLER sorts first: its warm workers take their zygotes before the pool fills.
+            self.create(task_type).warm(parallel)
         if self.pool is not None:
             self.pool.warm(parallel)
 
@@ -75,16 +76,28 @@ def default_factory(
     limits: ExecutorLimits | None = None,
     warm_fork: bool = True,
     handlers: tuple[str, ...] = (),
+    handler_mode: str = "warm",
+    handler_max_calls: int = 1000,
 ) -> ExecutorFactory:
     """SHELL and PYTHON_SCRIPT; HANDLER too when the agent has `handlers` (module:function) to
     call, and only then: an agent advertises the types it can run (stage 2 on, the scheduler
     places a HANDLER task only on an agent that has handlers), and a HANDLER task naming a
-    function it lacks fails with the list of those it has."""
+    function it lacks fails with the list of those it has. `handler_mode`: "warm" (calls run
+    in warm workers, recycled after `handler_max_calls`) or "fork" (a child per call); see
+    handler.py."""
     factory = (
         ExecutorFactory(limits, warm_fork, preload=handler_modules(handlers))
         .register(TaskType.SHELL, ShellTaskExecutor)
         .register(TaskType.PYTHON_SCRIPT, PythonScriptExecutor)
     )
     if handlers:
-        factory.register(TaskType.HANDLER, partial(HandlerExecutor, handlers=tuple(handlers)))
+        factory.register(
+            TaskType.HANDLER,
+            partial(
+                HandlerExecutor,
+                handlers=tuple(handlers),
+                mode=handler_mode,
+                max_calls=handler_max_calls,
+            ),
+        )
     return factory

@@ -189,7 +189,12 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 
 
 class Child(Protocol):
-    """What run_process needs of a started child: `subprocess.Popen` is one."""
+    """What run_process needs of a started child: `subprocess.Popen` is one.
+
+    Optional: `release()`, called once run_process will signal the group no more (a zygote's
+    child is reaped only then), and `keep()`, asked when the child ended on its own: True
+    spares its group the final kill (a warm worker's call, see `_end`).
+    """
 
     pid: int
     stdout: IO[bytes]
@@ -322,7 +327,15 @@ def _end(proc: Child, pgid: int, *, polite: bool, kill_grace: float) -> None:
     walks /proc for the leader's descendants (only then: never per task that just ended).
     A zygote's child has more: the zygote is its subreaper and kills whatever the task left,
     even below a parent that already exited, once released (zygote_server.py).
+
+    A warm worker's call (warm_worker.py) that ended on its own is the one child whose group
+    is not killed: the process serves the next call, and the call's own leftovers were killed
+    by the worker before it answered. `keep()` says whether it answered; one that did not (it
+    died, or closed its pipes and ran on) is killed here like any other child, and replaced.
     """
+    keep = getattr(proc, "keep", None)
+    if not polite and keep is not None and keep():
+        return
     strays = descendants([pgid])[1:] if polite and proc.poll() is None else []
     if polite:
         # Polite first (lets a task clean up), then certain.

@@ -8,9 +8,11 @@ a pid that is also its process group id, stdout and stderr pipes, `poll` and `wa
 deadline, the cancel, the capped capture and the group kill stay in one place.
 
 PYTHON_SCRIPT children run the source in the forked interpreter; SHELL children exec
-/bin/sh; HANDLER children call a registered function, whose module every zygote of the pool
-imported once at its start (`preload`), so a call costs a fork, not an interpreter or an import.
-Either way the zygote kills the child's group if the agent dies while it runs.
+/bin/sh; HANDLER calls run in a warm worker a zygote forks once and which serves call after
+call (warm_worker.py), or, with `agent_handler_mode = "fork"`, in a child per call. Every
+zygote of the pool imported the handlers' modules once at its start (`preload`), so neither
+pays an interpreter start or an import. Either way the zygote kills the child's group if the
+agent dies while it runs.
 
 If a zygote cannot be started or dies, the executor falls back to a fresh process, so a task
 never fails because of this optimisation. A child the zygote could not start for a reason of

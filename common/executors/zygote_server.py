@@ -27,6 +27,17 @@ so its process group id, cannot be reused by an unrelated process the agent migh
                                                (a NUL byte or lone surrogate in argv, E2BIG,
                                                exec failed, fork refused); the zygote lives on
 
+A HANDLER worker is a child like the others, that lives for many calls (warm_worker.py):
+  agent -> zygote  {"op": "serve"} + fds [stdin, stdout, stderr, calls socket]
+             the child is a warm worker: in a session of its own, it calls handler after
+             handler as the agent asks on the calls socket (`serve_calls`); the zygote treats
+             it as any child: {"pid"}, then {"exit"} when it ends, the kill of its group if the
+             agent goes, "reap" and the sweep
+  agent -> worker  {"op": "call", "handler": ..., "args": {...}, "env": {...}}
+                   + fds [stdout, stderr]      the task's pipes, for this call only
+  worker -> agent  {"exit": code}             the call ended (0, 1 after a traceback, a
+                                               SystemExit's code); the worker waits for the next
+
 A task dies with its agent. While a child runs, the zygote also watches the socket: if the
 agent's end closes (the agent exited, even by kill -9), the zygote kills the child's whole
 process group before it goes. Without this, a task of a killed agent ran on as an orphan while
@@ -62,7 +73,9 @@ import time
 import traceback
 import types
 
-MAX_FDS = 3
+# The fds a message may carry: a task's stdin, stdout and stderr, and a worker's calls socket.
+MAX_FDS = 4
+FDS_PER_OP = {"run": 3, "exec": 3, "call": 3, "serve": 4}
 # A handler's result as strict JSON (no NaN): built once here, not in every child.
 RESULT_ENCODER = json.JSONEncoder(allow_nan=False)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
@@ -120,6 +133,17 @@ def _signal_all(pids, sig):
             pass
 
 
+def has_children():
+    """Whether this process has a child, alive or not: one syscall, where reading /proc costs
+    ~30 us, paid after every task when (as almost always) the task left nothing behind. An
+    ended child it finds is reaped, as sweep would."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def sweep():
     """Kill and reap every descendant of this zygote (its task child is already reaped).
 
@@ -130,6 +154,8 @@ def sweep():
     me = os.getpid()
     deadline = time.monotonic() + SWEEP_SECONDS
     while True:
+        if not has_children():
+            return True
         kids = child_pids(me)
         if not kids:
             return True
@@ -443,6 +469,109 @@ def _fork_call(sock, fds, msg):
     return pid
 
 
+# -- the warm worker of HANDLER tasks (warm_worker.py is the agent's side) --------------------
+def _fork_worker(sock, fds):
+    """Fork a warm worker: a child that calls registered handlers one after the other."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            calls = socket.socket(fileno=fds[3])
+            _enter_task_session(sock, fds[:3])
+            # What a call starts and leaves (a daemon's double fork included) is reparented
+            # here, not to the zygote: the worker sweeps it after every call.
+            become_subreaper()
+            serve_calls(calls)
+            status = 0
+        except BaseException:  # noqa: BLE001 - the worker's end is all the agent needs to see
+            status = 1
+        finally:
+            os._exit(status)
+    return pid
+
+
+def serve_calls(calls):
+    """The worker's loop: a call per message, until the agent closes the socket.
+
+    Between calls fds 1 and 2 are /dev/null: what a thread a handler left behind prints then
+    goes nowhere, rather than into the next task's log.
+    """
+    idle = os.dup(1)
+    me = os.getpid()
+    reader = _Reader(calls)
+    while True:
+        msg = reader.read()
+        if msg is None:
+            return  # retired (the agent closed its end), or the agent is gone
+        fds = reader.take_fds(2)
+        if not isinstance(msg, dict) or msg.get("op") != "call" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return  # a broken protocol: the worker ends, the agent starts another
+        status = serve_call(msg, *fds, worker=me)
+        # Before the answer: what the call started dies now, as a forked call's leftovers do
+        # at "reap". It also lets go of the task's pipes, so the agent sees their end at once.
+        sweep()
+        _send(calls, {"exit": status})
+        os.dup2(idle, 1)
+        os.dup2(idle, 2)
+        os.close(fds[0])
+        os.close(fds[1])
+
+
+def serve_call(msg, out, err, worker=None):
+    """One call, in this warm worker: prints to `err`, the result as JSON to `out`.
+
+    What a forked call gets by construction is done by hand here: every call sets each of the
+    task's variables or removes it (the agent sends all of them, a missing one as null), so no
+    task's reach the next; a handler that swapped sys.stdout for its own object does not take
+    the next task's output with it. Everything else a call changes stays (module globals,
+    threads, open files, the working directory): the price of a warm worker, warm_worker.py.
+    """
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    _flush_std()  # what a leftover thread printed since the last call: to /dev/null
+    os.dup2(err, 1)
+    os.dup2(err, 2)
+    # Only what differs from the last call: each os.environ change is a putenv or unsetenv
+    # (setting and restoring all seven cost ~50 us a call; the task id alone changes).
+    for name, value in (msg.get("env") or {}).items():
+        if os.environ.get(name) != value:
+            apply_env({name: value})
+    status = 1
+    try:
+        function = resolve_handler(msg["handler"])
+        try:
+            value = function(**(msg.get("args") or {}))
+        finally:
+            if worker is not None and os.getpid() != worker:
+                # A child the handler forked, returning here instead of exiting: it must not
+                # answer the agent too, nor serve calls of its own.
+                _flush_std()
+                os._exit(0)
+        data = memoryview(RESULT_ENCODER.encode(value).encode())
+        while data:
+            data = data[os.write(out, data) :]
+        status = 0
+    except SystemExit as exc:
+        status = _exit_code(exc)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        status = -signal.SIGINT
+    except BaseException:  # noqa: BLE001 - reported like the interpreter: traceback, exit 1
+        traceback.print_exc()
+    finally:
+        _flush_std()
+    return status
+
+
+def _flush_std():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: the output has nowhere to go
+            pass
+
+
 def _start(sock, fds, msg):
     """The child's pid, or the reason it could not start (the zygote itself carries on)."""
     try:
@@ -450,6 +579,8 @@ def _start(sock, fds, msg):
             return _spawn(sock, fds, msg["argv"], msg.get("env")), None
         if msg["op"] == "call":
             return _fork_call(sock, fds, msg), None
+        if msg["op"] == "serve":
+            return _fork_worker(sock, fds), None
         return _fork_script(sock, fds, msg), None
     except Exception as exc:  # noqa: BLE001 - any refusal ends this task only, not the zygote
         return None, f"{type(exc).__name__}: {exc}"
@@ -465,10 +596,10 @@ def serve(sock):
         if msg is None:
             return
         op = msg.get("op") if isinstance(msg, dict) else None
-        if op not in ("run", "exec", "call"):
+        if op not in FDS_PER_OP:
             continue
-        fds = reader.take_fds(MAX_FDS)
-        if len(fds) != MAX_FDS:
+        fds = reader.take_fds(FDS_PER_OP[op])
+        if len(fds) != FDS_PER_OP[op]:
             for fd in fds:
                 os.close(fd)
             continue
@@ -482,7 +613,13 @@ def serve(sock):
             os.waitpid(pid, 0)
             return
         status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-        _send(sock, {"exit": status})
+        try:
+            _send(sock, {"exit": status})
+        except OSError:
+            # The agent went as the child ended (a warm worker ends when the agent's socket
+            # closes, and may be seen to end first): nobody is left to tell, main sweeps.
+            os.waitpid(pid, 0)
+            return
         # Reaped only once the agent says it will signal the group no more ("reap"), or has
         # gone: until then the zombie keeps its pid, and its group id, from being reused.
         msg = reader.read()

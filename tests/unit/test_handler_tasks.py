@@ -1,5 +1,6 @@
 """HANDLER tasks: the payload checked at submit, the registry checked at start-up, and the call
-run in a process forked from a warm zygote (or a fresh interpreter) with the script's guarantees.
+run in a warm worker, a process forked from a warm zygote, or a fresh interpreter, with the
+script's guarantees (test_handler_warm_pool.py: what is particular to warm workers).
 """
 
 import json
@@ -34,10 +35,17 @@ def call(handler, timeout=20, **args):
     return Task.new(spec)
 
 
-@pytest.fixture(params=[True, False], ids=["warm-fork", "fresh-interpreter"])
+@pytest.fixture(
+    params=[(True, "warm"), (True, "fork"), (False, "warm")],
+    ids=["warm-worker", "fork-per-call", "fresh-interpreter"],
+)
 def executor(request):
+    warm_fork, mode = request.param
     ex = HandlerExecutor(
-        ExecutorLimits(kill_grace_seconds=0.5), warm_fork=request.param, handlers=REGISTERED
+        ExecutorLimits(kill_grace_seconds=0.5),
+        warm_fork=warm_fork,
+        handlers=REGISTERED,
+        mode=mode,
     )
     yield ex
     ex.close()
@@ -133,8 +141,10 @@ def test_a_handler_the_executor_does_not_register_fails_without_starting_a_proce
     )
 
 
-def test_a_timed_out_call_is_killed_and_the_same_zygote_serves_the_next(tmp_path):
-    factory = default_factory(ExecutorLimits(kill_grace_seconds=0.5), handlers=REGISTERED)
+def test_a_timed_out_forked_call_is_killed_and_the_same_zygote_serves_the_next(tmp_path):
+    factory = default_factory(
+        ExecutorLimits(kill_grace_seconds=0.5), handlers=REGISTERED, handler_mode="fork"
+    )
     try:
         factory.warm(1)
         zygote_pid = factory.pool._idle[0].proc.pid
