@@ -172,6 +172,8 @@ class TaskEventManager:
     def _apply_round(self, items: list[_Status], held: set[tuple[str, int]]) -> None:
         """Read, judge, write, count: the events of one round, no task twice among them."""
         self._counts.clear()  # what a failed round counted is counted again when retried
+        # status_applied / status_rounds is how many events share a round's round trips.
+        self._counts["status_rounds"] += 1
         processing = self._read(items)
         writes = self.client.pipeline(transaction=False)
         ops: list[tuple[_Status, str]] = []
