@@ -18,9 +18,7 @@ from common.testing import eventually
 MISSING = "00000000-0000-4000-8000-000000000000"
 
 
-def test_events_read_together_are_applied_in_rounds_and_each_is_settled_on_its_own(
-    role, probe
-):
+def test_events_read_together_are_applied_in_rounds_and_each_is_settled_on_its_own(role, probe):
     # Given a task only DISPATCHED to agent-x, and two RUNNING there
     d, epoch = probe.running_task("agent-x", status=TaskStatus.DISPATCHED)
     a, _ = probe.running_task("agent-x")
