@@ -44,7 +44,14 @@ from bench.measure import (
     tree_cpu_seconds,
     tree_memory,
 )
-from bench.systems import REPO, WORKLOADS, CelerySystem, System, TasklabSystem
+from bench.systems import (
+    REPO,
+    WORKLOADS,
+    CelerySystem,
+    FrontDoorSystem,
+    System,
+    TasklabSystem,
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class Context:
 
 # -- one trial -------------------------------------------------------------------------------
 def _submit_all(system: System, workload: str, n: int) -> list[str]:
-    return [system.submit(workload) for _ in range(n)]
+    return system.submit_many(workload, n)
 
 
 def _outcomes(records: dict) -> tuple[int, int, int]:
@@ -142,7 +149,8 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
     out: dict = {"system": system.name, "workload": workload, "rep": rep}
     lost = duplicated = failed = 0
     try:
-        # 1. drain: backlog first, then the workers.
+        # 1. drain: backlog first, then the workers (a front door, if any, is up already).
+        system.prepare(log_dir)
         ids = _submit_all(system, workload, mode.drain_n)
         spawned = time.time()
         system.start(log_dir)
@@ -337,7 +345,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--baseline",
         metavar="REF",
-        help="also run stage 1 as of this git commit (before/after in the same run)",
+        help="also run the --stages given (stage 1 if none) as of this git commit: "
+        "before/after in the same run",
+    )
+    p.add_argument(
+        "--front-door-threads",
+        type=int,
+        default=8,
+        help="client threads submitting a burst through stage 4's REST API (default 8)",
     )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--plot", type=Path, help="also write the latency plot here")
@@ -378,23 +393,27 @@ def main(argv: list[str] | None = None) -> int:
         ctx.start()
         from common.stages import installed_stages
 
-        stages = [int(s) for s in args.stages.split(",") if s] or installed_stages()
-        systems: list[System] = [
-            TasklabSystem(s, ctx, args.agents, args.capacity, args.log_level) for s in stages
-        ]
-        if args.baseline:
-            source = baseline_checkout(args.baseline, workdir)
-            systems.append(
-                TasklabSystem(
-                    1,
+        chosen = [int(s) for s in args.stages.split(",") if s]
+        stages = chosen or installed_stages()
+
+        def system_for(stage: int, **kw) -> System:
+            if stage == 4:
+                # The stage 4 path: every task through the REST API.
+                return FrontDoorSystem(
                     ctx,
                     args.agents,
                     args.capacity,
                     args.log_level,
-                    source=source,
-                    label=f"@{args.baseline[:10]}",
+                    threads=args.front_door_threads,
+                    **kw,
                 )
-            )
+            return TasklabSystem(stage, ctx, args.agents, args.capacity, args.log_level, **kw)
+
+        systems: list[System] = [system_for(s) for s in stages]
+        if args.baseline:
+            source = baseline_checkout(args.baseline, workdir)
+            for stage in chosen or [1]:
+                systems.append(system_for(stage, source=source, label=f"@{args.baseline[:10]}"))
         if not args.no_celery:
             systems += [
                 CelerySystem(False, ctx, concurrency, args.log_level),
