@@ -173,6 +173,8 @@ def table(summary: dict, meta: dict) -> str:
             lines.append(f"  {key:<13} {v['per_task_us']:8.1f} us/task  {v['tasks_per_s']:8.0f}/s")
     for name, reason in meta.get("missing", {}).items():
         lines.append(f"missing: {name}: {reason}")
+    for failure in meta.get("failed_trials", []):
+        lines.append(f"failed trial: {failure}")
     return "\n".join(lines)
 
 
@@ -314,6 +316,8 @@ def markdown(summary: dict, meta: dict) -> str:
         out.append("")
     for name, reason in meta.get("missing", {}).items():
         out.append(f"- missing: {name}: {reason}")
+    for failure in meta.get("failed_trials", []):
+        out.append(f"- failed trial: {failure}")
     return "\n".join(out)
 
 

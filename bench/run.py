@@ -315,6 +315,11 @@ def baseline_checkout(ref: str, workdir: Path) -> Path:
     subprocess.run(
         ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(path), ref], check=True
     )
+    if (path / "common" / "rpc" / "codegen.py").exists():
+        # Its gRPC code is generated, not committed (`make setup` does it here): generate it
+        # from its own .proto, as its setup would, so that its stage 4 roles can start.
+        env = {**os.environ, "PYTHONPATH": str(path), "PYTHONSAFEPATH": "1"}
+        subprocess.run([sys.executable, "-m", "common.rpc.codegen"], cwd=path, env=env, check=True)
     return path
 
 
@@ -347,6 +352,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="REF",
         help="also run the --stages given (stage 1 if none) as of this git commit: "
         "before/after in the same run",
+    )
+    p.add_argument(
+        "--baseline-stages",
+        default="",
+        help="the stages --baseline runs, if not those of --stages (e.g. 3)",
     )
     p.add_argument(
         "--front-door-threads",
@@ -387,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     ctx = Context(workdir)
     trials: list[dict] = []
+    failed_trials: list[str] = []
     missing: dict[str, str] = {}
     started = time.time()
     try:
@@ -412,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         systems: list[System] = [system_for(s) for s in stages]
         if args.baseline:
             source = baseline_checkout(args.baseline, workdir)
-            for stage in chosen or [1]:
+            again = [int(s) for s in args.baseline_stages.split(",") if s]
+            for stage in again or chosen or [1]:
                 systems.append(system_for(stage, source=source, label=f"@{args.baseline[:10]}"))
         if not args.no_celery:
             systems += [
@@ -443,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             if system is None:
                 result = floor_trial(ctx, mode, concurrency, rep)
             else:
-                result = run_trial(ctx, system, wl, mode, log_dir, rep)
+                try:
+                    result = run_trial(ctx, system, wl, mode, log_dir, rep)
+                except Exception as exc:  # noqa: BLE001 - one broken trial must not end the run
+                    # Reported, never replaced by a figure: its system's row lacks this trial.
+                    failed_trials.append(f"{system.name} {wl} rep {rep}: {exc}")
+                    print(f"   [{i}/{len(plan)}] {system.name} {wl} rep {rep}: FAILED: {exc}")
+                    continue
             trials.append(result)
             print(
                 f"   [{i}/{len(plan)}] {result['system']} {wl} rep {rep}: "
@@ -470,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "missing": missing,
+        "failed_trials": failed_trials,
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
     }
     doc = {"meta": meta, "summary": summary, "trials": trials}
