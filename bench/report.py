@@ -24,6 +24,9 @@ METRICS: list[tuple[str, tuple[str, str], str, str, bool]] = [
 RATIO_KEYS = ["burst_tps", "drain_tps", "start_p50_ms", "start_p99_ms", "e2e_p99_ms",
               "worker_cpu_ms", "redis_cmds", "pss_mb"]  # fmt: skip
 CELERY = ("celery-stock", "celery-parity")
+# Shown with their spread over the repetitions (min-max): on a shared machine a median alone
+# hides whether two systems' figures overlap.
+SPREAD_KEYS = ["burst_tps", "start_p50_ms", "worker_cpu_ms"]
 
 
 def _get(trial: dict, path: tuple[str, str]) -> float:
@@ -62,6 +65,11 @@ def summarize(trials: list[dict], workloads: list[str]) -> dict:
         for wl, bucket in per_wl.items():
             ts = bucket["_t"]
             row = {key: median([_get(t, path) for t in ts]) for key, path, *_ in METRICS}
+            row["spread"] = {
+                key: _spread([_get(t, path) for t in ts])
+                for key, path, *_ in METRICS
+                if key in SPREAD_KEYS
+            }
             row.update(
                 reps=len(ts),
                 lost=sum(t["lost"] for t in ts),
@@ -83,6 +91,18 @@ def summarize(trials: list[dict], workloads: list[str]) -> dict:
                     ref: _ratio(row[key], out["systems"].get(ref, {}).get(wl, {}).get(key))
                     for ref in CELERY
                 }
+    # Before/after: a system run from a baseline checkout ("tasklab-stage3@1da7717") next to
+    # the same stage today, in the same run.
+    out["versus_baseline"] = {}
+    for name, per_wl in out["systems"].items():
+        if "@" not in name:
+            continue
+        current = out["systems"].get(name.split("@", 1)[0], {})
+        out["versus_baseline"][name] = {
+            wl: {key: _ratio(current[wl][key], row[key]) for key in RATIO_KEYS}
+            for wl, row in per_wl.items()
+            if wl in current
+        }
     floor_trials = [t for t in trials if t["system"] == "floor"]
     for key in ("redis_list", "spawn_sh", "spawn_fork", "spawn_python"):
         vals = [t[key] for t in floor_trials if key in t]
@@ -97,6 +117,11 @@ def summarize(trials: list[dict], workloads: list[str]) -> dict:
 def _order(names) -> list[str]:
     """tasklab stages first (stage 1, 2, 3, then baselines), Celery after them."""
     return sorted(names, key=lambda n: (n.startswith("celery"), "@" in n, n))
+
+
+def _spread(values: list[float]) -> list[float]:
+    vals = [v for v in values if not math.isnan(v)]
+    return [min(vals), max(vals)] if vals else [float("nan"), float("nan")]
 
 
 def _ratio(a: float, b: float | None) -> float:
@@ -140,13 +165,68 @@ def table(summary: dict, meta: dict) -> str:
         lines.extend(_grid(rows))
         lines.append("(throughput: >1 = tasklab faster; latency, CPU, commands, memory: <1 = less)")
         lines.append("")
+    lines.extend(_spread_rows(summary, markdown=False))
+    lines.extend(_baseline_rows(summary, markdown=False))
     if summary["floors"]:
         lines.append("== floors (median)")
         for key, v in summary["floors"].items():
             lines.append(f"  {key:<13} {v['per_task_us']:8.1f} us/task  {v['tasks_per_s']:8.0f}/s")
     for name, reason in meta.get("missing", {}).items():
         lines.append(f"missing: {name}: {reason}")
+    for failure in meta.get("failed_trials", []):
+        lines.append(f"failed trial: {failure}")
     return "\n".join(lines)
+
+
+def _spread_rows(summary: dict, markdown: bool) -> list[str]:
+    """Each system's min-max over its repetitions, for the figures the ratios rest on."""
+    labels = {m[0]: (m[2], m[3]) for m in METRICS}
+    head = ["system", "workload", "reps"] + [labels[k][0] + " min-max" for k in SPREAD_KEYS]
+    rows = [head]
+    for name in _order(summary["systems"]):
+        for wl, row in sorted(summary["systems"][name].items()):
+            spread = row.get("spread")
+            if not spread:
+                continue
+            cells = []
+            for key in SPREAD_KEYS:
+                lo, hi = spread[key]
+                fmt = labels[key][1]
+                cells.append(f"{_fmt(fmt, lo)}-{_fmt(fmt, hi)}")
+            rows.append([name, wl, str(row["reps"])] + cells)
+    if len(rows) == 1:
+        return []
+    if markdown:
+        return [
+            "**Spread over the repetitions** (min-max)\n",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in rows[1:]),
+            "",
+        ]
+    return ["== spread over the repetitions (min-max)", *_grid(rows), ""]
+
+
+def _baseline_rows(summary: dict, markdown: bool) -> list[str]:
+    """After / before: today's stage next to itself as of the baseline commit."""
+    found = summary.get("versus_baseline") or {}
+    if not found:
+        return []
+    labels = {m[0]: m[2] for m in METRICS}
+    head = ["after / before", "workload"] + [labels[k] for k in RATIO_KEYS]
+    rows = [head]
+    for name in sorted(found):
+        for wl, ratios in sorted(found[name].items()):
+            rows.append([name, wl] + [_fmt("{:.2f}", ratios[k]) for k in RATIO_KEYS])
+    if markdown:
+        return [
+            "**After / before, same run** (today's stage over the baseline's)\n",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in rows[1:]),
+            "",
+        ]
+    return ["== after / before (today's stage over the baseline's, same run)", *_grid(rows), ""]
 
 
 def _workloads(summary: dict) -> list[str]:
@@ -226,6 +306,8 @@ def markdown(summary: dict, meta: dict) -> str:
                 ]
                 out.append(f"| {name} | {wl} | " + " | ".join(cells) + " |")
         out.append("")
+    out.extend(_spread_rows(summary, markdown=True))
+    out.extend(_baseline_rows(summary, markdown=True))
     if summary["floors"]:
         out.append("| floor | µs per task | tasks/s |")
         out.append("|---|---|---|")
@@ -234,6 +316,8 @@ def markdown(summary: dict, meta: dict) -> str:
         out.append("")
     for name, reason in meta.get("missing", {}).items():
         out.append(f"- missing: {name}: {reason}")
+    for failure in meta.get("failed_trials", []):
+        out.append(f"- failed trial: {failure}")
     return "\n".join(out)
 
 

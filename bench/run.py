@@ -44,7 +44,14 @@ from bench.measure import (
     tree_cpu_seconds,
     tree_memory,
 )
-from bench.systems import REPO, WORKLOADS, CelerySystem, System, TasklabSystem
+from bench.systems import (
+    REPO,
+    WORKLOADS,
+    CelerySystem,
+    FrontDoorSystem,
+    System,
+    TasklabSystem,
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class Context:
 
 # -- one trial -------------------------------------------------------------------------------
 def _submit_all(system: System, workload: str, n: int) -> list[str]:
-    return [system.submit(workload) for _ in range(n)]
+    return system.submit_many(workload, n)
 
 
 def _outcomes(records: dict) -> tuple[int, int, int]:
@@ -142,7 +149,8 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
     out: dict = {"system": system.name, "workload": workload, "rep": rep}
     lost = duplicated = failed = 0
     try:
-        # 1. drain: backlog first, then the workers.
+        # 1. drain: backlog first, then the workers (a front door, if any, is up already).
+        system.prepare(log_dir)
         ids = _submit_all(system, workload, mode.drain_n)
         spawned = time.time()
         system.start(log_dir)
@@ -307,6 +315,11 @@ def baseline_checkout(ref: str, workdir: Path) -> Path:
     subprocess.run(
         ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(path), ref], check=True
     )
+    if (path / "common" / "rpc" / "codegen.py").exists():
+        # Its gRPC code is generated, not committed (`make setup` does it here): generate it
+        # from its own .proto, as its setup would, so that its stage 4 roles can start.
+        env = {**os.environ, "PYTHONPATH": str(path), "PYTHONSAFEPATH": "1"}
+        subprocess.run([sys.executable, "-m", "common.rpc.codegen"], cwd=path, env=env, check=True)
     return path
 
 
@@ -337,7 +350,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--baseline",
         metavar="REF",
-        help="also run stage 1 as of this git commit (before/after in the same run)",
+        help="also run the --stages given (stage 1 if none) as of this git commit: "
+        "before/after in the same run",
+    )
+    p.add_argument(
+        "--baseline-stages",
+        default="",
+        help="the stages --baseline runs, if not those of --stages (e.g. 3)",
+    )
+    p.add_argument(
+        "--front-door-threads",
+        type=int,
+        default=8,
+        help="client threads submitting a burst through stage 4's REST API (default 8)",
     )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--plot", type=Path, help="also write the latency plot here")
@@ -372,32 +397,35 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     ctx = Context(workdir)
     trials: list[dict] = []
+    failed_trials: list[str] = []
     missing: dict[str, str] = {}
     started = time.time()
     try:
         ctx.start()
         from common.stages import installed_stages
 
-        stages = [int(s) for s in args.stages.split(",") if s] or installed_stages()
-        systems: list[System] = [
-            TasklabSystem(s, ctx, args.agents, args.capacity, args.log_level) for s in stages
-        ]
-        if args.baseline:
-            # Each stage the run measures, as of that commit too (not only stage 1: a stage 2
-            # change is measured against stage 2 before it).
-            source = baseline_checkout(args.baseline, workdir)
-            systems += [
-                TasklabSystem(
-                    s,
+        chosen = [int(s) for s in args.stages.split(",") if s]
+        stages = chosen or installed_stages()
+
+        def system_for(stage: int, **kw) -> System:
+            if stage == 4:
+                # The stage 4 path: every task through the REST API.
+                return FrontDoorSystem(
                     ctx,
                     args.agents,
                     args.capacity,
                     args.log_level,
-                    source=source,
-                    label=f"@{args.baseline[:10]}",
+                    threads=args.front_door_threads,
+                    **kw,
                 )
-                for s in stages
-            ]
+            return TasklabSystem(stage, ctx, args.agents, args.capacity, args.log_level, **kw)
+
+        systems: list[System] = [system_for(s) for s in stages]
+        if args.baseline:
+            source = baseline_checkout(args.baseline, workdir)
+            again = [int(s) for s in args.baseline_stages.split(",") if s]
+            for stage in again or chosen or [1]:
+                systems.append(system_for(stage, source=source, label=f"@{args.baseline[:10]}"))
         if not args.no_celery:
             systems += [
                 CelerySystem(False, ctx, concurrency, args.log_level),
@@ -427,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             if system is None:
                 result = floor_trial(ctx, mode, concurrency, rep)
             else:
-                result = run_trial(ctx, system, wl, mode, log_dir, rep)
+                try:
+                    result = run_trial(ctx, system, wl, mode, log_dir, rep)
+                except Exception as exc:  # noqa: BLE001 - one broken trial must not end the run
+                    # Reported, never replaced by a figure: its system's row lacks this trial.
+                    failed_trials.append(f"{system.name} {wl} rep {rep}: {exc}")
+                    print(f"   [{i}/{len(plan)}] {system.name} {wl} rep {rep}: FAILED: {exc}")
+                    continue
             trials.append(result)
             print(
                 f"   [{i}/{len(plan)}] {result['system']} {wl} rep {rep}: "
@@ -454,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "missing": missing,
+        "failed_trials": failed_trials,
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
     }
     doc = {"meta": meta, "summary": summary, "trials": trials}

@@ -2,8 +2,10 @@
 
 `TasklabSystem(stage)` runs the stage's own roles (`tasklab run agent --stage N`, schedulers,
 ...) as real processes, exactly as a user would, and reads each task's timeline from its
-history in Redis. `CelerySystem(parity)` runs `celery worker` with prefork and reads the
-timestamps `bench.celery_app` notes. Both use the one Redis the harness started.
+history in Redis. `FrontDoorSystem` is the stage 4 path: the same platform (stage 3's roles
+under stage 4's topology) with its TaskService providers and REST API, every task submitted
+with `POST /api/v1/tasks`. `CelerySystem(parity)` runs `celery worker` with prefork and reads
+the timestamps `bench.celery_app` notes. All use the one Redis the harness started.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,9 @@ class System(ABC):
         """Why this system cannot run here, or None."""
         return None
 
+    def prepare(self, log_dir: Path) -> None:  # noqa: B027 - optional hook
+        """Start what must run before anything is submitted (a front door), if anything."""
+
     @abstractmethod
     def start(self, log_dir: Path) -> None:
         """Start the worker side (agents, schedulers, workers) in the background."""
@@ -66,6 +72,10 @@ class System(ABC):
     @abstractmethod
     def submit(self, workload: str) -> str:
         """Enqueue one task through the system's ordinary client API; return its id."""
+
+    def submit_many(self, workload: str, n: int) -> list[str]:
+        """Enqueue n tasks as fast as the client can; their ids in submission order."""
+        return [self.submit(workload) for _ in range(n)]
 
     @abstractmethod
     def wait_done(self, ids: list[str], timeout: float) -> int:
@@ -108,6 +118,7 @@ class TasklabSystem(System):
         self.log_level = log_level
         self.procs: list = []
         self._client = None
+        self._chroot = ""
 
     def unavailable(self) -> str | None:
         from common.stages import load_stage
@@ -129,8 +140,7 @@ class TasklabSystem(System):
             self._client = TaskClient(RedisTaskStore(self.ctx.redis))
         return self._client
 
-    def start(self, log_dir: Path) -> None:
-        from common.devstack.roles import RoleProcess
+    def _env(self) -> dict[str, str]:
         from common.stages import load_stage
 
         spec = load_stage(self.stage)
@@ -154,12 +164,33 @@ class TasklabSystem(System):
             env["TASKLAB_CONFIG_DIR"] = str(self.source / "config")
         if "zookeeper" in spec.services:
             # A fresh chroot per trial: no registration or leadership left from the last one.
-            env["TASKLAB_ZK_CHROOT"] = f"/bench-{uuid.uuid4().hex[:8]}"
-        self.procs = []
-        for role, name in spec.processes(scale={"agent": self.agents}):
+            env["TASKLAB_ZK_CHROOT"] = self._chroot
+        return env
+
+    def _roles(self, wanted=lambda role: True) -> list[tuple[str, str]]:
+        from common.stages import load_stage
+
+        spec = load_stage(self.stage)
+        return [(r, n) for r, n in spec.processes(scale={"agent": self.agents}) if wanted(r)]
+
+    def _start_roles(self, roles: list[tuple[str, str]], log_dir: Path) -> None:
+        from common.devstack.roles import RoleProcess
+
+        env = self._env()
+        for role, name in roles:
             ident = f"bench-{name}"
-            proc = RoleProcess(role, self.stage, {**env, "TASKLAB_AGENT_ID": ident}, log_dir, ident)
+            role_env = {**env, "TASKLAB_AGENT_ID": ident, **self._role_env(role)}
+            proc = RoleProcess(role, self.stage, role_env, log_dir, ident)
             self.procs.append(proc.start())
+
+    def _role_env(self, role: str) -> dict[str, str]:
+        """What one role process needs besides the stage's environment."""
+        return {}
+
+    def start(self, log_dir: Path) -> None:
+        self._chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        self.procs = []
+        self._start_roles(self._roles(), log_dir)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.alive()]
@@ -218,6 +249,107 @@ class TasklabSystem(System):
                     ok = e["state"] == "SUCCESS"
             out[tid] = Record(start, end, ok, runs)
         return out
+
+
+# -- the stage 4 path: submit through the REST API -------------------------------------------
+# The API's per-caller rate limit (50/s by default) would measure its refusals, not the path:
+# raised out of reach, as bench/front_door.py does; every request still pays its check.
+API_ENV = {
+    "TASKLAB_API__RATE_LIMITING__REQUESTS_PER_SECOND": "1000000",
+    "TASKLAB_API__RATE_LIMITING__BURST": "10000000",
+}
+FRONT_DOOR_ROLES = ("rpc", "api")
+
+
+class FrontDoorSystem(TasklabSystem):
+    """Stage 4 as a user of the platform sees it: every task submitted with `POST
+    /api/v1/tasks` to the REST API, which calls a TaskService provider over gRPC (found in
+    ZooKeeper), which submits it to the stage 3 platform underneath (schedulers, agents,
+    manager, the same two agents x capacity 1).
+
+    The front door (providers and API) starts before anything is submitted, the platform after
+    (the drain phase's backlog goes in through the API too); the worker side measured is all
+    of it. A burst is submitted from `threads` client threads, as many callers would: one
+    thread waiting out each HTTP round trip in turn would measure the client, not the path.
+    """
+
+    def __init__(self, ctx, agents: int, capacity: int, log_level: str, threads: int = 8, **kw):
+        super().__init__(4, ctx, agents, capacity, log_level, **kw)
+        self.threads = threads
+        self.api_url = ""
+        self._http = None
+
+    def unavailable(self) -> str | None:
+        reason = super().unavailable()
+        if reason:
+            return reason
+        from common.stages import load_stage
+
+        if "api" not in load_stage(4).roles:
+            return "stage 4 has no `api` role"
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            return "httpx is not installed: pip install -e '.[stage4]'"
+        return None
+
+    def _role_env(self, role: str) -> dict[str, str]:
+        from common.devstack.base import free_port
+
+        if role == "api":
+            self.api_url = f"http://127.0.0.1:{free_port()}"
+            return {**API_ENV, "TASKLAB_API_ADDRESS": self.api_url.removeprefix("http://")}
+        return {}
+
+    def prepare(self, log_dir: Path) -> None:
+        import httpx
+
+        self._chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        self.procs = []
+        self._start_roles(self._roles(lambda role: role in FRONT_DOOR_ROLES), log_dir)
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            timeout=30.0,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        # Ready: the API answers and a provider takes a submit (the API finds the providers
+        # in ZooKeeper a moment after they register).
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if self._http.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not all(p.alive() for p in self.procs):
+                raise RuntimeError(f"the stage 4 front door did not become ready ({log_dir})")
+            time.sleep(0.2)
+
+    def start(self, log_dir: Path) -> None:
+        if self._http is None:
+            self.prepare(log_dir)
+        self._start_roles(self._roles(lambda role: role not in FRONT_DOOR_ROLES), log_dir)
+
+    def stop(self) -> None:
+        super().stop()
+        self.close()
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def submit(self, workload: str) -> str:
+        assert self._http is not None, "prepare() starts the front door"
+        body = {**TASKLAB_WORKLOADS[workload], "taskName": "bench"}
+        answer = self._http.post("/api/v1/tasks", json=body)
+        if answer.status_code != 201:
+            raise RuntimeError(f"submit: HTTP {answer.status_code}: {answer.text[:200]}")
+        return answer.json()["taskId"]
+
+    def submit_many(self, workload: str, n: int) -> list[str]:
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            return list(pool.map(lambda _: self.submit(workload), range(n)))
 
 
 # -- Celery ----------------------------------------------------------------------------------

@@ -253,6 +253,9 @@ def build_manager(settings: Settings, bus: Bus) -> tuple[TaskEventManager, AtLea
         f"manager-{settings.manager_id}",
         {STATUS: manager.on_status, LOGS: manager.on_log, HEARTBEAT: manager.on_heartbeat},
         DeadLetters(publisher, bus.group(MANAGER_GROUP)),
+        # Status events read together are applied together: a few Redis round trips for the
+        # lot instead of several per event, each event still settled on its own.
+        batch_handlers={STATUS: manager.on_status_batch},
         # Offsets are committed only once their effects are durable in Redis.
         durability=RedisDurability(client),
         on_assign=rebalances.assigned,

@@ -19,6 +19,14 @@ What happens to each message, by what its handler does:
 A crash anywhere redelivers from the last committed offset, so every handler must be
 idempotent: applying a message twice must change nothing the first time did not. The same
 holds after a rebalance: a partition's next owner starts from its last committed offset.
+
+Batches: a topic may also have a batch handler, given every message of that topic the client
+already holds (up to `max_batch`, read without waiting: a batch never holds a message back to
+fill up). It answers one outcome per message, in order, with the same meanings as above, so
+each message is still settled on its own: a batch of statuses can be applied in one Redis
+round trip and one of them still be dead-lettered or held back. The batch handler must not
+apply anything behind a held-back message of the same partition (it answers `SKIPPED` for
+those): a held partition is rewound to its held message and re-read from there, in order.
 """
 
 from __future__ import annotations
@@ -67,7 +75,18 @@ class NotYet(Exception):
         self.retry_after = retry_after
 
 
+class _Skipped(Exception):
+    """Not applied: behind a held-back message of its partition, it will be read again."""
+
+
+# What a batch handler answers for a message it did not apply because an earlier message of the
+# same partition was held back (NotYet): the partition is rewound to that one and read again.
+SKIPPED = _Skipped("behind a held-back message of its partition")
+
 Handler = Callable[[Message], None]
+# One outcome per message, in order: None (applied), or the exception its single handler would
+# have raised (NotYet, Unprocessable, MalformedMessage, a transient error), or SKIPPED.
+BatchHandler = Callable[[list[Message]], list[BaseException | None]]
 # Told which partitions this consumer was given or lost (confluent-kafka's rebalance callbacks).
 PartitionsListener = Callable[[list[TopicPartition]], None]
 
@@ -86,6 +105,8 @@ class AtLeastOnceConsumer:
         commit_interval: float = 1.0,
         on_assign: PartitionsListener | None = None,
         on_revoke: PartitionsListener | None = None,
+        batch_handlers: dict[str, BatchHandler] | None = None,
+        max_batch: int = 500,
         **config: object,
     ) -> None:
         self.bus = bus
@@ -95,6 +116,12 @@ class AtLeastOnceConsumer:
         self.replaced = 0  # consumers built anew after a fatal error
         # Handlers are registered by base topic name; messages arrive with the full name.
         self.handlers = {bus.topic(topic): handler for topic, handler in handlers.items()}
+        # A batch handler stands beside a topic's single handler, which stays the fallback.
+        self.batch_handlers = {
+            bus.topic(topic): handler for topic, handler in (batch_handlers or {}).items()
+        }
+        self.max_batch = max(1, max_batch)
+        self.batches = 0  # batches given to a batch handler
         self.dead_letters = dead_letters
         self.transient = transient
         self.retry_backoff = retry_backoff
@@ -178,37 +205,102 @@ class AtLeastOnceConsumer:
             msg = self.consumer.poll(0.1)
             if msg is None:
                 continue
+            batch = [msg]
+            if self.max_batch > 1 and msg.error() is None:
+                # Whatever else the client has already fetched, without waiting for more: a
+                # batch is what arrived together, so batching adds no latency. (consume() with
+                # a timeout waits for a full batch in some client versions; 0 never waits.)
+                batch += self.consumer.consume(self.max_batch - 1, 0)
+            self.process_batch(batch)
+
+    def process_batch(self, msgs: list[Message]) -> None:
+        """Handle what one read returned: single-handler topics first, message by message,
+        then each batch topic's messages in one call (log lines before the final statuses
+        that wait for them)."""
+        grouped: dict[str, list[Message]] = {}
+        for msg in msgs:
             if msg.error() is not None:
                 self._on_error(msg.error())
                 continue
-            if (msg.topic(), msg.partition()) in self._held:
-                # Fetched before the pause; the seek makes the broker send it again later.
-                continue
-            self.process(msg)
+            if msg.topic() in self.batch_handlers:
+                grouped.setdefault(msg.topic(), []).append(msg)
+            else:
+                self.process(msg)
+        for topic, group in grouped.items():
+            self._apply_batch(topic, group)
 
     def process(self, msg: Message) -> None:
+        if (msg.topic(), msg.partition()) in self._held:
+            # Fetched before the pause; the seek makes the broker send it again later.
+            return
         delay = self._apply(msg)
         if delay is not None:
             self._hold(msg, delay)
+
+    def _apply_batch(self, topic: str, msgs: list[Message]) -> None:
+        msgs = [m for m in msgs if (m.topic(), m.partition()) not in self._held]
+        if not msgs:
+            return
+        if len(msgs) == 1:
+            self.process(msgs[0])
+            return
+        try:
+            outcomes = self.batch_handlers[topic](msgs)
+            if len(outcomes) != len(msgs):
+                raise RuntimeError(f"{len(outcomes)} outcome(s) for {len(msgs)} message(s)")
+        except Exception:  # noqa: BLE001 - a batch handler bug must not stop the partitions
+            # One message at a time instead, through the single handler, which settles each
+            # on its own (a bug there dead-letters that message only). Handlers are idempotent,
+            # so whatever the batch applied before it failed is applied again harmlessly.
+            log.exception("batch handler failed on %d message(s) of %s", len(msgs), topic)
+            for msg in msgs:
+                self.process(msg)
+            return
+        self.batches += 1
+        for msg, outcome in zip(msgs, outcomes, strict=True):
+            if (msg.topic(), msg.partition()) in self._held:
+                continue  # behind a held message: read again from there
+            if outcome is SKIPPED:
+                # Skipped, yet its partition is not held (the hold fell back to retrying in
+                # place): it was not applied, so apply it now, in order.
+                self.process(msg)
+                continue
+            delay = self._settle(msg, outcome)
+            if delay is not None:
+                self._hold(msg, delay)
 
     # --8<-- [start:apply]
     def _apply(self, msg: Message) -> float | None:
         """Handle one message; None when done with it, else seconds until it is tried again."""
         handler = self.handlers[msg.topic()]
-        error: str | None = None
         try:
             handler(msg)
-        except NotYet as exc:
-            log.debug("not yet %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-            return exc.retry_after
-        except self.transient as exc:
-            log.warning("transient failure on %s, will retry: %s", msg.topic(), exc)
+        except Exception as exc:  # noqa: BLE001 - settled below, a bug included
+            return self._settle(msg, exc)
+        return self._settle(msg, None)
+
+    def _settle(self, msg: Message, outcome: BaseException | None) -> float | None:
+        """What a message's handling came to; None when done with it, else seconds until it
+        is tried again."""
+        error: str | None = None
+        if isinstance(outcome, NotYet):
+            log.debug("not yet %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), outcome)
+            return outcome.retry_after
+        if isinstance(outcome, self.transient):
+            log.warning("transient failure on %s, will retry: %s", msg.topic(), outcome)
             return self.retry_backoff
-        except (Unprocessable, MalformedMessage) as exc:
-            error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the partition
-            log.exception("handler failed on %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
-            error = f"{type(exc).__name__}: {exc}"
+        if isinstance(outcome, (Unprocessable, MalformedMessage)):
+            error = str(outcome)
+        elif outcome is not None:
+            # A handler bug must not stop the partition: dead-lettered with its type.
+            log.error(
+                "handler failed on %s[%d]@%d",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc_info=outcome,
+            )
+            error = f"{type(outcome).__name__}: {outcome}"
         if error is not None:
             try:
                 self.dead_letters.send(msg, error)

@@ -20,22 +20,34 @@ nothing. What it did is counted in `stats:events`.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError, RedisError
 
 from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_dispatch import RedisDispatcher
-from common.adapters.redis_events import DispatchLedger, EventStats, RedisLogSink, record_heartbeat
+from common.adapters.redis_events import EventStats, RedisLogSink, record_heartbeat
 from common.adapters.redis_outcome import RedisOutcomeWriter
-from common.adapters.redis_store import RedisTaskStore
-from common.domain.outcome import AttemptReport, FinalReport, judge_final
+from common.adapters.redis_store import (
+    RedisTaskStore,
+    as_result,
+    transition_arg,
+    transition_keys,
+)
+from common.domain.dispatch import entry_ref
+from common.domain.outcome import AttemptReport, Decision, FinalReport, judge_final
 from common.domain.task import Task
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
-from common.messaging.consumer import NotYet, Unprocessable
+from common.messaging.consumer import SKIPPED, NotYet, Unprocessable
 from common.messaging.dead_letter import header
 from common.messaging.heartbeat_monitor import HeartbeatMonitor
-from common.messaging.schemas import Heartbeat, LogLine, StatusEvent, decode
+from common.messaging.schemas import Heartbeat, LogLine, MalformedMessage, StatusEvent, decode
 from common.observability import bind, get_logger, metrics, tracing
 from common.ports.agent import Assignment
 from common.ports.task_store import TransitionResult
@@ -60,7 +72,6 @@ class TaskEventManager:
         self.store = store
         self.writer = writer
         self.dispatcher = dispatcher
-        self.ledger = DispatchLedger(client)
         self.logs = RedisLogSink(client)
         self.stats = EventStats(client)
         self.monitor = monitor
@@ -69,9 +80,14 @@ class TaskEventManager:
         self.actor = f"manager:{manager_id}"
         # (taskId, attempt) -> when its final status first waited for log lines (monotonic).
         self._waiting_for_logs: dict[tuple[str, int], float] = {}
+        # What a round did, counted in stats:events with the round's last round trip.
+        self._counts: Counter[str] = Counter()
+        # The one transition script, sent by hash in pipelines (see `_execute`).
+        self._transition = store.scripts.transition
 
     # -- task-status-update-topic ------------------------------------------------------------
     def on_status(self, msg: Message) -> None:
+        """One status event, in a span of its own (the consumer's single handler)."""
         event = decode(StatusEvent, msg.value())
         with (
             bind(
@@ -94,48 +110,148 @@ class TaskEventManager:
                 deferrals=(NotYet,),
             ),
         ):
-            task = self.store.get(event.task_id)
-            if task is None:
-                raise Unprocessable(f"no task {event.task_id}")
-            if event.is_final:
-                self._final(event, task)
-            else:
-                self._running(event, task)
+            item = _Status(msg, event)
+            self._apply_round([item], set())
+            if item.outcome is not None:
+                raise item.outcome
 
-    def _running(self, event: StatusEvent, task: Task) -> None:
-        if task.attempt == event.attempt and task.agent_id not in (None, event.agent_id):
-            raise Unprocessable(f"attempt {event.attempt} is placed on {task.agent_id}")
-        result = self._start(event)
-        if result.accepted:
-            self.stats.count("status_applied")
-            log.info("applied RUNNING reported by %s", event.agent_id)
-            if event.attempt == 1 and task.created_at > 0:
-                # From stage 3 the manager writes RUNNING, and it has the task's creation time.
-                metrics.SCHEDULE_TO_START.labels(task.task_type.value).observe(
-                    max(0.0, event.at - task.created_at)
-                )
-        elif result.reason in ("stale_attempt", "stale_epoch"):
-            # A report from an attempt that was failed over: fencing doing its job.
-            self.stats.count("status_stale")
-        elif result.status in (TaskStatus.RUNNING, *TERMINAL_STATES):
-            # Already running or finished at this attempt: a redelivery, or cancelled first.
-            self.stats.count("status_duplicate")
-        else:
-            raise Unprocessable(f"cannot apply RUNNING to a {result.status} task")
+    # --8<-- [start:batch]
+    def on_status_batch(self, msgs: list[Message]) -> list[BaseException | None]:
+        """Every status event the consumer read at once, applied in a few Redis round trips.
 
-    def _start(self, event: StatusEvent) -> TransitionResult:
-        return self.store.transition(
-            event.task_id,
-            TaskStatus.RUNNING,
-            attempt=event.attempt,
-            epoch=event.epoch,
-            actor=event.agent_id,
-            fields={"startedAt": repr(event.at)},
-            clear=("result", "error", "exitCode"),
-        )
+        Each event is judged exactly as on its own; only the round trips are shared: one
+        pipeline reads every task, another writes every transition (the same fenced script per
+        event, each with its own result), a third counts. A task that appears twice (its
+        RUNNING and its SUCCESS) starts a new round, so every decision sees the previous
+        event's effect. One outcome per event, for the consumer to settle each on its own.
+        """
+        if tracing.enabled():
+            # Each event keeps its own "apply" span, child of the agent's: one at a time.
+            return self._one_by_one(msgs)
+        outcomes: list[BaseException | None] = [None] * len(msgs)
+        items: list[_Status] = []
+        for i, msg in enumerate(msgs):
+            try:
+                items.append(_Status(msg, decode(StatusEvent, msg.value()), index=i))
+            except MalformedMessage as exc:
+                outcomes[i] = exc
+        held: set[tuple[str, int]] = set()
+        rounds = _rounds(items)
+        for n, round_ in enumerate(rounds):
+            try:
+                self._apply_round(round_, held)
+            except RedisError as exc:
+                # Redis went away mid-batch: this round and the rest are tried again later
+                # (what this round did apply, it finds applied then: idempotent).
+                for later in rounds[n:]:
+                    for item in later:
+                        item.outcome = exc
+                break
+        for item in items:
+            outcomes[item.index] = item.outcome
+        return outcomes
+
+    # --8<-- [end:batch]
+    def _one_by_one(self, msgs: list[Message]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        held: set[tuple[str, int]] = set()
+        for msg in msgs:
+            where = (msg.topic(), msg.partition())
+            if where in held:
+                outcomes.append(SKIPPED)
+                continue
+            try:
+                self.on_status(msg)
+                outcomes.append(None)
+            except Exception as exc:  # noqa: BLE001 - an outcome, settled by the consumer
+                outcomes.append(exc)
+                if isinstance(exc, (NotYet, RedisError)):
+                    held.add(where)  # nothing behind it on its partition may be applied
+        return outcomes
+
+    def _apply_round(self, items: list[_Status], held: set[tuple[str, int]]) -> None:
+        """Read, judge, write, count: the events of one round, no task twice among them."""
+        self._counts.clear()  # what a failed round counted is counted again when retried
+        # status_applied / status_rounds is how many events share a round's round trips.
+        self._counts["status_rounds"] += 1
+        processing = self._read(items)
+        writes = self.client.pipeline(transaction=False)
+        ops: list[tuple[_Status, str]] = []
+        for item in items:
+            if item.where in held:
+                item.outcome = SKIPPED
+                continue
+            with _bound(item.event):
+                try:
+                    self._judge(item, processing, writes, ops)
+                except NotYet as exc:
+                    item.outcome = exc
+                    held.add(item.where)
+                except Unprocessable as exc:
+                    item.outcome = exc
+        for (item, op), reply in zip(ops, self._execute(writes, ops), strict=True):
+            item.replies[op] = reply
+        fixes = self.client.pipeline(transaction=False)
+        for item in items:
+            with _bound(item.event):
+                self._conclude(item, fixes)
+        for what, n in self._counts.items():
+            fixes.hincrby(keys.EVENT_STATS, what, n)
+        self._counts.clear()
+        if len(fixes):
+            fixes.execute()
+
+    def _read(self, items: list[_Status]) -> dict[str, list[str]]:
+        """One pipeline: each task's hash; for final events, the attempt's log cursor and the
+        agent's processing list (where the attempt's ledger entry is)."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            pipe.hgetall(keys.task(item.event.task_id))
+        finals = [item for item in items if item.event.is_final]
+        for item in finals:
+            pipe.hget(keys.log_cursor(item.event.task_id), str(item.event.attempt))
+        agents = sorted({item.event.agent_id for item in finals})
+        for agent_id in agents:
+            pipe.lrange(keys.processing(agent_id), 0, -1)
+        replies = pipe.execute()
+        for item, data in zip(items, replies, strict=False):
+            item.data = {_s(k): _s(v) for k, v in data.items()}
+        for item, cursor in zip(finals, replies[len(items) :], strict=False):
+            item.cursor = int(cursor or 0)
+        lists = replies[len(items) + len(finals) :]
+        return {a: [_s(e) for e in entries] for a, entries in zip(agents, lists, strict=True)}
+
+    def _judge(
+        self,
+        item: _Status,
+        processing: dict[str, list[str]],
+        writes: Pipeline,
+        ops: list[tuple[_Status, str]],
+    ) -> None:
+        """Decide what an event does to its task (raises Unprocessable or NotYet) and queue
+        its writes."""
+        event = item.event
+        if not item.data:
+            raise Unprocessable(f"no task {event.task_id}")
+        task = item.task = Task.from_hash(item.data)
+        if not event.is_final:
+            if task.attempt == event.attempt and task.agent_id not in (None, event.agent_id):
+                raise Unprocessable(f"attempt {event.attempt} is placed on {task.agent_id}")
+            self._queue_start(writes, event)
+            ops.append((item, "running"))
+            return
+        self._judge_final(item, processing.get(event.agent_id, []), writes, ops)
 
     # --8<-- [start:final]
-    def _final(self, event: StatusEvent, task: Task) -> None:
+    def _judge_final(
+        self,
+        item: _Status,
+        entries: list[str],
+        writes: Pipeline,
+        ops: list[tuple[_Status, str]],
+    ) -> None:
+        event, task = item.event, item.task
+        assert task is not None
         key = (event.task_id, event.attempt)
         verdict, why = judge_final(
             task_status=task.status,
@@ -147,46 +263,49 @@ class TaskEventManager:
         )
         if verdict == FinalReport.STALE:
             self._waiting_for_logs.pop(key, None)
-            self.stats.count("status_stale")
+            self._counts["status_stale"] += 1
             return
+        entry = _entry_of(entries, event.task_id, event.attempt)
         if verdict == FinalReport.DUPLICATE:
             # A redelivery, or the report of a run killed by a cancel (the cancel was the
             # transition). Either way the agent's entry leaves its processing list now.
-            self.ledger.drop(event.agent_id, event.task_id, event.attempt)
+            if entry:
+                writes.lrem(keys.processing(event.agent_id), 1, entry)
+                ops.append((item, "drop"))
             self._waiting_for_logs.pop(key, None)
-            self.stats.count("status_duplicate")
+            self._counts["status_duplicate"] += 1
             return
         if verdict == FinalReport.UNPROCESSABLE:
             raise Unprocessable(why)
         if verdict == FinalReport.IMPLY_RUNNING:
             # Applied first, through the same fenced transition; a late RUNNING is then a
             # duplicate.
-            if self._start(event).accepted:
-                self.stats.count("status_running_implied")
-        self._wait_for_lines(event, key)
+            self._queue_start(writes, event)
+            ops.append((item, "implied"))
+        self._wait_for_lines(event, key, item.cursor)
         # The agent reported how the attempt ended; what that means (retry or not) is the
         # domain's decision, the same one a stage 1 agent makes, written the same way.
-        decision = self.writer.decide(task, _report_of(event))
-        entry = self.ledger.find(keys.processing(event.agent_id), event.task_id, event.attempt)
-        attempt = Assignment(task, event.attempt, event.epoch, entry or "")
-        result = self.writer.write(attempt, decision, event.agent_id)
-        self._waiting_for_logs.pop(key, None)
-        if result.accepted:
-            self.stats.count("status_applied")
-            log.info("applied %s reported by %s", event.status, event.agent_id)
-        elif result.reason in ("stale_attempt", "stale_epoch"):
-            self.stats.count("status_stale")
-        else:
-            self.stats.count("status_duplicate")
+        decision = self.writer.decide(
+            task, _report_of(event), retries_used=int(item.data.get("retriesUsed") or 0)
+        )
+        item.assignment = Assignment(task, event.attempt, event.epoch, entry or "")
+        item.decision = decision
+        if decision.writes:
+            all_keys, arg = self.writer.request(item.assignment, decision, event.agent_id)
+            writes.evalsha(self._transition.sha, len(all_keys), *all_keys, arg)
+            ops.append((item, "final"))
+        elif entry:
+            # Nothing to write (the domain said so): the entry leaves the processing list.
+            writes.lrem(keys.processing(event.agent_id), 1, entry)
+            ops.append((item, "drop"))
 
-    def _wait_for_lines(self, event: StatusEvent, key: tuple[str, int]) -> None:
-        """Hold a final status back until the attempt's log lines are in.
+    def _wait_for_lines(self, event: StatusEvent, key: tuple[str, int], have: int) -> None:
+        """Hold a final status back until the attempt's log lines are in (`have` of them).
 
         Lines and statuses travel on different topics, which Kafka does not order against
         each other. `tasklab logs --follow` stops at the final state, so the state must not
         be visible before the last line. Bounded: a line that was dead-lettered never comes.
         """
-        have = self.logs.cursor(event.task_id, event.attempt)
         if have >= event.log_lines:
             return
         now = time.monotonic()
@@ -198,9 +317,96 @@ class TaskEventManager:
             event.status,
             event.log_lines - have,
         )
-        self.stats.count("log_lines_missing", event.log_lines - have)
+        self._counts["log_lines_missing"] += event.log_lines - have
 
     # --8<-- [end:final]
+    def _conclude(self, item: _Status, fixes: Pipeline) -> None:
+        """Count and log what an event's writes came to."""
+        event, task = item.event, item.task
+        implied = item.replies.get("implied")
+        if implied is not None and as_result(implied).accepted:
+            self._counts["status_running_implied"] += 1
+        if item.outcome is not None or task is None:
+            return
+        if "running" in item.replies:
+            self._concluded_running(item, as_result(item.replies["running"]))
+            return
+        if item.decision is None or item.assignment is None:
+            return  # stale or duplicate: counted when judged
+        verdict = item.decision.verdict.value
+        if "final" in item.replies:
+            result = as_result(item.replies["final"])
+        else:
+            result = TransitionResult(True, "ok", verdict, event.attempt)
+        metrics.record_outcome(task.task_type.value, verdict, result.accepted)
+        if not result.accepted and item.assignment.entry:
+            # Refused (a late report, a cancel won): the entry is stale either way.
+            fixes.lrem(keys.processing(event.agent_id), 1, item.assignment.entry)
+        self._waiting_for_logs.pop((event.task_id, event.attempt), None)
+        if result.accepted:
+            self._counts["status_applied"] += 1
+            log.info("applied %s reported by %s", event.status, event.agent_id)
+        elif result.reason in ("stale_attempt", "stale_epoch"):
+            self._counts["status_stale"] += 1
+        else:
+            self._counts["status_duplicate"] += 1
+
+    def _concluded_running(self, item: _Status, result: TransitionResult) -> None:
+        event, task = item.event, item.task
+        assert task is not None
+        if result.accepted:
+            self._counts["status_applied"] += 1
+            log.info("applied RUNNING reported by %s", event.agent_id)
+            if event.attempt == 1 and task.created_at > 0:
+                # From stage 3 the manager writes RUNNING, and it has the task's creation time.
+                metrics.SCHEDULE_TO_START.labels(task.task_type.value).observe(
+                    max(0.0, event.at - task.created_at)
+                )
+        elif result.reason in ("stale_attempt", "stale_epoch"):
+            # A report from an attempt that was failed over: fencing doing its job.
+            self._counts["status_stale"] += 1
+        elif result.status in (TaskStatus.RUNNING, *TERMINAL_STATES):
+            # Already running or finished at this attempt: a redelivery, or cancelled first.
+            self._counts["status_duplicate"] += 1
+        else:
+            item.outcome = Unprocessable(f"cannot apply RUNNING to a {result.status} task")
+
+    def _queue_start(self, writes: Pipeline, event: StatusEvent) -> None:
+        """RUNNING through the fenced transition script, as `RedisTaskStore.transition`."""
+        arg = transition_arg(
+            TaskStatus.RUNNING,
+            attempt=event.attempt,
+            epoch=event.epoch,
+            actor=event.agent_id,
+            fields={"startedAt": repr(event.at)},
+            clear=("result", "error", "exitCode"),
+        )
+        all_keys = transition_keys(event.task_id)
+        writes.evalsha(self._transition.sha, len(all_keys), *all_keys, arg)
+
+    def _execute(self, writes: Pipeline, ops: list[tuple[_Status, str]]) -> list:
+        """Run the queued writes; each reply stays with its event. EVALSHA, not the Script
+        helper: in a pipeline that asks SCRIPT EXISTS first, a round trip per batch. A Redis
+        that lost its script cache (a restart) answers NOSCRIPT: loaded, and those writes
+        (which did nothing) sent again, in order."""
+        if not ops:
+            return []
+        stack = list(writes.command_stack)  # execute() empties it
+        replies = writes.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            self._transition.sha = self.client.script_load(self._transition.script)
+            again = self.client.pipeline(transaction=False)
+            for i in missing:
+                args, options = stack[i]
+                again.execute_command(*args, **options)
+            for i, reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply  # Redis refused a write (OOM, read-only replica): try again later
+        return replies
+
     # -- task-logs-topic -----------------------------------------------------------------------
     def on_log(self, msg: Message) -> None:
         line = decode(LogLine, msg.value())
@@ -249,6 +455,50 @@ class TaskEventManager:
                     requeued,
                     dropped,
                 )
+
+
+@dataclass
+class _Status:
+    """One status event on its way through a round: what was read, decided and written."""
+
+    msg: Message
+    event: StatusEvent
+    index: int = 0  # its place in the batch
+    data: dict[str, str] = field(default_factory=dict)  # the task's hash
+    cursor: int = 0  # log lines of the attempt appended so far
+    task: Task | None = None
+    decision: Decision | None = None
+    assignment: Assignment | None = None
+    replies: dict[str, object] = field(default_factory=dict)  # write -> Redis's reply
+    outcome: BaseException | None = None  # for the consumer: None = applied
+
+    @property
+    def where(self) -> tuple[str, int]:
+        return self.msg.topic(), self.msg.partition()
+
+
+def _rounds(items: list[_Status]) -> list[list[_Status]]:
+    """Consecutive runs of events in which no task appears twice."""
+    rounds: list[list[_Status]] = []
+    seen: set[str] = set()
+    for item in items:
+        if not rounds or item.event.task_id in seen:
+            rounds.append([])
+            seen = set()
+        rounds[-1].append(item)
+        seen.add(item.event.task_id)
+    return rounds
+
+
+def _entry_of(entries: list[str], task_id: str, attempt: int) -> str | None:
+    """The ledger entry of (task_id, attempt) among a processing list's entries."""
+    return next((e for e in entries if entry_ref(e) == (task_id, attempt)), None)
+
+
+def _bound(event: StatusEvent) -> AbstractContextManager[None]:
+    return bind(
+        taskId=event.task_id, attempt=event.attempt, agentId=event.agent_id, epoch=event.epoch
+    )
 
 
 def _report_of(event: StatusEvent) -> AttemptReport:

@@ -55,3 +55,26 @@ def test_figures_are_medians_and_ratios_are_to_celery_from_the_same_run():
     text = markdown(summary, meta)
     assert "| tasklab-stage1 | noop | 2.00 / 4.00 |" in text
     assert "missing: tasklab-stage3: stage 3 is not installed" in text
+
+
+def test_the_spread_of_the_repetitions_and_the_baseline_before_after_are_reported():
+    # Given three repetitions of a stage today and of the same stage as of a baseline commit
+    trials = [
+        trial("tasklab-stage3", 0, 300, 4.0),
+        trial("tasklab-stage3", 1, 500, 2.0),
+        trial("tasklab-stage3", 2, 400, 3.0),
+        trial("tasklab-stage3@1da7717", 0, 100, 8.0),
+        trial("tasklab-stage3@1da7717", 1, 200, 6.0),
+        trial("celery-parity", 0, 400, 12.0),
+    ]
+
+    # When they are summarized
+    summary = summarize(trials, ["noop"])
+
+    # Then each row carries its min-max, and today's stage is set against the baseline's
+    assert summary["systems"]["tasklab-stage3"]["noop"]["spread"]["burst_tps"] == [300, 500]
+    after = summary["versus_baseline"]["tasklab-stage3@1da7717"]["noop"]
+    assert after["burst_tps"] == 400 / 150 and after["start_p99_ms"] == 3.0 / 7.0
+    text = table(summary, {})
+    assert "300-500" in text and "after / before" in text
+    assert "| tasklab-stage3@1da7717 | noop | 2.67 |" in markdown(summary, {})
