@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-import time
-from collections.abc import Callable
 
 from common import keys
 from common.adapters.redis_agent import (
@@ -42,6 +39,7 @@ from common.coordination.agent_info import AgentInfo
 from common.coordination.agent_lifecycle import run_registered_agent
 from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
+from common.coordination.load_reports import ThrottledLoad
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
@@ -52,47 +50,6 @@ from common.scheduling.scheduler import Scheduler
 from common.scheduling.schedules import firer_of
 from common.scheduling.strategies import make_strategy
 from common.stages import StageSpec
-
-# At most one load report per agent per this many seconds. Every report is a ZooKeeper write
-# and a read by the leader's watch; a busy agent changes its load twice per task, which made
-# ZooKeeper's own CPU per task as large as an agent's (docs/performance.md, "Stage 2,
-# profiled"). The leader counts what it dispatched since from the inbox lengths anyway.
-LOAD_REPORT_INTERVAL = 0.1
-
-
-class ThrottledLoad:
-    """Report an agent's load at most once per `interval`, the latest value always last: the
-    first change reports at once, later ones within the interval become one report at its end.
-    Called under the agent's load lock, so it never blocks (the report only wakes the
-    registry's own thread)."""
-
-    def __init__(self, report: Callable[[int], None], interval: float) -> None:
-        self.report = report
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._latest = 0
-        self._last = float("-inf")
-        self._timer: threading.Timer | None = None
-
-    def __call__(self, load: int) -> None:
-        with self._lock:
-            self._latest = load
-            if self._timer is not None:
-                return  # the report at the interval's end carries it
-            wait = self._last + self.interval - time.monotonic()
-            if wait <= 0:
-                self._last = time.monotonic()
-                self.report(load)
-                return
-            self._timer = threading.Timer(wait, self._flush)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _flush(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._last = time.monotonic()
-            self.report(self._latest)
 
 
 def build_scheduler(settings: Settings) -> Scheduler:
@@ -159,7 +116,7 @@ def build_agent(settings: Settings) -> tuple[Agent, AgentRegistry]:
         task_types=[t.value for t in executors.supported()],
     )
     registry = AgentRegistry(get_zk(settings), info, agent.paused)
-    agent.on_load_change = ThrottledLoad(registry.report_load, LOAD_REPORT_INTERVAL)
+    agent.on_load_change = ThrottledLoad(registry.report_load)
     return agent, registry
 
 

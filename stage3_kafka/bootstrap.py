@@ -50,6 +50,7 @@ from common.coordination.dispatch_partitions import (
 )
 from common.coordination.election import LeaderElection
 from common.coordination.live_agents import LiveAgentsView
+from common.coordination.load_reports import ThrottledLoad
 from common.coordination.registry import AgentRegistry
 from common.coordination.zk import CoordinationUnavailable, close_zk, get_zk
 from common.domain.backoff import ExponentialBackoff
@@ -201,7 +202,7 @@ def build_agent(settings: Settings, bus: Bus) -> tuple[Agent, AgentRegistry]:
     registry = AgentRegistry(zk, info, agent.paused)
     # A new session lost the old one's claim: take the partition back (or share it).
     registry.on_reregistered = lambda: reclaim_partition(zk, agent_id, intake.partition or 0)
-    agent.on_load_change = registry.report_load
+    agent.on_load_change = ThrottledLoad(registry.report_load)
     return agent, registry
 
 

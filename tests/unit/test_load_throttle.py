@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from common.coordination.load_reports import ThrottledLoad
 from common.testing.wait import eventually
-from stage2_coordination.bootstrap import ThrottledLoad
 
 
 def test_a_burst_of_load_changes_is_one_report_now_and_one_with_the_last_value_later():
