@@ -93,6 +93,11 @@ class System(ABC):
 
 
 # -- tasklab ---------------------------------------------------------------------------------
+def _knows_handlers(source: Path) -> bool:
+    settings = source / "common" / "config" / "settings.py"
+    return settings.exists() and "agent_handlers" in settings.read_text()
+
+
 class TasklabSystem(System):
     family = "tasklab"
 
@@ -152,10 +157,11 @@ class TasklabSystem(System):
             "TASKLAB_LOG_LEVEL": self.log_level,
             "TASKLAB_LOG_FORMAT": "json",
         }
-        if self.source is None:
-            # A baseline checkout may not know the setting (its Settings forbid extra fields).
+        if self.source is None or _knows_handlers(self.source):
+            # A baseline checkout older than registered handlers does not know the setting (its
+            # Settings forbid extra fields); one that knows it runs the handler row as it did.
             env["TASKLAB_AGENT_HANDLERS"] = json.dumps([HANDLER_NOOP])
-        else:
+        if self.source is not None:
             # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this
             # checkout) ahead of PYTHONPATH, and the roles would run today's code.
             env["PYTHONPATH"] = str(self.source)
