@@ -10,7 +10,7 @@ its PID. Prints, per role:
 - py-spy's hottest functions (self time, and inclusive time of tasklab's own functions),
   samples of the thread holding the GIL only (Python at work).
 
-It needs py-spy (`pip install py-spy`; it reads other processes' memory, so it runs as a user
+It needs py-spy (in the bench extra, `make bench` installs it; it reads other processes' memory, so it runs as a user
 allowed to ptrace them). `--raw DIR` keeps py-spy's collapsed stacks (one file per role) for
 a flame graph tool.
 
