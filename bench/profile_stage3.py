@@ -10,8 +10,8 @@ its PID. Prints, per role:
 - py-spy's hottest functions (self time, and inclusive time of tasklab's own functions),
   samples of the thread holding the GIL only (Python at work).
 
-It needs py-spy (in the bench extra, `make bench` installs it; it reads other processes' memory, so it runs as a user
-allowed to ptrace them). `--raw DIR` keeps py-spy's collapsed stacks (one file per role) for
+It needs py-spy (in the bench extra, which `make bench` installs; it reads other processes'
+memory, so it runs as a user allowed to ptrace them). `--raw DIR` keeps py-spy's collapsed stacks (one file per role) for
 a flame graph tool.
 
 The latency of one task through the stage is shown by `--trace K`: K tasks submitted one at a
