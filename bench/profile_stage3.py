@@ -11,8 +11,8 @@ its PID. Prints, per role:
   samples of the thread holding the GIL only (Python at work).
 
 It needs py-spy (in the bench extra, which `make bench` installs; it reads other processes'
-memory, so it runs as a user allowed to ptrace them). `--raw DIR` keeps py-spy's collapsed stacks (one file per role) for
-a flame graph tool.
+memory, so it runs as a user allowed to ptrace them). `--raw DIR` keeps py-spy's collapsed
+stacks (one file per role) for a flame graph tool.
 
 The latency of one task through the stage is shown by `--trace K`: K tasks submitted one at a
 time on the idle stage, each hop's time taken from the task's history and the roles' logs.
