@@ -120,12 +120,15 @@ def test_with_no_live_agent_a_task_stays_pending_and_runs_once_an_agent_register
 def test_the_placement_strategy_is_chosen_by_configuration(scheduler, agent, probe):
     # Given a leader configured for round-robin, and two agents
     scheduler("sched-a", scheduler_strategy="round-robin")
-    agent("agent-1")
-    agent("agent-2")
+    agent("agent-1", capacity=2)  # a slot beside the long task for the quick ones
+    agent("agent-2", capacity=2)
     eventually(lambda: len(probe.live_agents()) == 2, 15, message="agents registered")
 
-    # When quick tasks arrive one after another (each done before the next: LeastLoad would
-    # send every one of them to the idle agent-1)
+    # When one agent is busy with a long task and quick tasks arrive one after another (each
+    # done before the next: least-load would send every one of them to the idle agent)
+    (long_id,) = probe.submit_counted(1, prefix="long-", extra="sleep 30").values()
+    eventually(lambda: probe.tasks.get(long_id).status.value == "RUNNING", 15)
+    busy = probe.tasks.get(long_id).agent_id
     placed = []
     for i in range(4):
         (task_id,) = probe.submit_counted(1, prefix=f"rr{i}-").values()
@@ -133,10 +136,10 @@ def test_the_placement_strategy_is_chosen_by_configuration(scheduler, agent, pro
         assert done
         placed.append(probe.tasks.get(task_id).agent_id)
 
-    # Then they take turns (which agent comes first depends on registration order)
-    first, second = placed[0], placed[1]
-    assert {first, second} == {"agent-1", "agent-2"}
-    assert placed == [first, second, first, second]
+    # Then they take turns, the busy agent included: its turn comes whatever its load
+    idle = ({"agent-1", "agent-2"} - {busy}).pop()
+    assert placed == [idle, busy, idle, busy]
+    probe.tasks.cancel(long_id)
 
 
 # --8<-- [end:strategy-by-config]

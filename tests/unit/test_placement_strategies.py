@@ -52,6 +52,22 @@ def test_least_load_breaks_ties_by_agent_id_so_the_choice_is_predictable():
     assert LeastLoadStrategy().choose(TASK, candidates).agent_id == "agent-a"
 
 
+def test_least_load_takes_turns_among_tied_agents_so_an_idle_cluster_is_spread():
+    strategy = LeastLoadStrategy()
+    idle = view(("agent-3", 2, 0, 0), ("agent-1", 2, 0, 0), ("agent-2", 2, 0, 0))
+    chosen = [strategy.choose(TASK, idle).agent_id for _ in range(4)]
+    assert chosen == ["agent-1", "agent-2", "agent-3", "agent-1"]
+
+
+def test_least_load_prefers_a_less_loaded_agent_over_the_next_turn():
+    strategy = LeastLoadStrategy()
+    strategy.choose(TASK, view(("agent-1", 2, 0, 0), ("agent-2", 2, 0, 0)))  # agent-1's turn
+    # agent-2 is next in turn, but agent-1 is now the less loaded one
+    assert strategy.choose(TASK, view(("agent-1", 2, 0, 0), ("agent-2", 2, 1, 0))).agent_id == (
+        "agent-1"
+    )
+
+
 def test_round_robin_gives_each_agent_a_turn_in_id_order():
     strategy = RoundRobinStrategy()
     candidates = view(("agent-3", 1, 0, 0), ("agent-1", 1, 0, 0), ("agent-2", 1, 0, 0))
