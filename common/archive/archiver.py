@@ -152,6 +152,22 @@ def write_rows(
     return inserted
 
 
+def record_written(
+    rows: Sequence[tuple[object, ArchiveRow]], inserted: set, source: str
+) -> tuple[int, int]:
+    """What one batch wrote, counted in the metrics of its `source` ("event" or "outbox"):
+    (rows inserted, rows that were already there)."""
+    now = time.time()
+    for _, row in rows:
+        if row.key in inserted:
+            metrics.ARCHIVE_ROWS.labels(row.status, source).inc()
+            metrics.ARCHIVE_DELAY.observe(max(0.0, now - row.finished_at))
+    duplicates = len({row.key for _, row in rows}) - len(inserted)
+    if duplicates:
+        metrics.ARCHIVE_DUPLICATES.labels(source).inc(duplicates)
+    return len(inserted), duplicates
+
+
 class RetryLater(Exception):
     """The batch cannot be written now (a dependency is down): read it again later."""
 
@@ -256,17 +272,9 @@ class Archiver:
                 raise RetryLater("redis", str(exc)) from exc
             rows = [(msg, row_of(event, found.get(event.task_id))) for msg, event in finals]
             inserted = self._write(rows, bad)
-            now = time.time()
-            for _, row in rows:
-                if row.key in inserted:
-                    metrics.ARCHIVE_ROWS.labels(row.status, "event").inc()
-                    metrics.ARCHIVE_DELAY.observe(max(0.0, now - row.finished_at))
-            outcome.inserted = len(inserted)
-            outcome.duplicates = len({row.key for _, row in rows}) - len(inserted)
+            outcome.inserted, outcome.duplicates = record_written(rows, inserted, "event")
             self.archived += outcome.inserted
             self.duplicates += outcome.duplicates
-            if outcome.duplicates:
-                metrics.ARCHIVE_DUPLICATES.labels("event").inc(outcome.duplicates)
         for msg, error, reason in bad:
             self._dead_letter(msg, error, reason)
         outcome.dead_lettered = len(bad)

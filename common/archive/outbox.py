@@ -58,6 +58,7 @@ from common.archive.archiver import (
     BatchOutcome,
     RetryLater,
     TaskReader,
+    record_written,
     write_rows,
 )
 from common.archive.store import ArchiveRow, PostgresArchive
@@ -419,17 +420,9 @@ class OutboxArchiver:
                 bad.append((entry_id, fields, error, "refused"))
 
             inserted = write_rows(self.archive, rows, refused)
-            now = time.time()
-            for _, row in rows:
-                if row.key in inserted:
-                    metrics.ARCHIVE_ROWS.labels(row.status, "outbox").inc()
-                    metrics.ARCHIVE_DELAY.observe(max(0.0, now - row.finished_at))
-            outcome.inserted = len(inserted)
-            outcome.duplicates = len({row.key for _, row in rows}) - len(inserted)
+            outcome.inserted, outcome.duplicates = record_written(rows, inserted, "outbox")
             self.archived += outcome.inserted
             self.duplicates += outcome.duplicates
-            if outcome.duplicates:
-                metrics.ARCHIVE_DUPLICATES.labels("outbox").inc(outcome.duplicates)
         for entry_id, fields, error, reason in bad:
             try:
                 self.dead_letters.send(entry_id, fields, error)
