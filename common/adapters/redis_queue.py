@@ -245,7 +245,15 @@ class RedisWorkQueue:
             return None
         if attempt is not None and self.reads_inbox:
             return self._claim_dispatched(agent_id, raw, task_id, tracked)
-        reply = self.store.scripts.claim(
+        reply = self._claim_existing(agent_id, raw, task_id, tracked, ("", ""))
+        return self._fast_answer(reply, raw, task_id)
+
+    def _claim_existing(
+        self, agent_id: str, raw: str, task_id: str, tracked: bool, stamp: tuple[str, str]
+    ):
+        """claim.lua for a message naming a task that exists (no spec to create it from);
+        `stamp` is the dispatch entry's (attempt, epoch), or ("", "") for a queue message."""
+        return self.store.scripts.claim(
             keys=[
                 keys.task(task_id),
                 keys.history(task_id),
@@ -255,9 +263,8 @@ class RedisWorkQueue:
                 *keys.request_keys(None),
             ],
             args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
-                  "", "", "0", ""],
+                  *stamp, "0", ""],
         )  # fmt: skip
-        return self._fast_answer(reply, raw, task_id)
 
     def _claim_dispatched(
         self, agent_id: str, raw: str, task_id: str, tracked: bool
@@ -269,18 +276,9 @@ class RedisWorkQueue:
         stamp = dispatch_stamp(raw)
         if stamp is None:
             return None
-        reply = self.store.scripts.claim(
-            keys=[
-                keys.task(task_id),
-                keys.history(task_id),
-                keys.TRANSITION_STATS,
-                keys.processing(agent_id),
-                keys.TASK_INDEX,
-                *keys.request_keys(None),
-            ],
-            args=[raw, raw, "", agent_id, repr(time.time()), task_id, "1" if tracked else "0",
-                  str(stamp[0]), str(stamp[1]), "0", ""],
-        )  # fmt: skip
+        reply = self._claim_existing(
+            agent_id, raw, task_id, tracked, (str(stamp[0]), str(stamp[1]))
+        )
         return self._dispatched_answer(reply, raw, task_id, stamp, agent_id, tracked)
 
     def _dispatched_answer(
