@@ -369,8 +369,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# What the harness itself needs beyond tasklab (the `bench` extra; `make bench` installs it).
+# Celery is not here: a run without it reports Celery as missing and measures the rest.
+BENCH_MODULES = ("psutil",)
+
+
+def missing_bench_modules() -> list[str]:
+    """The bench extra's modules that do not import: without them every trial would fail
+    after starting its processes, so the run checks before the first one."""
+    import importlib.util
+
+    return [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = missing_bench_modules()
+    if missing:
+        print(
+            f"bench: missing {', '.join(missing)}; install the bench extra "
+            "(`make bench-quick` does, or pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+        return 2
     base = MODES["quick" if args.quick else "full"]
     mode = Mode(
         base.name,

@@ -78,3 +78,12 @@ def test_the_spread_of_the_repetitions_and_the_baseline_before_after_are_reporte
     text = table(summary, {})
     assert "300-500" in text and "after / before" in text
     assert "| tasklab-stage3@1da7717 | noop | 2.67 |" in markdown(summary, {})
+
+
+def test_the_bench_refuses_to_start_without_its_extra_in_one_line(monkeypatch, capsys):
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "BENCH_MODULES", ("psutil", "no_such_module_here"))
+    assert bench.run.main(["--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing no_such_module_here" in err[0], err
