@@ -41,14 +41,14 @@ def script_source(name: str, *libs: str) -> str:
 class Scripts:
     """The registered scripts for one Redis client (EVALSHA, falling back to EVAL once)."""
 
-    NAMES = ("transition", "submit", "claim", "cancel", "promote", "transition_final")
+    NAMES = ("transition", "submit", "claim", "cancel", "promote")
     # Library files a script is built with: the claim's one decision is shared with the
     # chained report (finish_take.lua); the archive's outbox entry with every script that ends
     # a task without an agent's report (archive_outbox.lua).
     LIBS = {
         "claim": ("claim_task",),
+        "transition": ("archive_outbox",),
         "cancel": ("archive_outbox",),
-        "transition_final": ("archive_outbox",),
     }
 
     def __init__(self, client: Redis) -> None:
@@ -61,4 +61,3 @@ class Scripts:
     claim: Script
     cancel: Script
     promote: Script
-    transition_final: Script

@@ -125,13 +125,15 @@ class RedisTaskStore(TaskStore):
         passed by name, and `transition_keys` turns the names into KEYS positions.
 
         A final `to` written here is a decision of the platform, not an agent's report (those
-        go through RedisOutcomeWriter and reach the archive on the bus): it is written by
-        transition_final.lua, which also appends it to the archive's outbox.
+        go through RedisOutcomeWriter and reach the archive on the bus): transition.lua also
+        appends it to the archive's outbox, in the same step.
         """
         final = TaskStatus(to) in TERMINAL_STATES
         if final:
             effect_keys = {**(effect_keys or {}), "outbox": keys.ARCHIVE_OUTBOX}
         all_keys, effects = named_effects(task_id, effect_keys, effects)
+        # The outbox key's KEYS position, and which path wrote the entry.
+        outbox = all_keys.index(keys.ARCHIVE_OUTBOX) + 1 if final else 0
         arg = transition_arg(
             to,
             attempt=attempt,
@@ -142,12 +144,9 @@ class RedisTaskStore(TaskStore):
             reason=reason,
             fenced=fenced,
             effects=effects,
+            outbox=outbox,
+            source="dispatch",
         )
-        if final:
-            # The outbox key's KEYS position, and which path wrote the entry.
-            request = {**json.loads(arg), "outbox": all_keys.index(keys.ARCHIVE_OUTBOX) + 1}
-            request["source"] = "dispatch"
-            return as_result(self.scripts.transition_final(keys=all_keys, args=[_encode(request)]))
         return as_result(self.scripts.transition(keys=all_keys, args=[arg]))
 
     def cancel(self, task_id: str, actor: str = "client") -> CancelResult:
@@ -204,8 +203,13 @@ def transition_arg(
     reason: str = "",
     fenced: bool = False,
     effects: list[dict] | None = None,
+    outbox: int = 0,
+    source: str = "",
 ) -> str:
-    """ARGV[1] of transition.lua: the whole request as one JSON object."""
+    """ARGV[1] of transition.lua: the whole request as one JSON object. `outbox`: the KEYS
+    position of archive:outbox for a final state no agent reports (0: none), and `source`
+    the path its entry names."""
+    outboxed = {"outbox": outbox, "source": source} if outbox else {}
     return _encode(
         {
             "to": TaskStatus(to).value,
@@ -218,6 +222,7 @@ def transition_arg(
             "reason": reason,
             "fenced": fenced,
             "effects": effects or [],
+            **outboxed,
         }
     )
 

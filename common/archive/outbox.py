@@ -4,7 +4,7 @@ Pattern: Transactional Outbox (introduced in stage 3 for the dispatch; here in s
 archive; docs/patterns/archive.md). The status topic carries the agents' reports. A final state
 the platform decides by itself has no report: a task cancelled before it ran (cancel.lua), a
 task failed by the failover after its run was lost too often (reap.lua), a pinned task whose
-one agent is gone (Dispatcher.fail, through transition_final.lua), a composite's parent ending
+one agent is gone (Dispatcher.fail, through transition.lua), a composite's parent ending
 and its children skipped or cancelled (composite_*.lua). Each of those scripts appends an entry
 to the stream `archive:outbox` in the same atomic step as the transition
 (common/adapters/lua/archive_outbox.lua): the state and its entry exist together or not at all.

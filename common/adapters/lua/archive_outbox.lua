@@ -2,7 +2,7 @@
 -- agent reports on the bus (a cancel, a failover that gives up, a composite's parent and its
 -- skipped or cancelled children) is appended to archive:outbox by the script that makes the
 -- transition, in the same atomic step, so the state and its entry exist together or not at all.
--- Built into cancel.lua, reap.lua, transition_final.lua and the composite_*.lua that end tasks.
+-- Built into cancel.lua, reap.lua, transition.lua and the composite_*.lua that end tasks.
 --
 -- Only while the stream exists: the archiver creates it (XGROUP CREATE ... MKSTREAM) when it
 -- starts. A platform with no archiver writes nothing, and nothing grows.
