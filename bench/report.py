@@ -196,15 +196,12 @@ def _spread_rows(summary: dict, markdown: bool) -> list[str]:
             rows.append([name, wl, str(row["reps"])] + cells)
     if len(rows) == 1:
         return []
-    if markdown:
-        return [
-            "**Spread over the repetitions** (min-max)\n",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-            *("| " + " | ".join(r) + " |" for r in rows[1:]),
-            "",
-        ]
-    return ["== spread over the repetitions (min-max)", *_grid(rows), ""]
+    return _titled(
+        rows,
+        markdown,
+        "**Spread over the repetitions** (min-max)",
+        "spread over the repetitions (min-max)",
+    )
 
 
 def _baseline_rows(summary: dict, markdown: bool) -> list[str]:
@@ -218,15 +215,26 @@ def _baseline_rows(summary: dict, markdown: bool) -> list[str]:
     for name in sorted(found):
         for wl, ratios in sorted(found[name].items()):
             rows.append([name, wl] + [_fmt("{:.2f}", ratios[k]) for k in RATIO_KEYS])
+    return _titled(
+        rows,
+        markdown,
+        "**After / before, same run** (today's stage over the baseline's)",
+        "after / before (today's stage over the baseline's, same run)",
+    )
+
+
+def _titled(rows: list[list[str]], markdown: bool, md_title: str, text_title: str) -> list[str]:
+    """A table whose first row is its head, with its title: a markdown table, or the text grid
+    the run prints."""
     if markdown:
         return [
-            "**After / before, same run** (today's stage over the baseline's)\n",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
+            md_title + "\n",
+            *("| " + " | ".join(r) + " |" for r in rows[:1]),
+            "|" + "---|" * len(rows[0]),
             *("| " + " | ".join(r) + " |" for r in rows[1:]),
             "",
         ]
-    return ["== after / before (today's stage over the baseline's, same run)", *_grid(rows), ""]
+    return [f"== {text_title}", *_grid(rows), ""]
 
 
 def _workloads(summary: dict) -> list[str]:
