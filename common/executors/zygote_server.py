@@ -220,6 +220,16 @@ class _Reader:
         return fds
 
 
+def _ended_by(exc):
+    """The status `python -c` ends with when `exc` escapes the program, its traceback printed
+    as the interpreter prints it (call it in the `except` clause): SystemExit's code, -SIGINT
+    for a KeyboardInterrupt (the caller dies of the signal), 1 for anything else."""
+    if isinstance(exc, SystemExit):
+        return _exit_code(exc)
+    traceback.print_exc()
+    return -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+
+
 def _exit_code(exc):
     """What the interpreter does with an uncaught SystemExit (Python/pythonrun.c)."""
     code = exc.code
@@ -284,14 +294,8 @@ def _child(sock, fds, main, code, error, call=None, env=None):
             else:
                 exec(code, main)
             status = 0
-        except SystemExit as exc:
-            status = _exit_code(exc)
-        except KeyboardInterrupt:
-            traceback.print_exc()
-            status = -signal.SIGINT
-        except BaseException:  # noqa: BLE001 - reported like the interpreter: traceback, exit 1
-            traceback.print_exc()
-            status = 1
+        except BaseException as exc:  # noqa: BLE001 - ended as `python -c` ends
+            status = _ended_by(exc)
         # What the interpreter does on its way out: wait for non-daemon threads, run atexit.
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()
@@ -552,13 +556,8 @@ def serve_call(msg, out, err, worker=None):
         while data:
             data = data[os.write(out, data) :]
         status = 0
-    except SystemExit as exc:
-        status = _exit_code(exc)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        status = -signal.SIGINT
-    except BaseException:  # noqa: BLE001 - reported like the interpreter: traceback, exit 1
-        traceback.print_exc()
+    except BaseException as exc:  # noqa: BLE001 - ended as `python -c` ends
+        status = _ended_by(exc)
     finally:
         _flush_std()
     return status
