@@ -48,7 +48,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -66,14 +65,11 @@ from common.domain.backoff import ExponentialBackoff
 from common.domain.transitions import TERMINAL_STATES
 from common.messaging.clients import EventPublisher
 from common.messaging.dead_letter import (
-    CONSUMER_GROUP,
-    ERROR,
-    FAILED_AT,
     ORIGINAL_OFFSET,
     ORIGINAL_TOPIC,
+    DeadLetters,
     DeadLetterUnavailable,
 )
-from common.messaging.topics import DEAD_LETTER
 from common.observability import get_logger, metrics
 
 log = get_logger("tasklab.archiver")
@@ -226,38 +222,16 @@ class OutboxDeadLetters:
     """
 
     def __init__(self, publisher: EventPublisher, group: str, timeout: float = 10.0) -> None:
-        self.publisher = publisher
-        self.group = group
-        self.timeout = timeout
+        self.dead_letters = DeadLetters(publisher, group, timeout)
 
     def send(self, entry_id: str, fields: Mapping[str, str], error: str) -> None:
-        done = threading.Event()
-        outcome: list[KafkaError | None] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            outcome.append(err)
-            done.set()
-
-        self.publisher.publish_raw(
-            self.publisher.bus.topic(DEAD_LETTER),
+        self.dead_letters.send_raw(
             fields.get("taskId") or entry_id,
             json.dumps(dict(fields)).encode(),
-            [
-                (ORIGINAL_TOPIC, keys.ARCHIVE_OUTBOX),
-                (ORIGINAL_OFFSET, entry_id),
-                (ERROR, error[:2000]),
-                (CONSUMER_GROUP, self.group),
-                (FAILED_AT, repr(time.time())),
-            ],
-            on_delivery,
+            [(ORIGINAL_TOPIC, keys.ARCHIVE_OUTBOX), (ORIGINAL_OFFSET, entry_id)],
+            error,
+            where=f"{keys.ARCHIVE_OUTBOX} entry {entry_id}",
         )
-        if not done.wait(self.timeout) or outcome[0] is not None:
-            raise DeadLetterUnavailable(
-                f"dead letter for {keys.ARCHIVE_OUTBOX} entry {entry_id} not acknowledged: "
-                f"{outcome[0] if outcome else 'timed out'}"
-            )
-        metrics.record_dead_letter("kafka", error)
-        log.warning("dead-lettered %s entry %s: %s", keys.ARCHIVE_OUTBOX, entry_id, error)
 
 
 Entries = list[tuple[str, dict[str, str] | None]]

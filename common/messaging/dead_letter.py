@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message
 
@@ -46,14 +47,38 @@ class DeadLetters:
         The caller stores the original's offset only after this returns: a crash in between
         dead-letters it twice (harmless), never zero times.
         """
+        self.send_raw(
+            msg.key(),
+            msg.value(),
+            [
+                (ORIGINAL_TOPIC, msg.topic()),
+                (ORIGINAL_PARTITION, str(msg.partition())),
+                (ORIGINAL_OFFSET, str(msg.offset())),
+            ],
+            error,
+            where=f"{msg.topic()}[{msg.partition()}]@{msg.offset()}",
+            extra=msg.headers() or [],
+        )
+
+    def send_raw(
+        self,
+        key: str | bytes | None,
+        value: bytes | None,
+        origin: Sequence[tuple[str, str]],
+        error: str,
+        *,
+        where: str,
+        extra: Sequence[tuple[str, str | bytes]] = (),
+    ) -> None:
+        """Publish one dead letter (`origin`: where it was refused, as x-original-* headers;
+        `where`: the same, for the log) and wait for the broker's acknowledgement; raise
+        DeadLetterUnavailable if it does not come."""
         headers = [
-            (ORIGINAL_TOPIC, msg.topic()),
-            (ORIGINAL_PARTITION, str(msg.partition())),
-            (ORIGINAL_OFFSET, str(msg.offset())),
+            *origin,
             (ERROR, error[:2000]),
             (CONSUMER_GROUP, self.group),
             (FAILED_AT, repr(time.time())),
-            *(msg.headers() or []),
+            *extra,
         ]
         done = threading.Event()
         outcome: list[KafkaError | None] = []
@@ -63,22 +88,16 @@ class DeadLetters:
             done.set()
 
         self.publisher.publish_raw(
-            self.publisher.bus.topic(DEAD_LETTER),
-            msg.key(),
-            msg.value(),
-            headers,
-            on_delivery,
+            self.publisher.bus.topic(DEAD_LETTER), key, value, headers, on_delivery
         )
         if not done.wait(self.timeout) or outcome[0] is not None:
             raise DeadLetterUnavailable(
-                f"dead letter for {msg.topic()}[{msg.partition()}]@{msg.offset()} "
-                f"not acknowledged: {outcome[0] if outcome else 'timed out'}"
+                f"dead letter for {where} not acknowledged: "
+                f"{outcome[0] if outcome else 'timed out'}"
             )
         self.sent += 1
         metrics.record_dead_letter("kafka", error)
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
-        )
+        log.warning("dead-lettered %s: %s", where, error)
 
 
 def header(msg: Message, name: str) -> str | None:
