@@ -10,6 +10,7 @@ import signal
 import sys
 
 from common.config import Settings
+from common.coordination.load_reports import ThrottledLoad
 from common.coordination.registry import AgentAlreadyRegistered, AgentRegistry
 from common.coordination.zk import close_zk
 
@@ -40,6 +41,10 @@ def run_registered_agent(agent, registry: AgentRegistry, settings: Settings) -> 
             pass
     finally:
         agent.stop()
+        # The load no longer changes: end the throttle's reporting thread before the registry
+        # it reports to.
+        if isinstance(agent.on_load_change, ThrottledLoad):
+            agent.on_load_change.stop()
         registry.stop()
         close_zk(settings)
 

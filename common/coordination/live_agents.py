@@ -39,17 +39,25 @@ class LiveAgentsView:
         self._listeners: list[DepartureListener] = []
         # Set on every change; the scheduler waits on it instead of polling when no agent fits.
         self.changed = threading.Event()
+        self._started = False
         self._stopped = False
 
     # --8<-- [start:observer]
     def start(self) -> None:
         self.zk.ensure_path(LIVE_AGENTS)
         ChildrenWatch(self.zk.raw, LIVE_AGENTS, self._on_children)
+        self._started = True
 
     def stop(self) -> None:
         """Stop following /live-agents: a stopped scheduler neither logs nor fails over the
         agents that leave after it (they often stop together, as in a runbook's clean-up)."""
         self._stopped = True
+
+    @property
+    def following(self) -> bool:
+        """Started and not stopped: what agents() says is ZooKeeper's /live-agents, not an
+        empty list that only means no one has looked (a standby's, before its first term)."""
+        return self._started and not self._stopped
 
     def on_departure(self, listener: DepartureListener) -> None:
         """`listener(agent_ids)` runs on kazoo's event thread: it must not block."""

@@ -343,33 +343,29 @@ class TaskEventManager:
             # Refused (a late report, a cancel won): the entry is stale either way.
             fixes.lrem(keys.processing(event.agent_id), 1, item.assignment.entry)
         self._waiting_for_logs.pop((event.task_id, event.attempt), None)
+        self._counts[_counted_as(result)] += 1
         if result.accepted:
-            self._counts["status_applied"] += 1
             log.info("applied %s reported by %s", event.status, event.agent_id)
-        elif result.reason in ("stale_attempt", "stale_epoch"):
-            self._counts["status_stale"] += 1
-        else:
-            self._counts["status_duplicate"] += 1
 
     def _concluded_running(self, item: _Status, result: TransitionResult) -> None:
         event, task = item.event, item.task
         assert task is not None
+        counted = _counted_as(result)
+        if counted == "status_duplicate" and result.status not in (
+            TaskStatus.RUNNING,
+            *TERMINAL_STATES,
+        ):
+            # Neither running nor finished at this attempt: RUNNING repeats nothing there.
+            item.outcome = Unprocessable(f"cannot apply RUNNING to a {result.status} task")
+            return
+        self._counts[counted] += 1
         if result.accepted:
-            self._counts["status_applied"] += 1
             log.info("applied RUNNING reported by %s", event.agent_id)
             if event.attempt == 1 and task.created_at > 0:
                 # From stage 3 the manager writes RUNNING, and it has the task's creation time.
                 metrics.SCHEDULE_TO_START.labels(task.task_type.value).observe(
                     max(0.0, event.at - task.created_at)
                 )
-        elif result.reason in ("stale_attempt", "stale_epoch"):
-            # A report from an attempt that was failed over: fencing doing its job.
-            self._counts["status_stale"] += 1
-        elif result.status in (TaskStatus.RUNNING, *TERMINAL_STATES):
-            # Already running or finished at this attempt: a redelivery, or cancelled first.
-            self._counts["status_duplicate"] += 1
-        else:
-            item.outcome = Unprocessable(f"cannot apply RUNNING to a {result.status} task")
 
     def _queue_start(self, writes: Pipeline, event: StatusEvent) -> None:
         """RUNNING through the fenced transition script, as `RedisTaskStore.transition`."""
@@ -488,6 +484,17 @@ def _rounds(items: list[_Status]) -> list[list[_Status]]:
         rounds[-1].append(item)
         seen.add(item.event.task_id)
     return rounds
+
+
+def _counted_as(result: TransitionResult) -> str:
+    """The event counter a status's fenced transition reply adds to: applied; stale, a report
+    from an attempt that was failed over (fencing doing its job); else duplicate, the task is
+    already there at this attempt (a redelivery, or a cancel came first)."""
+    if result.accepted:
+        return "status_applied"
+    if result.reason in ("stale_attempt", "stale_epoch"):
+        return "status_stale"
+    return "status_duplicate"
 
 
 def _entry_of(entries: list[str], task_id: str, attempt: int) -> str | None:

@@ -14,7 +14,7 @@ import json
 import threading
 
 from common.observability import metrics
-from common.observability.health import CHECKS
+from common.observability.health import CHECKS, ReadinessChecks
 
 STATS_INTERVAL_MS = 2000
 
@@ -78,7 +78,7 @@ def lag_statistics(group: str) -> dict[str, object]:
     return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": CONSUMER_LAG.callback(group)}
 
 
-def observe_consumer(consumer, name: str = "kafka") -> None:
+def observe_consumer(consumer, name: str = "kafka", checks: ReadinessChecks = CHECKS) -> None:
     """Readiness of a role that lives on a consumer (the manager): the broker answers it.
 
     `consumer` is an AtLeastOnceConsumer (duck-typed: its module imports this one); its
@@ -86,8 +86,13 @@ def observe_consumer(consumer, name: str = "kafka") -> None:
 
     def kafka() -> tuple[bool, str]:
         client = consumer.consumer
-        brokers = client.list_topics(timeout=1.5).brokers
+        # Half the probe's budget for the broker's answer: a silent broker then fails the
+        # check with librdkafka's own reason (timed out) well inside the probe's deadline,
+        # whatever the check thread's start and the GIL cost on a busy manager. A call that
+        # may take nearly the whole budget races the deadline: the probe then reads only
+        # "no answer", and the call's thread outlives the probe that started it.
+        brokers = client.list_topics(timeout=checks.timeout / 2).brokers
         assigned = len(client.assignment())
         return bool(brokers), f"{len(brokers)} broker(s), {assigned} partition(s) assigned"
 
-    CHECKS.add(name, kafka)
+    checks.add(name, kafka)

@@ -392,7 +392,12 @@ F_DEPOSED = family(
 F_AGENTS_LIVE = family(
     "tasklab_agents_live",
     "gauge",
-    "Agents registered in ZooKeeper (/live-agents), as this scheduler's view has them.",
+    "Agents registered in ZooKeeper (/live-agents), as this scheduler's view has them. A "
+    "scheduler keeps the view from its first term as leader on: a standby that has never led "
+    "serves no sample of this family, nor of tasklab_agents_capacity_slots and "
+    "tasklab_agents_used_slots (absent means unknown, never 0 agents). Read the cluster's "
+    "value with max(tasklab_agents_live), or the leader's alone with "
+    "tasklab_agents_live and on (instance) tasklab_scheduler_is_leader == 1.",
     served_by=["scheduler"],
     section=SCHEDULER,
     collected=True,

@@ -2,7 +2,9 @@
 
 Read when scraped from the scheduler's own state (its current term, its counters, its
 live-agents view): a standby shows is_leader 0 and epoch 0, the leader its term's epoch, so a
-failover reads as one line dropping to 0 as another rises to a higher epoch. Its readiness:
+failover reads as one line dropping to 0 as another rises to a higher epoch. The agents'
+gauges come from the view, which a scheduler keeps from its first term on: a standby that has
+never led serves none of them. Its readiness:
 the ZooKeeper session is connected and some scheduler leads (a standby is ready: it is
 standing by, which is its job).
 """
@@ -37,10 +39,13 @@ class SchedulerCollector:
             family = spec.counter_family()
             family.add_metric([], value)
             yield family
-        agents = scheduler.view.agents()
-        yield _gauge(metrics.F_AGENTS_LIVE, len(agents))
-        yield _gauge(metrics.F_AGENTS_CAPACITY, sum(a.capacity for a in agents))
-        yield _gauge(metrics.F_AGENTS_USED, sum(a.load for a in agents))
+        if scheduler.view.following:
+            # A scheduler that keeps no view (a standby before its first term) exports no
+            # sample: absent is "unknown", where a 0 would read as "no agents" to an alert.
+            agents = scheduler.view.agents()
+            yield _gauge(metrics.F_AGENTS_LIVE, len(agents))
+            yield _gauge(metrics.F_AGENTS_CAPACITY, sum(a.capacity for a in agents))
+            yield _gauge(metrics.F_AGENTS_USED, sum(a.load for a in agents))
 
 
 def _gauge(spec: metrics.Family, value: float):

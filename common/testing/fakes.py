@@ -334,12 +334,13 @@ class InMemoryLiveAgents:
         self.live: dict[str, AgentInfo] = {a.agent_id: a for a in agents}
         self.changed = threading.Event()
         self._listeners: list[Callable[[set[str]], None]] = []
+        self.following = False
 
     def start(self) -> None:
-        return None
+        self.following = True
 
     def stop(self) -> None:
-        return None
+        self.following = False
 
     def on_departure(self, listener: Callable[[set[str]], None]) -> None:
         self._listeners.append(listener)

@@ -14,11 +14,16 @@ import shutil
 import subprocess
 import threading
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from rpc_support import free_port
 
+from common import keys
+from common.adapters.redis_client import redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.domain.task import TaskSpec, TaskType
 from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.registry import TASK_SERVICE
 from common.testing import eventually
@@ -205,6 +210,38 @@ def test_the_java_client_submits_a_shards_composite_and_reads_its_tree(stage4, p
         if line.endswith(tuple(c.task_id for c in tree.children))
     ]
     assert [(r[0], r[1], r[2]) for r in rows] == [(str(i), "shard", "SUCCESS") for i in range(3)]
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_the_java_client_shows_a_runs_schedule_and_fire_time_and_a_traced_tasks_trace(
+    stage4, pair, jar
+):
+    # Given a traced task written as the leader's fire writes a run (the same task hash, with
+    # the schedule's name and the fire time it belongs to), and a plain task beside it
+    store = RedisTaskStore(redis_client(stage4.env["TASKLAB_REDIS_URL"]))
+    spec = TaskSpec(task_type=TaskType.SHELL, payload="echo a run")
+    run, _ = store.submit(spec, traceparent=TRACEPARENT)
+    fire = datetime.fromisoformat("2026-11-29T21:40:00+00:00").timestamp()
+    store.client.hset(
+        keys.task(run.task_id), mapping={"scheduleId": "java-views", "scheduledFor": repr(fire)}
+    )
+    plain, _ = store.submit(spec)
+    # When the Java client reads each
+    shown = run_client(jar, stage4, "get", run.task_id)
+    bare = run_client(jar, stage4, "get", plain.task_id)
+    # Then the run shows its schedule, fire time (UTC, to the second) and trace, as
+    # `tasklab status` prints them
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "schedule: java-views (fired for 2026-11-29 21:40:00 UTC)" in lines, lines
+    assert f"traceId:  {TRACEPARENT.split('-')[1]}" in lines, lines
+    # and a task with none of them shows no such lines
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    assert not [
+        line for line in bare.stdout.splitlines() if line.startswith(("schedule:", "traceId:"))
+    ], bare.stdout
 
 
 @pytest.mark.slow

@@ -31,6 +31,12 @@ SCHEDULER_FAMILIES = {
     "tasklab_redis_up": "gauge",
     "tasklab_role_info": "gauge",
 }
+# Read from the live-agents view, which a scheduler keeps from its first term on.
+AGENT_FAMILIES = (
+    "tasklab_agents_live",
+    "tasklab_agents_capacity_slots",
+    "tasklab_agents_used_slots",
+)
 
 
 @pytest.fixture
@@ -82,6 +88,10 @@ def test_schedulers_show_one_leader_its_epoch_and_what_it_placed(observed_role, 
     assert other.value("tasklab_scheduler_is_leader") == 0
     assert other.value("tasklab_scheduler_epoch") == 0
     assert other.value("tasklab_scheduler_dispatched_total") == 0
+    # ...and, keeping no view of the agents before its first term, serves no agents' gauges:
+    # a 0 there would read as "no agents" to whoever does not also ask who leads
+    for name in AGENT_FAMILIES:
+        assert name not in other.families(), name
     # ...and the agent (stage 2: it writes its own outcomes) counted them as finished
     assert scrape(agent_address).value("tasklab_tasks_finished_total", status="SUCCESS") == 3
     for address in (*schedulers.values(), agent_address):
@@ -103,9 +113,11 @@ def test_a_killed_leader_and_a_killed_agent_show_as_a_new_epoch_and_a_failover(
     leader = eventually(lambda: leader_of(schedulers), 15, 0.2, message="one leader")
     first_epoch = scrape(schedulers[leader]).value("tasklab_scheduler_epoch")
 
+    standby = next(n for n in schedulers if n != leader)
+    assert scrape(schedulers[standby]).samples("tasklab_agents_live") == []
+
     # When the leader is killed with kill -9
     procs[leader].kill()
-    standby = next(n for n in schedulers if n != leader)
 
     # Then the standby leads with a higher epoch once the dead session expires
     def new_epoch() -> float:
@@ -116,6 +128,13 @@ def test_a_killed_leader_and_a_killed_agent_show_as_a_new_epoch_and_a_failover(
 
     second_epoch = eventually(new_epoch, 20, 0.2, message="the standby leads")
     assert second_epoch > first_epoch
+    # and, its view started by that first term, counts both agents
+    eventually(
+        lambda: scrape(schedulers[standby]).samples("tasklab_agents_live") == [2],
+        10,
+        0.2,
+        message="the new leader's live agents",
+    )
 
     # When an agent running a task is killed with kill -9
     client = redis_client(stage2_env["TASKLAB_REDIS_URL"])

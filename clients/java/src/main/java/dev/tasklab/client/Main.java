@@ -80,6 +80,9 @@ public final class Main {
 
   private static final DateTimeFormatter CLOCK =
       DateTimeFormatter.ofPattern("HH:mm:ss.SSS").withZone(ZoneOffset.UTC);
+  // A fire time in UTC, to the second, as `tasklab status` and the schedule's views show it.
+  private static final DateTimeFormatter MOMENT =
+      DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss 'UTC'").withZone(ZoneOffset.UTC);
 
   private final PrintStream out;
   private final PrintStream err;
@@ -304,6 +307,16 @@ public final class Main {
     if (task.hasExitCode()) {
       out.println("exitCode: " + task.getExitCode());
     }
+    if (!task.getScheduleId().isEmpty()) {
+      // A cron schedule's run: `tasklab schedule show NAME` has the schedule's other runs.
+      String fired =
+          task.hasScheduledFor() ? " (fired for " + moment(task.getScheduledFor()) + ")" : "";
+      out.println("schedule: " + task.getScheduleId() + fired);
+    }
+    if (!task.getTraceId().isEmpty()) {
+      // The trace of the current attempt, to look up in the trace store.
+      out.println("traceId:  " + task.getTraceId());
+    }
     if (task.hasError() && !task.getError().isEmpty()) {
       out.println("error:    " + task.getError());
     }
@@ -318,6 +331,10 @@ public final class Main {
 
   private static String clock(Timestamp at) {
     return CLOCK.format(Instant.ofEpochSecond(at.getSeconds(), at.getNanos()));
+  }
+
+  private static String moment(Timestamp at) {
+    return MOMENT.format(Instant.ofEpochSecond(at.getSeconds(), at.getNanos()));
   }
 
   private void notice(String line) {
