@@ -94,13 +94,14 @@ class KafkaDispatcher(RedisDispatcher):
         comes back to the scheduler, which places it with `dispatch`, publishing it there.
         """
         placed = super().place_batch(raws, epoch, actor, choose)
+        # (taskId, agentId, attempt) of each dispatch the script accepted, in the batch's order.
         dispatched = [
-            p
+            (p.task_id, p.agent_id, p.outcome.attempt)
             for p in placed
             if isinstance(p.outcome, TransitionResult)
             and p.outcome.accepted
-            and p.agent_id is not None
-            and p.task_id is not None
+            and p.task_id
+            and p.agent_id
         ]
         if not dispatched:
             return placed
@@ -112,29 +113,23 @@ class KafkaDispatcher(RedisDispatcher):
         # fields from place_batch.lua would save that round trip but give stage 2's script a
         # second, Lua copy of the hash -> message mapping, and stage 2 no use for it.)
         pipe = self.client.pipeline(transaction=False)
-        for p in dispatched:
-            pipe.hgetall(keys.task(p.task_id))
-        for p, data in zip(dispatched, pipe.execute(), strict=True):
-            assert p.task_id is not None and p.agent_id is not None
+        for task_id, _, _ in dispatched:
+            pipe.hgetall(keys.task(task_id))
+        for (task_id, agent_id, attempt), data in zip(dispatched, pipe.execute(), strict=True):
             if not data:
-                # Gone between the script and this read (purged): nothing an agent could
-                # claim. Its inbox entry, if any, is the relay's, which rebuilds it alone.
-                log.warning("dispatched task %s has no hash: not published", p.task_id)
+                # Deleted by hand between the script and this read: no agent could claim it.
+                # Its inbox entry stays the relay's, which rebuilds a message from the entry.
+                log.warning("dispatched task %s has no hash: not published", task_id)
                 continue
             task = Task.from_hash({_s(k): _s(v) for k, v in data.items()})
             # Outbox order kept: the script above wrote the record; a publish the broker never
             # acknowledges leaves the inbox entry, which the relay publishes again.
             self._publish(
                 DispatchMessage.for_task(
-                    task,
-                    p.outcome.attempt,
-                    epoch,
-                    p.agent_id,
-                    max_payload_bytes=self.max_payload_bytes,
+                    task, attempt, epoch, agent_id, max_payload_bytes=self.max_payload_bytes
                 )
             )
         return placed
-
 
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """The leader's sweep (stage 2), plus the outbox relay: only a leader that is still
