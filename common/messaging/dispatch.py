@@ -4,7 +4,8 @@ Pattern: Transactional Outbox (introduced in stage 3). Redis and Kafka cannot be
 transaction, so one of them has to be the record and the other a delivery channel:
 
 1. The record: SCHEDULED -> DISPATCHED and an entry on `agent:{agentId}:tasks`, in one fenced
-   Lua script (exactly stage 2's `RedisDispatcher.dispatch`). That inbox is the outbox.
+   Lua script (exactly stage 2's `RedisDispatcher.dispatch`, or its `place_batch` for a batch
+   of tasks in one script). That inbox is the outbox.
 2. The delivery: a `DispatchMessage` on task-dispatch-topic, keyed by taskId, with an
    `agentId` header naming the one agent that is to run it, produced to the partition that
    agent reads (its ZooKeeper node names it): one agent reads it, not every agent.
@@ -24,17 +25,19 @@ from collections.abc import Callable, Sequence
 
 from redis import Redis
 
+from common import keys
+from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS
 from common.adapters.redis_store import RedisTaskStore
 from common.domain.dispatch import DispatchEntry
-from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, TaskValidationError
+from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskValidationError
 from common.messaging.clients import EventPublisher
 from common.messaging.schemas import CHILD_FIELDS, DispatchMessage
 from common.messaging.topics import DISPATCH
 from common.observability import get_logger, tracing
-from common.ports.dispatcher import Chooser, Dispatcher, Placed
+from common.ports.dispatcher import Chooser, Placed
 from common.ports.task_store import TransitionResult
 
 log = get_logger("tasklab.dispatch")
@@ -83,10 +86,50 @@ class KafkaDispatcher(RedisDispatcher):
     def place_batch(
         self, raws: Sequence[str], epoch: int, actor: str, choose: Chooser
     ) -> list[Placed]:
-        """Message by message (the port's default): each dispatch publishes a message built
-        from the task as stored (a composite's child carries its index and input from its
-        hash), which the one-script batch of stage 2 does not read."""
-        return Dispatcher.place_batch(self, raws, epoch, actor, choose)
+        """Stage 2's one fenced script for the whole batch (the record), then one dispatch
+        message per task it DISPATCHED (the delivery), each the message `dispatch` publishes.
+
+        A stale epoch refuses the batch whole inside the script, so nothing is accepted and
+        nothing is published. A task the script left SCHEDULED (pinned, or no agent chosen)
+        comes back to the scheduler, which places it with `dispatch`, publishing it there.
+        """
+        placed = super().place_batch(raws, epoch, actor, choose)
+        # (taskId, agentId, attempt) of each dispatch the script accepted, in the batch's order.
+        dispatched = [
+            (p.task_id, p.agent_id, p.outcome.attempt)
+            for p in placed
+            if isinstance(p.outcome, TransitionResult)
+            and p.outcome.accepted
+            and p.task_id
+            and p.agent_id
+        ]
+        if not dispatched:
+            return placed
+        # The message is built from the task as stored, as `dispatch` builds it from what
+        # `schedule` read: a composite's child has its place and input (CHILD_FIELDS) in its
+        # hash only, not in its queue message. One pipelined HGETALL for the batch, after the
+        # script: the same read and the same Task.from_hash as the one-task path, so the two
+        # messages are equal by construction, at one round trip per batch. (Returning the
+        # fields from place_batch.lua would save that round trip but give stage 2's script a
+        # second, Lua copy of the hash -> message mapping, and stage 2 no use for it.)
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, _, _ in dispatched:
+            pipe.hgetall(keys.task(task_id))
+        for (task_id, agent_id, attempt), data in zip(dispatched, pipe.execute(), strict=True):
+            if not data:
+                # Deleted by hand between the script and this read: no agent could claim it.
+                # Its inbox entry stays the relay's, which rebuilds a message from the entry.
+                log.warning("dispatched task %s has no hash: not published", task_id)
+                continue
+            task = Task.from_hash({_s(k): _s(v) for k, v in data.items()})
+            # Outbox order kept: the script above wrote the record; a publish the broker never
+            # acknowledges leaves the inbox entry, which the relay publishes again.
+            self._publish(
+                DispatchMessage.for_task(
+                    task, attempt, epoch, agent_id, max_payload_bytes=self.max_payload_bytes
+                )
+            )
+        return placed
 
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """The leader's sweep (stage 2), plus the outbox relay: only a leader that is still
