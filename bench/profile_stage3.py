@@ -145,9 +145,16 @@ def trace_hops(system: TasklabSystem, workload: str, k: int) -> None:
             msg = reader.poll(0.05)
             if msg is None or msg.error():
                 continue
-            body = json.loads(msg.value())
-            what = "dispatch" if msg.topic() == bus.topic(DISPATCH) else body.get("status")
-            seen.setdefault((body.get("taskId"), what), time.time())
+            try:
+                body = json.loads(msg.value())
+            except ValueError:
+                continue  # not an event (a poisoned message a test left): nothing to time
+            # One event per message, or a list of them.
+            for event in body if isinstance(body, list) else [body]:
+                if not isinstance(event, dict):
+                    continue
+                what = "dispatch" if msg.topic() == bus.topic(DISPATCH) else event.get("status")
+                seen.setdefault((event.get("taskId"), what), time.time())
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
@@ -179,8 +186,8 @@ def trace_hops(system: TasklabSystem, workload: str, k: int) -> None:
             "RUNNING",
             "SUCCESS",
         ]
-        seen = [s for s in order if s in at]
-        for a, b in zip(seen, seen[1:], strict=False):
+        stamped = [s for s in order if s in at]
+        for a, b in zip(stamped, stamped[1:], strict=False):
             hops[f"{a} -> {b}"].append((at[b] - at[a]) * 1e3)
         if "RUNNING" in at:
             hops["submit -> RUNNING (the bench's start)"].append(
