@@ -126,7 +126,8 @@ class TaskEventManager:
         pipeline reads every task, another writes every transition (the same fenced script per
         event, each with its own result), a third counts. A task that appears twice (its
         RUNNING and its SUCCESS) starts a new round, so every decision sees the previous
-        event's effect. One outcome per event, for the consumer to settle each on its own.
+        event's effect; a round's counts then go ahead of the next round's reads, in the same
+        round trip. One outcome per event, for the consumer to settle each on its own.
         """
         if tracing.enabled():
             # Each event keeps its own "apply" span, child of the agent's: one at a time.
