@@ -495,7 +495,8 @@ class TaskEventManager:
 
 
 class _RoundFailed(Exception):
-    """Redis failed a round; `carried`: before the previous round's fixes were sent with it."""
+    """Redis failed a round. `carried`: it failed in the reads that carried the previous
+    round's counts and fixes, so those are lost too and that round must be tried again."""
 
     def __init__(self, error: RedisError, carried: bool = False) -> None:
         super().__init__(str(error))
