@@ -42,6 +42,7 @@ from common.messaging.schemas import (
     LogLine,
     MalformedMessage,
     StatusEvent,
+    configured_max_payload_bytes,
     decode,
 )
 from common.messaging.topics import DISPATCH, HEARTBEAT, LOGS, STATUS
@@ -87,6 +88,9 @@ class KafkaDispatchIntake(WorkIntake):
             consumer_config(bus, self.group, agent_id, **{"auto.offset.reset": "latest"})
         )
         self.dead_letters = DeadLetters(publisher, bus.group(self.group))
+        # The payload limit a dispatch is checked against: this process's setting, read once
+        # here rather than looked up again for every dispatch.
+        self.max_payload_bytes = configured_max_payload_bytes()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._paused = threading.Event()
@@ -204,7 +208,9 @@ class KafkaDispatchIntake(WorkIntake):
             self.consumer.store_offsets(message=msg)
             return None
         try:
-            dispatch = decode(DispatchMessage, msg.value())
+            dispatch = decode(
+                DispatchMessage, msg.value(), max_payload_bytes=self.max_payload_bytes
+            )
         except MalformedMessage as exc:
             self._dead_letter(msg, str(exc))
             return None

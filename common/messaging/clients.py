@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -142,6 +143,8 @@ class EventPublisher:
         self.bus = bus
         self.producer = Producer(producer_config(bus, client_id))
         self.failed = 0
+        # Base topic name -> the namespaced one: built once per topic, not once per message.
+        self._topics: dict[str, str] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="bus-publisher", daemon=True)
         self._thread.start()
@@ -157,9 +160,10 @@ class EventPublisher:
     ) -> None:
         """Queue a message for `topic` (a base name; the namespace is added here), to
         `partition` if given, else to the one its key hashes to."""
-        self.publish_raw(
-            self.bus.topic(topic), key, message.encode(), headers, on_delivery, partition
-        )
+        full = self._topics.get(topic)
+        if full is None:
+            full = self._topics[topic] = self.bus.topic(topic)
+        self.publish_raw(full, key, message.encode(), headers, on_delivery, partition)
 
     def publish_raw(
         self,
@@ -172,14 +176,8 @@ class EventPublisher:
     ) -> None:
         # Only when given: confluent-kafka's own default (-1) means "by the key".
         where = {} if partition is None else {"partition": partition}
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                self.failed += 1
-                log.error("delivery to %s failed: %s", msg.topic(), err)
-            if on_delivery is not None:
-                on_delivery(err, msg)
-
+        # No closure per message unless the caller waits for this one's report.
+        report = self._delivered if on_delivery is None else partial(self._told, on_delivery)
         while True:
             try:
                 self.producer.produce(
@@ -190,6 +188,16 @@ class EventPublisher:
                 # The local queue is full (the broker has been away a while): wait for room
                 # rather than drop a status or a log line.
                 self.producer.poll(0.1)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        # Every message's delivery report: a failure is counted and logged whoever sent it.
+        if err is not None:
+            self.failed += 1
+            log.error("delivery to %s failed: %s", msg.topic(), err)
+
+    def _told(self, on_delivery: DeliveryCallback, err: KafkaError | None, msg: Message) -> None:
+        self._delivered(err, msg)
+        on_delivery(err, msg)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait until everything queued is acknowledged; return how many are still queued."""

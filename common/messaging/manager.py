@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -111,7 +111,10 @@ class TaskEventManager:
             ),
         ):
             item = _Status(msg, event)
-            self._apply_round([item], set())
+            try:
+                self._apply_round([item], set(), bound=True)
+            except _RoundFailed as failed:
+                raise failed.error from None  # transient: the consumer tries it again
             if item.outcome is not None:
                 raise item.outcome
 
@@ -123,7 +126,8 @@ class TaskEventManager:
         pipeline reads every task, another writes every transition (the same fenced script per
         event, each with its own result), a third counts. A task that appears twice (its
         RUNNING and its SUCCESS) starts a new round, so every decision sees the previous
-        event's effect. One outcome per event, for the consumer to settle each on its own.
+        event's effect; a round's counts then go ahead of the next round's reads, in the same
+        round trip. One outcome per event, for the consumer to settle each on its own.
         """
         if tracing.enabled():
             # Each event keeps its own "apply" span, child of the agent's: one at a time.
@@ -137,15 +141,21 @@ class TaskEventManager:
                 outcomes[i] = exc
         held: set[tuple[str, int]] = set()
         rounds = _rounds(items)
+        carried: Pipeline | None = None
         for n, round_ in enumerate(rounds):
             try:
-                self._apply_round(round_, held)
-            except RedisError as exc:
+                # A round's counts and fixes go with the next round's reads, ahead of them
+                # (one round trip fewer, same order); the last round sends its own.
+                carried = self._apply_round(
+                    round_, held, carried=carried, last=n == len(rounds) - 1
+                )
+            except _RoundFailed as failed:
                 # Redis went away mid-batch: this round and the rest are tried again later
-                # (what this round did apply, it finds applied then: idempotent).
-                for later in rounds[n:]:
+                # (what this round did apply, it finds applied then: idempotent), and so is
+                # the round before it if its fixes were lost with this round's reads.
+                for later in rounds[max(0, n - 1) if failed.carried else n :]:
                     for item in later:
-                        item.outcome = exc
+                        item.outcome = failed.error
                 break
         for item in items:
             outcomes[item.index] = item.outcome
@@ -169,19 +179,38 @@ class TaskEventManager:
                     held.add(where)  # nothing behind it on its partition may be applied
         return outcomes
 
-    def _apply_round(self, items: list[_Status], held: set[tuple[str, int]]) -> None:
-        """Read, judge, write, count: the events of one round, no task twice among them."""
+    def _apply_round(
+        self,
+        items: list[_Status],
+        held: set[tuple[str, int]],
+        *,
+        bound: bool = False,
+        carried: Pipeline | None = None,
+        last: bool = True,
+    ) -> Pipeline | None:
+        """Read, judge, write, count: the events of one round, no task twice among them.
+
+        `carried`: the previous round's fixes and counts, sent ahead of this round's reads.
+        Unless `last`, this round's are returned unsent, for the next round to carry; a round
+        that fails raises `_RoundFailed` (a RedisError inside). `bound`: the caller bound the
+        one event's log context already.
+        """
         self._counts.clear()  # what a failed round counted is counted again when retried
         # status_applied / status_rounds is how many events share a round's round trips.
         self._counts["status_rounds"] += 1
-        processing = self._read(items)
-        writes = self.client.pipeline(transaction=False)
-        ops: list[tuple[_Status, str]] = []
-        for item in items:
-            if item.where in held:
-                item.outcome = SKIPPED
-                continue
-            with _bound(item.event):
+        # Counted before the read: a pipeline that fails is emptied.
+        carrying = carried is not None and len(carried) > 0
+        try:
+            processing = self._read(items, carried)
+        except RedisError as exc:
+            raise _RoundFailed(exc, carried=carrying) from exc
+        try:
+            writes = self.client.pipeline(transaction=False)
+            ops: list[tuple[_Status, str]] = []
+            for item in items:
+                if item.where in held:
+                    item.outcome = SKIPPED
+                    continue
                 try:
                     self._judge(item, processing, writes, ops)
                 except NotYet as exc:
@@ -189,22 +218,29 @@ class TaskEventManager:
                     held.add(item.where)
                 except Unprocessable as exc:
                     item.outcome = exc
-        for (item, op), reply in zip(ops, self._execute(writes, ops), strict=True):
-            item.replies[op] = reply
-        fixes = self.client.pipeline(transaction=False)
-        for item in items:
-            with _bound(item.event):
-                self._conclude(item, fixes)
-        for what, n in self._counts.items():
-            fixes.hincrby(keys.EVENT_STATS, what, n)
-        self._counts.clear()
-        if len(fixes):
-            fixes.execute()
+            for (item, op), reply in zip(ops, self._execute(writes, ops), strict=True):
+                item.replies[op] = reply
+            fixes = self.client.pipeline(transaction=False)
+            for item in items:
+                with nullcontext() if bound else _bound(item.event):
+                    self._conclude(item, fixes)
+            for what, n in self._counts.items():
+                fixes.hincrby(keys.EVENT_STATS, what, n)
+            self._counts.clear()
+            if not last:
+                return fixes
+            if len(fixes):
+                fixes.execute()
+        except RedisError as exc:
+            raise _RoundFailed(exc) from exc
+        return None
 
-    def _read(self, items: list[_Status]) -> dict[str, list[str]]:
+    def _read(self, items: list[_Status], carried: Pipeline | None) -> dict[str, list[str]]:
         """One pipeline: each task's hash; for final events, the attempt's log cursor and the
-        agent's processing list (where the attempt's ledger entry is)."""
-        pipe = self.client.pipeline(transaction=False)
+        agent's processing list (where the attempt's ledger entry is). Behind `carried`'s
+        commands, if given (their replies are not needed)."""
+        pipe = carried if carried is not None else self.client.pipeline(transaction=False)
+        ahead = len(pipe)
         for item in items:
             pipe.hgetall(keys.task(item.event.task_id))
         finals = [item for item in items if item.event.is_final]
@@ -213,7 +249,7 @@ class TaskEventManager:
         agents = sorted({item.event.agent_id for item in finals})
         for agent_id in agents:
             pipe.lrange(keys.processing(agent_id), 0, -1)
-        replies = pipe.execute()
+        replies = pipe.execute()[ahead:]
         for item, data in zip(items, replies, strict=False):
             item.data = {_s(k): _s(v) for k, v in data.items()}
         for item, cursor in zip(finals, replies[len(items) :], strict=False):
@@ -312,11 +348,12 @@ class TaskEventManager:
         since = self._waiting_for_logs.setdefault(key, now)
         if now - since < self.log_wait:
             raise NotYet(f"{event.log_lines - have} log line(s) of this attempt not read yet")
-        log.warning(
-            "applying %s without %d log line(s) that never arrived",
-            event.status,
-            event.log_lines - have,
-        )
+        with _bound(event):
+            log.warning(
+                "applying %s without %d log line(s) that never arrived",
+                event.status,
+                event.log_lines - have,
+            )
         self._counts["log_lines_missing"] += event.log_lines - have
 
     # --8<-- [end:final]
@@ -453,6 +490,16 @@ class TaskEventManager:
                 )
 
 
+class _RoundFailed(Exception):
+    """Redis failed a round. `carried`: it failed in the reads that carried the previous
+    round's counts and fixes, so those are lost too and that round must be tried again."""
+
+    def __init__(self, error: RedisError, carried: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.carried = carried
+
+
 @dataclass
 class _Status:
     """One status event on its way through a round: what was read, decided and written."""
@@ -499,7 +546,12 @@ def _counted_as(result: TransitionResult) -> str:
 
 def _entry_of(entries: list[str], task_id: str, attempt: int) -> str | None:
     """The ledger entry of (task_id, attempt) among a processing list's entries."""
-    return next((e for e in entries if entry_ref(e) == (task_id, attempt)), None)
+    # Only an entry that spells the id, or could spell it with an escape, is parsed: another
+    # agent slot's entry is passed over without a JSON parse.
+    return next(
+        (e for e in entries if (task_id in e or "\\u" in e) and entry_ref(e) == (task_id, attempt)),
+        None,
+    )
 
 
 def _bound(event: StatusEvent) -> AbstractContextManager[None]:

@@ -141,7 +141,14 @@ def configured_max_payload_bytes() -> int:
     return get_settings().max_payload_bytes
 
 
+# The spelling every id the platform writes has (str(uuid.uuid4())): taken as it is, without
+# uuid.UUID's parse and re-format, which cost more than the rest of a status event's checks.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _canonical_uuid(v: str) -> str:
+    if _CANONICAL_UUID.fullmatch(v):
+        return v  # what str(uuid.UUID(v)) would give back: already canonical
     # The canonical form only: uuid.UUID also takes braces, a urn: prefix or no dashes,
     # and the id names Redis keys, so one task must have exactly one spelling.
     canonical = str(uuid.UUID(v))
