@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -58,10 +59,26 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# The formatted second of the last line: a process logs many lines per second, and strftime
+# is most of what a timestamp costs. A (second, text) pair, replaced whole, so any thread
+# reads a consistent one.
+_last_second: tuple[float, str] = (float("nan"), "")
+
+
 def rfc3339(created: float) -> str:
     """2026-11-30T04:30:01.123Z: RFC 3339 in UTC, whole milliseconds (truncated, as %f)."""
-    moment = datetime.fromtimestamp(created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _last_second
+    # The microseconds as datetime.fromtimestamp rounds them, carried into the next second
+    # when they round up to a whole one: the same text as formatting the datetime.
+    fraction, whole = math.modf(created)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    second, text = _last_second
+    if second != whole:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (whole, text)
+    return f"{text}{micros // 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -107,6 +124,13 @@ def configure_logging(
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     set_identity(role, process)
+    # Nothing tasklab formats or ships reads a record's source file and line, its thread or
+    # its process name: the logging manual's "Optimization" switches stop working them out
+    # on every record (the caller's frame walk is most of a record's cost).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_ContextFilter())
