@@ -7,12 +7,31 @@ thirtieth of the start-up cost. If no zygote can be had, `prepare`'s argv runs i
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from common.domain.task import Task, TaskType
 from common.executors.base import TaskExecutor, task_environment
 from common.executors.process import Child
 from common.executors.zygote import ZygotePool
+
+# The same short script submitted again and again (a job's many runs) is compiled once to be
+# checked; long sources are not kept, so the cache holds at most 256 x 4 KiB.
+_REMEMBERED_SOURCE_CHARS = 4096
+
+
+def _compile_problem(source: str) -> str | None:
+    try:
+        compile(source, "<task>", "exec")
+    except SyntaxError as exc:
+        where = f" line {exc.lineno}" if exc.lineno else ""
+        return f"syntax error in payload{where}: {exc.msg}"
+    except Exception as exc:  # noqa: BLE001 - NUL byte, lone surrogate, nesting too deep
+        return f"payload cannot be compiled: {type(exc).__name__}: {exc}"
+    return None
+
+
+_remembered_problem = functools.lru_cache(maxsize=256)(_compile_problem)
 
 
 class PythonScriptExecutor(TaskExecutor):
@@ -23,14 +42,9 @@ class PythonScriptExecutor(TaskExecutor):
         if problem:
             return problem
         # Reject a syntax error here, with its line, rather than paying for a process to say so.
-        try:
-            compile(task.payload, f"<task {task.task_id}>", "exec")
-        except SyntaxError as exc:
-            where = f" line {exc.lineno}" if exc.lineno else ""
-            return f"syntax error in payload{where}: {exc.msg}"
-        except Exception as exc:  # noqa: BLE001 - NUL byte, lone surrogate, nesting too deep
-            return f"payload cannot be compiled: {type(exc).__name__}: {exc}"
-        return None
+        if len(task.payload) <= _REMEMBERED_SOURCE_CHARS:
+            return _remembered_problem(task.payload)
+        return _compile_problem(task.payload)
 
     def prepare(self, task: Task) -> list[str]:
         # -I: isolated mode (no user site-packages, no PYTHON* env vars, script dir not on path),
