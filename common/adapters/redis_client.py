@@ -17,7 +17,10 @@ def redis_client(url: str) -> Redis:
     # before use rather than failing the first command after the gap.
     # surrogateescape both ways: bytes that are not UTF-8 (a hand-pushed message of garbage)
     # read back as a str that writes back as the very same bytes, so such a message can be
-    # dead-lettered and removed by value instead of crashing the reader.
+    # dead-lettered and removed by value instead of crashing the reader. This is also why
+    # hiredis is not installed: with it, redis-py packs commands in C, strictly, and a
+    # garbage message can no longer be written back (tests/stage1_mvp/test_stage1_bad_bytes.py
+    # fails with "surrogates not allowed").
     return Redis.from_url(
         url,
         health_check_interval=30,
