@@ -23,6 +23,7 @@ from redis import Redis
 from common import keys
 from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_scripts import script_source
+from common.adapters.redis_store import task_from_reply
 from common.domain.composite import (
     ChildRole,
     CompositeSpec,
@@ -152,7 +153,7 @@ class RedisCompositeStore(CompositeStore):
         data, ids = pipe.execute()
         if not data:
             return None
-        parent = _task(data)
+        parent = task_from_reply(data)
         if parent.task_type != TaskType.COMPOSITE:
             return None
         found = self.tasks([_s(i) for i in ids])
@@ -307,7 +308,7 @@ class RedisCompositeStore(CompositeStore):
         for task_id in task_ids:
             pipe.hgetall(keys.task(task_id))
         return {
-            task_id: _task(data)
+            task_id: task_from_reply(data)
             for task_id, data in zip(task_ids, pipe.execute(), strict=True)
             if data
         }
@@ -462,11 +463,7 @@ class RedisCompositeStore(CompositeStore):
     # -- reading -------------------------------------------------------------------------------
     def _get(self, task_id: str) -> Task | None:
         data = self.client.hgetall(keys.task(task_id))
-        return _task(data) if data else None
-
-
-def _task(data: dict) -> Task:
-    return Task.from_hash({_s(k): _s(v) for k, v in data.items()})
+        return task_from_reply(data) if data else None
 
 
 def _edges(parent: Task, children: list[Task]) -> list[tuple[str, str]]:

@@ -65,7 +65,7 @@ class RedisTaskStore(TaskStore):
         data = self.client.hgetall(keys.task(task_id))
         if not data:
             return None
-        return Task.from_hash({_s(k): _s(v) for k, v in data.items()})
+        return task_from_reply(data)
 
     def history(self, task_id: str) -> list[dict]:
         return [json.loads(e) for e in self.client.lrange(keys.history(task_id), 0, -1)]
@@ -93,7 +93,7 @@ class RedisTaskStore(TaskStore):
             for data in pipe.execute():
                 if not data:
                     continue
-                task = Task.from_hash({_s(k): _s(v) for k, v in data.items()})
+                task = task_from_reply(data)
                 if status is not None and task.status != status:
                     continue
                 if skipped < offset:
@@ -233,3 +233,8 @@ def _encode(obj: object) -> str:
     if isinstance(obj, dict):
         obj = {k: v for k, v in obj.items() if v not in ({}, [])}
     return json.dumps(obj)
+
+
+def task_from_reply(data: dict) -> Task:
+    """A task from the HGETALL reply of its hash (bytes that are not UTF-8 kept, see as_text)."""
+    return Task.from_hash({_s(k): _s(v) for k, v in data.items()})

@@ -26,13 +26,12 @@ from collections.abc import Callable, Sequence
 from redis import Redis
 
 from common import keys
-from common.adapters.redis_client import as_text as _s
 from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
 from common.adapters.redis_events import DispatchLedger
 from common.adapters.redis_failover import DEFAULT_MAX_LOST_ATTEMPTS
-from common.adapters.redis_store import RedisTaskStore
+from common.adapters.redis_store import RedisTaskStore, task_from_reply
 from common.domain.dispatch import DispatchEntry
-from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskValidationError
+from common.domain.task import DEFAULT_MAX_PAYLOAD_BYTES, TaskValidationError
 from common.messaging.clients import EventPublisher
 from common.messaging.schemas import CHILD_FIELDS, DispatchMessage
 from common.messaging.topics import DISPATCH
@@ -108,7 +107,7 @@ class KafkaDispatcher(RedisDispatcher):
         # The message is built from the task as stored, as `dispatch` builds it from what
         # `schedule` read: a composite's child has its place and input (CHILD_FIELDS) in its
         # hash only, not in its queue message. One pipelined HGETALL for the batch, after the
-        # script: the same read and the same Task.from_hash as the one-task path, so the two
+        # script: the same read and the same task_from_reply as the store's get, so the two
         # messages are equal by construction, at one round trip per batch. (Returning the
         # fields from place_batch.lua would save that round trip but give stage 2's script a
         # second, Lua copy of the hash -> message mapping, and stage 2 no use for it.)
@@ -121,7 +120,7 @@ class KafkaDispatcher(RedisDispatcher):
                 # Its inbox entry stays the relay's, which rebuilds a message from the entry.
                 log.warning("dispatched task %s has no hash: not published", task_id)
                 continue
-            task = Task.from_hash({_s(k): _s(v) for k, v in data.items()})
+            task = task_from_reply(data)
             # Outbox order kept: the script above wrote the record; a publish the broker never
             # acknowledges leaves the inbox entry, which the relay publishes again.
             self._publish(
