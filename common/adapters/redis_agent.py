@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 
 from redis.exceptions import RedisError
 
@@ -94,6 +95,15 @@ class RedisListIntake(WorkIntake):
             raise TransientError(str(exc)) from exc
         return requeued
 
+    def reconcile(self, held: Counter[str]) -> int:
+        if not self.claim.tracked:
+            return 0
+        try:
+            requeued, _ = self.queue.give_back_unheld(self.agent_id, held)
+        except RedisError as exc:
+            raise TransientError(str(exc)) from exc
+        return requeued
+
     def take(self, timeout: float) -> Assignment | None:
         try:
             got = self.claim.next(self.queue, self.agent_id, timeout)
@@ -134,7 +144,7 @@ class RedisEventSink(EventSink):
             result = self.writer.write(assignment, decision, self.agent_id, lines)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
-        log_refused(result, assignment)
+        log_refused(result, assignment, decision.to)
 
     def heartbeat(self, load: int, capacity: int, stopping: bool = False) -> None:
         try:
@@ -163,17 +173,23 @@ class RedisEventSink(EventSink):
 # --8<-- [end:event-sink]
 
 
-def log_refused(result, assignment: Assignment) -> None:
-    if not result.accepted:
-        # A late report (we were presumed dead and the task was re-run, or it was cancelled):
-        # the store refused it, which is the point.
-        log.warning(
-            "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
-            result.reason,
-            result.status,
-            result.attempt,
-            assignment.attempt,
-        )
+def log_refused(result, assignment: Assignment, to: TaskStatus | None = None) -> None:
+    if result.accepted:
+        return
+    if to is not None and result.status == to.value and result.attempt == assignment.attempt:
+        # A report sent again after a try whose answer was lost (Redis past the socket
+        # timeout): the first try went through. Nothing was refused that mattered.
+        log.info("report already recorded: task is %s at attempt %s", to.value, result.attempt)
+        return
+    # A late report (we were presumed dead and the task was re-run, or it was cancelled):
+    # the store refused it, which is the point.
+    log.warning(
+        "report rejected as %s: task is %s at attempt %s, we ran attempt %s",
+        result.reason,
+        result.status,
+        result.attempt,
+        assignment.attempt,
+    )
 
 
 # --8<-- [start:chained-report]
@@ -212,7 +228,7 @@ class RedisChainedReport(ChainedReport):
             )
             with self._lock:
                 self._peeked = tail
-            log_refused(result, assignment)
+            log_refused(result, assignment, decision.to)
         except RedisError as exc:
             raise TransientError(str(exc)) from exc
         return self.intake._accepted(taken)

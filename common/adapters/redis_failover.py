@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,6 +133,43 @@ class RedisFailover:
                 break
         return done
 
+    # -- give back: entries a live agent holds on its list but does not run --------------------
+    def give_back_unheld(
+        self, agent_id: str, work_list: str, held: Counter[str], requeue_to: str, reason: str
+    ) -> GivenBack:
+        """Give back the entries of `agent_id`'s `work_list` beyond those in `held` (the
+        entries its workers run now, counted): what its own calls put there while it had
+        stopped waiting for their answers. Only the agent may call it, with none of its calls
+        to that list in flight (common/agent/agent.py, the reconcile). Such an attempt never
+        started, so its loss is not counted against the task."""
+        options = {
+            "mode": "own",
+            "agent": agent_id,
+            "actor": agent_id,
+            "epoch": 0,
+            "maxLost": self.max_lost_attempts,
+            "notRun": True,
+            "reason": reason,
+        }
+        fixed = {
+            "list": work_list,
+            "target": requeue_to,
+            "stats": keys.TRANSITION_STATS,
+            "fence": keys.SCHEDULER_FENCE,
+            "heartbeat": keys.heartbeat(agent_id),
+            "incarnation": keys.incarnation(agent_id),
+        }
+        # A bounded read: a processing list holds what the agent's capacity runs, and a handful
+        # of strays. Past BATCH, the next reconcile sees the rest.
+        entries = [_s(e) for e in self.client.lrange(work_list, 0, BATCH - 1)]
+        unheld = Counter(entries) - held
+        done = GivenBack()
+        for entry in entries:
+            if unheld[entry] > 0:
+                unheld[entry] -= 1
+                self._one(self._reap, fixed, options, entry, done)
+        return done
+
     # -- recover: a lost leader's queue:scheduling ---------------------------------------------
     def recover(self, scheduling: str, requeue_to: str, epoch: int, actor: str) -> GivenBack:
         fixed = {
@@ -157,29 +195,34 @@ class RedisFailover:
             if not entries:
                 break
             for entry in entries:
-                task_id, attempt = entry_ref(entry)
-                one = dict(options, now=repr(time.time()))
-                if task_id is not None:
-                    one["taskId"] = task_id
-                if attempt is not None:
-                    one["attempt"] = attempt
-                reply = script(keys=_keys(fixed, task_id), args=[entry, json.dumps(one)])
-                reason = _s(reply[1])
-                if reason in _REFUSED:
-                    done.refused = reason
+                self._one(script, fixed, options, entry, done)
+                if done.refused:
                     return done
-                if reason == "requeued":
-                    done.requeued += 1
-                elif reason == "lost_too_often":
-                    done.failed += 1
-                    log.error(
-                        "task %s lost with its agent %s times: FAILED, not re-run",
-                        task_id,
-                        self.max_lost_attempts,
-                    )
-                elif reason != "gone":
-                    done.dropped += 1
         return done
+
+    def _one(self, script, fixed: dict[str, str], options: dict, entry, done: GivenBack) -> None:
+        """One entry through `script`, counted into `done`."""
+        task_id, attempt = entry_ref(entry)
+        one = dict(options, now=repr(time.time()))
+        if task_id is not None:
+            one["taskId"] = task_id
+        if attempt is not None:
+            one["attempt"] = attempt
+        reply = script(keys=_keys(fixed, task_id), args=[entry, json.dumps(one)])
+        reason = _s(reply[1])
+        if reason in _REFUSED:
+            done.refused = reason
+        elif reason == "requeued":
+            done.requeued += 1
+        elif reason == "lost_too_often":
+            done.failed += 1
+            log.error(
+                "task %s lost with its agent %s times: FAILED, not re-run",
+                task_id,
+                self.max_lost_attempts,
+            )
+        elif reason != "gone":
+            done.dropped += 1
 
     def _fence(self) -> int:
         return int(_s(self.client.get(keys.SCHEDULER_FENCE) or b"0"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from redis import Redis
@@ -341,6 +342,18 @@ class RedisWorkQueue:
             lists.append(self.source)
         done = self.failover.reap(
             agent_id, lists, self.requeue_to, actor, "own" if force else "heartbeat"
+        )
+        return done.requeued, done.dropped + done.failed
+
+    def give_back_unheld(self, agent_id: str, held: Counter[str]) -> tuple[int, int]:
+        """Give back what `agent_id`'s processing list holds beyond `held` (its running
+        attempts' entries): entries its own calls put there unheard. (requeued, dropped)."""
+        done = self.failover.give_back_unheld(
+            agent_id,
+            keys.processing(agent_id),
+            held,
+            self.requeue_to,
+            f"taken for agent {agent_id} by a call that got no answer; never run",
         )
         return done.requeued, done.dropped + done.failed
 

@@ -8,7 +8,9 @@
    process group, and report how it ended (`EventSink.finished`). While it runs, a watcher
    thread asks `AttemptControl.why_stop` every 200 ms: a cancel, or a newer attempt (a
    failover gave the task away while this agent was cut off), kills the whole process group
-   within the executor's next check (250 ms).
+   within the executor's next check (250 ms). A take or chained report that got no answer
+   may have been carried out all the same: the agent then gives back whatever its lists hold
+   beyond its workers' attempts (`WorkIntake.reconcile`, common/agent/holdings.py).
 4. Heartbeat and housekeeping (one thread): `EventSink.heartbeat`, then the periodic jobs the
    bootstrap gave (stage 1: the reaper and the retry promoter).
 5. Stop (SIGTERM): take nothing new; running tasks get `stop_grace` seconds to finish; past
@@ -34,6 +36,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from common.agent.holdings import Holdings
 from common.agent.metrics import observe_agent
 from common.domain.outcome import AttemptReport
 from common.executors.base import ExecutionResult
@@ -55,6 +58,9 @@ STOPPING = "agent stopping"
 # those sent within the horizon (older ones were applied long ago or never will be).
 SETTLE_TIMEOUT = 10.0
 SETTLE_HORIZON = 60.0
+# A reconcile waits at most this long for the takes and reports in flight to end (one frozen
+# in Redis ends at the client's socket timeout); past it, the next turn tries again.
+RECONCILE_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class Agent:
         # Attempts running now, and why the watcher says one must stop ("" = keep running).
         self._running: dict[tuple[str, int], Assignment] = {}
         self._stop_reasons: dict[tuple[str, int], str] = {}
+        # The entries its workers hold, against what its lists hold after a lost answer.
+        self.holdings = Holdings()
         self._heartbeat_thread: threading.Thread | None = None
         self._beat_stop = threading.Event()
         self.completed = 0
@@ -197,14 +205,42 @@ class Agent:
             assignment = pending
             pending = None
             if assignment is None:
+                if self.holdings.due():
+                    self._reconcile()
                 try:
-                    assignment = self.intake.take(self.poll_timeout)
+                    with self.holdings.call():
+                        assignment = self.intake.take(self.poll_timeout)
+                        if assignment is not None:
+                            self.holdings.hold(assignment.entry)
                 except Exception as exc:  # noqa: BLE001 - a worker never dies of its intake
+                    # The take may have been carried out all the same: reconcile.
+                    self.holdings.unanswered()
                     log.warning("taking work failed (%s); retrying", exc)
                     self.stopping.wait(self.retry_wait)
                     continue
             if assignment is not None:
-                pending = self._attempt(assignment)
+                try:
+                    pending = self._attempt(assignment)
+                finally:
+                    self.holdings.release(assignment.entry)
+
+    def _reconcile(self) -> None:
+        """Give back what this agent's lists hold beyond its workers' attempts: what a call
+        that got no answer put there (common/agent/holdings.py)."""
+        with self.holdings.alone(RECONCILE_WAIT) as held:
+            if held is None:
+                return  # a call still in flight (a frozen Redis): the next turn tries again
+            try:
+                given = self.intake.reconcile(held)
+            except TransientError as exc:
+                self.holdings.unanswered()
+                log.warning("reconciling this agent's lists failed (%s); retrying", exc)
+                return
+            self.holdings.reconciled()
+        if given:
+            log.warning(
+                "gave back %d task(s) taken for this agent by calls that got no answer", given
+            )
 
     # --8<-- [start:attempt]
     def _attempt(self, assignment: Assignment) -> Assignment | None:
@@ -323,8 +359,14 @@ class Agent:
     ) -> Assignment | None:
         if self.chain is not None and not (self.stopping.is_set() or self.paused.is_set()):
             try:
-                return self.chain.finish_and_take(assignment, report, lines)
+                with self.holdings.call():
+                    taken = self.chain.finish_and_take(assignment, report, lines)
+                    if taken is not None:
+                        self.holdings.hold(taken.entry)
+                    return taken
             except TransientError as exc:
+                # The next entry may have been taken all the same: reconcile.
+                self.holdings.unanswered()
                 log.warning("report failed (%s); retrying", exc)
         self._until_answered(lambda: self.sink.finished(assignment, report, lines), "report")
         self._reported.append((time.monotonic(), assignment))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 
 from common.domain.outcome import AttemptReport
@@ -66,6 +67,17 @@ class WorkIntake(ABC):
     def take(self, timeout: float) -> Assignment | None:
         """The next attempt to run, or None if none came within `timeout` seconds.
         Bad messages are dead-lettered inside, never returned and never raised."""
+
+    def reconcile(self, held: Counter[str]) -> int:
+        """Give back what this agent's own lists hold beyond `held` (the entries of the
+        attempts its workers run now, counted); returns how many tasks went back.
+
+        Called by the agent after a take or a chained report raised TransientError, with no
+        other take or report of its own in flight: a call that gave up waiting may still have
+        been carried out (Redis frozen past the client's socket timeout carries out, when it
+        wakes, what was sent before), leaving an entry no worker runs. An intake whose work
+        sits on no list of its own has nothing to reconcile."""
+        return 0
 
     def close(self) -> None:
         """Release connections (called once, after the last `take`)."""

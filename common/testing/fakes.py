@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.adapters.memory_store import InMemoryTaskStore
 from common.coordination.agent_info import AgentInfo
@@ -49,6 +49,10 @@ class InMemoryIntake(WorkIntake):
         self.recovered = 0
         self.recover_calls = 0
         self.outage = Outage()
+        self.lost_answers = 0  # takes to carry out and then fail, as if the answer was lost
+        self.stranded: list[Assignment] = []  # what those took
+        self.reconciled_with: list[Counter[str]] = []  # the `held` of each reconcile
+        self.reconcile_outage = Outage()
         self._cond = threading.Condition()
 
     def put(self, assignment: Assignment) -> None:
@@ -68,7 +72,24 @@ class InMemoryIntake(WorkIntake):
         with self._cond:
             if not self.ready:
                 self._cond.wait(timeout)
-            return self.ready.popleft() if self.ready else None
+            taken = self.ready.popleft() if self.ready else None
+            if taken is not None and self.lost_answers > 0:
+                # Carried out, but its answer never reached the agent (Redis past the socket
+                # timeout): the attempt sits on this agent's list with no worker to run it.
+                self.lost_answers -= 1
+                self.stranded.append(taken)
+                raise TransientError("take: no answer within the socket timeout (injected)")
+            return taken
+
+    def reconcile(self, held: Counter[str]) -> int:
+        self.reconcile_outage("reconcile")
+        with self._cond:
+            self.reconciled_with.append(Counter(held))
+            back = [a for a in self.stranded if held[a.entry] == 0]
+            self.stranded = [a for a in self.stranded if held[a.entry] > 0]
+        for a in back:  # given back as a failover would: a new attempt
+            self.put(replace(a, attempt=a.attempt + 1))
+        return len(back)
 
 
 # --8<-- [start:sink]

@@ -8,7 +8,10 @@ same script that gives the task back; at `max_lost_attempts` the task ends FAILE
 
 from __future__ import annotations
 
+from collections import Counter
+
 from common import keys
+from common.adapters.redis_agent import RedisListIntake, ReliableClaim
 from common.adapters.redis_dispatch import RedisDispatcher, Scheduled
 from common.adapters.redis_queue import Claim, RedisWorkQueue
 from common.adapters.redis_store import RedisTaskStore
@@ -132,3 +135,49 @@ def test_a_task_that_keeps_killing_its_agent_ends_failed_after_max_lost_attempts
     assert len(set(killed)) == 2
     assert probe.runs()["killer"] == 2
     assert probe.redis.llen(keys.PENDING_QUEUE) == 0
+
+
+def test_a_live_agent_gives_back_what_its_lists_hold_beyond_its_running_attempts(redis_client):
+    # Given agent-1 with three entries on its processing list: one it runs (claimed, held),
+    # one a take moved there whose answer it never heard (DISPATCHED), and one a take and a
+    # claim made RUNNING for it unheard (a Redis frozen past the socket timeout)
+    store = RedisTaskStore(redis_client)
+    dispatcher = RedisDispatcher(redis_client, store, max_lost_attempts=1)
+    dispatcher.raise_fence(5)
+    intake = RedisListIntake(
+        RedisWorkQueue(
+            redis_client, store, source=keys.agent_tasks("agent-1"), requeue_to=keys.PENDING_QUEUE
+        ),
+        "agent-1",
+        ReliableClaim(),
+    )
+    ids = []
+    for _ in range(3):
+        ids.append(dispatch_to(dispatcher, redis_client, "agent-1", HAND_PUSHED).task.task_id)
+    held = start_on(redis_client, store, "agent-1")
+    unheard_running = start_on(redis_client, store, "agent-1")
+    intake.queue.take_reliably("agent-1", 1)  # moved, never claimed
+    assert redis_client.llen(keys.processing("agent-1")) == 3
+
+    # When the agent reconciles, holding only the attempt it runs
+    given = intake.reconcile(Counter({held.message: 1}))
+
+    # Then the two it does not run go back (a new attempt), not counted as lost even with a
+    # limit of one; the one it runs is untouched, and stays on its list
+    assert given == 2
+    assert redis_client.lrange(keys.processing("agent-1"), 0, -1) == [held.message.encode()]
+    assert (store.get(held.task.task_id).status, store.get(held.task.task_id).attempt) == (
+        TaskStatus.RUNNING,
+        1,
+    )
+    for task_id in set(ids) - {held.task.task_id}:
+        task = store.get(task_id)
+        assert (task.status, task.attempt) == (TaskStatus.PENDING, 2)
+        assert redis_client.hget(keys.task(task_id), "lostAttempts") is None
+    last = store.history(unheard_running.task.task_id)[-1]
+    assert (last["from"], last["state"]) == ("RUNNING", "PENDING")
+    assert last["reason"] == "taken for agent agent-1 by a call that got no answer; never run"
+    assert redis_client.llen(keys.PENDING_QUEUE) == 2
+
+    # and a second look finds nothing more to give back
+    assert intake.reconcile(Counter({held.message: 1})) == 0

@@ -251,3 +251,51 @@ def test_streamed_lines_reach_a_sink_that_streams(parts):
     intake.put(a)
     eventually(lambda: sink.reports, message="reported")
     assert sink.lines == [(a.task_id, 1, "line one")]
+
+
+def test_an_attempt_taken_by_a_take_that_got_no_answer_is_given_back_and_runs_once(parts):
+    # Given a take that is carried out but whose answer never reaches the agent
+    make, intake, sink, _ = parts
+    intake.lost_answers = 1
+    make(succeed())
+    a = assignment()
+    intake.put(a)
+
+    # Then the agent reconciles its list against what it runs, and the attempt it never ran
+    # comes back as a new attempt, which runs once
+    eventually(lambda: sink.reports, message="reported")
+    assert [(r.task_id, r.attempt) for r, _ in sink.reports] == [(a.task_id, 2)]
+    assert intake.reconciled_with[0] == {}
+    assert intake.stranded == []
+
+
+def test_a_reconcile_never_gives_back_an_attempt_a_worker_is_running(parts):
+    # Given a worker running an attempt, and another worker's take that gets no answer
+    make, intake, sink, control = parts
+    make(run_until_cancelled(), capacity=2)
+    running = assignment("sleep 60")
+    intake.put(running)
+    eventually(lambda: sink.started_ids == [(running.task_id, 1)], message="first started")
+    intake.lost_answers = 1
+    stray = assignment("echo stray")
+    intake.put(stray)
+
+    # Then the reconcile counts the running attempt as held, and gives back only the stray
+    eventually(lambda: len(intake.reconciled_with) >= 2, message="both looks taken")
+    assert intake.reconciled_with[0] == {running.entry: 1}
+    eventually(lambda: (stray.task_id, 2) in sink.started_ids, message="stray runs again")
+    assert (running.task_id, 2) not in sink.started_ids
+    control.stop_reasons[running.task_id] = "cancelled"
+    control.stop_reasons[stray.task_id] = "cancelled"
+
+
+def test_a_reconcile_that_meets_an_outage_is_tried_again(parts):
+    make, intake, sink, _ = parts
+    intake.lost_answers = 1
+    intake.reconcile_outage.remaining = 3
+    make(succeed())
+    a = assignment()
+    intake.put(a)
+    eventually(lambda: sink.reports, message="reported")
+    assert intake.reconcile_outage.failed == 3
+    assert [(r.task_id, r.attempt) for r, _ in sink.reports] == [(a.task_id, 2)]

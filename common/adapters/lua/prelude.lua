@@ -137,7 +137,8 @@ end
 -- k: give_back_keys().  entry: the entry byte for byte.
 -- a: {mode, actor, now, reason, from = {STATUS = true}, agent ('' = any owner),
 --     taskId (nil for a raw message), attempt (the entry's own, if it names one),
---     epoch, incarnation, maxLost}
+--     epoch, incarnation, maxLost, notRun (true: the attempt never started, so its loss is
+--     not counted against the task)}
 -- mode says who calls and so what fences the call (checked before anything moves: a refused
 -- call changes nothing at all):
 --   'leader'    the elected scheduler: its epoch must not be below fence:scheduler, and (when
@@ -194,7 +195,7 @@ local function give_back(k, entry, a)
   local epoch, fence_key = tonumber(cur[4]) or 0, ''
   if a.mode == 'leader' then epoch, fence_key = a.epoch, k.fence end
   local fields = {}
-  if status == 'RUNNING' then
+  if status == 'RUNNING' and not a.notRun then
     -- The task was running when its agent was lost. Counted, because a task that kills its
     -- agent (out of memory, a fork bomb) would otherwise be re-run forever, taking agent
     -- after agent down with it. A DISPATCHED task never started: its loss is not its fault.

@@ -16,13 +16,17 @@
 -- A task failed here (lost too often) has no agent left to report it: its final state goes to
 -- the archive's outbox in the same step (archive_outbox.lua).
 --
+-- A live agent also calls it, for entries a call of its own put on its processing list while
+-- it had stopped listening for the answer (a Redis frozen past the client's socket timeout;
+-- RedisListIntake.reconcile). Those never ran: the options say so (notRun), with the reason.
+--
 -- KEYS: 1 the list, 2 task, 3 history, 4 target queue, 5 stats, 6 fence,
 --       7 heartbeat key, 8 incarnation key, 9 archive:outbox
 -- ARGV: 1 the exact entry, 2 JSON options (see give_back in prelude.lua)
 -- Returns {code, reason, status, attempt} (see give_back).
 local a = cjson.decode(ARGV[2])
 a.from = {RUNNING = true, DISPATCHED = true}
-a.reason = 'agent ' .. a.agent .. ' lost'
+a.reason = a.reason or ('agent ' .. a.agent .. ' lost')
 local r = give_back(give_back_keys(), ARGV[1], a)
 if r[2] == 'lost_too_often' then
   archive_outbox(KEYS[9], KEYS[2], a.actor, 'failover', redis.call('HGET', KEYS[2], 'error'))

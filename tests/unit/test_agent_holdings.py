@@ -1,0 +1,89 @@
+"""The agent's holdings: a reconcile sees every attempt its workers run, and no take or
+chained report is in flight while it compares (common/agent/holdings.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from common.agent.holdings import Holdings
+
+
+def test_a_reconcile_waits_for_the_calls_in_flight_and_sees_what_they_took():
+    holdings = Holdings()
+    in_call, go_on = threading.Event(), threading.Event()
+
+    def take() -> None:
+        with holdings.call():
+            in_call.set()
+            go_on.wait(5)
+            holdings.hold("entry-1")
+
+    worker = threading.Thread(target=take)
+    worker.start()
+    in_call.wait(5)
+    threading.Timer(0.2, go_on.set).start()
+    with holdings.alone(5.0) as held:
+        # the call ended before the reconcile could compare: what it took counts as held
+        assert held == {"entry-1": 1}
+    worker.join(5)
+
+
+def test_no_call_starts_while_a_reconcile_compares():
+    holdings = Holdings()
+    started = threading.Event()
+
+    def take() -> None:
+        with holdings.call():
+            started.set()
+
+    with holdings.alone(1.0) as held:
+        assert held == {}
+        worker = threading.Thread(target=take)
+        worker.start()
+        assert not started.wait(0.2), "a call started during the reconcile"
+    assert started.wait(5), "the call did not start once the reconcile was over"
+    worker.join(5)
+
+
+def test_a_reconcile_gives_up_while_a_call_stays_in_flight_and_lets_calls_go_on():
+    holdings = Holdings()
+    release = threading.Event()
+
+    def stuck() -> None:
+        with holdings.call():
+            release.wait(5)
+
+    worker = threading.Thread(target=stuck)
+    worker.start()
+    time.sleep(0.05)
+    with holdings.alone(0.1) as held:
+        assert held is None
+    release.set()
+    worker.join(5)
+    with holdings.call():  # not blocked by the abandoned reconcile
+        pass
+
+
+def test_holding_is_counted_per_entry_and_released_once_per_attempt():
+    holdings = Holdings()
+    holdings.hold("same")
+    holdings.hold("same")
+    holdings.hold("")  # an untracked attempt has no entry to hold
+    holdings.release("same")
+    with holdings.alone(1.0) as held:
+        assert held == {"same": 1}
+
+
+def test_a_lost_answer_makes_two_looks_due_the_second_after_a_pause():
+    holdings = Holdings(second_look=0.2)
+    assert not holdings.due()
+    holdings.unanswered()
+    assert holdings.due()
+    holdings.reconciled()
+    assert not holdings.due()
+    time.sleep(0.25)
+    assert holdings.due()
+    holdings.reconciled()
+    time.sleep(0.25)
+    assert not holdings.due()
