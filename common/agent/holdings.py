@@ -40,6 +40,7 @@ class Holdings:
         self._due_at = 0.0
 
     # -- the workers' side ---------------------------------------------------------------------
+    # --8<-- [start:gate]
     @contextmanager
     def call(self) -> Iterator[None]:
         """Around a take or a chained report, and the `hold` of what it returned. Waits while
@@ -96,6 +97,8 @@ class Holdings:
             with self._cond:
                 self._alone = False
                 self._cond.notify_all()
+
+    # --8<-- [end:gate]
 
     def reconciled(self) -> None:
         """A look went through: the next one is due after `second_look`, if one is left."""
