@@ -18,9 +18,9 @@ of the stream. The same two rules as the bus path (archiver.py) make the rows ex
 2. an entry is acknowledged (XACK, and deleted with XDEL in the same MULTI) only after the
    PostgreSQL transaction committed. A kill -9 in between leaves it pending in the group: the
    archiver that starts again reads its own pending entries first (XREADGROUP from id 0), and
-   any archiver takes over the entries another has held idle for `claim_idle` (XAUTOCLAIM),
-   so one that never comes back (a new pod, a new name) strands nothing. Rule 1 absorbs what
-   was written but not acknowledged.
+   any archiver takes over the entries another has held idle for `archive_claim_idle`
+   (XAUTOCLAIM; a minute by default), so one that never comes back (a new pod, a new name)
+   strands nothing. Rule 1 absorbs what was written but not acknowledged.
 
 Deleting each archived entry keeps the stream at exactly the backlog: its length is what is
 not archived yet, and the first entry's id says how old the oldest one is (both are on every
@@ -61,6 +61,7 @@ from common.archive.archiver import (
     write_rows,
 )
 from common.archive.store import ArchiveRow, PostgresArchive
+from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
 from common.domain.transitions import TERMINAL_STATES
 from common.messaging.clients import EventPublisher
@@ -76,11 +77,12 @@ log = get_logger("tasklab.archiver")
 
 FINAL_STATUSES = frozenset(status.value for status in TERMINAL_STATES)
 # An archiver that was killed (or lost its pod, and with it its consumer name) leaves its
-# entries pending under its name: after this long without an acknowledgement another takes them.
-CLAIM_IDLE = 60.0
-# A consumer of the group with nothing pending, silent this long, is a dead archiver's name:
-# forgotten, so the group's consumer list does not grow with every restart.
-FORGET_AFTER = 3600.0
+# entries pending under its name: after `archive_claim_idle` without an acknowledgement another
+# takes them. A consumer of the group with nothing pending, silent for `archive_forget_after`,
+# is a dead archiver's name: forgotten, so the group's consumer list does not grow with every
+# restart. The role passes the settings; these defaults are the settings' own.
+CLAIM_IDLE: float = Settings.model_fields["archive_claim_idle"].default
+FORGET_AFTER: float = Settings.model_fields["archive_forget_after"].default
 
 
 class MalformedEntry(ValueError):
@@ -250,6 +252,7 @@ class OutboxArchiver:
         batch_max: int = 500,
         backoff: ExponentialBackoff | None = None,
         claim_idle: float = CLAIM_IDLE,
+        forget_after: float = FORGET_AFTER,
         block: float = 0.5,
     ) -> None:
         self.client = client
@@ -260,6 +263,7 @@ class OutboxArchiver:
         self.batch_max = batch_max
         self.backoff = backoff or ExponentialBackoff(0.2, 30.0)
         self.claim_idle = claim_idle
+        self.forget_after = forget_after
         self.block = block
         self.key = keys.ARCHIVE_OUTBOX
         self.group = ARCHIVER_GROUP
@@ -363,7 +367,8 @@ class OutboxArchiver:
     def _forget_dead_consumers(self) -> None:
         for info in self.client.xinfo_consumers(self.key, self.group):
             name = _text(info["name"])
-            if name != self.consumer and not info["pending"] and info["idle"] > FORGET_AFTER * 1000:
+            silent = info["idle"] > self.forget_after * 1000
+            if name != self.consumer and not info["pending"] and silent:
                 self.client.xgroup_delconsumer(self.key, self.group, name)
 
     # --8<-- [start:handle]
