@@ -1,7 +1,8 @@
 """The archive's outbox on real Redis and PostgreSQL: final states no agent reports (a cancel
 before the run, a failover that gives up, a pinned task whose agent is gone, a composite's
-skipped children and its parent) are archived exactly once, across a kill -9 of the archiver;
-and a platform with no archiver keeps no outbox at all."""
+skipped children and its parent) are archived exactly once, across a kill -9 of the archiver
+and by two archivers at once (one of them killed); an entry that cannot be a row is
+dead-lettered and the stream moves on; and a platform with no archiver keeps no outbox."""
 
 from __future__ import annotations
 
@@ -265,3 +266,79 @@ def test_entries_an_archiver_that_never_came_back_held_are_taken_over_by_another
     # Then each of them is archived exactly once, and the outbox is empty
     assert_archived_once(archive, ended)
     assert redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0
+
+
+def cancel_burst(client: Redis, n: int) -> dict[tuple[str, int], str]:
+    """`n` tasks submitted and cancelled before they ran: `n` outbox entries, quickly."""
+    store = RedisTaskStore(client)
+    ended = {}
+    for i in range(n):
+        task, _ = store.submit(TaskSpec(task_type="SHELL", payload=f"echo {i}"))
+        assert store.cancel(task.task_id).accepted
+        ended[(task.task_id, 1)] = "CANCELLED"
+    client.delete(keys.PENDING_QUEUE)  # their messages: whoever took them would drop them
+    return ended
+
+
+def pending_by_consumer(client: Redis) -> dict[str, int]:
+    infos = client.xinfo_consumers(keys.ARCHIVE_OUTBOX, ARCHIVER_GROUP)
+    return {info["name"].decode(): info["pending"] for info in infos}
+
+
+def test_two_archivers_on_one_outbox_archive_a_burst_once_and_a_kill_of_one_loses_nothing(
+    observed_role, redis_url, redis_client, kafka_service, kafka_namespace, archive_dsn, archive
+):
+    # Given two archivers on the same outbox, each taking over what the other has held for
+    # a second (a dead one's entries are not left for a minute)
+    base = archiver_env(redis_url, kafka_service, kafka_namespace, archive_dsn)
+    base["TASKLAB_ARCHIVE_CLAIM_IDLE"] = "1s"
+    started = {}
+    for name in ("a", "b"):
+        env = {**base, "TASKLAB_ARCHIVE_ID": f"pair-{name}"}
+        started[name] = start_archiver(observed_role, env, f"archiver-{name}")
+    (one, one_address), (other, other_address) = started["a"], started["b"]
+
+    # When a burst of final states reaches the outbox while both read it
+    first = final_states_no_agent_reports(redis_client) | cancel_burst(redis_client, 150)
+
+    # Then every one is archived exactly once, by the two of them together
+    assert_archived_once(archive, first)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+
+    def rows(address: str) -> float:
+        return scrape(address).value("tasklab_archive_rows_total", source="outbox") or 0
+
+    eventually(
+        lambda: rows(one_address) + rows(other_address) == len(first),
+        10,
+        0.2,
+        message="the rows counted once between the two",
+    )
+
+    # When PostgreSQL stalls them (the table locked), a second burst arrives, both hold
+    # entries they read and could not write, and one of them is killed -9
+    lock = psycopg.connect(archive_dsn)
+    lock.execute("LOCK TABLE task_attempts IN ACCESS EXCLUSIVE MODE")
+    second = cancel_burst(redis_client, 60)
+    eventually(
+        lambda: all(pending_by_consumer(redis_client).get(f"archiver-pair-{n}") for n in "ab"),
+        15,
+        0.05,
+        message="both archivers holding entries",
+    )
+    os.kill(one.pid, signal.SIGKILL)
+    one.proc.wait(10)
+    held = pending_by_consumer(redis_client)["archiver-pair-a"]
+    assert held > 0
+
+    # ...while the burst goes on, and PostgreSQL comes back
+    second |= cancel_burst(redis_client, 60)
+    lock.rollback()
+    lock.close()
+
+    # Then the one left archives all of it, the dead one's entries too, each exactly once,
+    # and the outbox holds nothing, pending or not
+    assert_archived_once(archive, first | second)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+    assert pending(redis_client) == 0
+    assert other.alive()
