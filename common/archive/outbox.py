@@ -34,9 +34,10 @@ duplicate (tasklab_archive_duplicates_total{source}).
 
 Failures, none of them fatal to the process: PostgreSQL or Redis down, or a dead letter not
 acknowledged by Kafka, leaves the batch pending, waits (exponential backoff) and reads its own
-pending entries again. An entry that cannot become a row (a field missing or not a number, a
-row PostgreSQL refuses) goes to the dead-letter topic with its reason (x-original-topic names
-the stream, x-original-offset the entry id) and is acknowledged: the stream moves on.
+pending entries again. An entry that cannot become a row (a field missing, not a number or not
+UTF-8, a row PostgreSQL refuses) goes to the dead-letter topic with its reason
+(x-original-topic names the stream, x-original-offset the entry id) and is acknowledged: the
+stream moves on.
 """
 
 from __future__ import annotations
@@ -135,6 +136,33 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _shown(value: bytes | str) -> str:
+    """A field as a dead letter shows it: bytes that are not UTF-8 as \\xNN escapes, so that
+    whoever reads it sees what was there (a replacement character would hide it)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _utf8(value: bytes | str, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedEntry(f"{what} is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+
+
+def _utf8_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """The entry's fields as text; MalformedEntry names the first that is not UTF-8.
+
+    Strict, not decoded with replacement characters: a task id (or an error, a result) with
+    U+FFFD in place of its bytes would be archived as a row of a task nobody made."""
+    fields = {}
+    for key, value in raw.items():
+        name = _utf8(key, f"field name {_shown(key)[:40]}")
+        fields[name] = _utf8(value, f"field {name[:40]}")
+    return fields
+
+
 def _number(fields: Mapping[str, str], name: str, kind: type, required: bool):
     raw = fields.get(name)
     if raw in (None, ""):
@@ -157,7 +185,7 @@ def decode_entry(raw: Mapping[bytes | str, bytes | str]) -> OutboxEntry:
     about the description (a createdAt that is not a number is left out, as for a task Redis
     no longer has): the outcome matters more.
     """
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = _utf8_fields(raw)
     task_id = fields.get("taskId", "")
     if not task_id:
         raise MalformedEntry("no taskId")
@@ -384,7 +412,7 @@ class OutboxArchiver:
             try:
                 good.append((entry_id, decode_entry(raw)))
             except MalformedEntry as exc:
-                fields = {_text(k): _text(v) for k, v in raw.items()}
+                fields = {_shown(k): _shown(v) for k, v in raw.items()}
                 bad.append((entry_id, fields, f"malformed outbox entry: {exc}", "malformed"))
         if good:
             try:
@@ -395,7 +423,7 @@ class OutboxArchiver:
             raws = dict(entries)
 
             def refused(entry_id: str, error: str) -> None:
-                fields = {_text(k): _text(v) for k, v in (raws[entry_id] or {}).items()}
+                fields = {_shown(k): _shown(v) for k, v in (raws[entry_id] or {}).items()}
                 bad.append((entry_id, fields, error, "refused"))
 
             inserted = write_rows(self.archive, rows, refused)

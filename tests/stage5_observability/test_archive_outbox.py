@@ -342,3 +342,81 @@ def test_two_archivers_on_one_outbox_archive_a_burst_once_and_a_kill_of_one_lose
     eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
     assert pending(redis_client) == 0
     assert other.alive()
+
+
+def dead_letters_of(bootstrap: str, kafka_namespace: str, n: int) -> list:
+    """The first `n` dead letters on the test's namespace, read from the start."""
+    bus = Bus(bootstrap, kafka_namespace)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bus.bootstrap,
+            "group.id": f"{kafka_namespace}-probe",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([bus.topic(DEAD_LETTER)])
+    seen = []
+    try:
+
+        def all_read():
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                seen.append(msg)
+            return len(seen) >= n
+
+        eventually(all_read, 20, 0, message=f"{n} dead letters")
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_an_entry_whose_bytes_are_not_utf8_is_dead_lettered_and_those_after_it_archived(
+    observed_role, redis_url, redis_client, kafka_service, kafka_namespace, archive_dsn, archive
+):
+    # Given a running archiver
+    env = archiver_env(redis_url, kafka_service, kafka_namespace, archive_dsn)
+    archiver, address = start_archiver(observed_role, env, "archiver-1")
+
+    # When entries whose bytes are not UTF-8 (a task id, an error, a field's name) arrive
+    # between final states, written by a raw client as no script would
+    before = cancel_burst(redis_client, 10)
+    raw = Redis.from_url(redis_url)  # bytes in, bytes out: nothing decoded on the way
+    good = {"status": b"CANCELLED", "attempt": b"1", "finishedAt": b"1700000000.5"}
+    bad = {
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-\xff\xfe"}).decode(): (
+            "malformed outbox entry: field taskId is not UTF-8 (byte 2: invalid start byte)",
+            {"taskId": "t-\\xff\\xfe", "status": "CANCELLED"},
+        ),
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-2", "error": b"\xc3("}).decode(): (
+            "malformed outbox entry: field error is not UTF-8 (byte 0: invalid continuation byte)",
+            {"taskId": "t-2", "error": "\\xc3("},
+        ),
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-3", b"n\x80": b"x"}).decode(): (
+            "malformed outbox entry: field name n\\x80 is not UTF-8 (byte 1: invalid start byte)",
+            {"taskId": "t-3", "n\\x80": "x"},
+        ),
+    }
+    raw.close()
+    after = cancel_burst(redis_client, 10)
+
+    # Then the final states before and after them are archived exactly once, none of the bad
+    # ones is (no row for a task id made of replacement characters), and the stream drained
+    assert_archived_once(archive, before | after)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+    assert pending(redis_client) == 0
+
+    # ...each bad one is on the dead-letter topic with its reason and its bytes shown
+    letters = dead_letters_of(env["TASKLAB_KAFKA_BOOTSTRAP"], kafka_namespace, len(bad))
+    assert len(letters) == len(bad)
+    for msg in letters:
+        headers = {k: v.decode() for k, v in msg.headers()}
+        assert headers[ORIGINAL_TOPIC] == keys.ARCHIVE_OUTBOX
+        reason, shown = bad[headers[ORIGINAL_OFFSET]]
+        assert headers[ERROR] == reason
+        assert shown.items() <= json.loads(msg.value()).items()
+
+    # ...counted, and the archiver is alive and ready
+    metrics = scrape(address)
+    assert metrics.value("tasklab_archive_errors_total", reason="malformed") == len(bad)
+    assert archiver.alive()
+    assert wait_ready(archiver, address)["checks"]["outbox"]
