@@ -18,9 +18,9 @@ of the stream. The same two rules as the bus path (archiver.py) make the rows ex
 2. an entry is acknowledged (XACK, and deleted with XDEL in the same MULTI) only after the
    PostgreSQL transaction committed. A kill -9 in between leaves it pending in the group: the
    archiver that starts again reads its own pending entries first (XREADGROUP from id 0), and
-   any archiver takes over the entries another has held idle for `claim_idle` (XAUTOCLAIM),
-   so one that never comes back (a new pod, a new name) strands nothing. Rule 1 absorbs what
-   was written but not acknowledged.
+   any archiver takes over the entries another has held idle for `archive_claim_idle`
+   (XAUTOCLAIM; a minute by default), so one that never comes back (a new pod, a new name)
+   strands nothing. Rule 1 absorbs what was written but not acknowledged.
 
 Deleting each archived entry keeps the stream at exactly the backlog: its length is what is
 not archived yet, and the first entry's id says how old the oldest one is (both are on every
@@ -34,9 +34,10 @@ duplicate (tasklab_archive_duplicates_total{source}).
 
 Failures, none of them fatal to the process: PostgreSQL or Redis down, or a dead letter not
 acknowledged by Kafka, leaves the batch pending, waits (exponential backoff) and reads its own
-pending entries again. An entry that cannot become a row (a field missing or not a number, a
-row PostgreSQL refuses) goes to the dead-letter topic with its reason (x-original-topic names
-the stream, x-original-offset the entry id) and is acknowledged: the stream moves on.
+pending entries again. An entry that cannot become a row (a field missing, not a number or not
+UTF-8, a row PostgreSQL refuses) goes to the dead-letter topic with its reason
+(x-original-topic names the stream, x-original-offset the entry id) and is acknowledged: the
+stream moves on.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from common.archive.archiver import (
     write_rows,
 )
 from common.archive.store import ArchiveRow, PostgresArchive
+from common.config import Settings
 from common.domain.backoff import ExponentialBackoff
 from common.domain.transitions import TERMINAL_STATES
 from common.messaging.clients import EventPublisher
@@ -76,11 +78,12 @@ log = get_logger("tasklab.archiver")
 
 FINAL_STATUSES = frozenset(status.value for status in TERMINAL_STATES)
 # An archiver that was killed (or lost its pod, and with it its consumer name) leaves its
-# entries pending under its name: after this long without an acknowledgement another takes them.
-CLAIM_IDLE = 60.0
-# A consumer of the group with nothing pending, silent this long, is a dead archiver's name:
-# forgotten, so the group's consumer list does not grow with every restart.
-FORGET_AFTER = 3600.0
+# entries pending under its name: after `archive_claim_idle` without an acknowledgement another
+# takes them. A consumer of the group with nothing pending, silent for `archive_forget_after`,
+# is a dead archiver's name: forgotten, so the group's consumer list does not grow with every
+# restart. The role passes the settings; these defaults are the settings' own.
+CLAIM_IDLE: float = Settings.model_fields["archive_claim_idle"].default
+FORGET_AFTER: float = Settings.model_fields["archive_forget_after"].default
 
 
 class MalformedEntry(ValueError):
@@ -133,6 +136,33 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _shown(value: bytes | str) -> str:
+    """A field as a dead letter shows it: bytes that are not UTF-8 as \\xNN escapes, so that
+    whoever reads it sees what was there (a replacement character would hide it)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _utf8(value: bytes | str, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedEntry(f"{what} is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+
+
+def _utf8_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """The entry's fields as text; MalformedEntry names the first that is not UTF-8.
+
+    Strict, not decoded with replacement characters: a task id (or an error, a result) with
+    U+FFFD in place of its bytes would be archived as a row of a task nobody made."""
+    fields = {}
+    for key, value in raw.items():
+        name = _utf8(key, f"field name {_shown(key)[:40]}")
+        fields[name] = _utf8(value, f"field {name[:40]}")
+    return fields
+
+
 def _number(fields: Mapping[str, str], name: str, kind: type, required: bool):
     raw = fields.get(name)
     if raw in (None, ""):
@@ -155,7 +185,7 @@ def decode_entry(raw: Mapping[bytes | str, bytes | str]) -> OutboxEntry:
     about the description (a createdAt that is not a number is left out, as for a task Redis
     no longer has): the outcome matters more.
     """
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = _utf8_fields(raw)
     task_id = fields.get("taskId", "")
     if not task_id:
         raise MalformedEntry("no taskId")
@@ -250,6 +280,7 @@ class OutboxArchiver:
         batch_max: int = 500,
         backoff: ExponentialBackoff | None = None,
         claim_idle: float = CLAIM_IDLE,
+        forget_after: float = FORGET_AFTER,
         block: float = 0.5,
     ) -> None:
         self.client = client
@@ -260,6 +291,7 @@ class OutboxArchiver:
         self.batch_max = batch_max
         self.backoff = backoff or ExponentialBackoff(0.2, 30.0)
         self.claim_idle = claim_idle
+        self.forget_after = forget_after
         self.block = block
         self.key = keys.ARCHIVE_OUTBOX
         self.group = ARCHIVER_GROUP
@@ -363,7 +395,8 @@ class OutboxArchiver:
     def _forget_dead_consumers(self) -> None:
         for info in self.client.xinfo_consumers(self.key, self.group):
             name = _text(info["name"])
-            if name != self.consumer and not info["pending"] and info["idle"] > FORGET_AFTER * 1000:
+            silent = info["idle"] > self.forget_after * 1000
+            if name != self.consumer and not info["pending"] and silent:
                 self.client.xgroup_delconsumer(self.key, self.group, name)
 
     # --8<-- [start:handle]
@@ -379,7 +412,7 @@ class OutboxArchiver:
             try:
                 good.append((entry_id, decode_entry(raw)))
             except MalformedEntry as exc:
-                fields = {_text(k): _text(v) for k, v in raw.items()}
+                fields = {_shown(k): _shown(v) for k, v in raw.items()}
                 bad.append((entry_id, fields, f"malformed outbox entry: {exc}", "malformed"))
         if good:
             try:
@@ -390,7 +423,7 @@ class OutboxArchiver:
             raws = dict(entries)
 
             def refused(entry_id: str, error: str) -> None:
-                fields = {_text(k): _text(v) for k, v in (raws[entry_id] or {}).items()}
+                fields = {_shown(k): _shown(v) for k, v in (raws[entry_id] or {}).items()}
                 bad.append((entry_id, fields, error, "refused"))
 
             inserted = write_rows(self.archive, rows, refused)

@@ -119,6 +119,8 @@ def run_archiver(settings: Settings) -> None:
         OutboxDeadLetters(publisher, bus.group(ARCHIVER_GROUP)),
         batch_max=settings.archive_batch_max,
         backoff=backoff,
+        claim_idle=settings.archive_claim_idle,
+        forget_after=settings.archive_forget_after,
     )
     crashed = threading.Event()
     outbox_thread = threading.Thread(

@@ -39,13 +39,11 @@ from common.cli.data import data_app
 from common.cli.errors import OneLineErrors
 from common.cli.explain import dead_letters_seen_command, explain_command
 from common.cli.schedules import schedule_app
-from common.cli.shared import fail, settings
+from common.cli.shared import fail, read_document, settings
 from common.domain.task import (
     RUNNABLE_TYPES,
-    NotStrictJSON,
     Task,
     TaskValidationError,
-    strict_json,
 )
 from common.domain.transitions import TERMINAL_STATES, TaskStatus
 
@@ -341,19 +339,7 @@ def composite(
     """Submit a composite task; prints the parent's id (with --wait, its tree).
 
     Exit code with --wait: 0 SUCCESS, 1 FAILED/CANCELLED/timeout; 2 for a bad document."""
-    if document == "-":
-        text, source = sys.stdin.read(), "stdin"
-    else:
-        try:
-            text, source = Path(document).read_text(encoding="utf-8"), document
-        except OSError as exc:
-            raise CliError(f"cannot read {document}: {exc.strerror or exc}", 2) from None
-    try:
-        data = strict_json(text)
-    except NotStrictJSON as exc:
-        raise CliError(f"{source}: not a JSON document ({exc})", 2) from None
-    if not isinstance(data, dict):
-        raise CliError(f"{source}: a composite document is a JSON object", 2)
+    data = read_document(document, "composite")
     if request_id:
         data["requestId"] = request_id
     _submit_composite(data, wait, wait_timeout, as_json)

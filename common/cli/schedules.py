@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from common.cli.backend import API_KEY_ENV, API_URL_ENV, CliError
 from common.cli.errors import fail
-from common.cli.shared import settings
+from common.cli.shared import read_document, settings
 from common.domain.schedule import CronError, iso, next_fires, parse_cron, zone_of
-from common.domain.task import NotStrictJSON, TaskValidationError, strict_json
+from common.domain.task import TaskValidationError
 
 schedule_app = typer.Typer(
     help="Cron schedules (Kubernetes CronJob semantics): each fire submits a task.",
@@ -166,20 +164,7 @@ def _print(view: dict) -> None:
 
 def _document(file: str | None, fields: dict[str, Any]) -> dict:
     if file is not None:
-        if file == "-":
-            text, source = sys.stdin.read(), "stdin"
-        else:
-            try:
-                text, source = Path(file).read_text(encoding="utf-8"), file
-            except OSError as exc:
-                raise CliError(f"cannot read {file}: {exc.strerror or exc}", 2) from None
-        try:
-            doc = strict_json(text)
-        except NotStrictJSON as exc:
-            raise CliError(f"{source}: not a JSON document ({exc})", 2) from None
-        if not isinstance(doc, dict):
-            raise CliError(f"{source}: a schedule document is a JSON object", 2)
-        return doc
+        return read_document(file, "schedule")
     if any(fields[k] is None for k in ("name", "schedule", "payload")):
         raise CliError("give NAME, --cron and --payload (or --file with a document)", 2)
     doc: dict[str, Any] = {
@@ -234,7 +219,13 @@ def create(
         retries=retries,
         suspend=suspend,
     )
-    view = _run(lambda: _backend().create(_document(file, fields)))
+
+    def submit() -> dict:
+        # The document first: a bad one is said as such, whatever the backend.
+        doc = _document(file, fields)
+        return _backend().create(doc)
+
+    view = _run(submit)
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return

@@ -397,6 +397,11 @@ class Settings(BaseSettings):
     archive_id: str = Field(default_factory=_default_agent_id)
     archive_batch_max: int = Field(default=500, ge=1, le=100_000)
     archive_retry_max: float = Field(default=30.0, gt=0)
+    # The outbox (archive:outbox): an archiver takes over the entries another has held this long
+    # without acknowledging them (a killed archiver, or one whose pod and name are gone), and
+    # forgets a consumer name with nothing pending that has been silent this long.
+    archive_claim_idle: float = Field(default=60.0, gt=0)
+    archive_forget_after: float = Field(default=3600.0, gt=0)
 
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1)
@@ -490,7 +495,13 @@ class Settings(BaseSettings):
             )
         return v
 
-    @field_validator("task_retention", "retention_sweep_interval", mode="before")
+    @field_validator(
+        "task_retention",
+        "retention_sweep_interval",
+        "archive_claim_idle",
+        "archive_forget_after",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, v: object) -> object:
         # A string is a duration with a unit; anything else is left to the float check.

@@ -57,7 +57,12 @@ CREDENTIAL_VARS = ("API_KEYS", "JWT_SECRET", "TASKLAB_API_KEYS", "TASKLAB_JWT_SE
 
 # host:port addresses a process serves on.
 SERVE_ADDRESSES = ("rpc_address", "api_address", "metrics_address")
-DURATION_KEYS = ("task_retention", "retention_sweep_interval")
+DURATION_KEYS = (
+    "task_retention",
+    "retention_sweep_interval",
+    "archive_claim_idle",
+    "archive_forget_after",
+)
 # The backing services: a production process in a container or a pod has none on its loopback.
 SERVICE_KEYS = ("redis_url", "zk_hosts", "kafka_bootstrap")
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[?::1\]?)$", re.IGNORECASE)

@@ -21,6 +21,7 @@ from common.messaging.heartbeat_monitor import HeartbeatMonitor
 from common.messaging.manager import TaskEventManager
 from common.messaging.schemas import StatusEvent
 from common.messaging.topics import STATUS
+from common.testing.messages import ConsumedMessage
 
 
 class CountingRedis(Redis):
@@ -45,31 +46,6 @@ class CountingRedis(Redis):
         return pipe
 
 
-class Msg:
-    """A status event as the consumer hands it over: one partition, in order."""
-
-    def __init__(self, offset: int, value: bytes) -> None:
-        self._offset, self._value = offset, value
-
-    def topic(self) -> str:
-        return STATUS
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
-
-
 def manager_on(redis_url: str) -> tuple[TaskEventManager, CountingRedis]:
     client = CountingRedis.from_url(redis_url)
     store = RedisTaskStore(client)
@@ -84,7 +60,7 @@ def manager_on(redis_url: str) -> tuple[TaskEventManager, CountingRedis]:
     return manager, client
 
 
-def running_then_success(probe, n: int) -> tuple[list[str], list[Msg]]:
+def running_then_success(probe, n: int) -> tuple[list[str], list[ConsumedMessage]]:
     """n tasks DISPATCHED to agent-x, and their RUNNING events, then their SUCCESS events."""
     placed = [probe.running_task("agent-x", status=TaskStatus.DISPATCHED) for _ in range(n)]
     values = [
@@ -94,7 +70,9 @@ def running_then_success(probe, n: int) -> tuple[list[str], list[Msg]]:
         for status in ("RUNNING", "SUCCESS")
         for task_id, epoch in placed
     ]
-    return [task_id for task_id, _ in placed], [Msg(i, v) for i, v in enumerate(values)]
+    # As the consumer hands a batch over: one partition, in order.
+    messages = [ConsumedMessage(STATUS, 0, i, v) for i, v in enumerate(values)]
+    return [task_id for task_id, _ in placed], messages
 
 
 def test_a_rounds_counts_go_with_the_next_rounds_reads(redis_url, probe):

@@ -1,7 +1,8 @@
 """The archive's outbox on real Redis and PostgreSQL: final states no agent reports (a cancel
 before the run, a failover that gives up, a pinned task whose agent is gone, a composite's
-skipped children and its parent) are archived exactly once, across a kill -9 of the archiver;
-and a platform with no archiver keeps no outbox at all."""
+skipped children and its parent) are archived exactly once, across a kill -9 of the archiver
+and by two archivers at once (one of them killed); an entry that cannot be a row is
+dead-lettered and the stream moves on; and a platform with no archiver keeps no outbox."""
 
 from __future__ import annotations
 
@@ -265,3 +266,157 @@ def test_entries_an_archiver_that_never_came_back_held_are_taken_over_by_another
     # Then each of them is archived exactly once, and the outbox is empty
     assert_archived_once(archive, ended)
     assert redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0
+
+
+def cancel_burst(client: Redis, n: int) -> dict[tuple[str, int], str]:
+    """`n` tasks submitted and cancelled before they ran: `n` outbox entries, quickly."""
+    store = RedisTaskStore(client)
+    ended = {}
+    for i in range(n):
+        task, _ = store.submit(TaskSpec(task_type="SHELL", payload=f"echo {i}"))
+        assert store.cancel(task.task_id).accepted
+        ended[(task.task_id, 1)] = "CANCELLED"
+    client.delete(keys.PENDING_QUEUE)  # their messages: whoever took them would drop them
+    return ended
+
+
+def pending_by_consumer(client: Redis) -> dict[str, int]:
+    infos = client.xinfo_consumers(keys.ARCHIVE_OUTBOX, ARCHIVER_GROUP)
+    return {info["name"].decode(): info["pending"] for info in infos}
+
+
+def test_two_archivers_on_one_outbox_archive_a_burst_once_and_a_kill_of_one_loses_nothing(
+    observed_role, redis_url, redis_client, kafka_service, kafka_namespace, archive_dsn, archive
+):
+    # Given two archivers on the same outbox, each taking over what the other has held for
+    # a second (a dead one's entries are not left for a minute)
+    base = archiver_env(redis_url, kafka_service, kafka_namespace, archive_dsn)
+    base["TASKLAB_ARCHIVE_CLAIM_IDLE"] = "1s"
+    started = {}
+    for name in ("a", "b"):
+        env = {**base, "TASKLAB_ARCHIVE_ID": f"pair-{name}"}
+        started[name] = start_archiver(observed_role, env, f"archiver-{name}")
+    (one, one_address), (other, other_address) = started["a"], started["b"]
+
+    # When a burst of final states reaches the outbox while both read it
+    first = final_states_no_agent_reports(redis_client) | cancel_burst(redis_client, 150)
+
+    # Then every one is archived exactly once, by the two of them together
+    assert_archived_once(archive, first)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+
+    def rows(address: str) -> float:
+        return scrape(address).value("tasklab_archive_rows_total", source="outbox") or 0
+
+    eventually(
+        lambda: rows(one_address) + rows(other_address) == len(first),
+        10,
+        0.2,
+        message="the rows counted once between the two",
+    )
+
+    # When PostgreSQL stalls them (the table locked), a second burst arrives, both hold
+    # entries they read and could not write, and one of them is killed -9
+    lock = psycopg.connect(archive_dsn)
+    lock.execute("LOCK TABLE task_attempts IN ACCESS EXCLUSIVE MODE")
+    second = cancel_burst(redis_client, 60)
+    eventually(
+        lambda: all(pending_by_consumer(redis_client).get(f"archiver-pair-{n}") for n in "ab"),
+        15,
+        0.05,
+        message="both archivers holding entries",
+    )
+    os.kill(one.pid, signal.SIGKILL)
+    one.proc.wait(10)
+    held = pending_by_consumer(redis_client)["archiver-pair-a"]
+    assert held > 0
+
+    # ...while the burst goes on, and PostgreSQL comes back
+    second |= cancel_burst(redis_client, 60)
+    lock.rollback()
+    lock.close()
+
+    # Then the one left archives all of it, the dead one's entries too, each exactly once,
+    # and the outbox holds nothing, pending or not
+    assert_archived_once(archive, first | second)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+    assert pending(redis_client) == 0
+    assert other.alive()
+
+
+def dead_letters_of(bootstrap: str, kafka_namespace: str, n: int) -> list:
+    """The first `n` dead letters on the test's namespace, read from the start."""
+    bus = Bus(bootstrap, kafka_namespace)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bus.bootstrap,
+            "group.id": f"{kafka_namespace}-probe",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([bus.topic(DEAD_LETTER)])
+    seen = []
+    try:
+
+        def all_read():
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                seen.append(msg)
+            return len(seen) >= n
+
+        eventually(all_read, 20, 0, message=f"{n} dead letters")
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_an_entry_whose_bytes_are_not_utf8_is_dead_lettered_and_those_after_it_archived(
+    observed_role, redis_url, redis_client, kafka_service, kafka_namespace, archive_dsn, archive
+):
+    # Given a running archiver
+    env = archiver_env(redis_url, kafka_service, kafka_namespace, archive_dsn)
+    archiver, address = start_archiver(observed_role, env, "archiver-1")
+
+    # When entries whose bytes are not UTF-8 (a task id, an error, a field's name) arrive
+    # between final states, written by a raw client as no script would
+    before = cancel_burst(redis_client, 10)
+    raw = Redis.from_url(redis_url)  # bytes in, bytes out: nothing decoded on the way
+    good = {"status": b"CANCELLED", "attempt": b"1", "finishedAt": b"1700000000.5"}
+    bad = {
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-\xff\xfe"}).decode(): (
+            "malformed outbox entry: field taskId is not UTF-8 (byte 2: invalid start byte)",
+            {"taskId": "t-\\xff\\xfe", "status": "CANCELLED"},
+        ),
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-2", "error": b"\xc3("}).decode(): (
+            "malformed outbox entry: field error is not UTF-8 (byte 0: invalid continuation byte)",
+            {"taskId": "t-2", "error": "\\xc3("},
+        ),
+        raw.xadd(keys.ARCHIVE_OUTBOX, {**good, "taskId": b"t-3", b"n\x80": b"x"}).decode(): (
+            "malformed outbox entry: field name n\\x80 is not UTF-8 (byte 1: invalid start byte)",
+            {"taskId": "t-3", "n\\x80": "x"},
+        ),
+    }
+    raw.close()
+    after = cancel_burst(redis_client, 10)
+
+    # Then the final states before and after them are archived exactly once, none of the bad
+    # ones is (no row for a task id made of replacement characters), and the stream drained
+    assert_archived_once(archive, before | after)
+    eventually(lambda: redis_client.xlen(keys.ARCHIVE_OUTBOX) == 0, 10, message="drained")
+    assert pending(redis_client) == 0
+
+    # ...each bad one is on the dead-letter topic with its reason and its bytes shown
+    letters = dead_letters_of(env["TASKLAB_KAFKA_BOOTSTRAP"], kafka_namespace, len(bad))
+    assert len(letters) == len(bad)
+    for msg in letters:
+        headers = {k: v.decode() for k, v in msg.headers()}
+        assert headers[ORIGINAL_TOPIC] == keys.ARCHIVE_OUTBOX
+        reason, shown = bad[headers[ORIGINAL_OFFSET]]
+        assert headers[ERROR] == reason
+        assert shown.items() <= json.loads(msg.value()).items()
+
+    # ...counted, and the archiver is alive and ready
+    metrics = scrape(address)
+    assert metrics.value("tasklab_archive_errors_total", reason="malformed") == len(bad)
+    assert archiver.alive()
+    assert wait_ready(archiver, address)["checks"]["outbox"]

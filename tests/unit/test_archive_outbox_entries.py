@@ -100,6 +100,25 @@ def test_an_entry_that_cannot_be_a_row_is_refused_with_its_reason(change, reason
     assert str(refused.value) == reason
 
 
-def test_bytes_that_are_not_utf8_decode_rather_than_crash_the_archiver():
-    entry = decode_entry({**LUA_FIELDS, "error": b"bad \xff byte"})
-    assert entry.error == "bad \ufffd byte"
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"taskId": b"6f1c\xff"}, "field taskId is not UTF-8 (byte 4: invalid start byte)"),
+        (
+            {"error": b"bad \xc3 byte"},
+            "field error is not UTF-8 (byte 4: invalid continuation byte)",
+        ),
+        (
+            {b"err\xffor": "x"},
+            "field name err\\xffor is not UTF-8 (byte 3: invalid start byte)",
+        ),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_refused_naming_the_field_not_replaced(change, reason):
+    # Replacement characters would archive a row for a task id nobody made (or an error
+    # nobody wrote): the entry is refused, to be dead-lettered with this reason.
+    raw = {k.encode(): v.encode() for k, v in LUA_FIELDS.items()}
+    raw |= {k if isinstance(k, bytes) else k.encode(): v for k, v in change.items()}
+    with pytest.raises(MalformedEntry) as refused:
+        decode_entry(raw)
+    assert str(refused.value) == reason

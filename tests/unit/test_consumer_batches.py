@@ -8,32 +8,19 @@ back and from where they are read again, what is dead-lettered.
 
 from __future__ import annotations
 
+from functools import partial
+
 from confluent_kafka import TopicPartition
 
 from common.messaging.clients import Bus
 from common.messaging.consumer import SKIPPED, AtLeastOnceConsumer, NotYet, Unprocessable
+from common.testing.messages import ConsumedMessage
 
 TOPIC = "task-status-update-topic"
 
 
-class Msg:
-    def __init__(self, partition: int, offset: int, value: bytes = b"{}") -> None:
-        self._partition, self._offset, self._value = partition, offset, value
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
+# A message of TOPIC: Msg(partition, offset[, value]).
+Msg = partial(ConsumedMessage, TOPIC)
 
 
 class Client:
@@ -60,7 +47,7 @@ class Letters:
     def __init__(self) -> None:
         self.sent: list[tuple[int, str]] = []
 
-    def send(self, msg: Msg, error: str) -> None:
+    def send(self, msg: ConsumedMessage, error: str) -> None:
         self.sent.append((msg.offset(), error))
 
 
