@@ -53,6 +53,23 @@ class DispatchLedger:
         entry = _s(raw[4]) if len(raw) > 4 else ""
         return Acceptance(bool(int(raw[0])), _s(raw[1]), _s(raw[2]), int(raw[3]), entry)
 
+    def accept_again(self, agent_id: str, task_id: str, attempt: int) -> Acceptance:
+        """`accept`, sent again after a try that got no answer (Redis past the client's socket
+        timeout): that try may have gone through, moving the entry to this agent's processing
+        list, and then this one is refused as "taken". An entry of (task_id, attempt) on this
+        agent's processing list while the task is still DISPATCHED to it at that attempt is
+        that try's: accepted. The caller must know that no worker of its own runs that
+        attempt already (a second delivery of a dispatch it accepted looks the same)."""
+        got = self.accept(agent_id, task_id, attempt)
+        if got.accepted or got.reason != "taken":
+            return got
+        if got.status != "DISPATCHED" or got.attempt != attempt:
+            return got
+        entry = self.find(keys.processing(agent_id), task_id, attempt)
+        if entry is None:
+            return got
+        return Acceptance(True, "ok", got.status, attempt, entry)
+
     def find(self, work_list: str, task_id: str, attempt: int) -> str | None:
         """The exact entry for (task_id, attempt) on a ledger list, to remove it by value.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -92,6 +93,8 @@ class KafkaDispatchIntake(WorkIntake):
         # here rather than looked up again for every dispatch.
         self.max_payload_bytes = configured_max_payload_bytes()
         self._lock = threading.Lock()
+        # The attempts accepted lately: a retried accept must not take one of them again.
+        self._accepted: deque[tuple[str, int]] = deque(maxlen=4096)
         self._stopping = threading.Event()
         self._paused = threading.Event()
         # What the stage 3 docs measure: dispatches read vs. addressed to this agent.
@@ -250,13 +253,30 @@ class KafkaDispatchIntake(WorkIntake):
 
     # --8<-- [end:take]
     def _accept(self, dispatch: DispatchMessage) -> Acceptance | None:
-        """Ask the ledger, retrying while Redis restarts; None if the agent stops first."""
+        """Ask the ledger, retrying while Redis restarts; None if the agent stops first.
+
+        A try that got no answer may have gone through (Redis frozen past the socket
+        timeout carries it out on waking), and the next is then refused as "taken": the
+        entry it moved would sit on this agent's processing list, run by nobody, with no
+        failover to come while the agent lives. So a retry asks `accept_again`, which takes
+        that entry as accepted, unless this agent accepted the attempt before (a second
+        delivery of a dispatch one of its workers runs looks the same to Redis)."""
+        key = (dispatch.task_id, dispatch.attempt)
+        unanswered = False
         while not self._stopping.is_set():
             try:
-                return self.ledger.accept(self.agent_id, dispatch.task_id, dispatch.attempt)
+                if unanswered and key not in self._accepted:
+                    got = self.ledger.accept_again(self.agent_id, *key)
+                else:
+                    got = self.ledger.accept(self.agent_id, *key)
             except RedisError as exc:
+                unanswered = True
                 log.warning("Redis unavailable (%s); retrying", exc)
                 self._stopping.wait(self.retry_wait)
+                continue
+            if got.accepted:
+                self._accepted.append(key)
+            return got
         return None
 
     def _rewind(self, msg: Message) -> None:
