@@ -191,6 +191,9 @@ def _reap_orphans(keep):
                 pass
 
 
+REAP_BODY = b'{"op": "reap"}'
+
+
 def _send(sock, obj):
     _send_body(sock, json.dumps(obj).encode())
 
@@ -224,6 +227,8 @@ class _Reader:
                 if len(self.buf) >= 4 + size:
                     body = bytes(self.buf[4 : 4 + size])
                     del self.buf[: 4 + size]
+                    if body == REAP_BODY:
+                        return {"op": "reap"}
                     return json.loads(body)
             # recvmsg itself, not socket.recv_fds: its array and its Python frame are work
             # (and pages written) for every message, where only a request carries fds.
@@ -307,22 +312,34 @@ def apply_env(env):
             os.environ[name] = value
 
 
+# The zygote's own environment, which never changes after its start (a task's variables are
+# set in its child only): a plain dict to compare with, where os.environ.get of a name that is
+# not set costs a KeyError raised and caught inside the mapping.
+_OWN_ENV = None
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
 def env_changes(env):
     """What of `env` would change this process's environment, encoded; None if nothing would.
 
-    Computed in the zygote before the fork, where work costs no copy-on-write fault, so that
-    the child applies only what differs, already encoded as os.environ stores it: for a plain
-    task its id and attempt, not the five other TASKLAB_* it removes and never had. Done in
-    the child with os.environ, the seven cost ~60 page faults (each absent name a KeyError
-    inside os.environ.pop); this way, two sets, ~25.
+    Computed in the zygote before the fork, so that the child applies only what differs,
+    already encoded as os.environ stores it: for a plain task its id and attempt, not the five
+    other TASKLAB_* it removes and never had. Done in the child through os.environ, the seven
+    cost ~60 copy-on-write faults there (each absent name a KeyError inside os.environ.pop);
+    this way, two sets, ~25. (Work before the fork faults too, on the pages the last child
+    shared, but a child that has exited shares nothing: those faults copy no page.)
     """
+    global _OWN_ENV
     if not env:
         return None
-    environ = os.environ
+    if _OWN_ENV is None:
+        _OWN_ENV = dict(os.environ)
+    own = _OWN_ENV
+    encoding, errors = _FS_ENCODING
     changes = [
-        (os.fsencode(name), None if value is None else os.fsencode(value))
+        (name.encode(encoding, errors), None if value is None else value.encode(encoding, errors))
         for name, value in env.items()
-        if environ.get(name) != value
+        if own.get(name) != value
     ]
     return changes or None
 
