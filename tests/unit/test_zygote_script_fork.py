@@ -180,3 +180,21 @@ def test_a_zygote_killed_under_a_running_script_fails_it_clearly_and_a_new_one_r
     eventually(lambda: not process_alive(started[0]), timeout=5)
     after = executor.run(make("import os\nprint(os.getppid())"))
     assert after.success and int(after.result) != zygote
+
+
+def test_a_task_variable_the_environment_cannot_hold_fails_the_start_with_the_reason():
+    # A lone surrogate cannot be encoded for the environment: the zygote finds out before the
+    # fork and says why, and serves the next task (the child used to exit 1 without a word).
+    pool = ZygotePool()
+    try:
+        out = run_process(
+            [],
+            timeout=10,
+            spawn=lambda: pool.run("print('ran')", "<string>", env={"TASKLAB_INPUT": "a\ud800"}),
+        )
+        assert out.exit_code is None and out.stdout == ""
+        assert out.error.startswith("could not start the task: UnicodeEncodeError")
+        ok = run_process([], timeout=10, spawn=lambda: pool.run("print('ok')", "<string>"))
+        assert (ok.exit_code, ok.stdout) == (0, "ok\n")
+    finally:
+        pool.close()
