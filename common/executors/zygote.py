@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from common.executors.process import SpawnError
+from common.executors.zygote_server import REAP_BODY
 
 SERVER = Path(__file__).with_name("zygote_server.py")
 
@@ -62,6 +63,14 @@ def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
             sock.sendall(data[sent:])
     else:
         sock.sendall(data)
+
+
+# The "reap" message, framed once: the zygote recognises these bytes without json.
+REAP = struct.pack(">I", len(REAP_BODY)) + REAP_BODY
+
+
+def send_reap(sock: socket.socket) -> None:
+    sock.sendall(REAP)
 
 
 class _Reader:
@@ -233,7 +242,7 @@ class ZygoteChild:
         healthy = self.zygote.alive()
         if healthy:
             try:
-                _send(self.zygote.sock, {"op": "reap"})
+                send_reap(self.zygote.sock)
             except OSError:
                 healthy = False
         if self.pool is not None:
