@@ -16,18 +16,23 @@ import time
 from pathlib import Path
 
 
-def _tree_cpu(proc) -> float:
+def _cpu(times) -> float:
+    # A process's own CPU and that of its children it has reaped (a zygote reaps every task
+    # process it forked, so a task's CPU is in its zygote's children times once it ended).
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _tree_cpu(proc) -> tuple[float, float]:
+    """(the process's own CPU, its descendants'), each with the children they reaped."""
     import psutil
 
-    t = proc.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
+    below = 0.0
     for child in proc.children(recursive=True):
         try:
-            ct = child.cpu_times()
+            below += _cpu(child.cpu_times())
         except psutil.Error:
             continue  # exited between the listing and the read: its parent counts it
-        total += ct.user + ct.system
-    return total
+    return _cpu(proc.cpu_times()), below
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,15 +68,21 @@ def main(argv: list[str] | None = None) -> int:
                     and str(work) in " ".join(z.info["cmdline"] or [])
                 ]
                 before = {name: _tree_cpu(proc) for name, proc in procs.items()}
-                zk_before = sum(_tree_cpu(z) for z in zk)
+                zk_before = sum(sum(_tree_cpu(z)) for z in zk)
                 started = time.time()
                 ids = [system.submit(args.workload) for _ in range(args.n)]
                 system.wait_done(ids, 60 + args.n * 0.1)
                 elapsed = time.time() - started
                 for name, proc in procs.items():
-                    ms = (_tree_cpu(proc) - before[name]) / args.n * 1e3
-                    print(f"{name:28s} {ms:6.3f} ms CPU per task")
-                zk_ms = (sum(_tree_cpu(z) for z in zk) - zk_before) / args.n * 1e3
+                    own, below = (
+                        (a - b) / args.n * 1e3
+                        for a, b in zip(_tree_cpu(proc), before[name], strict=True)
+                    )
+                    print(
+                        f"{name:28s} {own + below:6.3f} ms CPU per task"
+                        + (f" (itself {own:.3f}, zygotes and tasks {below:.3f})" if below else "")
+                    )
+                zk_ms = (sum(sum(_tree_cpu(z)) for z in zk) - zk_before) / args.n * 1e3
                 print(f"{'zookeeper server':28s} {zk_ms:6.3f} ms CPU per task")
                 print(f"{args.n} {args.workload} tasks: {args.n / elapsed:.0f}/s, submit included")
             finally:

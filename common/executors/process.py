@@ -14,7 +14,7 @@ left, even after a normal exit (see zygote_server.py, and the limits written the
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import signal
 import subprocess
 import time
@@ -261,16 +261,20 @@ def run_process(
         proc.stdout: _Capture("stdout", output_cap, on_line, log, max_line_bytes),
         proc.stderr: _Capture("stderr", output_cap, on_line, log, max_line_bytes),
     }
-    sel = selectors.DefaultSelector()
+    # poll(2), not a selectors.DefaultSelector: for two pipes an epoll instance cost four more
+    # system calls per task (create, two registrations, close) and the selectors layers'
+    # Python, ~30 us of the agent's CPU per task, for nothing epoll is better at.
+    poller = select.poll()
+    open_streams = {stream.fileno(): capture for stream, capture in captures.items()}
     timed_out = cancelled = False
     finished = False
     try:
-        for stream in captures:
-            os.set_blocking(stream.fileno(), False)
-            sel.register(stream, selectors.EVENT_READ)
+        for fd in open_streams:
+            os.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
         next_cancel_check = started + cancel_poll
         exited_at: float | None = None
-        while sel.get_map():
+        while open_streams:
             now = time.monotonic()
             if now >= deadline:
                 timed_out = True
@@ -287,17 +291,19 @@ def run_process(
             if exited_at is not None and now - exited_at > 0.2:
                 break
             wait = min(deadline - now, cancel_poll, 0.05 if exited_at is not None else cancel_poll)
-            for key, _ in sel.select(timeout=max(wait, 0.001)):
-                chunk = os.read(key.fd, 65536)
+            # POLLHUP (the writer closed) comes with POLLIN or alone: either way a read says
+            # which, data or the end of the stream.
+            for fd, _ in poller.poll(max(wait, 0.001) * 1000):
+                chunk = os.read(fd, 65536)
                 if chunk:
-                    captures[key.fileobj].feed(chunk)
+                    open_streams[fd].feed(chunk)
                 else:
-                    sel.unregister(key.fileobj)
+                    poller.unregister(fd)
+                    del open_streams[fd]
         finished = not (timed_out or cancelled)
     finally:
         # Also on an exception (a listener that raised): no child outlives this call.
         _end(proc, pgid, polite=not finished, kill_grace=kill_grace)
-        sel.close()
         for stream, cap in captures.items():
             cap.close()
             stream.close()

@@ -52,7 +52,15 @@ import subprocess
 import threading
 
 from common.executors.process import kill_group
-from common.executors.zygote import Env, Zygote, ZygoteError, ZygotePool, _Reader, _send
+from common.executors.zygote import (
+    Env,
+    Zygote,
+    ZygoteError,
+    ZygotePool,
+    _Reader,
+    _send,
+    send_reap,
+)
 
 # How long the agent waits for a call's answer once its pipes have ended: the worker answers
 # right before it lets go of them, so this is only ever reached by a call that closed its own
@@ -312,7 +320,7 @@ class HandlerWorkerPool:
                 worker.take_end(END_WAIT)
             healthy = zygote.alive() and not worker.zygote_lost
             if healthy:
-                _send(zygote.sock, {"op": "reap"})
+                send_reap(zygote.sock)
         except (OSError, TimeoutError):
             healthy = False
         self.zygotes.put(zygote, healthy)

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from common.executors.process import SpawnError
+from common.executors.zygote_server import REAP_BODY
 
 SERVER = Path(__file__).with_name("zygote_server.py")
 
@@ -62,6 +63,14 @@ def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
             sock.sendall(data[sent:])
     else:
         sock.sendall(data)
+
+
+# The "reap" message, framed once: the zygote recognises these bytes without json.
+REAP = struct.pack(">I", len(REAP_BODY)) + REAP_BODY
+
+
+def send_reap(sock: socket.socket) -> None:
+    sock.sendall(REAP)
 
 
 class _Reader:
@@ -136,7 +145,10 @@ class Zygote:
             )
         finally:
             theirs.close()
-        self._finalizer = weakref.finalize(self, _shutdown, self.sock, self.proc)
+        # Every child's stdin, opened once (an open and a close per task saved): each child
+        # gets its own copy of it with the request.
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._finalizer = weakref.finalize(self, _shutdown, self.sock, self.proc, self.devnull)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -148,9 +160,8 @@ class Zygote:
         """Ask for a child (`request` is a "run" or "exec" message) with fresh output pipes."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            _send(self.sock, request, [devnull, out_w, err_w])
+            _send(self.sock, request, [self.devnull, out_w, err_w])
             reply = self.reader.read(self.start_timeout)
         except (OSError, TimeoutError) as exc:
             os.close(out_r)
@@ -158,7 +169,7 @@ class Zygote:
             raise ZygoteError(f"zygote did not start the task: {exc}") from None
         finally:
             # The child has its own copies now; ours would keep the pipes from ever closing.
-            for fd in (devnull, out_w, err_w):
+            for fd in (out_w, err_w):
                 os.close(fd)
         if reply is None or "pid" not in reply:
             os.close(out_r)
@@ -169,8 +180,9 @@ class Zygote:
         return ZygoteChild(self, int(reply["pid"]), out_r, err_r, pool)
 
 
-def _shutdown(sock: socket.socket, proc: subprocess.Popen) -> None:
+def _shutdown(sock: socket.socket, proc: subprocess.Popen, devnull: int) -> None:
     sock.close()  # EOF: the zygote's loop ends and it exits
+    os.close(devnull)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -230,7 +242,7 @@ class ZygoteChild:
         healthy = self.zygote.alive()
         if healthy:
             try:
-                _send(self.zygote.sock, {"op": "reap"})
+                send_reap(self.zygote.sock)
             except OSError:
                 healthy = False
         if self.pool is not None:

@@ -59,6 +59,7 @@ agent still kills the task's process group).
 
 # Everything a child needs is imported here, once: an import in the child would be paid by
 # every task (importing `types` there cost ~0.7 ms of child CPU per task).
+import _socket
 import atexit
 import builtins
 import gc
@@ -72,6 +73,9 @@ import sys
 import time
 import traceback
 import types
+
+# socket.socket.detach without the Python subclass's bookkeeping (see _enter_task_session).
+_detach_socket = _socket.socket.detach
 
 # The fds a message may carry: a task's stdin, stdout and stderr, and a worker's calls socket.
 MAX_FDS = 4
@@ -187,9 +191,24 @@ def _reap_orphans(keep):
                 pass
 
 
+REAP_BODY = b'{"op": "reap"}'
+
+
 def _send(sock, obj):
-    body = json.dumps(obj).encode()
-    sock.sendall(struct.pack(">I", len(body)) + body)
+    _send_body(sock, json.dumps(obj).encode())
+
+
+def _send_body(sock, body):
+    """A message already encoded: how the pid and the exit status go, right after a fork.
+
+    Until the child exits, every page the zygote writes is a copy-on-write copy; json.dumps'
+    Python frames touched ~50 pages where formatting the few bytes by hand touches a handful.
+    """
+    sock.sendall(len(body).to_bytes(4, "big") + body)
+
+
+# The ancillary room for MAX_FDS descriptors (what socket.recv_fds asks for, computed once).
+_FDS_ROOM = socket.CMSG_LEN(MAX_FDS * 4)
 
 
 class _Reader:
@@ -208,9 +227,16 @@ class _Reader:
                 if len(self.buf) >= 4 + size:
                     body = bytes(self.buf[4 : 4 + size])
                     del self.buf[: 4 + size]
+                    if body == REAP_BODY:
+                        return {"op": "reap"}
                     return json.loads(body)
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, MAX_FDS)
-            self.fds.extend(fds)
+            # recvmsg itself, not socket.recv_fds: its array and its Python frame are work
+            # (and pages written) for every message, where only a request carries fds.
+            data, ancdata, _flags, _addr = self.sock.recvmsg(1 << 16, _FDS_ROOM)
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % 4
+                    self.fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
             if not data:
                 return None
             self.buf += data
@@ -254,16 +280,68 @@ def _enter_task_session(sock, fds):
     for fd in fds:
         if fd > 2:
             os.close(fd)
-    sock.close()
+    # The C socket's own detach, then a plain close: the child is done with the socket, and
+    # socket.close's Python layers cost ~13 copy-on-write faults here. Detached, the object
+    # no longer owns the fd, so nothing can close that number again later in the child.
+    os.close(_detach_socket(sock))
 
 
 def apply_env(env):
-    """Set (or, for None, remove) the task's variables in this process: a forked child's."""
+    """Set (or, for None, remove) the task's variables in this process: a forked child's.
+
+    `env` is a dict of names and values, or what `env_changes` made of one before the fork:
+    (name, value) as bytes, applied with the least work the child can do (putenv, and the
+    mapping os.environ reads from), for the copy-on-write reason given there.
+    """
+    if isinstance(env, list):
+        data = getattr(os.environ, "_data", None)
+        if isinstance(data, dict):
+            for key, value in env:
+                if value is None:
+                    os.unsetenv(key)
+                    data.pop(key, None)
+                else:
+                    os.putenv(key, value)
+                    data[key] = value
+            return
+        env = {os.fsdecode(key): None if v is None else os.fsdecode(v) for key, v in env}
     for name, value in (env or {}).items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+# The zygote's own environment, which never changes after its start (a task's variables are
+# set in its child only): a plain dict to compare with, where os.environ.get of a name that is
+# not set costs a KeyError raised and caught inside the mapping.
+_OWN_ENV = None
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def env_changes(env):
+    """What of `env` would change this process's environment, encoded; None if nothing would.
+
+    Computed in the zygote before the fork, so that the child applies only what differs,
+    already encoded as os.environ stores it: for a plain task its id and attempt, not the five
+    other TASKLAB_* it removes and never had. Done in the child through os.environ, the seven
+    cost ~60 copy-on-write faults there (each absent name a KeyError inside os.environ.pop);
+    this way, two sets, ~25. (Work before the fork faults too, on the pages the last child
+    shared, but a child that has exited shares nothing: those faults copy no page.)
+    """
+    global _OWN_ENV
+    if not env:
+        return None
+    if _OWN_ENV is None:
+        _OWN_ENV = dict(os.environ)
+    own = _OWN_ENV
+    encoding, errors = _FS_ENCODING
+    changes = [
+        (name.encode(encoding, errors), None if value is None else value.encode(encoding, errors))
+        for name, value in env.items()
+        if own.get(name) != value
+    ]
+    return changes or None
 
 
 def spawn_env(env):
@@ -410,21 +488,57 @@ def _await_child(sock, pid):
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT), gone
 
 
+# Compiled scripts by (source, filename): the same short script run again and again (a job's
+# many runs, a benchmark's `pass`) is compiled once per zygote. A code object is immutable to
+# the program that runs it, and a child's run (3.11 specialises bytecode in place) writes to
+# its own copy-on-write copy, never to the zygote's. Long sources are not kept: at most
+# CODE_CACHE_SIZE x CODE_CACHE_CHARS characters.
+CODE_CACHE_SIZE = 64
+CODE_CACHE_CHARS = 4096
+_code_cache = {}
+
+
+def _compiled(source, filename):
+    key = (source, filename)
+    code = _code_cache.get(key)
+    if code is None:
+        code = compile(source, filename, "exec")
+        if len(source) <= CODE_CACHE_CHARS:
+            if len(_code_cache) >= CODE_CACHE_SIZE:
+                _code_cache.clear()
+            _code_cache[key] = code
+    return code
+
+
+def _new_main():
+    """The script's globals: a __main__ as `python -c` gives one, nothing else in it."""
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    return main
+
+
+# One __main__ for every child, built once: the zygote never runs a script, so its copy stays
+# empty, and each child writes its globals into its own copy-on-write copy. (Building one per
+# task, and freeing the last, was work and dirtied pages in the zygote after every fork.)
+_MAIN = None
+
+
 def _fork_script(sock, fds, msg):
     # Compiled here, before the fork: compiling in the child would dirty hundreds of
     # copy-on-write pages there (measured: 1.9 ms of child CPU against 0.3 ms).
     code = error = None
     try:
-        code = compile(msg["source"], msg.get("filename", "<string>"), "exec")
+        code = _compiled(msg["source"], msg.get("filename", "<string>"))
     except BaseException as exc:  # noqa: BLE001 - the child reports it, as python -c would
         error = exc
-    # A fresh __main__ per task, built before the fork (see _child): the script's globals.
-    main = types.ModuleType("__main__")
-    main.__builtins__ = builtins
-    sys.modules["__main__"] = main
+    global _MAIN
+    if _MAIN is None:
+        _MAIN = _new_main()
+        sys.modules["__main__"] = _MAIN
+    env = env_changes(msg.get("env"))
     pid = os.fork()
     if pid == 0:
-        _child(sock, fds, main.__dict__, code, error, env=msg.get("env"))
+        _child(sock, fds, _MAIN.__dict__, code, error, env=env)
     return pid
 
 
@@ -467,9 +581,10 @@ def _fork_call(sock, fds, msg):
         function = resolve_handler(msg["handler"])
     except BaseException as exc:  # noqa: BLE001 - the child reports it as a traceback
         error = exc
+    env = env_changes(msg.get("env"))
     pid = os.fork()
     if pid == 0:
-        _child(sock, fds, None, None, error, (function, args), msg.get("env"))
+        _child(sock, fds, None, None, error, (function, args), env)
     return pid
 
 
@@ -606,14 +721,14 @@ def serve(sock):
         if pid is None:
             _send(sock, {"error": error})
             continue
-        _send(sock, {"pid": pid})
+        _send_body(sock, b'{"pid": %d}' % pid)
         info, gone = _await_child(sock, pid)
         if gone:
             os.waitpid(pid, 0)
             return
         status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
         try:
-            _send(sock, {"exit": status})
+            _send_body(sock, b'{"exit": %d}' % status)
         except OSError:
             # The agent went as the child ended (a warm worker ends when the agent's socket
             # closes, and may be seen to end first): nobody is left to tell, main sweeps.
@@ -687,6 +802,10 @@ def main():
     # interpreter (the zygote runs in a session of its own, so a Ctrl-C in the agent's
     # terminal never reaches it and it needs no handler of its own).
     sys.argv = ["-c"]
+    # Built before the freeze below, with everything else the zygote keeps.
+    global _MAIN
+    _MAIN = _new_main()
+    sys.modules["__main__"] = _MAIN
     # The zygote's own objects are never collected: no collection can dirty their pages
     # while a child shares them.
     gc.freeze()
