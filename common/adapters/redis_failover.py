@@ -120,14 +120,7 @@ class RedisFailover:
         # Each list's entries land at the consuming end of `requeue_to`, so the list to run
         # first is given back last.
         for work_list in reversed(work_lists):
-            fixed = {
-                "list": work_list,
-                "target": requeue_to,
-                "stats": keys.TRANSITION_STATS,
-                "fence": keys.SCHEDULER_FENCE,
-                "heartbeat": keys.heartbeat(agent_id),
-                "incarnation": keys.incarnation(agent_id),
-            }
+            fixed = _agent_list(agent_id, work_list, requeue_to)
             done.add(self._each_entry(self._reap, fixed, options))
             if done.refused:
                 break
@@ -151,14 +144,7 @@ class RedisFailover:
             "notRun": True,
             "reason": reason,
         }
-        fixed = {
-            "list": work_list,
-            "target": requeue_to,
-            "stats": keys.TRANSITION_STATS,
-            "fence": keys.SCHEDULER_FENCE,
-            "heartbeat": keys.heartbeat(agent_id),
-            "incarnation": keys.incarnation(agent_id),
-        }
+        fixed = _agent_list(agent_id, work_list, requeue_to)
         # A bounded read: a processing list holds what the agent's capacity runs, and a handful
         # of strays. Past BATCH, the next reconcile sees the rest.
         entries = [_s(e) for e in self.client.lrange(work_list, 0, BATCH - 1)]
@@ -226,6 +212,18 @@ class RedisFailover:
 
     def _fence(self) -> int:
         return int(_s(self.client.get(keys.SCHEDULER_FENCE) or b"0"))
+
+
+def _agent_list(agent_id: str, work_list: str, requeue_to: str) -> dict[str, str]:
+    """The keys reap.lua reads for one of an agent's lists, other than the task's own."""
+    return {
+        "list": work_list,
+        "target": requeue_to,
+        "stats": keys.TRANSITION_STATS,
+        "fence": keys.SCHEDULER_FENCE,
+        "heartbeat": keys.heartbeat(agent_id),
+        "incarnation": keys.incarnation(agent_id),
+    }
 
 
 def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
