@@ -97,3 +97,47 @@ def test_a_redis_outage_longer_than_the_ttl_strands_nothing_and_re_runs_nothing(
         h["state"] == "PENDING" and h.get("from") for h in client.store.history(long.task_id)
     )
     assert a.alive() and b.alive()
+
+
+TASKS = 60
+LONG_FREEZE = 12.0  # past the agents' 10 s Redis socket timeout
+
+
+def test_redis_frozen_past_the_socket_timeout_mid_burst_strands_nothing_and_runs_nothing_twice(
+    own_redis, agent, tmp_path
+):
+    # Given two agents of capacity 2 in the middle of a burst of 60 short tasks
+    url = own_redis.env["TASKLAB_REDIS_URL"]
+    client = TaskClient(RedisTaskStore(redis.Redis.from_url(url)))
+    agent("agent-a", capacity=2, redis_url=url)
+    agent("agent-b", capacity=2, redis_url=url)
+    runs = tmp_path / "runs.log"
+    ids = [
+        client.submit({"taskType": "SHELL", "payload": f"echo t{i} >> {runs}; sleep 0.05"})[
+            0
+        ].task_id
+        for i in range(TASKS)
+    ]
+
+    def ran() -> list[str]:
+        return runs.read_text().split() if runs.exists() else []
+
+    eventually(lambda: len(ran()) >= 10, 30, message="the burst under way")
+    assert len(ran()) <= TASKS - 20, "the burst was nearly over before the freeze"
+
+    # When Redis freezes for longer than the clients' socket timeout: the calls in flight give
+    # up, and Redis carries them out when it wakes (takes and claims nobody hears of)
+    os.kill(own_redis.pid, signal.SIGSTOP)
+    try:
+        time.sleep(LONG_FREEZE)
+    finally:
+        os.kill(own_redis.pid, signal.SIGCONT)
+
+    # Then every task ends SUCCESS and ran exactly once: what the lost answers took was given
+    # back by the agent it was taken for, not left on its processing list
+    def statuses() -> set[TaskStatus]:
+        return {client.get(t).status for t in ids}
+
+    eventually(lambda: statuses() == {TaskStatus.SUCCESS}, 60, message="every task SUCCESS")
+    counted = sorted(ran())
+    assert counted == sorted(f"t{i}" for i in range(TASKS)), counted
