@@ -3,7 +3,9 @@
 Each route is the same short chain after the ASGI links (auth, rate limit, size): FastAPI
 validates the input (422 with every problem), `Idempotency` resolves the key, and a command
 (common.api.commands) or a read goes to the TaskService stub with the caller's credentials.
-Routes are plain `def`s: the stub blocks, so FastAPI runs them on its thread pool.
+Submit, the hot path, is an `async def` awaiting the grpc.aio proxy (common.rpc.aio_proxy) on
+the event loop: no hop to a worker thread and back per request. The other routes are plain
+`def`s on the blocking stub, which FastAPI runs on its thread pool.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from common.api import commands, dto, sse, views
 from common.api.commands import Outcome
-from common.api.idempotency import Idempotency
+from common.api.idempotency import Idempotency, idempotency
 from common.api.links import forwarded_credentials, require
 from common.observability import tracing
 from common.rpc.gen import task_service_pb2 as pb
@@ -56,17 +58,18 @@ def answer(outcome: Outcome) -> JSONResponse:
         **_WRITE_ERRORS,
     },
 )
-def submit_task(
+async def submit_task(
     body: dto.SubmitTask,
     request: Request,
     _: Writer,
-    idempotency: Annotated[Idempotency, Depends()],
+    key: Annotated[Idempotency, Depends(idempotency)],
     wait: Annotated[
         float | None,
         Query(gt=0, le=300, description="Answer when the task is final, waiting this long."),
     ] = None,
 ) -> JSONResponse:
-    command = commands.SubmitTask(body, idempotency.key(body.request_id), wait)
+    command = commands.SubmitTask(body, key.key(body.request_id), wait)
+    tasks = await request.app.state.backends.async_tasks()
     # The trace of the task's first attempt starts here, or continues the caller's own
     # `traceparent` header; the provider gets this span as gRPC metadata.
     with tracing.span(
@@ -75,7 +78,7 @@ def submit_task(
         kind="server",
         attributes={"http.request.method": "POST", "http.route": "/api/v1/tasks"},
     ) as sp:
-        outcome = command.execute(_tasks(request), tracing.grpc_metadata(credentials(request)))
+        outcome = await command.execute_async(tasks, tracing.grpc_metadata(credentials(request)))
         tracing.set_attributes(sp, **{"http.response.status_code": outcome.status})
     return answer(outcome)
 
