@@ -94,10 +94,13 @@ class Backends:
             # Building the proxy connects to ZooKeeper, which blocks (for seconds when it is
             # away): on a worker thread, once, never on the event loop.
             tasks = await anyio.to_thread.run_sync(lambda: self.tasks)
-            if isinstance(tasks, TaskServiceProxy):
-                self._async_tasks = AsyncTaskServiceProxy(tasks)
-            else:
-                self._async_tasks = ThreadedTaskService(tasks)
+            # Another first request may have finished meanwhile: keep its wrapper (and its
+            # channels), not a second one.
+            if self._async_tasks is None:
+                if isinstance(tasks, TaskServiceProxy):
+                    self._async_tasks = AsyncTaskServiceProxy(tasks)
+                else:
+                    self._async_tasks = ThreadedTaskService(tasks)
         return self._async_tasks
 
     async def aclose(self) -> None:
