@@ -184,3 +184,21 @@ def test_a_blocking_stub_given_to_the_app_is_awaited_on_worker_threads():
     assert isinstance(wrapped, ThreadedTaskService)
     answer = asyncio.run(wrapped.submit(pb.SubmitRequest()))
     assert answer.task.task_id == "t-1" and answer.created
+
+
+def test_an_answer_is_the_same_json_bytes_jsonresponse_rendered_from_the_dumped_model():
+    from fastapi.responses import JSONResponse
+
+    from common.api import views
+    from common.api.commands import Outcome
+    from common.api.routes_tasks import answer
+
+    task = pb.Task(task_id="t", task_name="héllo ✓", task_type=pb.SHELL, payload='echo "a"\n')
+    task.status, task.result, task.exit_code = pb.SUCCESS, "out\u2028", 0
+    task.created_at.FromSeconds(1_800_000_000)
+    view = views.task_view(task)
+    ours = answer(Outcome(201, view, {"Location": "/api/v1/tasks/t"}))
+    theirs = JSONResponse(view.model_dump(by_alias=True, mode="json"), status_code=201)
+    assert ours.body == theirs.body
+    assert ours.headers["content-type"] == theirs.headers["content-type"] == "application/json"
+    assert ours.status_code == 201 and ours.headers["location"] == "/api/v1/tasks/t"
