@@ -59,11 +59,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Routes block on the stub in worker threads, and a synchronous submit or a log follow
-        # holds one for as long as it waits: more threads than anyio's default 40, so forty
-        # waiting clients cannot starve every other request. (/health needs none.)
+        # Routes but submit block on the stub in worker threads, and a log follow holds one for
+        # as long as it waits: more threads than anyio's default 40, so forty waiting clients
+        # cannot starve every other request. (/health and submit, awaited on the loop, need
+        # none.)
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         yield
+        # The grpc.aio channels belong to this loop: closed on it, before the loop ends.
+        await backends.aclose()
         backends.close()
 
     app = FastAPI(

@@ -9,13 +9,15 @@ limiter use it); the API never reads or writes tasks there: tasks go through the
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kazoo.protocol.states import KazooState
@@ -31,6 +33,7 @@ from common.observability import get_logger
 from common.ports.archive import ArchiveUnavailable, NoArchive, TaskArchive
 from common.ports.bus_dead_letters import BusDeadLetters, NoBusDeadLetters
 from common.ports.dead_letters import DeadLetterBox
+from common.rpc.aio_proxy import AsyncTaskServiceProxy
 from common.rpc.proxy import TaskServiceProxy
 
 log = get_logger("tasklab.api")
@@ -66,6 +69,7 @@ class Backends:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-ready")
         self._archive: TaskArchive | None = None
+        self._async_tasks: Any = None
 
     # -- the TaskService -------------------------------------------------------------------
     @property
@@ -81,6 +85,28 @@ class Backends:
                     raise catalog.unavailable(f"ZooKeeper: {exc}", retry_after=2) from None
                 self._tasks = TaskServiceProxy(self._zk).start()
             return self._tasks
+
+    async def async_tasks(self) -> Any:
+        """The TaskService for a route that awaits (the submit route): the proxy's calls on
+        the event loop (common.rpc.aio_proxy), or, for a stub given to create_app that only
+        blocks (a test's fake), its calls on worker threads."""
+        if self._async_tasks is None:
+            # Building the proxy connects to ZooKeeper, which blocks (for seconds when it is
+            # away): on a worker thread, once, never on the event loop.
+            tasks = await anyio.to_thread.run_sync(lambda: self.tasks)
+            # Another first request may have finished meanwhile: keep its wrapper (and its
+            # channels), not a second one.
+            if self._async_tasks is None:
+                if isinstance(tasks, TaskServiceProxy):
+                    self._async_tasks = AsyncTaskServiceProxy(tasks)
+                else:
+                    self._async_tasks = ThreadedTaskService(tasks)
+        return self._async_tasks
+
+    async def aclose(self) -> None:
+        """Close what lives on the event loop (the grpc.aio channels); the lifespan's end."""
+        if isinstance(self._async_tasks, AsyncTaskServiceProxy):
+            await self._async_tasks.close()
 
     @property
     def dead_letters(self) -> DeadLetterBox:
@@ -236,6 +262,33 @@ class Backends:
         except grpc.RpcError:
             return False
         return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class ThreadedTaskService:
+    """A blocking TaskService behind the asynchronous interface, each call on a worker thread:
+    what the submit route awaits when create_app was given a stub that only blocks."""
+
+    def __init__(self, tasks: Any) -> None:
+        self._tasks = tasks
+
+    async def submit(self, request, timeout=None, metadata=None):
+        call = functools.partial(self._tasks.submit, request, timeout=timeout, metadata=metadata)
+        return await anyio.to_thread.run_sync(call)
+
+    async def get_task_info(self, task_id, timeout=None, metadata=None):
+        call = functools.partial(
+            self._tasks.get_task_info, task_id, timeout=timeout, metadata=metadata
+        )
+        return await anyio.to_thread.run_sync(call)
+
+    async def watch(
+        self, task_id, from_transition=0, from_log=0, timeout=None, metadata=None
+    ) -> AsyncIterator[Any]:
+        watch = self._tasks.watch
+        events = iter(watch(task_id, from_transition, from_log, timeout=timeout, metadata=metadata))
+        done = object()
+        while (event := await anyio.to_thread.run_sync(next, events, done)) is not done:
+            yield event
 
 
 def _timed(check: Callable[[], str]) -> CheckResult:

@@ -10,6 +10,7 @@ mapped to problems by the app (common.api.rpc_problems).
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +40,15 @@ class TaskService(Protocol):
     def watch(self, task_id: str, from_transition=0, from_log=0, timeout=None, metadata=None): ...
 
 
+class AsyncTaskService(Protocol):
+    """The calls the asynchronous submit needs (common.rpc.aio_proxy.AsyncTaskServiceProxy,
+    or common.api.backends.ThreadedTaskService around a blocking one)."""
+
+    async def submit(self, request: pb.SubmitRequest, timeout=None, metadata=None) -> Any: ...
+    async def get_task_info(self, task_id: str, timeout=None, metadata=None) -> Any: ...
+    def watch(self, task_id: str, from_transition=0, from_log=0, timeout=None, metadata=None): ...
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A command's answer: the status code, the body and any headers."""
@@ -65,6 +75,20 @@ class SubmitTask:
         if self.wait is None:
             return Outcome(201 if answer.created else 200, views.task_view(answer.task), headers)
         task = _until_final(tasks, answer.task, self.wait, metadata)
+        return self._final(task, headers)
+
+    async def execute_async(self, tasks: AsyncTaskService, metadata: Metadata) -> Outcome:
+        """As `execute`, awaiting the calls on the event loop (the REST route's way)."""
+        request = views.submit_request(self.body, self.key)
+        answer = await tasks.submit(request, timeout=CALL_TIMEOUT, metadata=metadata)
+        headers = task_location(answer.task.task_id)
+        if self.wait is None:
+            return Outcome(201 if answer.created else 200, views.task_view(answer.task), headers)
+        task = await _until_final_async(tasks, answer.task, self.wait, metadata)
+        return self._final(task, headers)
+
+    @staticmethod
+    def _final(task: pb.Task, headers: dict[str, str]) -> Outcome:
         final = views.status(task.status) in dto.TERMINAL
         return Outcome(200 if final else 202, views.task_view(task), headers)
 
@@ -102,6 +126,28 @@ def _until_final(tasks: TaskService, task: pb.Task, wait: float, metadata: Metad
         pass  # the deadline (or the providers) ran out before the task finished
     try:
         return tasks.get_task_info(task.task_id, timeout=CALL_TIMEOUT, metadata=metadata).task
+    except grpc.RpcError:
+        return task
+
+
+async def _until_final_async(
+    tasks: AsyncTaskService, task: pb.Task, wait: float, metadata: Metadata
+) -> pb.Task:
+    """`_until_final` on the event loop: the same answers, the same reasons."""
+    try:
+        events = tasks.watch(
+            task.task_id, FROM_THE_END, FROM_THE_END, timeout=wait, metadata=metadata
+        )
+        # aclosing: leaving at the final event closes the stream now, not at garbage collection.
+        async with aclosing(events):
+            async for event in events:
+                if event.WhichOneof("event") == "final":
+                    return event.final
+    except grpc.RpcError:
+        pass  # the deadline (or the providers) ran out before the task finished
+    try:
+        info = await tasks.get_task_info(task.task_id, timeout=CALL_TIMEOUT, metadata=metadata)
+        return info.task
     except grpc.RpcError:
         return task
 

@@ -19,22 +19,21 @@ from common.api.problems import field_error
 
 MAX_KEY = 200  # as the domain's requestId
 
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY,
+        description="Names this request: the same key returns the same result.",
+    ),
+]
+
 
 class Idempotency:
     """The request's idempotency key, or None; a FastAPI dependency (`Depends(Idempotency)`)."""
 
-    def __init__(
-        self,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                min_length=1,
-                max_length=MAX_KEY,
-                description="Names this request: the same key returns the same result.",
-            ),
-        ] = None,
-    ) -> None:
+    def __init__(self, idempotency_key: KeyHeader = None) -> None:
         self.header = idempotency_key
 
     def key(self, body_request_id: str | None = None) -> str | None:
@@ -49,3 +48,10 @@ class Idempotency:
                 ]
             )
         return self.header or body_request_id
+
+
+async def idempotency(idempotency_key: KeyHeader = None) -> Idempotency:
+    """`Depends(idempotency)`: the same, for a route that must not leave the event loop.
+    FastAPI calls a class dependency (as any plain callable) on its thread pool; reading one
+    header does not need a thread."""
+    return Idempotency(idempotency_key)

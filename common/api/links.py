@@ -319,7 +319,9 @@ def require(role: Role):
     refused, so a route mounted on a public path by mistake is not open.
     """
 
-    def dependency(
+    # async: it only reads the request's scope, and FastAPI would run a plain `def` on its
+    # thread pool, a hop to another thread and back for every request.
+    async def dependency(
         request: Request,
         _key: str | None = Security(_API_KEY_SCHEME),
         _token: Any = Security(_BEARER_SCHEME),

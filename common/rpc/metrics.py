@@ -25,9 +25,21 @@ def _code(context: grpc.ServicerContext, failed: bool) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+# The labelled children, found once per method (and code), not per call: `labels()` takes the
+# metric's lock and builds its key every time it is asked.
+_requests: dict[tuple[str, str], Any] = {}
+_durations: dict[str, Any] = {}
+
+
 def _record(method: str, started: float, code: str) -> None:
-    metrics.GRPC_REQUESTS.labels(method, code).inc()
-    metrics.GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+    counter = _requests.get((method, code))
+    if counter is None:
+        counter = _requests.setdefault((method, code), metrics.GRPC_REQUESTS.labels(method, code))
+    counter.inc()
+    histogram = _durations.get(method)
+    if histogram is None:
+        histogram = _durations.setdefault(method, metrics.GRPC_DURATION.labels(method))
+    histogram.observe(time.perf_counter() - started)
 
 
 def _unary(method: str, behavior: Callable) -> Callable:
@@ -64,6 +76,13 @@ def _streaming(method: str, behavior: Callable) -> Callable:
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
+    def __init__(self) -> None:
+        # method -> (the handler it wrapped, the measuring handler): the handler the service
+        # answers for a method is one object for the server's life, so its measured twin is
+        # built once, not per call. A handler made per call (the auth interceptor's refusal)
+        # is not the cached one and is wrapped afresh; one entry per method, bounded.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -72,7 +91,15 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.lstrip("/")
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        measured = self._measured(handler_call_details.method.lstrip("/"), handler)
+        self._wrapped[handler_call_details.method] = (handler, measured)
+        return measured
+
+    @staticmethod
+    def _measured(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, handler.unary_unary),

@@ -126,15 +126,24 @@ class TaskServiceProxy:
                 if remaining <= 0:
                     return None
                 self._changed.wait(min(remaining, 0.5))
-            now = time.monotonic()
-            fresh = [a for a in self._providers if a not in tried]
-            healthy = [a for a in fresh if self._suspect.get(a, 0) <= now]
-            choices = healthy or fresh
-            if not choices:
-                return None
-            address = choices[self._next % len(choices)]
-            self._next += 1
-            return address
+            return self._choose_locked(tried)
+
+    def choose(self, tried: set[str]) -> str | None:
+        """As `_pick`, without waiting: None when none is registered or every one was tried
+        (the asyncio proxy, common.rpc.aio_proxy, waits on its own loop instead)."""
+        with self._lock:
+            return self._choose_locked(tried) if self._providers else None
+
+    def _choose_locked(self, tried: set[str]) -> str | None:
+        now = time.monotonic()
+        fresh = [a for a in self._providers if a not in tried]
+        healthy = [a for a in fresh if self._suspect.get(a, 0) <= now]
+        choices = healthy or fresh
+        if not choices:
+            return None
+        address = choices[self._next % len(choices)]
+        self._next += 1
+        return address
 
     # --8<-- [end:pick]
 
@@ -145,7 +154,9 @@ class TaskServiceProxy:
                 self._channels[address] = (channel, pb_grpc.TaskServiceStub(channel))
             return self._channels[address][1]
 
-    def _unavailable(self, address: str, error: grpc.RpcError) -> None:
+    def unavailable(self, address: str, error: grpc.RpcError) -> None:
+        """Mark `address` suspect after it answered UNAVAILABLE (the asyncio proxy's calls
+        too: both share one view of which providers are healthy)."""
         with self._lock:
             self._suspect[address] = time.monotonic() + SUSPECT_FOR
         self.failovers += 1
@@ -187,7 +198,7 @@ class TaskServiceProxy:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 last = exc
-                self._unavailable(address, exc)
+                self.unavailable(address, exc)
         if last is not None:
             raise NoProvider(
                 grpc.StatusCode.UNAVAILABLE,
@@ -330,7 +341,7 @@ class TaskServiceProxy:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 last = exc
-                self._unavailable(address, exc)
+                self.unavailable(address, exc)
         raise NoProvider(
             grpc.StatusCode.UNAVAILABLE if last else grpc.StatusCode.DEADLINE_EXCEEDED,
             f"watch of {task_id} could not continue: "
