@@ -11,6 +11,9 @@ DEAD_LETTER_STATS = "stats:dead-letter"  # hash: `dropped` = entries trimmed off
 TASK_INDEX = "tasks:index"  # zset: score = createdAt, for listing newest first
 TRANSITION_STATS = "stats:transitions"  # hash: accepted / rejected_* counters
 SCHEDULER_FENCE = "fence:scheduler"  # highest leader epoch ever seen (stage 2)
+# Stage 3: at most one token, pushed when an agent takes an entry off its inbox; a leader whose
+# agents' inboxes were all full waits on it (BLPOP) instead of looking again and again.
+INBOX_ROOM = "scheduler:room"
 AGENTS_SEEN = "agents:seen"  # every agent id that heartbeated and was not reaped since
 EVENT_STATS = "stats:events"  # hash: what the stage 3 manager did with each event it read
 # Set: the ids of composite parents not final yet, which the scheduler leader's coordinator

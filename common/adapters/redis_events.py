@@ -47,6 +47,7 @@ class DispatchLedger:
                 keys.agent_tasks(agent_id),
                 keys.processing(agent_id),
                 keys.TRANSITION_STATS,
+                keys.INBOX_ROOM,
             ],
             args=[task_id, attempt, agent_id],
         )

@@ -130,6 +130,12 @@ class KafkaDispatcher(RedisDispatcher):
             )
         return placed
 
+    def await_room(self, timeout: float) -> bool:
+        """An agent's accept pushes a token on scheduler:room (accept_dispatch.lua): one
+        blocking read returns when the next one does, or at `timeout`."""
+        self.client.blpop([keys.INBOX_ROOM], timeout=timeout)
+        return True
+
     def recover_scheduling(self, epoch: int, actor: str) -> tuple[int, int]:
         """The leader's sweep (stage 2), plus the outbox relay: only a leader that is still
         current (not below the fence) publishes again."""

@@ -149,6 +149,12 @@ class Dispatcher(ABC):
     def backlog(self, agent_ids: list[str]) -> dict[str, int]:
         """How many dispatched entries wait in each agent's inbox."""
 
+    def await_room(self, timeout: float) -> bool:
+        """Wait at most `timeout` s for a sign that an agent took an entry off its inbox.
+        A hint: it may return with no room, and room may come with no sign. False: this
+        dispatcher gives no such sign, and the caller waits its own way."""
+        return False
+
     @abstractmethod
     def promote_due(self, epoch: int, limit: int = 500) -> int:
         """Release retries whose backoff elapsed; -1 if `epoch` is stale."""

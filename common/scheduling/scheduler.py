@@ -188,9 +188,11 @@ class Scheduler:
                         continue
                     # Live agents with full inboxes: a busy agent takes the next entry every
                     # few milliseconds, and one whose inbox empties before the refill idles.
-                    # Look again after 1 ms, then 2, 4... up to 20 ms while they stay full.
-                    self.view.changed.wait(full)
-                    full = min(full * 2, FULL_INBOX_LAST_WAIT)
+                    # Where agents say when they take one (stage 3), wait for that; else look
+                    # again after 1 ms, then 2, 4... up to 20 ms while they stay full.
+                    if not self.dispatcher.await_room(FULL_INBOX_LAST_WAIT):
+                        self.view.changed.wait(full)
+                        full = min(full * 2, FULL_INBOX_LAST_WAIT)
                     continue
                 idle = 0.05
                 full = FULL_INBOX_FIRST_WAIT

@@ -5,7 +5,9 @@
 -- The task's state is not changed: RUNNING travels to the manager on task-status-update-topic.
 -- The entry moves to the agent's processing list, where a failover (ZooKeeper or missed
 -- heartbeats) finds it if the agent dies now.
--- KEYS: 1 task, 2 inbox agent:{id}:tasks, 3 processing:{id}, 4 stats
+-- An accepted entry leaves room in the inbox: a token on scheduler:room (at most one) wakes a
+-- leader that waits because every inbox was full (Scheduler: await_room).
+-- KEYS: 1 task, 2 inbox agent:{id}:tasks, 3 processing:{id}, 4 stats, 5 scheduler:room
 -- ARGV: 1 taskId, 2 attempt, 3 agentId
 -- Returns {1, 'ok', status, attempt, entry} or {0, reason, status, attempt}.
 local attempt = tonumber(ARGV[2])
@@ -38,4 +40,6 @@ if status ~= 'DISPATCHED' or cur_attempt ~= attempt or cur[3] ~= ARGV[3] then
 end
 redis.call('LREM', KEYS[2], 1, entry)
 redis.call('LPUSH', KEYS[3], entry)
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 0)
 return {1, 'ok', status, attempt, entry}
