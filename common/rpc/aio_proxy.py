@@ -36,6 +36,7 @@ from common.rpc.proxy import (
     CLIENT_OPTIONS,
     NoProvider,
     TaskServiceProxy,
+    WatchCursor,
     _with_request_id,
 )
 from common.rpc.registry import TASK_SERVICE
@@ -159,11 +160,7 @@ class AsyncTaskServiceProxy:
                     request, timeout=remaining, metadata=_metadata(metadata)
                 )
             except grpc.aio.AioRpcError as exc:
-                failed = CallFailed(exc)
-                if failed.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise failed from None
-                last = failed
-                self._proxy.unavailable(address, failed)
+                last = self._failed(address, exc)
         if last is not None:
             raise NoProvider(
                 grpc.StatusCode.UNAVAILABLE,
@@ -198,41 +195,35 @@ class AsyncTaskServiceProxy:
         metadata=None,
     ) -> AsyncIterator[pb.WatchEvent]:
         """As TaskServiceProxy.watch: each event once across providers, then the final task."""
-        next_transition, next_log = from_transition, from_log
+        cursor = WatchCursor(task_id, from_transition, from_log)
         last: grpc.RpcError | None = None
         async for address, remaining in self._attempts(timeout):
-            request = pb.WatchRequest(
-                task_id=task_id, from_transition=next_transition, from_log=next_log
-            )
             call = self._stub(address).Watch(
-                request, timeout=remaining, metadata=_metadata(metadata)
+                cursor.request(), timeout=remaining, metadata=_metadata(metadata)
             )
             try:
                 async for event in call:
-                    kind = event.WhichOneof("event")
-                    if kind == "transition":
-                        next_transition = event.sequence + 1
-                    elif kind == "log":
-                        next_log = event.sequence + 1
+                    final = cursor.passed(event)
                     yield event
-                    if kind == "final":
+                    if final:
                         return
                 return
             except grpc.aio.AioRpcError as exc:
-                failed = CallFailed(exc)
-                if failed.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise failed from None
-                last = failed
-                self._proxy.unavailable(address, failed)
+                last = self._failed(address, exc)
             finally:
                 # A consumer that stops early (the final event, a cancelled request) must not
                 # leave the stream open on the provider.
                 call.cancel()
-        raise NoProvider(
-            grpc.StatusCode.UNAVAILABLE if last else grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"watch of {task_id} could not continue: "
-            + (last.details() if last else "no provider registered"),
-        )
+        raise cursor.cannot_continue(last)
+
+    def _failed(self, address: str, exc: grpc.aio.AioRpcError) -> CallFailed:
+        """A call's failure: UNAVAILABLE marks the provider suspect and is returned (the
+        caller tries the next one); any other status is the answer, raised."""
+        failed = CallFailed(exc)
+        if failed.code() != grpc.StatusCode.UNAVAILABLE:
+            raise failed from None
+        self._proxy.unavailable(address, failed)
+        return failed
 
 
 def _metadata(metadata) -> tuple[tuple[str, str], ...] | None:

@@ -63,6 +63,42 @@ class NoProvider(grpc.RpcError):
         return self._details
 
 
+# --8<-- [start:watch-cursor]
+class WatchCursor:
+    """Where a watch picks up on another provider: just past the last transition and the
+    last log line it yielded, so that across providers each event is seen once, in order
+    within its kind. Shared by the blocking proxy and the asyncio one (aio_proxy)."""
+
+    def __init__(self, task_id: str, from_transition: int, from_log: int) -> None:
+        self.task_id = task_id
+        self.next_transition, self.next_log = from_transition, from_log
+
+    def request(self) -> pb.WatchRequest:
+        return pb.WatchRequest(
+            task_id=self.task_id, from_transition=self.next_transition, from_log=self.next_log
+        )
+
+    def passed(self, event: pb.WatchEvent) -> bool:
+        """Note an event about to be yielded; True if it is the final one."""
+        kind = event.WhichOneof("event")
+        if kind == "transition":
+            self.next_transition = event.sequence + 1
+        elif kind == "log":
+            self.next_log = event.sequence + 1
+        return kind == "final"
+
+    def cannot_continue(self, last: grpc.RpcError | None) -> NoProvider:
+        """The error when no provider could take the watch further before the deadline."""
+        return NoProvider(
+            grpc.StatusCode.UNAVAILABLE if last else grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"watch of {self.task_id} could not continue: "
+            + (last.details() if last else "no provider registered"),
+        )
+
+
+# --8<-- [end:watch-cursor]
+
+
 class TaskServiceProxy:
     def __init__(self, zk: Any, default_timeout: float = DEFAULT_TIMEOUT) -> None:
         # A RetryingClient (common.coordination.zk) or a plain KazooClient: recipes need the raw.
@@ -318,23 +354,16 @@ class TaskServiceProxy:
     ) -> Iterator[pb.WatchEvent]:
         """Every transition and log line of the task from the given positions, then the final
         task; across providers, each event once, in order within its kind."""
-        next_transition, next_log = from_transition, from_log
+        cursor = WatchCursor(task_id, from_transition, from_log)
         last: grpc.RpcError | None = None
         for address, remaining in self._attempts(timeout):
-            request = pb.WatchRequest(
-                task_id=task_id, from_transition=next_transition, from_log=next_log
-            )
             try:
                 for event in self._stub(address).Watch(
-                    request, timeout=remaining, metadata=metadata
+                    cursor.request(), timeout=remaining, metadata=metadata
                 ):
-                    kind = event.WhichOneof("event")
-                    if kind == "transition":
-                        next_transition = event.sequence + 1
-                    elif kind == "log":
-                        next_log = event.sequence + 1
+                    final = cursor.passed(event)
                     yield event
-                    if kind == "final":
+                    if final:
                         return
                 return
             except grpc.RpcError as exc:
@@ -342,11 +371,7 @@ class TaskServiceProxy:
                     raise
                 last = exc
                 self.unavailable(address, exc)
-        raise NoProvider(
-            grpc.StatusCode.UNAVAILABLE if last else grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"watch of {task_id} could not continue: "
-            + (last.details() if last else "no provider registered"),
-        )
+        raise cursor.cannot_continue(last)
 
     # --8<-- [end:watch]
 
