@@ -22,7 +22,7 @@ from common.api.problems import Problem  # noqa: E402
 from common.api.rpc_problems import problem_from_rpc  # noqa: E402
 from common.config import Settings  # noqa: E402
 from common.rpc.errors import _status, field_violations  # noqa: E402
-from common.rpc.gen import task_service_pb2 as pb  # noqa: E402
+from common.testing.task_service import TaskServiceFake
 
 # Nothing listens on port 1: a test that reached a real service would fail, not pass.
 OFFLINE = Settings(
@@ -106,42 +106,22 @@ def test_a_key_in_the_header_and_another_in_the_body_is_refused_and_one_alone_is
     assert refused.value.status == 422 and refused.value.errors[0]["field"] == "requestId"
 
 
-class FakeTasks:
-    """An in-memory TaskService: one task per requestId, never finishing unless told."""
+class FakeTasks(TaskServiceFake):
+    """The in-memory TaskService behind the blocking stub."""
 
     def __init__(self, finishes: bool = False, fails: Exception | None = None) -> None:
-        self.by_key: dict[str, pb.Task] = {}
-        self.finishes = finishes
-        self.fails = fails
-        self.metadata: list = []
+        super().__init__(
+            lambda: FakeCall(code_pb2.DEADLINE_EXCEEDED, "still running"), finishes, fails
+        )
 
     def submit(self, request, timeout=None, metadata=None):
-        self.metadata.append(metadata)
-        if self.fails:
-            raise self.fails
-        key = request.request_id or f"generated-{len(self.by_key)}"
-        created = key not in self.by_key
-        if created:
-            self.by_key[key] = pb.Task(
-                task_id=f"task-{len(self.by_key)}",
-                task_type=request.task_type,
-                payload=request.payload,
-                status=pb.PENDING,
-                request_id=key,
-            )
-        return pb.SubmitResponse(task=self.by_key[key], created=created)
+        return self.submitted(request, metadata)
 
     def watch(self, task_id, from_transition=0, from_log=0, timeout=None, metadata=None):
-        task = next(t for t in self.by_key.values() if t.task_id == task_id)
-        if not self.finishes:
-            raise FakeCall(code_pb2.DEADLINE_EXCEEDED, "still running")
-        done = pb.Task()
-        done.CopyFrom(task)
-        done.status = pb.SUCCESS
-        yield pb.WatchEvent(final=done)
+        yield self.final(task_id)
 
     def get_task_info(self, task_id, timeout=None, metadata=None):
-        return pb.TaskInfo(task=next(t for t in self.by_key.values() if t.task_id == task_id))
+        return self.info(task_id)
 
 
 def call(app, method: str, path: str, **kwargs) -> httpx.Response:

@@ -24,6 +24,7 @@ from common.config import Settings
 from common.rpc.aio_proxy import CallFailed
 from common.rpc.errors import _status, field_violations
 from common.rpc.gen import task_service_pb2 as pb
+from common.testing.task_service import TaskServiceFake
 
 # Nothing listens on port 1: a test that reached a real service would fail, not pass.
 OFFLINE = Settings(
@@ -40,42 +41,24 @@ def aio_error(code: int, message: str, *details) -> grpc.aio.AioRpcError:
     )
 
 
-class AsyncFakeTasks:
-    """An in-memory TaskService with the async calls: one task per requestId."""
+class AsyncFakeTasks(TaskServiceFake):
+    """The in-memory TaskService behind the asyncio proxy."""
 
     def __init__(self, finishes: bool = False, fails: Exception | None = None) -> None:
-        self.by_key: dict[str, pb.Task] = {}
-        self.finishes = finishes
-        self.fails = fails
-        self.metadata: list = []
+        super().__init__(
+            lambda: CallFailed(aio_error(code_pb2.DEADLINE_EXCEEDED, "still running")),
+            finishes,
+            fails,
+        )
 
     async def submit(self, request, timeout=None, metadata=None):
-        self.metadata.append(metadata)
-        if self.fails:
-            raise self.fails
-        key = request.request_id or f"generated-{len(self.by_key)}"
-        created = key not in self.by_key
-        if created:
-            self.by_key[key] = pb.Task(
-                task_id=f"task-{len(self.by_key)}",
-                task_type=request.task_type,
-                payload=request.payload,
-                status=pb.PENDING,
-                request_id=key,
-            )
-        return pb.SubmitResponse(task=self.by_key[key], created=created)
+        return self.submitted(request, metadata)
 
     async def watch(self, task_id, from_transition=0, from_log=0, timeout=None, metadata=None):
-        task = next(t for t in self.by_key.values() if t.task_id == task_id)
-        if not self.finishes:
-            raise CallFailed(aio_error(code_pb2.DEADLINE_EXCEEDED, "still running"))
-        done = pb.Task()
-        done.CopyFrom(task)
-        done.status = pb.SUCCESS
-        yield pb.WatchEvent(final=done)
+        yield self.final(task_id)
 
     async def get_task_info(self, task_id, timeout=None, metadata=None):
-        return pb.TaskInfo(task=next(t for t in self.by_key.values() if t.task_id == task_id))
+        return self.info(task_id)
 
 
 def app_with(tasks) -> object:
