@@ -165,9 +165,13 @@ class RedisEventSink(EventSink):
             self._last_beat = now
 
     def fresh_for(self) -> float:
-        """How long this agent's heartbeats have gone through without a gap of a TTL."""
+        """How long this agent's heartbeats have gone through without a gap of a TTL; 0 while
+        the last one that went through is more than a TTL old (a gap is under way)."""
         with self._lock:
-            return max(0.0, time.monotonic() - self._fresh_since)
+            now = time.monotonic()
+            if now - self._last_beat > self.heartbeat_ttl:
+                return 0.0
+            return max(0.0, now - self._fresh_since)
 
 
 # --8<-- [end:event-sink]
@@ -290,13 +294,16 @@ class RedisReaper:
     def __init__(self, queue: RedisWorkQueue, sink: RedisEventSink, agent_id: str) -> None:
         self.queue = queue
         self.sink = sink
+        self.agent_id = agent_id
         self.actor = f"reaper:{agent_id}"
 
     def run(self) -> int:
         if self.sink.fresh_for() < self.sink.heartbeat_ttl:
             return 0
         try:
-            requeued = self.queue.reap_dead_agents(actor=self.actor)
+            # Checked again in each entry's script, on Redis's clock: this agent's own key must
+            # be live when the entry moves (a reap carried out after a freeze finds it lapsed).
+            requeued = self.queue.reap_dead_agents(actor=self.actor, reaper=self.agent_id)
             self.queue.promote_due()
         except RedisError as exc:
             raise TransientError(str(exc)) from exc

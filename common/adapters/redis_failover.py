@@ -48,7 +48,7 @@ DEFAULT_MAX_LOST_ATTEMPTS = 3
 BATCH = 200  # entries read per LRANGE: an inbox or processing list is a handful
 MAX_ROUNDS = 50  # LRANGEs per list per call: bounded even if the list keeps changing
 # Refused calls: the whole reap stops there, nothing more is tried.
-_REFUSED = {"stale_epoch", "reincarnated", "alive"}
+_REFUSED = {"stale_epoch", "reincarnated", "alive", "not_fresh"}
 
 
 @dataclass
@@ -102,9 +102,11 @@ class RedisFailover:
         mode: Mode,
         epoch: int = 0,
         incarnation: int | None = None,
+        reaper: str | None = None,
     ) -> GivenBack:
         """Give back every entry of `work_lists` that `agent_id` held; the first list's
-        entries run first again."""
+        entries run first again. `reaper`: the reaping agent (stage 1, mode "heartbeat"),
+        whose own heartbeat key must be live when each entry is moved."""
         if mode == "own":
             self.begin_incarnation(agent_id)
         options = {
@@ -121,6 +123,8 @@ class RedisFailover:
         # first is given back last.
         for work_list in reversed(work_lists):
             fixed = _agent_list(agent_id, work_list, requeue_to)
+            if reaper is not None:
+                fixed["reaper"] = keys.heartbeat(reaper)
             done.add(self._each_entry(self._reap, fixed, options))
             if done.refused:
                 break
@@ -244,20 +248,23 @@ def _keys(fixed: dict[str, str], task_id: str | None) -> list[str]:
     if "heartbeat" in fixed:
         # reap.lua: also the archive's outbox, for a task it fails (lost too often).
         ordered += [fixed["heartbeat"], fixed["incarnation"], keys.ARCHIVE_OUTBOX]
+        if "reaper" in fixed:
+            ordered.append(fixed["reaper"])
     return ordered
 
 
-def reap_dead_agents(client: Redis, reap, actor: str) -> int:
+def reap_dead_agents(client: Redis, reap, actor: str, reaper: str | None = None) -> int:
     """The stage 1 reaper: give back the work of every agent whose heartbeat key expired.
 
-    `reap(agent_id, actor)` is the queue's heartbeat-fenced reap; returns how many re-queued.
+    `reap(agent_id, actor, reaper=...)` is the queue's heartbeat-fenced reap; `reaper` is the
+    reaping agent, whose own key must be live at each move. Returns how many re-queued.
     """
     total = 0
     for member in client.smembers(keys.AGENTS_SEEN):
         agent_id = _s(member)
         if client.exists(keys.heartbeat(agent_id)):
             continue
-        requeued, dropped = reap(agent_id, actor)
+        requeued, dropped = reap(agent_id, actor, reaper=reaper)
         total += requeued
         if requeued or dropped:
             log.warning(

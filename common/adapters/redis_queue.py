@@ -331,17 +331,25 @@ class RedisWorkQueue:
         pipe.srem(keys.AGENTS_SEEN, agent_id)
         pipe.execute()
 
-    def reap(self, agent_id: str, actor: str, force: bool = False) -> tuple[int, int]:
+    def reap(
+        self, agent_id: str, actor: str, force: bool = False, reaper: str | None = None
+    ) -> tuple[int, int]:
         """Give back `agent_id`'s work (common.adapters.redis_failover); (requeued, dropped).
 
-        force = this agent's own start-up; else a reaper's, refused while its heartbeat lives.
+        force = this agent's own start-up; else a reaper's, refused while its heartbeat lives
+        (or, given the reaping agent `reaper`, while that one's own has lapsed).
         """
         lists = [keys.processing(agent_id)]
         if self.source == keys.agent_tasks(agent_id):
             # Stage 2: tasks dispatched to this agent but not started are its work too.
             lists.append(self.source)
         done = self.failover.reap(
-            agent_id, lists, self.requeue_to, actor, "own" if force else "heartbeat"
+            agent_id,
+            lists,
+            self.requeue_to,
+            actor,
+            "own" if force else "heartbeat",
+            reaper=None if force else reaper,
         )
         return done.requeued, done.dropped + done.failed
 
@@ -357,8 +365,8 @@ class RedisWorkQueue:
         )
         return done.requeued, done.dropped + done.failed
 
-    def reap_dead_agents(self, actor: str) -> int:
-        return reap_dead_agents(self.client, self.reap, actor)
+    def reap_dead_agents(self, actor: str, reaper: str | None = None) -> int:
+        return reap_dead_agents(self.client, self.reap, actor, reaper)
 
     def promote_due(self, limit: int = 500) -> int:
         return int(

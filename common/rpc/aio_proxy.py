@@ -34,6 +34,7 @@ from common.rpc.gen import task_service_pb2 as pb
 from common.rpc.gen import task_service_pb2_grpc as pb_grpc
 from common.rpc.proxy import (
     CLIENT_OPTIONS,
+    LAST_RETRY_MIN,
     NoProvider,
     TaskServiceProxy,
     WatchCursor,
@@ -128,10 +129,11 @@ class AsyncTaskServiceProxy:
     async def _attempts(self, timeout: float | None) -> AsyncIterator[tuple[str, float]]:
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
         tried: set[str] = set()
+        attempted = False
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (attempted and remaining < LAST_RETRY_MIN):
                 return
             address = self._proxy.choose(tried)
             if address is None:
@@ -147,6 +149,7 @@ class AsyncTaskServiceProxy:
                 continue
             tried.add(address)
             self._proxy.last_provider = address
+            attempted = True
             yield address, deadline - time.monotonic()
 
     async def _call(self, method: str, request: Any, timeout: float | None, metadata=None) -> Any:

@@ -42,6 +42,9 @@ Metadata = Sequence[tuple[str, str]] | None
 # A provider that answered UNAVAILABLE is passed over for this long (unless it is the only
 # one): its node may linger for a session timeout after it died.
 SUSPECT_FOR = 2.0
+# A retry with less time than this left could only run out of it: the answer the providers
+# gave so far (UNAVAILABLE) stands, rather than a deadline the retry itself would hit.
+LAST_RETRY_MIN = 0.1
 CLIENT_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -203,10 +206,11 @@ class TaskServiceProxy:
         """(provider, seconds left) for each attempt of one call, until its deadline."""
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
         tried: set[str] = set()
+        attempted = False
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (attempted and remaining < LAST_RETRY_MIN):
                 return
             address = self._pick(tried, deadline)
             if address is None:
@@ -220,6 +224,7 @@ class TaskServiceProxy:
                 continue
             tried.add(address)
             self.last_provider = address
+            attempted = True
             yield address, deadline - time.monotonic()
 
     def _call(

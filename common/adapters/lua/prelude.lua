@@ -127,7 +127,8 @@ end
 -- first six: a leader's sweep of queue:scheduling has no agent to ask about.
 local function give_back_keys()
   return {list = KEYS[1], task = KEYS[2], history = KEYS[3], target = KEYS[4],
-          stats = KEYS[5], fence = KEYS[6], heartbeat = KEYS[7], incarnation = KEYS[8]}
+          stats = KEYS[5], fence = KEYS[6], heartbeat = KEYS[7], incarnation = KEYS[8],
+          reaper = KEYS[10]}
 end
 
 -- Take ONE exact entry off a work list (a dead agent's processing list or inbox, a dead
@@ -145,12 +146,13 @@ end
 --               the incarnation key is given) the agent must not have started again since the
 --               leader looked at ZooKeeper (see reap.lua).
 --   'heartbeat' no leader (the stage 1 reaper, the stage 3 manager): the agent's heartbeat key
---               must be absent, checked in this same script.
+--               must be absent and, if given (k.reaper: the reaping agent's own), that one
+--               present, both checked in this same script.
 --   'own'       the agent itself at start-up, giving back what its previous run left.
 -- Returns the transition shape {code, reason, status, attempt}: code 1 = the entry was taken
 -- and its task given back ('requeued') or failed ('lost_too_often'); 0 = the entry was dropped
 -- as a stale copy ('dropped'), was already gone ('gone'), or the call was refused
--- ('stale_epoch', 'reincarnated', 'alive').
+-- ('stale_epoch', 'reincarnated', 'alive', 'not_fresh').
 local function give_back(k, entry, a)
   if a.mode == 'leader' then
     local fence = tonumber(redis.call('GET', k.fence) or '0')
@@ -164,6 +166,10 @@ local function give_back(k, entry, a)
     end
   elseif a.mode == 'heartbeat' then
     if redis.call('EXISTS', k.heartbeat) == 1 then return {0, 'alive', '', 0} end
+    -- A reaper that is an agent (stage 1) must itself be live on Redis's clock, here: a reap
+    -- sent before Redis froze and carried out after it finds every key lapsed, its own too,
+    -- while the agents it would reap are alive and about to write theirs again.
+    if k.reaper and redis.call('EXISTS', k.reaper) == 0 then return {0, 'not_fresh', '', 0} end
   end
   -- Exactly this entry, once: 0 removed means another reaper (or the agent itself, restarted)
   -- moved it first. That makes a repeated or concurrent call harmless.

@@ -21,7 +21,8 @@
 -- RedisListIntake.reconcile). Those never ran: the options say so (notRun), with the reason.
 --
 -- KEYS: 1 the list, 2 task, 3 history, 4 target queue, 5 stats, 6 fence,
---       7 heartbeat key, 8 incarnation key, 9 archive:outbox
+--       7 heartbeat key, 8 incarnation key, 9 archive:outbox,
+--       10 (optional) the reaping agent's own heartbeat key (stage 1)
 -- ARGV: 1 the exact entry, 2 JSON options (see give_back in prelude.lua)
 -- Returns {code, reason, status, attempt} (see give_back).
 local a = cjson.decode(ARGV[2])
