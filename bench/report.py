@@ -19,10 +19,13 @@ METRICS: list[tuple[str, tuple[str, str], str, str, bool]] = [
     ("redis_cmds", ("burst", "redis_cmds_per_task"), "cmds", "{:.1f}", False),
     ("round_trips", ("monitor", "round_trips_per_task"), "sent", "{:.1f}", False),
     ("redis_cpu_us", ("burst", "redis_cpu_us_per_task"), "rCPU us", "{:.0f}", False),
+    # Kafka's and ZooKeeper's JVMs: on this machine they share the two cores with the roles.
+    ("services_cpu_ms", ("burst", "services_cpu_ms_total"), "sCPU ms", "{:.2f}", False),
+    ("all_cpu_ms", ("burst", "all_cpu_ms_per_task"), "allCPU ms", "{:.2f}", False),
     ("pss_mb", ("memory", "pss_mb"), "PSS MB", "{:.0f}", False),
 ]
 RATIO_KEYS = ["burst_tps", "drain_tps", "start_p50_ms", "start_p99_ms", "e2e_p99_ms",
-              "worker_cpu_ms", "redis_cmds", "pss_mb"]  # fmt: skip
+              "worker_cpu_ms", "all_cpu_ms", "redis_cmds", "pss_mb"]  # fmt: skip
 CELERY = ("celery-stock", "celery-parity")
 # Shown with their spread over the repetitions (min-max): on a shared machine a median alone
 # hides whether two systems' figures overlap.

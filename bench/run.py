@@ -118,6 +118,11 @@ class Context:
                 env.update(svc.env)
         return env
 
+    def service_pids(self) -> dict[str, int]:
+        """The services other than Redis (whose CPU `INFO` reports), by name: a stage's
+        broker and coordinator run on the same cores as the roles and count against them."""
+        return {svc.name: svc.pid for svc in self.stack.load() if svc.name != "redis"}
+
     def flush(self) -> None:
         assert self.redis is not None
         self.redis.flushall()
@@ -168,6 +173,8 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
 
         # 2. burst, on warm workers.
         pids = system.pids()
+        services = {name: pid for name, pid in ctx.service_pids().items() if system.uses(name)}
+        svc0 = {name: tree_cpu_seconds([pid]) for name, pid in services.items()}
         cpu0, red0 = tree_cpu_seconds(pids), redis_counters(redis)
         client0 = self_cpu_seconds()
         t0 = time.time()
@@ -177,6 +184,7 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
         harness_cmds = system.wait_done(ids, _wait_timeout(mode.burst_n))
         red1 = redis_counters(redis)
         cpu1 = tree_cpu_seconds(pids)
+        svc1 = {name: tree_cpu_seconds([pid]) for name, pid in services.items()}
         memory = tree_memory(pids)
         recs = system.collect(ids)
         ends = [r.end for r in recs.values() if r.end is not None]
@@ -190,7 +198,19 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
             "client_cpu_ms_per_task": client_cpu / n * 1e3,
             "redis_cmds_per_task": (delta.commands - INFO_COMMANDS - harness_cmds) / n,
             "redis_cpu_us_per_task": delta.cpu / n * 1e6,
+            "services_cpu_ms_per_task": {
+                name: (svc1[name] - svc0[name]) / n * 1e3 for name in services
+            },
+            "services_cpu_ms_total": sum(svc1[name] - svc0[name] for name in services) / n * 1e3,
         }
+        # Everything the machine spent per task, client aside: the system's processes, Redis,
+        # and the broker and coordinator it runs on. On two cores, throughput is its inverse.
+        burst = out["burst"]
+        burst["all_cpu_ms_per_task"] = (
+            burst["worker_cpu_ms_per_task"]
+            + burst["redis_cpu_us_per_task"] / 1e3
+            + burst["services_cpu_ms_total"]
+        )
         out["memory"] = {
             "pss_mb": memory.pss_mb,
             "rss_mb": memory.rss_mb,

@@ -55,6 +55,11 @@ class System(ABC):
         """Why this system cannot run here, or None."""
         return None
 
+    def uses(self, service: str) -> bool:
+        """Whether this system's tasks pass through a dev-stack service besides Redis (a
+        broker, a coordinator), whose CPU the harness then charges to it."""
+        return False
+
     def prepare(self, log_dir: Path) -> None:  # noqa: B027 - optional hook
         """Start what must run before anything is submitted (a front door), if anything."""
 
@@ -197,6 +202,11 @@ class TasklabSystem(System):
         self._chroot = f"/bench-{uuid.uuid4().hex[:8]}"
         self.procs = []
         self._start_roles(self._roles(), log_dir)
+
+    def uses(self, service: str) -> bool:
+        from common.devstack import services_for_stage
+
+        return service in services_for_stage(self.stage)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.alive()]

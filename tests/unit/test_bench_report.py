@@ -88,3 +88,39 @@ def test_the_bench_refuses_to_start_without_its_extra_in_one_line(monkeypatch, c
     assert bench.run.main(["--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing no_such_module_here;" in err[0], err
+
+
+def test_the_broker_and_coordinator_a_stage_runs_on_count_in_its_cpu_per_task():
+    # Given stage 3, whose tasks also cost Kafka's and ZooKeeper's JVMs CPU, and Celery,
+    # whose only service is Redis
+    stage3 = trial("tasklab-stage3", 0, 300, 4.0)
+    stage3["burst"].update(
+        redis_cpu_us_per_task=500.0,
+        services_cpu_ms_total=1.5,
+        all_cpu_ms_per_task=1.0 + 0.5 + 1.5,
+    )
+    celery = trial("celery-parity", 0, 400, 8.0)
+    celery["burst"].update(
+        redis_cpu_us_per_task=250.0, services_cpu_ms_total=0.0, all_cpu_ms_per_task=1.25
+    )
+
+    # When they are summarized
+    summary = summarize([stage3, celery], ["noop"])
+
+    # Then the whole machine's CPU per task is a column and a ratio, not the roles' alone
+    row = summary["systems"]["tasklab-stage3"]["noop"]
+    assert row["services_cpu_ms"] == 1.5 and row["all_cpu_ms"] == 3.0
+    assert summary["ratios"]["tasklab-stage3"]["noop"]["all_cpu_ms"]["celery-parity"] == 2.4
+    assert "allCPU ms" in table(summary, {})
+
+
+def test_only_the_stages_that_run_on_a_broker_or_coordinator_are_charged_for_it():
+    from bench.systems import CelerySystem, TasklabSystem
+
+    def uses(system):
+        return {name for name in ("kafka", "zookeeper", "postgresql") if system.uses(name)}
+
+    assert uses(TasklabSystem(1, None, 2, 1, "INFO")) == set()
+    assert uses(TasklabSystem(2, None, 2, 1, "INFO")) == {"zookeeper"}
+    assert uses(TasklabSystem(3, None, 2, 1, "INFO")) == {"kafka", "zookeeper"}
+    assert uses(CelerySystem.__new__(CelerySystem)) == set()
