@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis import Redis
@@ -329,6 +329,37 @@ def floor_trial(ctx: Context, mode: Mode, parallel: int, rep: int) -> dict:
     }
 
 
+# A JVM compiles its hot paths during its first minutes under load: stage 3's broker measured
+# 5.2, 3.6, 2.3, 2.2, 1.8, 1.5 ms of CPU per task over its first six trials, then 1.1-1.4 ms
+# for good. Left in, that compiling lands on whichever trials the shuffle put first.
+WARM_UP_TRIALS = 3
+
+
+def warm_up_jvms(ctx: Context, systems: list[System], workload: str, mode: Mode, log_dir: Path):
+    """Run unrecorded trials of the first system whose tasks pass through Kafka (else
+    ZooKeeper), so that its services are warm, as a long-running broker is, when measuring
+    begins."""
+    for service in ("kafka", "zookeeper"):
+        system = next((s for s in systems if s.uses(service)), None)
+        if system is not None:
+            break
+    else:
+        return
+    warm = replace(mode, burst_n=max(mode.burst_n, 1000), steady_n=10, monitor_n=0)
+    for i in range(WARM_UP_TRIALS):
+        t = time.monotonic()
+        try:
+            run_trial(ctx, system, workload, warm, log_dir, rep=-1 - i)
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up is a slower first trial
+            print(f"   warm-up {system.name}: FAILED: {exc}", flush=True)
+            return
+        print(
+            f"   warm-up {i + 1}/{WARM_UP_TRIALS}: {system.name} {workload}, not recorded "
+            f"({time.monotonic() - t:.1f}s)",
+            flush=True,
+        )
+
+
 def baseline_checkout(ref: str, workdir: Path) -> Path:
     """A detached worktree of `ref`, for its roles to import their code from."""
     path = workdir / "baseline"
@@ -359,6 +390,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stages", default="", help="tasklab stages to include if installed (default: all)"
     )
     p.add_argument("--no-celery", action="store_true", help="tasklab only")
+    p.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="measure from a cold broker (default: unrecorded trials warm the JVMs first)",
+    )
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--agents", type=int, default=2, help="tasklab agents (default 2)")
     p.add_argument("--capacity", type=int, default=1, help="tasks per agent at once (default 1)")
@@ -480,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- {system.name}: missing ({reason})", flush=True)
             else:
                 ready.append(system)
+        if not args.no_warm_up:
+            warm_up_jvms(ctx, ready, workloads[0], mode, log_dir)
         plan: list[tuple[int, System | None, str]] = [
             (rep, system, wl) for rep in range(mode.reps) for system in ready for wl in workloads
         ]

@@ -124,3 +124,35 @@ def test_only_the_stages_that_run_on_a_broker_or_coordinator_are_charged_for_it(
     assert uses(TasklabSystem(2, None, 2, 1, "INFO")) == {"zookeeper"}
     assert uses(TasklabSystem(3, None, 2, 1, "INFO")) == {"kafka", "zookeeper"}
     assert uses(CelerySystem.__new__(CelerySystem)) == set()
+
+
+def test_the_jvms_are_warmed_by_unrecorded_trials_of_the_first_system_on_kafka(monkeypatch):
+    from bench import run
+
+    class Fake:
+        def __init__(self, name, services):
+            self.name, self.services = name, services
+
+        def uses(self, service):
+            return service in self.services
+
+    ran = []
+    monkeypatch.setattr(
+        run,
+        "run_trial",
+        lambda ctx, system, wl, mode, log, rep: ran.append((system.name, wl, mode.burst_n, rep)),
+    )
+    stage2, stage3 = Fake("stage2", {"zookeeper"}), Fake("stage3", {"kafka", "zookeeper"})
+    mode = run.MODES["quick"]
+
+    # Stage 3 warms Kafka (and ZooKeeper with it), with a burst long enough to matter
+    run.warm_up_jvms(None, [Fake("celery", set()), stage2, stage3], "noop", mode, None)
+    assert ran == [("stage3", "noop", 1000, -1 - i) for i in range(run.WARM_UP_TRIALS)]
+
+    # Without Kafka, ZooKeeper's stage; with neither, nothing runs
+    ran.clear()
+    run.warm_up_jvms(None, [stage2], "shell", mode, None)
+    assert {name for name, *_ in ran} == {"stage2"}
+    ran.clear()
+    run.warm_up_jvms(None, [Fake("celery", set())], "noop", mode, None)
+    assert ran == []
