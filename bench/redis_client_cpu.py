@@ -1,0 +1,211 @@
+"""Client CPU per Redis command by reply parser: `python -m bench.redis_client_cpu [--n N]`.
+
+Starts a throw-away Redis (the devstack's `RedisService`) and runs, in this one process, the
+command shapes the roles send most, each through a client built by
+`common.adapters.redis_client.new_redis_client` (the roles' options, a pool of its own):
+
+- `hgetall`: `HGETALL` of a finished task's hash (written by the real store: 16 fields), as
+  the manager reads a task for each status event and the API for each `GET`.
+- `evalsha`: `EVALSHA` of a script answering the claim's shape, `{1, 'accepted', 'RUNNING', 1,
+  HGETALL}`: a nested list, as `claim.lua` returns the claimed task to the agent.
+- `pipeline`: the manager's read of a batch, 4 task hashes and a processing list in one
+  5-command pipeline.
+- `lpush+blmove`: a message onto a list and moved to a processing list (a stage 1 submit and
+  take): 2 commands.
+
+Each shape runs through three clients that differ only in how replies are parsed or commands
+packed: `python` (redis-py's `_RESP3Parser`: the roles until hiredis was installed),
+`hiredis` (hiredis parses replies, Python packs commands: the roles now), and `hiredis+C`
+(hiredis packs commands too, redis-py's default with hiredis: not usable by the roles, whose
+bad bytes it refuses; shown for what the packer still costs). Measured: this process's CPU
+time (`time.process_time`, Redis's own CPU is in its process) per operation, after a warm-up.
+Repetitions interleave the clients, their order rotated each time, so a change in the
+machine's load touches each alike; the ratio is taken per repetition (same minute) and its
+min-max over the repetitions stated as the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis import Redis
+from redis._parsers import _HiredisParser, _RESP3Parser
+from redis.connection import HiredisRespSerializer
+
+from common import keys
+from common.adapters.redis_client import new_redis_client
+from common.adapters.redis_store import RedisTaskStore
+from common.client import TaskClient
+from common.domain.transitions import TaskStatus
+
+WARM_UP = 300
+CLAIM_SHAPE = "return {1, 'accepted', 'RUNNING', 1, redis.call('HGETALL', KEYS[1])}"
+MESSAGE = (
+    '{"taskId": "6f1c2b1e-3f55-4c1a-9a53-0d7e3c0b2a11", "taskType": "SHELL", '
+    '"payload": "echo hello", "attempt": 1, "epoch": 0}'
+)
+
+
+def clients(url: str) -> dict[str, Redis]:
+    both_c = new_redis_client(url, parser_class=_HiredisParser)
+    # Before the pool makes its first connection: every connection packs in C, as redis-py
+    # does by default once hiredis is installed.
+    both_c.connection_pool.connection_kwargs["command_packer"] = HiredisRespSerializer()
+    return {
+        "python": new_redis_client(url, parser_class=_RESP3Parser),
+        "hiredis": new_redis_client(url, parser_class=_HiredisParser),
+        "hiredis+C": both_c,
+    }
+
+
+def finished_tasks(client: Redis, n: int) -> list[str]:
+    """`n` tasks taken to SUCCESS through the real store: hashes with every field a finished
+    task has."""
+    store = RedisTaskStore(client)
+    tasks = TaskClient(store)
+    ids = []
+    for _ in range(n):
+        task, _ = tasks.submit({"taskType": "SHELL", "payload": "echo hello"})
+        store.transition(
+            task.task_id,
+            TaskStatus.RUNNING,
+            attempt=1,
+            actor="agent-1",
+            fields={"agentId": "agent-1", "startedAt": repr(time.time())},
+        )
+        store.transition(
+            task.task_id,
+            TaskStatus.SUCCESS,
+            attempt=1,
+            actor="agent-1",
+            fields={"exitCode": 0, "result": "hello\n", "finishedAt": repr(time.time())},
+        )
+        ids.append(task.task_id)
+    return ids
+
+
+def workloads(setup: Redis) -> dict[str, tuple[int, Callable[[Redis], object]]]:
+    """name -> (commands per operation, one operation on a client)."""
+    ids = finished_tasks(setup, 4)
+    task_keys = [keys.task(t) for t in ids]
+    sha = setup.script_load(CLAIM_SHAPE)
+    setup.rpush(keys.processing("agent-1"), MESSAGE, MESSAGE)
+    # The shapes read what they expect, or the comparison would be of two different replies.
+    assert len(setup.hgetall(task_keys[0])) >= 15, setup.hgetall(task_keys[0])
+
+    def hgetall(c: Redis) -> object:
+        return c.hgetall(task_keys[0])
+
+    def evalsha(c: Redis) -> object:
+        return c.evalsha(sha, 1, task_keys[0])
+
+    def pipeline(c: Redis) -> object:
+        pipe = c.pipeline(transaction=False)
+        for key in task_keys:
+            pipe.hgetall(key)
+        pipe.lrange(keys.processing("agent-1"), 0, -1)
+        return pipe.execute()
+
+    def lpush_blmove(c: Redis) -> object:
+        c.lpush("bench:queue", MESSAGE)
+        return c.blmove("bench:queue", "bench:processing", 1, "RIGHT", "LEFT")
+
+    return {
+        "hgetall": (1, hgetall),
+        "evalsha": (1, evalsha),
+        "pipeline": (5, pipeline),
+        "lpush+blmove": (2, lpush_blmove),
+    }
+
+
+def measure(client: Redis, op: Callable[[Redis], object], n: int) -> tuple[float, float]:
+    """(CPU µs, wall µs) per operation, over `n` operations."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        op(client)
+    return (
+        (time.process_time() - cpu0) / n * 1e6,
+        (time.perf_counter() - wall0) / n * 1e6,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.redis_client_cpu")
+    p.add_argument("--n", type=int, default=2000, help="operations per measurement")
+    p.add_argument("--reps", type=int, default=7)
+    args = p.parse_args(argv)
+
+    from common.devstack.redis import RedisService
+
+    service = RedisService()
+    with tempfile.TemporaryDirectory() as tmp:
+        running = service.start(Path(tmp))
+        try:
+            url = running.env["TASKLAB_REDIS_URL"]
+            by_label = clients(url)
+            shapes = workloads(by_label["python"])
+            # Each client gives the same answer to each shape: the parsers are interchangeable.
+            for name, (_, op) in shapes.items():
+                if name != "lpush+blmove":
+                    answers = [op(c) for c in by_label.values()]
+                    assert all(a == answers[0] for a in answers), (name, answers)
+            for client in by_label.values():
+                for _, op in shapes.values():
+                    measure(client, op, WARM_UP)
+            print(f"load average at start: {os.getloadavg()}", flush=True)
+            cpu: dict[tuple[str, str], list[float]] = {}
+            wall: dict[tuple[str, str], list[float]] = {}
+            labels = list(by_label)
+            for rep in range(args.reps):
+                order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
+                for name, (_, op) in shapes.items():
+                    for label in order:
+                        c, w = measure(by_label[label], op, args.n)
+                        cpu.setdefault((name, label), []).append(c)
+                        wall.setdefault((name, label), []).append(w)
+                by_label["python"].delete("bench:processing")
+            print(f"load average at end:   {os.getloadavg()}")
+        finally:
+            service.stop(running)
+    report(shapes, labels, cpu, wall, args)
+    return 0
+
+
+def report(shapes, labels, cpu, wall, args) -> None:
+    print(
+        f"\nclient CPU per operation, µs: median (min-max) of {args.reps} repetitions of "
+        f"{args.n} operations; ratio = hiredis / python per repetition"
+    )
+    print(
+        "| shape | commands | python | hiredis | hiredis / python | hiredis+C | "
+        "saved per command | wall python / hiredis |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (commands, _) in shapes.items():
+        cells = []
+        for label in labels:
+            runs = cpu[(name, label)]
+            cells.append(f"{statistics.median(runs):.1f} ({min(runs):.1f}–{max(runs):.1f})")
+        ratios = [
+            h / py for h, py in zip(cpu[(name, "hiredis")], cpu[(name, "python")], strict=True)
+        ]
+        saved = (
+            statistics.median(cpu[(name, "python")]) - statistics.median(cpu[(name, "hiredis")])
+        ) / commands
+        print(
+            f"| {name} | {commands} | {cells[0]} | {cells[1]} | "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) | "
+            f"{cells[2]} | {saved:.1f} µs | "
+            f"{statistics.median(wall[(name, 'python')]):.0f} / "
+            f"{statistics.median(wall[(name, 'hiredis')]):.0f} µs |"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
