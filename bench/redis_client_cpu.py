@@ -12,6 +12,10 @@ command shapes the roles send most, each through a client built by
   5-command pipeline.
 - `lpush+blmove`: a message onto a list and moved to a processing list (a stage 1 submit and
   take): 2 commands.
+- `stage 1 task`: one task's whole Redis path in stage 1, through the real adapters as
+  stage1_mvp/bootstrap.py wires them (as tests/stage1_mvp/test_chained_peek.py does): the
+  client's submit, the agent's take and claim, its report. The CPU per task includes the
+  adapters' own Python (JSON, the domain), so this row says what the parser is worth per task.
 
 Each shape runs through three clients that differ only in how replies are parsed or commands
 packed: `python` (redis-py's `_RESP3Parser`: the roles until hiredis was installed),
@@ -39,9 +43,19 @@ from redis._parsers import _HiredisParser, _RESP3Parser
 from redis.connection import HiredisRespSerializer
 
 from common import keys
+from common.adapters.redis_agent import (
+    RedisChainedReport,
+    RedisEventSink,
+    RedisListIntake,
+    ReliableClaim,
+)
 from common.adapters.redis_client import new_redis_client
+from common.adapters.redis_outcome import RedisOutcomeWriter
+from common.adapters.redis_queue import RedisWorkQueue
 from common.adapters.redis_store import RedisTaskStore
 from common.client import TaskClient
+from common.domain.backoff import ExponentialBackoff
+from common.domain.outcome import AttemptReport
 from common.domain.transitions import TaskStatus
 
 WARM_UP = 300
@@ -90,9 +104,39 @@ def finished_tasks(client: Redis, n: int) -> list[str]:
     return ids
 
 
+class Stage1Task:
+    """One task through stage 1's client and agent adapters, on the client it is called with."""
+
+    AGENT = "bench-agent"
+    OK = AttemptReport(success=True, exit_code=0, result="ok")
+
+    def __init__(self) -> None:
+        self.sides: dict[int, tuple[TaskClient, RedisListIntake, RedisChainedReport]] = {}
+
+    def side(self, client: Redis) -> tuple[TaskClient, RedisListIntake, RedisChainedReport]:
+        if id(client) not in self.sides:
+            store = RedisTaskStore(client)
+            queue = RedisWorkQueue(client, store)
+            intake = RedisListIntake(queue, self.AGENT, ReliableClaim())
+            writer = RedisOutcomeWriter(client, store, ExponentialBackoff(1.0, 2.0))
+            chain = RedisChainedReport(intake, RedisEventSink(queue, writer, self.AGENT, 10))
+            self.sides[id(client)] = (TaskClient(store), intake, chain)
+        return self.sides[id(client)]
+
+    def __call__(self, client: Redis) -> object:
+        tasks, intake, chain = self.side(client)
+        tasks.submit({"taskType": "SHELL", "payload": "true"})
+        taken = intake.take(1.0)
+        assert taken is not None, "the task just submitted was not taken"
+        nothing = chain.finish_and_take(taken, self.OK, [])
+        assert nothing is None, "a task was left on queue:pending"
+        return None
+
+
 def workloads(setup: Redis) -> dict[str, tuple[int, Callable[[Redis], object]]]:
     """name -> (commands per operation, one operation on a client)."""
     ids = finished_tasks(setup, 4)
+    setup.delete(keys.PENDING_QUEUE)  # their messages, which the stage 1 path would take first
     task_keys = [keys.task(t) for t in ids]
     sha = setup.script_load(CLAIM_SHAPE)
     setup.rpush(keys.processing("agent-1"), MESSAGE, MESSAGE)
@@ -121,6 +165,8 @@ def workloads(setup: Redis) -> dict[str, tuple[int, Callable[[Redis], object]]]:
         "evalsha": (1, evalsha),
         "pipeline": (5, pipeline),
         "lpush+blmove": (2, lpush_blmove),
+        # submit, BLMOVE, claim, report (counted with redis-py's commands in a test run)
+        "stage 1 task": (4, Stage1Task()),
     }
 
 
@@ -153,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             shapes = workloads(by_label["python"])
             # Each client gives the same answer to each shape: the parsers are interchangeable.
             for name, (_, op) in shapes.items():
-                if name != "lpush+blmove":
+                if name not in ("lpush+blmove", "stage 1 task"):
                     answers = [op(c) for c in by_label.values()]
                     assert all(a == answers[0] for a in answers), (name, answers)
             for client in by_label.values():
