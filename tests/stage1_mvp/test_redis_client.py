@@ -128,6 +128,7 @@ SHAPES: dict[str, Callable[[Redis, str, str], object]] = {
     "WRONGTYPE": lambda c, t, _: c.lpush(t, "x"),
     "an unknown command": lambda c, t, _: c.execute_command("NO-SUCH-COMMAND"),
     "BUSYGROUP": lambda c, t, _: c.xgroup_create("stream", "group", id="0"),
+    "NOGROUP": lambda c, t, _: c.xreadgroup("no-group", "c", {"stream": ">"}),
     "XAUTOCLAIM": lambda c, t, _: c.xautoclaim("stream", "group", "c", 0, "0-0"),
     "XPENDING": lambda c, t, _: c.xpending("stream", "group"),
     "a pipeline with errors in it": lambda c, t, _: _pipeline(c, t),
