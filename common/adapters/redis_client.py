@@ -45,7 +45,7 @@ def new_redis_client(url: str, parser_class: type = _HiredisParser) -> Redis:
     # installed redis-py would pack them in C as well, strictly, and a garbage message could
     # no longer be written back (tests/stage1_mvp/test_stage1_bad_bytes.py fails with
     # "surrogates not allowed"). Both parsers give the same Python values for every reply
-    # (tests/stage1_mvp/test_redis_client.py).
+    # shape the code relies on, errors included (tests/stage1_mvp/test_redis_client.py).
     return Redis.from_url(
         url,
         health_check_interval=30,
