@@ -397,6 +397,10 @@ class Settings(BaseSettings):
     archive_id: str = Field(default_factory=_default_agent_id)
     archive_batch_max: int = Field(default=500, ge=1, le=100_000)
     archive_retry_max: float = Field(default=30.0, gt=0)
+    # How long a killed archiver's partitions of the status topic wait for a live archiver: its
+    # consumer's Kafka session (session.timeout.ms), in seconds. Kafka's own default; a broker
+    # accepts 6 s to 30 min (group.min/max.session.timeout.ms).
+    archive_session_timeout: float = Field(default=45.0, ge=6.0, le=1800.0)
     # The outbox (archive:outbox): an archiver takes over the entries another has held this long
     # without acknowledging them (a killed archiver, or one whose pod and name are gone), and
     # forgets a consumer name with nothing pending that has been silent this long.

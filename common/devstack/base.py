@@ -76,7 +76,22 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
-        return True
+        pass
+    # Not ours: a service that `tasklab dev up` started (and exited) belongs to init, which
+    # reaps it in its own time (a container's init can take seconds). It has exited all the
+    # same: `dev down` waited for that reaping on every service it stopped.
+    return not _exited_unreaped(pid)
+
+
+def _exited_unreaped(pid: int) -> bool:
+    """True when `pid` is a zombie (state Z in /proc), or vanished while we looked."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        # Reaped between the kill(0) and the read (the read fails with ESRCH); with no /proc
+        # at all (macOS), we cannot tell, and the process counts as running, as before.
+        return os.path.isdir("/proc/self")
 
 
 # --8<-- [start:template]

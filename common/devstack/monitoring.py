@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +75,57 @@ def read_targets(path: Path) -> list[ScrapeTarget]:
 def rule_files(rules_dir: Path = RULES_DIR) -> list[Path]:
     """The alert rule files Prometheus loads (every *.yml in the rules folder)."""
     return sorted(rules_dir.glob("*.yml"))
+
+
+# The dev stack's Prometheus with some alerts' `for:` waits changed, e.g.
+# "AgentDown=15s,QueueBacklog=10s": the runbook test sets it, so that its run sees each alert
+# of Break it fire without waiting out the deployed minutes a learner waits.
+ALERT_WAITS_ENV = "TASKLAB_DEVSTACK_ALERT_WAITS"
+_WAIT = re.compile(r"^\d+[smh]$")
+_ALERT = re.compile(r"^(\s*)- alert:\s*(\S+)\s*$")
+_FOR = re.compile(r"^(\s*)for:\s*\S+\s*$")
+
+
+def parse_alert_waits(text: str) -> dict[str, str]:
+    """`NAME=DURATION,...` as {alert name: Prometheus duration}; a clear error otherwise."""
+    waits = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, wait = (s.strip() for s in item.partition("="))
+        if not sep or not name or not _WAIT.match(wait):
+            raise ValueError(
+                f"{ALERT_WAITS_ENV}: {item!r} is not NAME=DURATION (AgentDown=15s; a number "
+                "and a unit s, m or h)"
+            )
+        waits[name] = wait
+    return waits
+
+
+def rules_with_waits(
+    dest_dir: Path, waits: dict[str, str], rules_dir: Path = RULES_DIR
+) -> list[Path]:
+    """Copies of the rule files in `dest_dir`, each named alert's `for:` line set to its wait;
+    every other line (expressions, labels, annotations, other alerts) as deployed."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    changed: set[str] = set()
+    copies = []
+    for source in rule_files(rules_dir):
+        lines, alert, key_indent = [], None, ""
+        for line in source.read_text().splitlines(keepends=True):
+            if found := _ALERT.match(line):
+                # The rule's own keys sit two columns in from its `- `: a `for:` anywhere
+                # else (in a description's text) is not its wait.
+                alert, key_indent = found.group(2), found.group(1) + "  "
+            elif (found := _FOR.match(line)) and alert in waits and found.group(1) == key_indent:
+                line = f"{key_indent}for: {waits[alert]}\n"
+                changed.add(alert)
+            lines.append(line)
+        copy = dest_dir / source.name
+        copy.write_text("".join(lines))
+        copies.append(copy)
+    unknown = sorted(set(waits) - changed)
+    if unknown:
+        raise ValueError(
+            f"{ALERT_WAITS_ENV}: no alert with a `for:` wait called {', '.join(unknown)} "
+            f"in {rules_dir}"
+        )
+    return copies

@@ -15,7 +15,14 @@ import shutil
 from pathlib import Path
 
 from common.devstack.base import NativeService, RunningService, free_port, stop_process_group
-from common.devstack.monitoring import ScrapeTarget, write_targets
+from common.devstack.monitoring import (
+    ALERT_WAITS_ENV,
+    ScrapeTarget,
+    parse_alert_waits,
+    rule_files,
+    rules_with_waits,
+    write_targets,
+)
 from common.stages import load_stage
 
 # name -> "module:Class"; loaded lazily so stage 1 never needs a JDK.
@@ -58,6 +65,11 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("TASKLAB_DEVSTACK_DIR", ".tasklab/devstack")).resolve()
 
 
+def alert_waits() -> dict[str, str]:
+    """The `for:` waits TASKLAB_DEVSTACK_ALERT_WAITS asks of the dev stack's Prometheus."""
+    return parse_alert_waits(os.environ.get(ALERT_WAITS_ENV, ""))
+
+
 # --8<-- [start:facade]
 class DevStack:
     def __init__(self, state_dir: Path | None = None) -> None:
@@ -97,6 +109,8 @@ class DevStack:
     def up(self, stage: int) -> list[RunningService]:
         """Start what `stage` needs; services already running from an earlier `up` are kept."""
         wanted = services_for_stage(stage)
+        if "prometheus" in wanted:
+            alert_waits()  # a bad setting is an error before anything starts
         running = [s for s in self.load() if s.alive()]
         have = {s.name for s in running}
         try:
@@ -121,7 +135,15 @@ class DevStack:
         if name != "prometheus":
             return {}
         alertmanagers = [f"{s.host}:{s.port}" for s in running if s.name == "alertmanager"]
-        return {"targets_file": self.targets_file, "alertmanagers": alertmanagers}
+        options = {"targets_file": self.targets_file, "alertmanagers": alertmanagers}
+        rules = self.state_dir / "prometheus-rules"
+        waits = alert_waits()
+        if waits:
+            options["rules"] = rules_with_waits(rules, waits)
+        elif rules.is_dir():
+            # A restart keeps the waits its `up` was given.
+            options["rules"] = rule_files(rules)
+        return options
 
     def write_scrape_targets(self, stage: int) -> None:
         """List every process of the stage, at its operator port, for Prometheus to scrape.

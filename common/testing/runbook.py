@@ -377,8 +377,15 @@ class Shell:
                     raise RunbookError(f"the shell exited during: {command}")
                 self._buffer += chunk
 
-    def close(self, grace: float = 10.0) -> None:
-        """Stop what the commands left in the background, then the shell, by PID."""
+    def close(self, grace: float = 3.0) -> None:
+        """Stop what the commands left in the background, then the shell, by PID.
+
+        A role stops cleanly within a second or two of its SIGTERM. One still running when the
+        page's clean-up stopped the services (stage 2's first scheduler and agent, whose kills
+        are Break it steps not run here; stage 4's roles, stopped by `dev down` mid-shutdown)
+        cannot finish its clean stop, its ZooKeeper calls retried for a session: it waited out
+        all of a 10 s grace for nothing, on every such page.
+        """
         alive = [pid for pid in self.background if _signal(pid, signal.SIGTERM)]
         deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:

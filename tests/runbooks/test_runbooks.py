@@ -37,14 +37,24 @@ PAGES = {
 FIXED_ADDRESSES = {
     "stage4": ("127.0.0.1:50151", "127.0.0.1:50152", "127.0.0.1:47340", "127.0.0.1:47341"),
 }
+# What the test run sets in a page's environment that a reader does not. Stage 5's Break it
+# waits for AgentDown (`for: 1m`) and QueueBacklog (`for: 2m`) to fire: the dev stack's
+# Prometheus gets shorter waits for those two (common/devstack/monitoring.py), and the page's
+# commands and output are the same. AgentDown's stays above the agent's ZooKeeper session (10 s),
+# so the killed agent is failed over, and its id free, before the page starts it again; every
+# other rule keeps its deployed wait, NoSchedulerLeader's minute (which the frozen leader's
+# failover must not outrun) among them.
+PAGE_ENV = {
+    "stage5": {"TASKLAB_DEVSTACK_ALERT_WAITS": "AgentDown=15s,QueueBacklog=10s"},
+}
 # Tutorial pages quote the runbook's commands; they are checked against it in
 # tests/unit/test_runbook_pages.py rather than run a second time.
 
 
-def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def sandbox(tmp_path: Path, name: str = "") -> tuple[Path, dict[str, str]]:
     """A working directory that looks like the repository to the runbook's commands (`.venv`,
     the stage folders, `.tasklab/`), and an environment with no TASKLAB_* setting leaking in
-    from the test run."""
+    from the test run, but the page's own PAGE_ENV."""
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
     if os.geteuid() == 0:
@@ -62,6 +72,7 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLAB_")}
     env["TASKLAB_DEVSTACK_DIR"] = str(work / ".tasklab/devstack")
     env["TERM"] = "dumb"
+    env.update(PAGE_ENV.get(name, {}))
     return work, env
 
 
@@ -92,7 +103,7 @@ def services_can_run(name: str) -> None:
 def run_page(name: str, tmp_path: Path, include_slow: bool) -> list[runbook.StepResult]:
     services_can_run(name)
     book = runbook.load(PAGES[name])
-    work, env = sandbox(tmp_path)
+    work, env = sandbox(tmp_path, name)
     rewrites = {"/tmp/": f"{work}/tmp/"}
     rewrites.update({a: f"127.0.0.1:{free_port()}" for a in FIXED_ADDRESSES.get(name, ())})
     started = time.monotonic()

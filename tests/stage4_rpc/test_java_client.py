@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from kazoo.exceptions import NoNodeError
 from rpc_support import free_port
 
 from common import keys
@@ -154,8 +155,14 @@ def pair(stage4):
     yield addresses
     for address in addresses:
         stage4.providers[address].stop()
-    # A provider killed by the test leaves its node for a session timeout: the next test waits
-    # here until it is gone rather than meet it.
+    # A provider killed by the test leaves its node for a session timeout (10 s), which the
+    # next test must not meet. Both processes have exited and one that stopped cleanly took its
+    # node with it: what is left is a dead session's, deleted here as its expiry would.
+    for address in set(addresses) & set(stage4.zk.get_children(TASK_SERVICE)):
+        try:
+            stage4.zk.delete(f"{TASK_SERVICE}/{address}")
+        except NoNodeError:
+            pass  # the session ended meanwhile
     eventually(
         lambda: not set(addresses) & set(stage4.zk.get_children(TASK_SERVICE)),
         20,

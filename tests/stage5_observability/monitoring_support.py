@@ -21,6 +21,7 @@ from common.devstack.alertmanager import AlertmanagerService
 from common.devstack.monitoring import DEPLOY_DIR, RULES_DIR, ScrapeTarget, write_targets
 from common.devstack.prometheus import PrometheusService
 from common.testing import RoleProcess, eventually
+from common.testing.processes import stop_all
 
 
 @dataclass
@@ -110,19 +111,23 @@ _DURATION = re.compile(r"^(\d+)([smh])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
-def scaled_rules(dest: Path, factor: int = 30) -> Path:
-    """The repository's rules with every `for:` wait divided by `factor` (at least 1 s).
+def scaled_rules(dest: Path, factor: int = 30, factors: dict[str, int] | None = None) -> Path:
+    """The repository's rules with every `for:` wait divided by `factor` (at least 1 s), or by
+    `factors[name]` for the alerts it names.
 
     A test cannot wait AgentDown's minute on every run; with a scrape and an evaluation each
     second, the same expressions with 1/30 of their waits fire in seconds. Only `for` changes:
     the expressions, labels and annotations are the deployed ones.
     """
     rules = yaml.safe_load((RULES_DIR / "tasklab.yml").read_text())
+    unknown = set(factors or {}) - {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert not unknown, f"no such alert: {unknown}"
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
                 amount, unit = _DURATION.match(rule["for"]).groups()
-                rule["for"] = f"{max(1, int(amount) * _SECONDS[unit] // factor)}s"
+                by = (factors or {}).get(rule["alert"], factor)
+                rule["for"] = f"{max(1, int(amount) * _SECONDS[unit] // by)}s"
     dest.write_text(yaml.safe_dump(rules, sort_keys=False))
     return dest
 
@@ -190,17 +195,19 @@ def wait_until_every_series_scraped_thrice(prometheus: PrometheusAPI) -> None:
 
 @contextmanager
 def monitoring(
-    root: Path, webhook_url: str, factor: int = 30
+    root: Path, webhook_url: str, factor: int = 30, factors: dict[str, int] | None = None
 ) -> Iterator[tuple[PrometheusAPI, Path]]:
     """The real Alertmanager (routed to `webhook_url`, one-second group wait) and Prometheus
-    (scraping and evaluating every second, the rules' waits divided by `factor`, the targets
-    file it yields)."""
+    (scraping and evaluating every second, the rules' waits divided by `factor`, or by
+    `factors[name]` for the alerts it names, the targets file it yields)."""
     alertmanager = AlertmanagerService(
         webhook_url=webhook_url, group_wait="1s", group_interval="1s", repeat_interval="1h"
     )
     targets = root / "targets.json"
     prometheus = PrometheusService(
-        targets_file=targets, rules=[scaled_rules(root / "rules.yml", factor)], scrape_interval="1s"
+        targets_file=targets,
+        rules=[scaled_rules(root / "rules.yml", factor, factors)],
+        scrape_interval="1s",
     )
     started = []
     try:
@@ -258,7 +265,6 @@ class ListedRoles:
         return listed
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
+        stop_all(self.procs.values())  # side by side, not a second or so each in turn
         for proc in self.procs.values():
             print(f"\n----- {proc.name} (pid {proc.pid}) -----\n{proc.log_text()[-3000:]}")

@@ -77,3 +77,20 @@ def test_config_validate_says_a_bad_duration_in_a_file(tmp_path):
     found = {p.key: p.message for p in validate_file(path).problems}
     assert "is not a duration" in found["archive_claim_idle"]
     assert "must be longer than 0" in found["archive_forget_after"]
+
+
+def test_the_archivers_kafka_session_is_a_setting_with_heartbeats_at_a_third_of_it(monkeypatch):
+    from common.archive.role import session_config
+
+    # Kafka's own 45 s by default, the shortest a broker accepts in the test profile
+    assert load_settings().archive_session_timeout == 45.0
+    monkeypatch.setenv("TASKLAB_ENV", "test")
+    assert load_settings().archive_session_timeout == 6.0
+    assert session_config(load_settings()) == {
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 2000,
+    }
+    # ...and outside what a broker accepts, a configuration error at start
+    monkeypatch.setenv("TASKLAB_ARCHIVE_SESSION_TIMEOUT", "5")
+    with pytest.raises(ConfigError, match="archive_session_timeout"):
+        load_settings()
