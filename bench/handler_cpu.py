@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
+from bench.measure import scratch_service
 from bench.systems import HANDLER_NOOP, TASKLAB_WORKLOADS
 
 # (workload, agent_handler_mode, label); the script's mode is moot (it is always forked).
@@ -108,24 +108,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.devstack.redis import RedisService
 
-    service = RedisService()
     results: dict[str, list[dict[str, float]]] = {label: [] for _, _, label in CASES}
-    with tempfile.TemporaryDirectory() as tmp:
-        running = service.start(Path(tmp))
-        try:
-            url = running.env["TASKLAB_REDIS_URL"]
-            for rep in range(args.reps):
-                for workload, mode, label in CASES:
-                    got = measure(url, Path(tmp), workload, mode, args.n)
-                    results[label].append(got)
-                    print(
-                        f"   rep {rep} {label}: "
-                        + ", ".join(f"{k} {v:.3f}" for k, v in got.items())
-                        + " ms per task",
-                        flush=True,
-                    )
-        finally:
-            service.stop(running)
+    with scratch_service(RedisService()) as running:
+        url = running.env["TASKLAB_REDIS_URL"]
+        for rep in range(args.reps):
+            for workload, mode, label in CASES:
+                got = measure(url, Path(running.workdir), workload, mode, args.n)
+                results[label].append(got)
+                print(
+                    f"   rep {rep} {label}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in got.items())
+                    + " ms per task",
+                    flush=True,
+                )
     print("\n| case | agent ms | pool ms | agent + pool ms (spread) | Redis ms |")
     print("|---|---|---|---|---|")
     for label, runs in results.items():

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
+
+from bench.measure import scratch_service
 
 VARIANTS: list[tuple[str, dict, dict]] = [
     ("linger.ms 5 (librdkafka's default)", {"linger.ms": 5}, {}),
@@ -77,26 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     from common.devstack.kafka import KafkaService
     from common.messaging.clients import Bus
 
-    service = KafkaService()
-    with tempfile.TemporaryDirectory() as tmp:
-        running = service.start(Path(tmp))
-        try:
-            bus = Bus(running.env["TASKLAB_KAFKA_BOOTSTRAP"])
-            admin = AdminClient({"bootstrap.servers": bus.bootstrap})
-            for future in admin.create_topics([NewTopic("hop", 1, 1)]).values():
-                future.result()
-            time.sleep(2)  # the new partition takes up its leadership
-            for r in range(args.rounds):
-                for name, producer_extra, consumer_extra in VARIANTS:
-                    values = sorted(hop(bus, "hop", producer_extra, consumer_extra, args.n))
-                    p90 = values[int(0.9 * (len(values) - 1))]
-                    print(
-                        f"round {r + 1}  {name:38s} p50 {statistics.median(values):6.2f} ms"
-                        f"  p90 {p90:6.2f} ms",
-                        flush=True,
-                    )
-        finally:
-            service.stop(running)
+    with scratch_service(KafkaService()) as running:
+        bus = Bus(running.env["TASKLAB_KAFKA_BOOTSTRAP"])
+        admin = AdminClient({"bootstrap.servers": bus.bootstrap})
+        for future in admin.create_topics([NewTopic("hop", 1, 1)]).values():
+            future.result()
+        time.sleep(2)  # the new partition takes up its leadership
+        for r in range(args.rounds):
+            for name, producer_extra, consumer_extra in VARIANTS:
+                values = sorted(hop(bus, "hop", producer_extra, consumer_extra, args.n))
+                p90 = values[int(0.9 * (len(values) - 1))]
+                print(
+                    f"round {r + 1}  {name:38s} p50 {statistics.median(values):6.2f} ms"
+                    f"  p90 {p90:6.2f} ms",
+                    flush=True,
+                )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
@@ -107,3 +108,18 @@ def percentile(values: list[float], q: float) -> float:
 def median(values: list[float]) -> float:
     clean = [v for v in values if v == v]  # drop NaN
     return statistics.median(clean) if clean else float("nan")
+
+
+@contextmanager
+def scratch_service(service):
+    """A devstack service (`RedisService()`, `KafkaService()`) started in a temporary directory
+    for one measurement, stopped by its PID when the block ends, however it ends."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        running = service.start(Path(tmp))
+        try:
+            yield running
+        finally:
+            service.stop(running)

@@ -33,15 +33,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from redis import Redis
 from redis._parsers import _HiredisParser, _RESP3Parser
 from redis.connection import HiredisRespSerializer
 
+from bench.measure import scratch_service
 from common import keys
 from common.adapters.redis_agent import (
     RedisChainedReport,
@@ -190,36 +189,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.devstack.redis import RedisService
 
-    service = RedisService()
-    with tempfile.TemporaryDirectory() as tmp:
-        running = service.start(Path(tmp))
-        try:
-            url = running.env["TASKLAB_REDIS_URL"]
-            by_label = clients(url)
-            shapes = workloads(by_label["python"])
-            # Each client gives the same answer to each shape: the parsers are interchangeable.
+    with scratch_service(RedisService()) as running:
+        url = running.env["TASKLAB_REDIS_URL"]
+        by_label = clients(url)
+        shapes = workloads(by_label["python"])
+        # Each client gives the same answer to each shape: the parsers are interchangeable.
+        for name, (_, op) in shapes.items():
+            if name not in ("lpush+blmove", "stage 1 task"):
+                answers = [op(c) for c in by_label.values()]
+                assert all(a == answers[0] for a in answers), (name, answers)
+        for client in by_label.values():
+            for _, op in shapes.values():
+                measure(client, op, WARM_UP)
+        print(f"load average at start: {os.getloadavg()}", flush=True)
+        cpu: dict[tuple[str, str], list[float]] = {}
+        wall: dict[tuple[str, str], list[float]] = {}
+        labels = list(by_label)
+        for rep in range(args.reps):
+            order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
             for name, (_, op) in shapes.items():
-                if name not in ("lpush+blmove", "stage 1 task"):
-                    answers = [op(c) for c in by_label.values()]
-                    assert all(a == answers[0] for a in answers), (name, answers)
-            for client in by_label.values():
-                for _, op in shapes.values():
-                    measure(client, op, WARM_UP)
-            print(f"load average at start: {os.getloadavg()}", flush=True)
-            cpu: dict[tuple[str, str], list[float]] = {}
-            wall: dict[tuple[str, str], list[float]] = {}
-            labels = list(by_label)
-            for rep in range(args.reps):
-                order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
-                for name, (_, op) in shapes.items():
-                    for label in order:
-                        c, w = measure(by_label[label], op, args.n)
-                        cpu.setdefault((name, label), []).append(c)
-                        wall.setdefault((name, label), []).append(w)
-                by_label["python"].delete("bench:processing")
-            print(f"load average at end:   {os.getloadavg()}")
-        finally:
-            service.stop(running)
+                for label in order:
+                    c, w = measure(by_label[label], op, args.n)
+                    cpu.setdefault((name, label), []).append(c)
+                    wall.setdefault((name, label), []).append(w)
+            by_label["python"].delete("bench:processing")
+        print(f"load average at end:   {os.getloadavg()}")
     report(shapes, labels, cpu, wall, args)
     return 0
 
