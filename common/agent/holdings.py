@@ -84,19 +84,32 @@ class Holdings:
     @contextmanager
     def alone(self, limit: float) -> Iterator[Counter[str] | None]:
         """No new call starts, and the calls in flight end (at most `limit` s): yields a copy
-        of what the workers hold, or None if a call was still in flight at the limit."""
+        of what the workers hold, or None if a call was still in flight at the limit, or if
+        another worker's reconcile ran meanwhile (it did the look; the next, if due, comes
+        on a later turn)."""
         deadline = time.monotonic() + limit
         with self._cond:
-            self._alone = True
-            while self._calls and (left := deadline - time.monotonic()) > 0:
+            # One reconcile at a time. Two workers may find one due at once; side by side,
+            # the first to finish would let takes start while the other still compares, and
+            # that one would give back an entry a take had just moved for its worker: the task
+            # ran twice. The second waits for the first and compares nothing.
+            other = self._alone
+            while self._alone and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            held = None if self._calls else Counter(self._held)
+            mine = not other and not self._alone
+            held = None
+            if mine:
+                self._alone = True
+                while self._calls and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                held = None if self._calls else Counter(self._held)
         try:
             yield held
         finally:
-            with self._cond:
-                self._alone = False
-                self._cond.notify_all()
+            if mine:
+                with self._cond:
+                    self._alone = False
+                    self._cond.notify_all()
 
     # --8<-- [end:gate]
 

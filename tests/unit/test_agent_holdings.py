@@ -87,3 +87,53 @@ def test_a_lost_answer_makes_two_looks_due_the_second_after_a_pause():
     holdings.reconciled()
     time.sleep(0.25)
     assert not holdings.due()
+
+
+def test_two_workers_that_find_a_reconcile_due_at_once_never_compare_side_by_side():
+    # Given a lost answer, so that a reconcile is due for every worker of the agent
+    holdings = Holdings(second_look=60.0)
+    holdings.unanswered()
+    first_in, first_go = threading.Event(), threading.Event()
+    second: list = []
+
+    def first() -> None:
+        with holdings.alone(5.0) as held:
+            first_in.set()
+            first_go.wait(5)
+            assert held == {}
+            holdings.reconciled()
+
+    def other() -> None:
+        with holdings.alone(5.0) as held:
+            second.append(held)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_in.wait(5)
+    # When a second worker asks to reconcile while the first compares
+    b = threading.Thread(target=other)
+    b.start()
+    time.sleep(0.2)
+    # Then it waits (were it to compare now, the first one's end would let takes start
+    # under it) ...
+    assert second == []
+    first_go.set()
+    a.join(5)
+    b.join(5)
+    # ... and compares nothing once the first is done: that look was taken
+    assert second == [None]
+    # and the gate is open again for takes
+    with holdings.call():
+        pass
+
+
+def test_a_reconcile_after_another_ended_compares_again_when_a_look_is_still_due():
+    holdings = Holdings(second_look=0.0)
+    holdings.unanswered()
+    with holdings.alone(1.0) as held:
+        assert held == {}
+    holdings.reconciled()
+    # the second look, on a later turn, is a reconcile of its own
+    assert holdings.due()
+    with holdings.alone(1.0) as held:
+        assert held == {}
