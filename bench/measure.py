@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis import Redis
 
@@ -114,9 +116,6 @@ def median(values: list[float]) -> float:
 def scratch_service(service):
     """A devstack service (`RedisService()`, `KafkaService()`) started in a temporary directory
     for one measurement, stopped by its PID when the block ends, however it ends."""
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         running = service.start(Path(tmp))
         try:

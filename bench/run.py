@@ -190,6 +190,7 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
         ends = [r.end for r in recs.values() if r.end is not None]
         n = mode.burst_n
         delta = red1.minus(red0)
+        services_ms = {name: (svc1[name] - svc0[name]) / n * 1e3 for name in services}
         out["burst"] = {
             "n": n,
             "tasks_per_s": len(ends) / (max(ends) - t0) if ends else float("nan"),
@@ -198,10 +199,8 @@ def run_trial(ctx: Context, system: System, workload: str, mode: Mode, log_dir: 
             "client_cpu_ms_per_task": client_cpu / n * 1e3,
             "redis_cmds_per_task": (delta.commands - INFO_COMMANDS - harness_cmds) / n,
             "redis_cpu_us_per_task": delta.cpu / n * 1e6,
-            "services_cpu_ms_per_task": {
-                name: (svc1[name] - svc0[name]) / n * 1e3 for name in services
-            },
-            "services_cpu_ms_total": sum(svc1[name] - svc0[name] for name in services) / n * 1e3,
+            "services_cpu_ms_per_task": services_ms,
+            "services_cpu_ms_total": sum(services_ms.values()),
         }
         # Everything the machine spent per task, client aside: the system's processes, Redis,
         # and the broker and coordinator it runs on. On two cores, throughput is its inverse.

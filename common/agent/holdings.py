@@ -93,16 +93,16 @@ class Holdings:
             # the first to finish would let takes start while the other still compares, and
             # that one would give back an entry a take had just moved for its worker: the task
             # ran twice. The second waits for the first and compares nothing.
-            other = self._alone
-            while self._alone and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
-            mine = not other and not self._alone
+            mine = not self._alone
             held = None
             if mine:
                 self._alone = True
                 while self._calls and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
                 held = None if self._calls else Counter(self._held)
+            else:
+                while self._alone and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
         try:
             yield held
         finally:
